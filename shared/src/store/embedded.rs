@@ -1,0 +1,4 @@
+//! The embedded store (local).
+
+/// The store in a file on local disk.
+pub struct EmbeddedStore;

@@ -1,0 +1,145 @@
+//! The store contract: one trait, two implementations with the same semantics.
+//!
+//! Gatehouse keeps everything in one table (single-table design). An item is addressed by a
+//! partition key and a sort key, carries a JSON object of attributes and, optionally, an expiry.
+//! Every access is by key or within one partition; there is no scan.
+//!
+//! Semantics every implementation must honour (the conformance suite in `tests/it/store.rs`
+//! holds both to them):
+//! - An item whose `expires_at` is in the past does not exist: `get` and `query` skip it, a
+//!   conditional create may replace it, `take` does not return it. (DynamoDB removes expired items
+//!   only eventually, so the check is made on every read, not left to the TTL sweeper.)
+//! - [`Condition::Absent`] creates only if no live item has the key: of any number of concurrent
+//!   creators exactly one succeeds.
+//! - [`Condition::AttrEquals`] replaces only if the live item's attribute equals the value
+//!   (optimistic concurrency, state transitions).
+//! - [`Store::take`] removes the item and returns it if it was live: of any number of concurrent
+//!   takers exactly one gets `Some`. One-time flow state is consumed this way.
+
+mod dynamo;
+mod embedded;
+
+pub use dynamo::DynamoStore;
+pub use embedded::EmbeddedStore;
+
+use serde_json::{Map, Value};
+
+/// The partition and sort key of an item.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    /// Partition key, e.g. `install#sesami`.
+    pub pk: String,
+    /// Sort key, e.g. the shop id.
+    pub sk: String,
+}
+
+impl Key {
+    /// A key from its two parts.
+    pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Self {
+            pk: pk.into(),
+            sk: sk.into(),
+        }
+    }
+}
+
+/// Attribute names the store itself uses; item attributes must not use them.
+pub const RESERVED_ATTRIBUTES: [&str; 3] = ["pk", "sk", "ttl"];
+
+/// One stored item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// Where it lives.
+    pub key: Key,
+    /// Its attributes: a JSON object whose names are not in [`RESERVED_ATTRIBUTES`].
+    pub attrs: Map<String, Value>,
+    /// Unix seconds after which the item no longer exists (stored as the table's TTL attribute).
+    pub expires_at: Option<i64>,
+}
+
+impl Item {
+    /// An item that does not expire.
+    pub fn new(key: Key, attrs: Map<String, Value>) -> Self {
+        Self {
+            key,
+            attrs,
+            expires_at: None,
+        }
+    }
+
+    /// The same item, expiring at `unix_seconds`.
+    pub fn expiring_at(mut self, unix_seconds: i64) -> Self {
+        self.expires_at = Some(unix_seconds);
+        self
+    }
+
+    /// A string attribute, if present and a string.
+    pub fn str(&self, name: &str) -> Option<&str> {
+        self.attrs.get(name).and_then(Value::as_str)
+    }
+
+    /// Whether the item is live at `now` (unix seconds).
+    pub fn is_live(&self, now: i64) -> bool {
+        self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+/// When a [`Store::put`] may write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// Always: create or replace.
+    Always,
+    /// Only if no live item has the key.
+    Absent,
+    /// Only if a live item has the key and its attribute `.0` equals `.1`.
+    AttrEquals(String, Value),
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write's [`Condition`] did not hold; nothing was written.
+    #[error("the store's condition did not hold")]
+    ConditionFailed,
+    /// The item cannot be stored as given (reserved attribute name, value the backend cannot hold).
+    #[error("the item cannot be stored: {0}")]
+    Invalid(String),
+    /// The backend could not be reached or failed; the request may be retried later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The store contract. Implementations: [`DynamoStore`] (deployed) and [`EmbeddedStore`] (local).
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The live item at `key`, if any.
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError>;
+    /// Writes `item` if `condition` holds, else [`StoreError::ConditionFailed`] and no change.
+    async fn put(&self, item: &Item, condition: Condition) -> Result<(), StoreError>;
+    /// Removes the item at `key` and returns it if it was live. Exactly one of concurrent
+    /// callers gets `Some`. Removing an absent key is not an error.
+    async fn take(&self, key: &Key) -> Result<Option<Item>, StoreError>;
+    /// The live items of one partition, in sort-key order.
+    async fn query(&self, pk: &str) -> Result<Vec<Item>, StoreError>;
+}
+
+/// Rejects attribute names the store reserves for itself.
+pub(crate) fn check_attrs(item: &Item) -> Result<(), StoreError> {
+    match RESERVED_ATTRIBUTES
+        .iter()
+        .find(|name| item.attrs.contains_key(**name))
+    {
+        Some(name) => Err(StoreError::Invalid(format!(
+            "attribute name `{name}` is reserved"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The current time in unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
