@@ -1,5 +1,29 @@
 //! Gatehouse's common crate: everything the Lambda functions, the local server and the tests
-//! share, and each platform's flows. A function's binary only builds an [`App`] once per
-//! container and hands requests to a handler from a platform module.
+//! share, and each platform's flows.
+//!
+//! A function's binary calls [`lambda::run`] with one handler from a platform module; the
+//! [`App`] (configuration, store, secrets, HTTP client) is built once per container. The local
+//! server and the tests call the very same handlers.
+//!
+//! Security rules every flow follows (DESIGN.md): signatures are checked over the raw bytes
+//! received, in constant time, before anything is parsed further or stored; every redirect flow
+//! carries one-time state bound to the browser by a signed cookie; outbound calls follow no
+//! redirects and go only to configured hosts; secrets are `SecretString`s and never logged.
 
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod flow;
+pub mod http;
+pub mod lambda;
+pub mod secrets;
+pub mod sesami;
 pub mod store;
+pub mod telemetry;
+pub mod web;
+
+pub use app::App;
+pub use error::{Error, Result};

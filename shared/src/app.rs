@@ -1,0 +1,126 @@
+//! The per-container context: configuration, store, secrets and HTTP client, built once at cold
+//! start and shared by every invocation the container serves.
+
+use crate::config::{Config, ConfigError, Vars};
+use crate::secrets::{Secrets, Source};
+use crate::store::{DynamoStore, EmbeddedStore, Store};
+use crate::sesami;
+use lambda_http::Request;
+use std::sync::Arc;
+use url::Url;
+
+/// Everything a handler needs.
+pub struct App {
+    /// Shared settings.
+    pub config: Config,
+    /// Sesami's settings.
+    pub sesami: sesami::Settings,
+    /// Installs, sessions, one-time state.
+    pub store: Arc<dyn Store>,
+    /// App and platform credentials, cached.
+    pub secrets: Secrets,
+    /// Outbound calls to platforms.
+    pub http: reqwest::Client,
+}
+
+/// Extra facts about a request that API Gateway (or the local server) supplies.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    /// The API's domain name as API Gateway saw it (not the client's `Host`).
+    pub domain_name: Option<String>,
+    /// API Gateway's request id, for logs.
+    pub request_id: Option<String>,
+}
+
+impl App {
+    /// The app configured by the process environment.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(&Vars::from_env()).await
+    }
+
+    /// The app configured by `vars`: DynamoDB and Secrets Manager where configured, the embedded
+    /// store and the local secrets file otherwise. AWS clients are built only when used, so a
+    /// laptop needs no AWS configuration at all.
+    pub async fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let config = Config::from_vars(vars)?;
+        let needs_aws = config.table_name.is_some() || !config.secret_ids.is_empty();
+        let aws = if needs_aws {
+            Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+        } else {
+            None
+        };
+        let store: Arc<dyn Store> = match (&config.table_name, &aws) {
+            (Some(table), Some(aws)) => Arc::new(DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(aws),
+                table.clone(),
+            )),
+            _ => Arc::new(
+                EmbeddedStore::open(config.data_dir.join("store.redb")).map_err(|e| {
+                    ConfigError {
+                        name: "GATEHOUSE_DATA_DIR".into(),
+                        problem: e.to_string(),
+                    }
+                })?,
+            ),
+        };
+        Self::with_store(vars, config, store, aws.as_ref())
+    }
+
+    /// The app with a given store (tests that share one store between apps).
+    pub fn with_store(
+        vars: &Vars,
+        config: Config,
+        store: Arc<dyn Store>,
+        aws: Option<&aws_config::SdkConfig>,
+    ) -> Result<Self, ConfigError> {
+        let sm = aws.map(aws_sdk_secretsmanager::Client::new);
+        let sources = crate::config::SECRET_NAMES
+            .iter()
+            .map(|name| {
+                let source = match (config.secret_ids.get(*name), &sm) {
+                    (Some(id), Some(client)) => Source::SecretsManager {
+                        client: client.clone(),
+                        secret_id: id.clone(),
+                    },
+                    _ => Source::File(config.secrets_file.clone()),
+                };
+                (name.to_string(), source)
+            })
+            .collect();
+        let http = crate::http::client(config.http_timeout).map_err(|e| ConfigError {
+            name: "GATEHOUSE_HTTP_TIMEOUT_SECONDS".into(),
+            problem: format!("the HTTP client cannot be built: {e}"),
+        })?;
+        Ok(Self {
+            sesami: sesami::Settings::from_vars(vars)?,
+            secrets: Secrets::new(sources, config.secrets_ttl),
+            store,
+            http,
+            config,
+        })
+    }
+
+    /// Our public base URL: configured, or `https://<API Gateway domain>`.
+    pub fn base_url(&self, req: &Request) -> crate::error::Result<Url> {
+        if let Some(url) = &self.config.public_base_url {
+            return Ok(url.clone());
+        }
+        req.extensions()
+            .get::<RequestInfo>()
+            .and_then(|info| info.domain_name.as_deref())
+            .and_then(|domain| Url::parse(&format!("https://{domain}")).ok())
+            .ok_or_else(|| {
+                crate::error::Error::Internal(
+                    "PUBLIC_BASE_URL is unset and the request has no API domain".into(),
+                )
+            })
+    }
+
+    /// `{base}{path}` as a string.
+    pub fn public_url(&self, req: &Request, path: &str) -> crate::error::Result<String> {
+        Ok(format!(
+            "{}{path}",
+            self.base_url(req)?.as_str().trim_end_matches('/')
+        ))
+    }
+}

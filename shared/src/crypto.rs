@@ -1,0 +1,314 @@
+//! Crypto helpers: HMAC, random tokens, and the app's key ring (cookie signing, token encryption).
+//!
+//! Signatures from platforms are HMAC-SHA256 (the `hmac` and `sha2` crates, whose `verify_slice`
+//! compares in constant time). Randomness and AES-256-GCM come from aws-lc-rs, the same crypto
+//! stack rustls and the AWS SDK already link, so the binaries carry one implementation.
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// Why a crypto operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    /// The system random number generator failed (should never happen on Lambda or Linux).
+    #[error("the random number generator failed")]
+    Random,
+    /// A key in the app secret is unusable.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// A ciphertext is malformed, names an unknown key, or does not authenticate.
+    #[error("the stored ciphertext cannot be decrypted")]
+    Decrypt,
+}
+
+/// HMAC-SHA256 of `message` under `key`.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
+    let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// Whether `tag` is the HMAC-SHA256 of `message` under any of `keys`, compared in constant time.
+/// Several keys let a current and a previous secret both verify during a rotation.
+pub fn verify_hmac_sha256<'a>(
+    keys: impl IntoIterator<Item = &'a [u8]>,
+    message: &[u8],
+    tag: &[u8],
+) -> bool {
+    keys.into_iter().any(|key| {
+        let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+        mac.update(message);
+        mac.verify_slice(tag).is_ok()
+    })
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+/// `n` bytes from the system CSPRNG.
+pub fn random_bytes(n: usize) -> Result<Vec<u8>, CryptoError> {
+    let mut out = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut out).map_err(|_| CryptoError::Random)?;
+    Ok(out)
+}
+
+/// A URL-safe random token carrying `bytes` bytes of entropy (state, nonce, code marks).
+pub fn random_token(bytes: usize) -> Result<String, CryptoError> {
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes(bytes)?))
+}
+
+/// A string of `len` characters drawn uniformly from `alphabet` (e.g. PKCE verifiers, MAC nonces).
+pub fn random_string(alphabet: &[u8], len: usize) -> Result<String, CryptoError> {
+    // Rejection sampling keeps the draw uniform for any alphabet size.
+    let limit = 256 - (256 % alphabet.len());
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        for byte in random_bytes(len * 2)? {
+            if (byte as usize) < limit && out.len() < len {
+                out.push(alphabet[byte as usize % alphabet.len()] as char);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One named key of the app secret, with the two keys derived from it.
+struct NamedKey {
+    id: String,
+    cookie: [u8; 32],
+    token: LessSafeKey,
+}
+
+struct Len32;
+impl KeyType for Len32 {
+    fn len(&self) -> usize {
+        32
+    }
+}
+
+impl NamedKey {
+    /// Derives independent cookie-signing and token-encryption keys from one secret (HKDF-SHA256),
+    /// so the app secret can be a single generated string yet no key serves two purposes.
+    fn derive(id: &str, secret: &SecretString) -> Result<Self, CryptoError> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(CryptoError::InvalidKey(format!(
+                "key id `{id}` must be letters, digits, `-` or `_`"
+            )));
+        }
+        if secret.expose_secret().len() < 32 {
+            return Err(CryptoError::InvalidKey(format!(
+                "key `{id}` must be at least 32 characters"
+            )));
+        }
+        let prk = Salt::new(HKDF_SHA256, b"gatehouse/v1").extract(secret.expose_secret().as_bytes());
+        let expand = |info: &[u8]| -> Result<[u8; 32], CryptoError> {
+            let mut out = [0u8; 32];
+            prk.expand(&[info], Len32)
+                .and_then(|okm| okm.fill(&mut out))
+                .map_err(|_| CryptoError::InvalidKey(format!("key `{id}` derivation failed")))?;
+            Ok(out)
+        };
+        let cookie = expand(b"cookie-signing")?;
+        let token_bytes = expand(b"token-encryption")?;
+        let token = UnboundKey::new(&AES_256_GCM, &token_bytes)
+            .map(LessSafeKey::new)
+            .map_err(|_| CryptoError::InvalidKey(format!("key `{id}` is unusable")))?;
+        Ok(Self {
+            id: id.to_owned(),
+            cookie,
+            token,
+        })
+    }
+}
+
+/// The app's keys: the current one signs and encrypts; previous ones still verify and decrypt,
+/// so a rotation breaks neither cookies in flight nor tokens already stored.
+pub struct KeyRing {
+    keys: Vec<NamedKey>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
+        f.debug_struct("KeyRing").field("key_ids", &ids).finish()
+    }
+}
+
+impl KeyRing {
+    /// A key ring from `(id, secret)` pairs, the current key first.
+    pub fn new<'a>(
+        keys: impl IntoIterator<Item = (&'a str, &'a SecretString)>,
+    ) -> Result<Self, CryptoError> {
+        let keys = keys
+            .into_iter()
+            .map(|(id, secret)| NamedKey::derive(id, secret))
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(CryptoError::InvalidKey("the app secret has no key".into()));
+        }
+        Ok(Self { keys })
+    }
+
+    fn current(&self) -> &NamedKey {
+        &self.keys[0]
+    }
+
+    fn by_id(&self, id: &str) -> Option<&NamedKey> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+
+    /// Signs `message` for a cookie: returns the current key id and the tag.
+    pub fn sign(&self, message: &[u8]) -> (&str, [u8; 32]) {
+        let key = self.current();
+        (&key.id, hmac_sha256(&key.cookie, message))
+    }
+
+    /// Whether `tag` signs `message` under the key named `key_id`.
+    pub fn verify(&self, key_id: &str, message: &[u8], tag: &[u8]) -> bool {
+        self.by_id(key_id)
+            .is_some_and(|key| verify_hmac_sha256([key.cookie.as_slice()], message, tag))
+    }
+
+    /// Encrypts a token for storage (AES-256-GCM, random nonce). `context` is authenticated but
+    /// not stored (e.g. the item's key), so a ciphertext copied to another item fails to decrypt.
+    /// Output: `v1.<key id>.<base64url(nonce | ciphertext | tag)>`.
+    pub fn encrypt(&self, plaintext: &str, context: &str) -> Result<String, CryptoError> {
+        let key = self.current();
+        let nonce_bytes = random_bytes(NONCE_LEN)?;
+        let nonce = Nonce::try_assume_unique_for_key(&nonce_bytes).map_err(|_| CryptoError::Random)?;
+        let mut buf = plaintext.as_bytes().to_vec();
+        key.token
+            .seal_in_place_append_tag(nonce, Aad::from(context.as_bytes()), &mut buf)
+            .map_err(|_| CryptoError::Random)?;
+        let mut out = nonce_bytes;
+        out.extend_from_slice(&buf);
+        Ok(format!("v1.{}.{}", key.id, URL_SAFE_NO_PAD.encode(out)))
+    }
+
+    /// Decrypts what [`KeyRing::encrypt`] produced, under the same `context`.
+    pub fn decrypt(&self, sealed: &str, context: &str) -> Result<SecretString, CryptoError> {
+        let mut parts = sealed.splitn(3, '.');
+        let (Some("v1"), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(CryptoError::Decrypt);
+        };
+        let key = self.by_id(id).ok_or(CryptoError::Decrypt)?;
+        let mut data = URL_SAFE_NO_PAD.decode(data).map_err(|_| CryptoError::Decrypt)?;
+        if data.len() < NONCE_LEN {
+            return Err(CryptoError::Decrypt);
+        }
+        let mut ciphertext = data.split_off(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(&data).map_err(|_| CryptoError::Decrypt)?;
+        let plain = key
+            .token
+            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut ciphertext)
+            .map_err(|_| CryptoError::Decrypt)?;
+        String::from_utf8(plain.to_vec())
+            .map(SecretString::from)
+            .map_err(|_| CryptoError::Decrypt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 4231 test case 2 (key "Jefe").
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        let tag = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(tag),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    /// RFC 4231 test case 6: a key longer than the block size.
+    #[test]
+    fn hmac_matches_rfc4231_case_6() {
+        let tag = hmac_sha256(
+            &[0xaa; 131],
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+        );
+        assert_eq!(
+            hex::encode(tag),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn verify_accepts_any_listed_key_and_nothing_else() {
+        let tag = hmac_sha256(b"old", b"msg");
+        assert!(verify_hmac_sha256([b"new".as_slice(), b"old"], b"msg", &tag));
+        assert!(!verify_hmac_sha256([b"new".as_slice()], b"msg", &tag));
+        assert!(!verify_hmac_sha256([b"old".as_slice()], b"msg2", &tag));
+        assert!(!verify_hmac_sha256([b"old".as_slice()], b"msg", &tag[..31]));
+    }
+
+    fn ring(keys: &[(&str, &str)]) -> KeyRing {
+        let secrets: Vec<(String, SecretString)> = keys
+            .iter()
+            .map(|(id, s)| (id.to_string(), SecretString::from(s.to_string())))
+            .collect();
+        KeyRing::new(secrets.iter().map(|(id, s)| (id.as_str(), s))).unwrap()
+    }
+
+    const A: &str = "a-secret-of-at-least-thirty-two-characters";
+    const B: &str = "another-secret-of-at-least-thirty-two-chars";
+
+    #[test]
+    fn encryption_round_trips_and_binds_context() {
+        let keys = ring(&[("k1", A)]);
+        let sealed = keys.encrypt("tok-123", "install#sesami/shop-1").unwrap();
+        assert!(sealed.starts_with("v1.k1."));
+        assert!(!sealed.contains("tok-123"));
+        let plain = keys.decrypt(&sealed, "install#sesami/shop-1").unwrap();
+        assert_eq!(plain.expose_secret(), "tok-123");
+        assert!(keys.decrypt(&sealed, "install#sesami/shop-2").is_err());
+        let mut tampered = sealed.clone();
+        tampered.pop();
+        tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
+        assert!(keys.decrypt(&tampered, "install#sesami/shop-1").is_err());
+    }
+
+    #[test]
+    fn rotation_keeps_old_ciphertexts_and_signatures_readable() {
+        let old = ring(&[("k1", A)]);
+        let sealed = old.encrypt("tok", "ctx").unwrap();
+        let (kid, tag) = old.sign(b"cookie");
+        let rotated = ring(&[("k2", B), ("k1", A)]);
+        assert_eq!(rotated.decrypt(&sealed, "ctx").unwrap().expose_secret(), "tok");
+        assert!(rotated.verify(kid, b"cookie", &tag));
+        assert!(rotated.encrypt("tok", "ctx").unwrap().starts_with("v1.k2."));
+        let dropped = ring(&[("k2", B)]);
+        assert!(dropped.decrypt(&sealed, "ctx").is_err());
+        assert!(!dropped.verify(kid, b"cookie", &tag));
+    }
+
+    #[test]
+    fn weak_or_malformed_keys_are_refused() {
+        let short = SecretString::from("short".to_string());
+        assert!(KeyRing::new([("k1", &short)]).is_err());
+        let ok = SecretString::from(A.to_string());
+        assert!(KeyRing::new([("k.1", &ok)]).is_err());
+        assert!(KeyRing::new(std::iter::empty()).is_err());
+    }
+
+    #[test]
+    fn random_strings_use_only_the_alphabet() {
+        let s = random_string(b"abc", 200).unwrap();
+        assert_eq!(s.len(), 200);
+        assert!(s.bytes().all(|b| b"abc".contains(&b)));
+        assert_ne!(random_token(32).unwrap(), random_token(32).unwrap());
+    }
+}

@@ -1,0 +1,113 @@
+//! The Lambda side: API Gateway HTTP API (payload 2.0) events in, responses out.
+//!
+//! `lambda_http::run` would do this too, but it panics on a body whose `isBase64Encoded` flag
+//! lies and on a path it cannot parse; here both become a 400. Everything else is lambda_http's
+//! own types, so handlers see an ordinary `lambda_http::Request`.
+
+use crate::app::{App, RequestInfo};
+use crate::error::Error;
+use crate::web::Format;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use lambda_http::http::{HeaderValue, header};
+use lambda_http::{Body, Request, Response};
+use lambda_runtime::{LambdaEvent, service_fn};
+use std::future::Future;
+use std::sync::Arc;
+
+/// Turns an API Gateway event into a request.
+pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Error> {
+    let path = event.raw_path.as_deref().unwrap_or("/");
+    let uri = match event.raw_query_string.as_deref() {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_owned(),
+    };
+    let uri: lambda_http::http::Uri = uri
+        .parse()
+        .map_err(|_| Error::BadRequest("the request path or query is malformed".into()))?;
+    let body = match event.body {
+        None => Body::Empty,
+        Some(b) if event.is_base64_encoded => Body::Binary(
+            STANDARD
+                .decode(b)
+                .map_err(|_| Error::BadRequest("the request body is not valid base64".into()))?,
+        ),
+        Some(b) => Body::Text(b),
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = event.request_context.http.method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = event.headers;
+    if let Some(cookies) = event.cookies.filter(|c| !c.is_empty()) {
+        if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
+            req.headers_mut().insert(header::COOKIE, v);
+        }
+    }
+    req.extensions_mut().insert(RequestInfo {
+        domain_name: event.request_context.domain_name,
+        request_id: event.request_context.request_id,
+    });
+    Ok(req)
+}
+
+/// Parses an event file's JSON (events/*.json) into a request, as the runtime would.
+pub fn request_from_json(json: &str) -> Result<Request, Error> {
+    let event: ApiGatewayV2httpRequest = serde_json::from_str(json)
+        .map_err(|e| Error::BadRequest(format!("not an API Gateway HTTP API event: {e}")))?;
+    request_from_event(event)
+}
+
+/// Turns a response into API Gateway's shape: `Set-Cookie` goes to `cookies`, a body that is not
+/// UTF-8 is base64-encoded.
+pub fn response_into_event(resp: Response<Body>) -> ApiGatewayV2httpResponse {
+    let (mut parts, body) = resp.into_parts();
+    let cookies = parts
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    parts.headers.remove(header::SET_COOKIE);
+    let (body, is_base64_encoded) = match body {
+        Body::Empty => (None, false),
+        Body::Text(t) => (Some(Body::Text(t)), false),
+        Body::Binary(b) => match String::from_utf8(b) {
+            Ok(t) => (Some(Body::Text(t)), false),
+            Err(e) => (Some(Body::Text(STANDARD.encode(e.into_bytes()))), true),
+        },
+        _ => (None, false),
+    };
+    let mut out = ApiGatewayV2httpResponse::default();
+    out.status_code = i64::from(parts.status.as_u16());
+    out.headers = parts.headers;
+    out.body = body;
+    out.is_base64_encoded = is_base64_encoded;
+    out.cookies = cookies;
+    out
+}
+
+/// Runs a function: logging, the [`App`] built once, then every event through `handler`.
+/// A configuration error stops the container at init, where Lambda reports it.
+pub async fn run<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Arc<App>, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send,
+{
+    crate::telemetry::init();
+    let app = Arc::new(App::from_env().await?);
+    let handler = Arc::new(handler);
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| {
+            let (app, handler) = (app.clone(), handler.clone());
+            async move {
+                let resp = match request_from_event(event.payload) {
+                    Ok(req) => handler(app, req).await,
+                    Err(e) => e.into_response(Format::Json),
+                };
+                Ok::<_, std::convert::Infallible>(response_into_event(resp))
+            }
+        },
+    ))
+    .await
+}

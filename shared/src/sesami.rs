@@ -1,0 +1,592 @@
+//! Sesami: the install launch, the OAuth callback and the webhooks.
+//!
+//! Everything about Sesami's protocol is here (PLATFORMS.md, "Sesami"):
+//! - Sesami signs a request as HMAC-SHA256 (client secret, lowercase hex) over the compact JSON of
+//!   an object holding every received parameter but `hmac`, top-level keys sorted, values as the
+//!   strings received. Not a `k=v&k=v` string. We sign whatever arrived, not a fixed list.
+//! - Webhooks are `{"event", "data", "hmac"}` with the hmac over `data` by the same rule (nested
+//!   objects keep their received order).
+//! - Sesami's authorization request carries no `state` and its callback echoes none, so the state
+//!   binding lives entirely on our side: the install launch stores one-time state naming the shop
+//!   and sets a signed cookie with its id; the callback must come from that browser, for that
+//!   shop, once.
+//!
+//! Flow: `GET /sesami/install` (verify, state, redirect to consent) → Sesami's consent →
+//! `GET /sesami/callback` (verify, freshness, consume state, mark the code used, exchange it,
+//! store the install with its token encrypted) → `POST /sesami/webhooks` (`uninstall_app`).
+
+use crate::app::App;
+use crate::config::{ConfigError, Vars};
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::flow::{self, CookieSpec};
+use crate::store::{Condition, Item, Key, now};
+use crate::web::{self, Format, Params};
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::time::Duration;
+use url::Url;
+
+/// The platform's name: its secret, its store partitions, its routes.
+pub const PLATFORM: &str = "sesami";
+
+/// The most a webhook body may be.
+pub const MAX_WEBHOOK_BYTES: usize = 256 * 1024;
+
+/// How long a used authorization code and a processed webhook are remembered.
+const MARK_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
+const STATE_COOKIE: CookieSpec = flow::state_cookie("gh-sesami-state");
+
+/// Sesami settings (`SESAMI_*` variables).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `SESAMI_API_BASE`: the authorization and token host (default `https://api.sesami.co`).
+    pub api_base: Url,
+    /// `SESAMI_SCOPES`: comma-separated (default `Shop:Read`, the only kind Sesami has today).
+    pub scopes: Vec<String>,
+    /// `SESAMI_TIMESTAMP_WINDOW_SECONDS`: how old (or how far ahead) a signed timestamp may be
+    /// (default 300).
+    pub timestamp_window: Duration,
+    /// `SESAMI_NUMERIC_TIMESTAMP`: sign `timestamp` as a JSON number, as an older draft did
+    /// (default false: as the string received).
+    pub numeric_timestamp: bool,
+    /// `SESAMI_AFTER_INSTALL_URL`: where to send the merchant after a successful install
+    /// (default: our own confirmation page).
+    pub after_install_url: Option<Url>,
+}
+
+impl Settings {
+    /// Reads the settings.
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            api_base: vars.url("SESAMI_API_BASE", "https://api.sesami.co")?,
+            scopes: vars
+                .get_or("SESAMI_SCOPES", "Shop:Read")
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            timestamp_window: vars.seconds("SESAMI_TIMESTAMP_WINDOW_SECONDS", 300)?,
+            numeric_timestamp: vars.flag("SESAMI_NUMERIC_TIMESTAMP", false)?,
+            after_install_url: match vars.get("SESAMI_AFTER_INSTALL_URL") {
+                Some(_) => Some(vars.url("SESAMI_AFTER_INSTALL_URL", "")?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// A stored install. The token is sealed with the app's key ring, bound to the install's key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Install {
+    /// Sesami's shop id: the tenant key.
+    pub shop_id: String,
+    /// The shop's name as the token reply gave it.
+    pub name: Option<String>,
+    /// The offline token, encrypted (`v1.<key id>.<ciphertext>`).
+    pub token_sealed: String,
+    /// `expireAt` as Sesami gave it (`NEVER` today).
+    pub expire_at: Option<String>,
+    /// The scopes that were requested.
+    pub scopes: Vec<String>,
+    /// Unix seconds.
+    pub installed_at: i64,
+}
+
+/// The store key of a shop's install.
+pub fn install_key(shop_id: &str) -> Key {
+    Key::new(format!("install#{PLATFORM}"), shop_id)
+}
+
+/// The canonical text Sesami signs: compact JSON of `object` with its top-level keys sorted,
+/// nested values in their received order, `/` and non-ASCII left unescaped (as `JSON.stringify`).
+pub fn canonical_json(object: &Map<String, Value>) -> String {
+    let mut keys: Vec<&String> = object.keys().collect();
+    keys.sort();
+    let mut out = String::from("{");
+    for (i, key) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json(&mut out, &Value::String(key.clone()));
+        out.push(':');
+        write_json(&mut out, &object[key]);
+    }
+    out.push('}');
+    out
+}
+
+/// Writes `value` compactly, numbers as JavaScript prints them (`1` for `1.0`), since Sesami
+/// computes its signatures with `JSON.stringify`.
+fn write_json(out: &mut String, value: &Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or_default();
+            if f.fract() == 0.0 && f.abs() < 1e21 {
+                out.push_str(&format!("{f:.0}"));
+            } else {
+                out.push_str(&f.to_string());
+            }
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(out, &Value::String(k.clone()));
+                out.push(':');
+                write_json(out, v);
+            }
+            out.push('}');
+        }
+        // Strings, integers, booleans and null: serde_json escapes exactly as JSON.stringify.
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The object Sesami signs for query parameters: every parameter but `hmac`, as strings (or
+/// `timestamp` as a number when `numeric_timestamp`).
+pub fn signed_object(params: &Params, numeric_timestamp: bool) -> Map<String, Value> {
+    params
+        .iter()
+        .filter(|(k, _)| *k != "hmac")
+        .map(|(k, v)| {
+            let value = match v.parse::<i64>() {
+                Ok(n) if numeric_timestamp && k == "timestamp" => Value::from(n),
+                _ => Value::from(v),
+            };
+            (k.to_owned(), value)
+        })
+        .collect()
+}
+
+/// Lowercase hex HMAC-SHA256 of `object`'s canonical JSON.
+pub fn sign(secret: &[u8], object: &Map<String, Value>) -> String {
+    hex::encode(crypto::hmac_sha256(secret, canonical_json(object).as_bytes()))
+}
+
+fn verify(keys: &[&[u8]], object: &Map<String, Value>, hmac_hex: &str) -> Result<()> {
+    let tag = hex::decode(hmac_hex)
+        .map_err(|_| Error::Unauthorized("the hmac is not hexadecimal".into()))?;
+    let message = canonical_json(object);
+    if crypto::verify_hmac_sha256(keys.iter().copied(), message.as_bytes(), &tag) {
+        Ok(())
+    } else {
+        Err(Error::Unauthorized("the hmac does not match".into()))
+    }
+}
+
+/// Checks a signed timestamp (seconds, or milliseconds when above 10^12) against the window.
+pub fn check_timestamp(raw: &str, window: Duration, now_ms: i64) -> Result<()> {
+    let ts: i64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| Error::BadRequest("parameter `timestamp` is not a number".into()))?;
+    let ts_ms = if ts > 1_000_000_000_000 {
+        ts
+    } else {
+        ts.saturating_mul(1000)
+    };
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    if now_ms.saturating_sub(ts_ms).saturating_abs() > window_ms {
+        return Err(Error::Unauthorized(
+            "the request is too old or from the future (timestamp outside the window)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Verifies a signed launch or callback: hmac over every parameter but `hmac`, then freshness.
+async fn verify_query(app: &App, params: &Params) -> Result<()> {
+    let hmac = params.require("hmac")?;
+    let timestamp = params.require("timestamp")?;
+    params.require("shopId")?;
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    verify(
+        &creds.verifying_keys(),
+        &signed_object(params, app.sesami.numeric_timestamp),
+        hmac,
+    )?;
+    check_timestamp(timestamp, app.sesami.timestamp_window, now_ms())
+}
+
+/// `GET /sesami/install`: verifies the launch, starts the OAuth flow.
+pub async fn install(app: &App, req: Request) -> Response<Body> {
+    web::respond(Format::Html, install_flow(app, &req).await)
+}
+
+async fn install_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+    let params = Params::from_query(req)?;
+    verify_query(app, &params).await?;
+    let shop_id = params.require("shopId")?;
+    let keys = app.secrets.app_keys().await?;
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    let mut data = Map::new();
+    data.insert("shop_id".into(), shop_id.into());
+    let state = flow::begin(app, PLATFORM, data).await?;
+
+    let mut url = app.sesami.api_base.clone();
+    url.set_path(&format!(
+        "{}/api/v1/oauth/authorization",
+        url.path().trim_end_matches('/')
+    ));
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("clientId", &creds.client_id);
+        q.append_pair("shopId", shop_id);
+        for scope in &app.sesami.scopes {
+            q.append_pair("scopes[]", scope);
+        }
+        q.append_pair("redirectUri", &app.public_url(req, "/sesami/callback")?);
+    }
+    tracing::info!(shop_id, "sesami install started");
+    let mut resp = web::redirect(url.as_str())?;
+    web::set_cookie(&mut resp, &STATE_COOKIE.set(app, &keys, &state))?;
+    Ok(resp)
+}
+
+/// `GET /sesami/callback`: verifies, consumes the state, exchanges the code, stores the install.
+pub async fn callback(app: &App, req: Request) -> Response<Body> {
+    web::respond(Format::Html, callback_flow(app, &req).await)
+}
+
+#[derive(Deserialize)]
+struct TokenReply {
+    token: String,
+    #[serde(rename = "clientId")]
+    client_id: Option<String>,
+    #[serde(rename = "expireAt")]
+    expire_at: Option<String>,
+    name: Option<String>,
+}
+
+async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+    let params = Params::from_query(req)?;
+    let code = params.require("code")?;
+    verify_query(app, &params).await?;
+    let shop_id = params.require("shopId")?;
+
+    let keys = app.secrets.app_keys().await?;
+    let state_id = STATE_COOKIE.read(app, &keys, req)?;
+    let state = flow::consume(app, PLATFORM, &state_id).await?;
+    if state.get("shop_id").and_then(Value::as_str) != Some(shop_id) {
+        return Err(Error::Forbidden(
+            "this callback is for another shop than the one whose install this browser started"
+                .into(),
+        ));
+    }
+
+    // A code is exchanged at most once, whichever browser or state presents it.
+    let mark = Item::new(
+        Key::new(
+            format!("code#{PLATFORM}"),
+            hex::encode(crypto::sha256(code.as_bytes())),
+        ),
+        Map::new(),
+    )
+    .expiring_at(now() + MARK_TTL_SECONDS);
+    app.store
+        .put(&mark, Condition::Absent)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::ConditionFailed => {
+                Error::Conflict("this authorization code was used already".into())
+            }
+            other => other.into(),
+        })?;
+
+    let reply = match exchange(app, shop_id, code).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            // The code was not spent by us: forget the mark so nothing of this attempt remains.
+            let _ = app.store.take(&mark.key).await;
+            return Err(e);
+        }
+    };
+
+    let key = install_key(shop_id);
+    let install = Install {
+        shop_id: shop_id.to_owned(),
+        name: reply.name.clone(),
+        token_sealed: keys.encrypt(&reply.token, &format!("{}/{}", key.pk, key.sk))?,
+        expire_at: reply.expire_at,
+        scopes: app.sesami.scopes.clone(),
+        installed_at: now(),
+    };
+    let attrs = match serde_json::to_value(&install) {
+        Ok(Value::Object(map)) => map,
+        _ => return Err(Error::Internal("install did not serialise".into())),
+    };
+    app.store
+        .put(&Item::new(key, attrs), Condition::Always)
+        .await?;
+    tracing::info!(shop_id, "sesami install stored");
+
+    let mut resp = match &app.sesami.after_install_url {
+        Some(url) => {
+            let mut url = url.clone();
+            url.query_pairs_mut().append_pair("shopId", shop_id);
+            web::redirect(url.as_str())?
+        }
+        None => web::html_page(
+            StatusCode::OK,
+            "Installed",
+            &format!(
+                "<p>Gatehouse is installed on <strong>{}</strong> (shop <code>{}</code>).</p>",
+                web::escape(reply.name.as_deref().unwrap_or(shop_id)),
+                web::escape(shop_id)
+            ),
+        ),
+    };
+    web::set_cookie(&mut resp, &STATE_COOKIE.clear(app))?;
+    Ok(resp)
+}
+
+/// Exchanges the code for the shop's offline token (JSON POST, no redirects followed).
+async fn exchange(app: &App, shop_id: &str, code: &str) -> Result<TokenReply> {
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    let url = format!(
+        "{}/api/v1/oauth/access-token",
+        app.sesami.api_base.as_str().trim_end_matches('/')
+    );
+    let body = serde_json::json!({
+        "code": code,
+        "shopId": shop_id,
+        "clientId": creds.client_id,
+        "clientSecret": creds.client_secret.expose_secret(),
+    });
+    let resp = app.http.post(&url).json(&body).send().await.map_err(|e| {
+        tracing::warn!(reason = crate::http::describe(&e), "sesami token call failed");
+        Error::Upstream(format!(
+            "Sesami's token endpoint {}; try installing again",
+            crate::http::describe(&e)
+        ))
+    })?;
+    let status = resp.status();
+    if status.is_client_error() {
+        tracing::warn!(status = status.as_u16(), "sesami refused the code");
+        return Err(Error::BadRequest(
+            "Sesami refused the authorization code; start the install again".into(),
+        ));
+    }
+    if !status.is_success() {
+        return Err(Error::Upstream(format!(
+            "Sesami's token endpoint answered {}",
+            status.as_u16()
+        )));
+    }
+    let reply: TokenReply = resp
+        .json()
+        .await
+        .map_err(|_| Error::Upstream("Sesami's token endpoint answered unreadably".into()))?;
+    if reply.token.is_empty() {
+        return Err(Error::Upstream("Sesami's token reply has no token".into()));
+    }
+    if let Some(id) = &reply.client_id {
+        if id != &creds.client_id {
+            return Err(Error::Upstream(
+                "Sesami's token reply names another client".into(),
+            ));
+        }
+    }
+    Ok(reply)
+}
+
+/// `POST /sesami/webhooks`: verifies the hmac over `data`, handles `uninstall_app`.
+pub async fn webhooks(app: &App, req: Request) -> Response<Body> {
+    web::respond(Format::Json, webhook_flow(app, &req).await)
+}
+
+#[derive(Deserialize)]
+struct Webhook {
+    event: String,
+    data: Map<String, Value>,
+    hmac: String,
+}
+
+async fn webhook_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+    web::require_content_type(req, "application/json")?;
+    let body = web::body(req, MAX_WEBHOOK_BYTES)?;
+    let hook: Webhook = serde_json::from_slice(body).map_err(|_| {
+        Error::BadRequest("the body is not a JSON object with `event`, `data` and `hmac`".into())
+    })?;
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    verify(&creds.verifying_keys(), &hook.data, &hook.hmac)?;
+    if let Some(ts) = hook.data.get("timestamp") {
+        let raw = match ts {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        check_timestamp(&raw, app.sesami.timestamp_window, now_ms())?;
+    }
+
+    match hook.event.as_str() {
+        "uninstall_app" => uninstall(app, &hook).await,
+        other => {
+            tracing::info!(event = %web::printable(other), "sesami webhook ignored");
+            Ok(web::json(
+                StatusCode::OK,
+                &serde_json::json!({"ok": true, "handled": false}),
+            ))
+        }
+    }
+}
+
+async fn uninstall(app: &App, hook: &Webhook) -> Result<Response<Body>> {
+    let shop_id = match hook.data.get("shopId") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(Error::BadRequest("`data.shopId` is missing".into())),
+    };
+    // A delivery is acted on once: the mark is the signature itself, unique per payload.
+    let mark = Item::new(
+        Key::new(format!("webhook#{PLATFORM}"), hook.hmac.to_ascii_lowercase()),
+        Map::new(),
+    )
+    .expiring_at(now() + MARK_TTL_SECONDS);
+    match app.store.put(&mark, Condition::Absent).await {
+        Ok(()) => {}
+        Err(crate::store::StoreError::ConditionFailed) => {
+            return Ok(web::json(
+                StatusCode::OK,
+                &serde_json::json!({"ok": true, "duplicate": true}),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    match app.store.take(&install_key(&shop_id)).await {
+        Ok(Some(_)) => {
+            tracing::info!(shop_id, "sesami install removed");
+            Ok(web::json(
+                StatusCode::OK,
+                &serde_json::json!({"ok": true, "handled": true}),
+            ))
+        }
+        other => {
+            let _ = app.store.take(&mark.key).await;
+            other?;
+            Err(Error::NotFound(format!(
+                "no install for shop `{}`",
+                web::printable(&shop_id)
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Vectors: tests/vectors/sesami.py computes them independently with python3's hmac and json modules.
+    const SECRET: &[u8] = b"sesami-test-secret";
+
+    fn params(q: &str) -> Params {
+        Params::parse(q).unwrap()
+    }
+
+    #[test]
+    fn install_launch_vector() {
+        let p = params("shopId=shop-123&timestamp=1732406400000&hmac=x");
+        let object = signed_object(&p, false);
+        assert_eq!(
+            canonical_json(&object),
+            r#"{"shopId":"shop-123","timestamp":"1732406400000"}"#
+        );
+        assert_eq!(
+            sign(SECRET, &object),
+            "3f77b09f13b8b3116f3eaed5d0f89f5976a5e94da92a6728f7b90058ec9dd0af"
+        );
+    }
+
+    #[test]
+    fn callback_vector() {
+        let p = params("timestamp=1732406400000&code=c0de%2F42&shopId=shop-123&hmac=x");
+        assert_eq!(
+            sign(SECRET, &signed_object(&p, false)),
+            "e84c59d39234b806327775c55c2c186c8c25b3fe5f3006688a7b64fb47c4f6d0"
+        );
+    }
+
+    #[test]
+    fn app_load_vector() {
+        let p = params(
+            "appId=app-1&locale=fr-CA&messageId=m-9&shopId=shop-123&target=admin&timestamp=1732406400&token=t%C3%A9st&hmac=x",
+        );
+        assert_eq!(
+            sign(SECRET, &signed_object(&p, false)),
+            "1012bf24cdd21b9955e785fc80e787f59f3f06b2df4341c1488dce4490d5bdf0"
+        );
+    }
+
+    #[test]
+    fn webhook_data_vector_with_nesting_and_non_ascii() {
+        let data: Map<String, Value> = serde_json::from_str(
+            r#"{"shopId":"shop-123","z":{"b":2,"a":[1,"x/y"]},"name":"Café Ünïcode ☕","price":12.5,"whole":3.0}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            canonical_json(&data),
+            r#"{"name":"Café Ünïcode ☕","price":12.5,"shopId":"shop-123","whole":3,"z":{"b":2,"a":[1,"x/y"]}}"#
+        );
+        assert_eq!(
+            sign(SECRET, &data),
+            "3fb15c458ca7140071366d593be7de0fd9f7cfd308c6a3ba2566762ce149070e"
+        );
+    }
+
+    #[test]
+    fn numeric_timestamp_signing_is_a_setting() {
+        let p = params("shopId=s&timestamp=1732406400000&hmac=x");
+        assert_eq!(
+            canonical_json(&signed_object(&p, true)),
+            r#"{"shopId":"s","timestamp":1732406400000}"#
+        );
+    }
+
+    #[test]
+    fn verify_rejects_wrong_and_malformed_hmacs() {
+        let object = signed_object(&params("shopId=s&timestamp=1"), false);
+        let good = sign(SECRET, &object);
+        assert!(verify(&[SECRET], &object, &good).is_ok());
+        assert!(verify(&[b"other".as_slice(), SECRET], &object, &good).is_ok());
+        assert!(verify(&[b"other".as_slice()], &object, &good).is_err());
+        assert!(verify(&[SECRET], &object, "zz").is_err());
+        assert!(verify(&[SECRET], &object, &good[..62]).is_err());
+    }
+
+    #[test]
+    fn timestamps_in_seconds_or_milliseconds() {
+        let w = Duration::from_secs(300);
+        let now = 1_732_406_400_000;
+        assert!(check_timestamp("1732406400", w, now).is_ok());
+        assert!(check_timestamp("1732406400000", w, now).is_ok());
+        assert!(check_timestamp("1732406100", w, now).is_ok());
+        assert!(check_timestamp("1732406099", w, now).is_err());
+        assert!(check_timestamp("1732406701000", w, now).is_err());
+        assert!(check_timestamp("soon", w, now).is_err());
+        assert!(check_timestamp("-9223372036854775808", w, now).is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! Reading requests and writing responses, strictly.
+//!
+//! Signatures are computed over parameters exactly as received, so parsing here is strict where
+//! common parsers are lenient: a duplicated parameter or a percent-escape that is not UTF-8 is an
+//! error (400), never silently resolved to one value or replaced by U+FFFD.
+
+use crate::error::{Error, Result};
+use lambda_http::http::{HeaderMap, HeaderValue, StatusCode, header};
+use lambda_http::{Body, Request, Response};
+use std::collections::BTreeMap;
+
+/// How errors are shown: a page for browser routes, JSON for platform-to-app calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// An HTML page.
+    Html,
+    /// A JSON object `{"error", "message"}`.
+    Json,
+}
+
+/// The most parameters a query or form may carry.
+pub const MAX_PARAMS: usize = 64;
+/// The largest query or form we parse.
+pub const MAX_QUERY_BYTES: usize = 8 * 1024;
+
+/// Parsed query or form parameters: each name at most once, names and values valid UTF-8.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Params(BTreeMap<String, String>);
+
+impl Params {
+    /// Parses `application/x-www-form-urlencoded` text (`+` is a space).
+    pub fn parse(raw: &str) -> Result<Self> {
+        if raw.len() > MAX_QUERY_BYTES {
+            return Err(Error::BadRequest(format!(
+                "the parameters are longer than {MAX_QUERY_BYTES} bytes"
+            )));
+        }
+        let mut map = BTreeMap::new();
+        for pair in raw.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let name = decode(name)?;
+            let value = decode(value)?;
+            if map.len() == MAX_PARAMS {
+                return Err(Error::BadRequest(format!(
+                    "more than {MAX_PARAMS} parameters"
+                )));
+            }
+            if map.contains_key(&name) {
+                return Err(Error::BadRequest(format!(
+                    "parameter `{}` is given more than once",
+                    printable(&name)
+                )));
+            }
+            map.insert(name, value);
+        }
+        Ok(Self(map))
+    }
+
+    /// The query string of `req`.
+    pub fn from_query(req: &Request) -> Result<Self> {
+        Self::parse(req.uri().query().unwrap_or(""))
+    }
+
+    /// A parameter's value, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// A parameter that must be present and non-empty.
+    pub fn require(&self, name: &str) -> Result<&str> {
+        match self.get(name) {
+            Some(v) if !v.is_empty() => Ok(v),
+            Some(_) => Err(Error::BadRequest(format!("parameter `{name}` is empty"))),
+            None => Err(Error::BadRequest(format!("parameter `{name}` is missing"))),
+        }
+    }
+
+    /// All parameters, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+fn decode(s: &str) -> Result<String> {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| Error::BadRequest("a parameter is not valid UTF-8".into()))
+}
+
+/// A name shortened and stripped of control characters, safe to echo in a message.
+pub fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(40).collect()
+}
+
+/// The request body as bytes, refused when larger than `limit`.
+pub fn body(req: &Request, limit: usize) -> Result<&[u8]> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.len() > limit {
+        return Err(Error::TooLarge(limit));
+    }
+    Ok(bytes)
+}
+
+/// The request body as UTF-8 text, refused when larger than `limit`.
+pub fn body_text(req: &Request, limit: usize) -> Result<&str> {
+    std::str::from_utf8(body(req, limit)?)
+        .map_err(|_| Error::BadRequest("the request body is not valid UTF-8".into()))
+}
+
+/// Requires the media type of the body (parameters such as `charset` are ignored).
+pub fn require_content_type(req: &Request, expected: &str) -> Result<()> {
+    let actual = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match actual {
+        Some(t) if t == expected => Ok(()),
+        _ => Err(Error::UnsupportedMediaType(format!(
+            "the body must be {expected}"
+        ))),
+    }
+}
+
+/// A single-valued header as text, if present.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(|c| c.ok())
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
+}
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn with_security_headers(mut resp: Response<Body>) -> Response<Body> {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+fn build(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    with_security_headers(resp)
+}
+
+/// A small, self-contained HTML page. `body_html` must already be escaped.
+pub fn html_page(status: StatusCode, title: &str, body_html: &str) -> Response<Body> {
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>{title}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:44rem;margin:3rem auto;padding:0 1rem;line-height:1.5}}\
+         code{{background:#f3f3f3;padding:0 .2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;padding:.3em .6em;text-align:left}}</style>\
+         </head><body><h1>{title}</h1>{body_html}</body></html>",
+        title = escape(title),
+    );
+    let mut resp = build(status, "text/html; charset=utf-8", Body::from(page));
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'self'"),
+    );
+    resp
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    build(status, "application/json", Body::from(value.to_string()))
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, text: impl Into<String>) -> Response<Body> {
+    build(status, "text/plain; charset=utf-8", Body::from(text.into()))
+}
+
+/// A `302 Found` to `location`.
+pub fn redirect(location: &str) -> Result<Response<Body>> {
+    let mut resp = build(StatusCode::FOUND, "text/plain; charset=utf-8", Body::Empty);
+    let value = HeaderValue::from_str(location)
+        .map_err(|_| Error::Internal("redirect location is not a valid header".into()))?;
+    resp.headers_mut().insert(header::LOCATION, value);
+    Ok(resp)
+}
+
+/// The response for a handler's result: the response itself, or the error's page or JSON.
+pub fn respond(format: Format, result: Result<Response<Body>>) -> Response<Body> {
+    result.unwrap_or_else(|e| e.into_response(format))
+}
+
+/// Adds a `Set-Cookie` header.
+pub fn set_cookie(resp: &mut Response<Body>, cookie: &str) -> Result<()> {
+    let value = HeaderValue::from_str(cookie)
+        .map_err(|_| Error::Internal("cookie is not a valid header".into()))?;
+    resp.headers_mut().append(header::SET_COOKIE, value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_decode_strictly() {
+        let p = Params::parse("a=1&b=x+y%2Fz&c=&d").unwrap();
+        assert_eq!(p.get("a"), Some("1"));
+        assert_eq!(p.get("b"), Some("x y/z"));
+        assert_eq!(p.get("c"), Some(""));
+        assert_eq!(p.get("d"), Some(""));
+        assert!(p.require("c").is_err());
+        assert!(p.require("zz").is_err());
+        assert!(matches!(Params::parse("a=1&a=2"), Err(Error::BadRequest(_))));
+        assert!(matches!(Params::parse("a=%ff%fe"), Err(Error::BadRequest(_))));
+        let many: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("p{i}=1")).collect();
+        assert!(Params::parse(&many.join("&")).is_err());
+        assert!(Params::parse(&"a".repeat(MAX_QUERY_BYTES + 1)).is_err());
+        assert_eq!(
+            Params::parse("shop=%C3%A9t%C3%A9").unwrap().get("shop"),
+            Some("été")
+        );
+    }
+
+    #[test]
+    fn escape_neutralises_markup() {
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}
