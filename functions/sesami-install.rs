@@ -1,1 +1,8 @@
-fn main(){}
+//! `sesami-install`: the Lambda function behind its route in template.yaml. Its behaviour is
+//! [`gatehouse::sesami::install`], shared with the local server and the tests.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    gatehouse::lambda::run(|app, req| async move { gatehouse::sesami::install(&app, req).await })
+        .await
+}

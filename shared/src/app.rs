@@ -3,8 +3,8 @@
 
 use crate::config::{Config, ConfigError, Vars};
 use crate::secrets::{Secrets, Source};
-use crate::store::{DynamoStore, EmbeddedStore, Store};
 use crate::sesami;
+use crate::store::{DynamoStore, EmbeddedStore, Store};
 use lambda_http::Request;
 use std::sync::Arc;
 use url::Url;

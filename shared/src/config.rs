@@ -33,7 +33,12 @@ impl Vars {
     pub fn from_pairs<K: Into<String>, V: Into<String>>(
         pairs: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
-        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 
     /// Sets a variable, replacing any value.
@@ -51,7 +56,10 @@ impl Vars {
 
     /// A variable's value; empty counts as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// A variable or its default.
@@ -178,9 +186,15 @@ mod tests {
         let config = Config::from_vars(&vars).unwrap();
         assert!(config.public_base_url.is_none());
         assert!(config.secure_cookies());
-        assert_eq!(config.secret_ids.get("app").map(String::as_str), Some("arn:app"));
+        assert_eq!(
+            config.secret_ids.get("app").map(String::as_str),
+            Some("arn:app")
+        );
         assert!(!config.secret_ids.contains_key("sesami"));
-        assert_eq!(vars.url("A", "").unwrap().as_str(), "https://example.com/base");
+        assert_eq!(
+            vars.url("A", "").unwrap().as_str(),
+            "https://example.com/base"
+        );
         assert!(vars.url("B", "").is_err());
         assert!(vars.seconds("A", 1).is_err());
     }

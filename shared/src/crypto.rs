@@ -100,7 +100,10 @@ impl NamedKey {
     /// Derives independent cookie-signing and token-encryption keys from one secret (HKDF-SHA256),
     /// so the app secret can be a single generated string yet no key serves two purposes.
     fn derive(id: &str, secret: &SecretString) -> Result<Self, CryptoError> {
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(CryptoError::InvalidKey(format!(
                 "key id `{id}` must be letters, digits, `-` or `_`"
@@ -111,7 +114,8 @@ impl NamedKey {
                 "key `{id}` must be at least 32 characters"
             )));
         }
-        let prk = Salt::new(HKDF_SHA256, b"gatehouse/v1").extract(secret.expose_secret().as_bytes());
+        let prk =
+            Salt::new(HKDF_SHA256, b"gatehouse/v1").extract(secret.expose_secret().as_bytes());
         let expand = |info: &[u8]| -> Result<[u8; 32], CryptoError> {
             let mut out = [0u8; 32];
             prk.expand(&[info], Len32)
@@ -186,7 +190,8 @@ impl KeyRing {
     pub fn encrypt(&self, plaintext: &str, context: &str) -> Result<String, CryptoError> {
         let key = self.current();
         let nonce_bytes = random_bytes(NONCE_LEN)?;
-        let nonce = Nonce::try_assume_unique_for_key(&nonce_bytes).map_err(|_| CryptoError::Random)?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(&nonce_bytes).map_err(|_| CryptoError::Random)?;
         let mut buf = plaintext.as_bytes().to_vec();
         key.token
             .seal_in_place_append_tag(nonce, Aad::from(context.as_bytes()), &mut buf)
@@ -203,7 +208,9 @@ impl KeyRing {
             return Err(CryptoError::Decrypt);
         };
         let key = self.by_id(id).ok_or(CryptoError::Decrypt)?;
-        let mut data = URL_SAFE_NO_PAD.decode(data).map_err(|_| CryptoError::Decrypt)?;
+        let mut data = URL_SAFE_NO_PAD
+            .decode(data)
+            .map_err(|_| CryptoError::Decrypt)?;
         if data.len() < NONCE_LEN {
             return Err(CryptoError::Decrypt);
         }
@@ -249,7 +256,11 @@ mod tests {
     #[test]
     fn verify_accepts_any_listed_key_and_nothing_else() {
         let tag = hmac_sha256(b"old", b"msg");
-        assert!(verify_hmac_sha256([b"new".as_slice(), b"old"], b"msg", &tag));
+        assert!(verify_hmac_sha256(
+            [b"new".as_slice(), b"old"],
+            b"msg",
+            &tag
+        ));
         assert!(!verify_hmac_sha256([b"new".as_slice()], b"msg", &tag));
         assert!(!verify_hmac_sha256([b"old".as_slice()], b"msg2", &tag));
         assert!(!verify_hmac_sha256([b"old".as_slice()], b"msg", &tag[..31]));
@@ -287,7 +298,10 @@ mod tests {
         let sealed = old.encrypt("tok", "ctx").unwrap();
         let (kid, tag) = old.sign(b"cookie");
         let rotated = ring(&[("k2", B), ("k1", A)]);
-        assert_eq!(rotated.decrypt(&sealed, "ctx").unwrap().expose_secret(), "tok");
+        assert_eq!(
+            rotated.decrypt(&sealed, "ctx").unwrap().expose_secret(),
+            "tok"
+        );
         assert!(rotated.verify(kid, b"cookie", &tag));
         assert!(rotated.encrypt("tok", "ctx").unwrap().starts_with("v1.k2."));
         let dropped = ring(&[("k2", B)]);

@@ -159,14 +159,37 @@ mod tests {
     fn signed_cookie_round_trips_and_resists_tampering() {
         let k = keys("k1");
         let sealed = sign_cookie(&k, "gh-state", "abc", 2_000);
-        assert_eq!(open_cookie(&k, "gh-state", &sealed, 1_000).as_deref(), Some("abc"));
+        assert_eq!(
+            open_cookie(&k, "gh-state", &sealed, 1_000).as_deref(),
+            Some("abc")
+        );
         assert_eq!(open_cookie(&k, "gh-state", &sealed, 2_000), None, "expired");
-        assert_eq!(open_cookie(&k, "gh-session", &sealed, 1_000), None, "other cookie");
-        assert_eq!(open_cookie(&keys("k2"), "gh-state", &sealed, 1_000), None, "other key");
-        let forged = sealed.replacen(&URL_SAFE_NO_PAD.encode("abc"), &URL_SAFE_NO_PAD.encode("abd"), 1);
-        assert_eq!(open_cookie(&k, "gh-state", &forged, 1_000), None, "other value");
+        assert_eq!(
+            open_cookie(&k, "gh-session", &sealed, 1_000),
+            None,
+            "other cookie"
+        );
+        assert_eq!(
+            open_cookie(&keys("k2"), "gh-state", &sealed, 1_000),
+            None,
+            "other key"
+        );
+        let forged = sealed.replacen(
+            &URL_SAFE_NO_PAD.encode("abc"),
+            &URL_SAFE_NO_PAD.encode("abd"),
+            1,
+        );
+        assert_eq!(
+            open_cookie(&k, "gh-state", &forged, 1_000),
+            None,
+            "other value"
+        );
         let later = sealed.replacen(".2000.", ".9000.", 1);
-        assert_eq!(open_cookie(&k, "gh-state", &later, 1_000), None, "extended expiry");
+        assert_eq!(
+            open_cookie(&k, "gh-state", &later, 1_000),
+            None,
+            "extended expiry"
+        );
         assert_eq!(open_cookie(&k, "gh-state", "a.b.c", 1_000), None);
         assert_eq!(open_cookie(&k, "gh-state", "a.b.c.d.e", 1_000), None);
         assert_eq!(open_cookie(&k, "gh-state", "", 1_000), None);

@@ -14,6 +14,7 @@ use lambda_http::http::{HeaderValue, header};
 use lambda_http::{Body, Request, Response};
 use lambda_runtime::{LambdaEvent, service_fn};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// Turns an API Gateway event into a request.
@@ -100,13 +101,16 @@ where
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| {
             let (app, handler) = (app.clone(), handler.clone());
-            async move {
+            // Boxed: the handler's future type is deep, and nesting it inside the runtime's
+            // own futures would exceed the compiler's type-layout recursion limit.
+            let fut: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
                 let resp = match request_from_event(event.payload) {
                     Ok(req) => handler(app, req).await,
                     Err(e) => e.into_response(Format::Json),
                 };
                 Ok::<_, std::convert::Infallible>(response_into_event(resp))
-            }
+            });
+            fut
         },
     ))
     .await

@@ -266,9 +266,8 @@ pub fn ensure_local_file(path: &Path, platforms: &[&str]) -> std::io::Result<()>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::Map::new(),
         Err(e) => return Err(e),
     };
-    let random = || {
-        crate::crypto::random_token(32).map_err(|e| std::io::Error::other(e.to_string()))
-    };
+    let random =
+        || crate::crypto::random_token(32).map_err(|e| std::io::Error::other(e.to_string()));
     let before = all.len();
     if !all.contains_key(APP) {
         all.insert(
@@ -319,7 +318,10 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(shown.contains("id-1"));
         assert!(!shown.contains("s3cr3t"));
-        assert_eq!(c.verifying_keys(), vec![b"s3cr3t-value".as_slice(), b"old-s3cr3t"]);
+        assert_eq!(
+            c.verifying_keys(),
+            vec![b"s3cr3t-value".as_slice(), b"old-s3cr3t"]
+        );
     }
 
     #[tokio::test]
@@ -335,7 +337,10 @@ mod tests {
         let second: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let first: serde_json::Value = serde_json::from_str(&first).unwrap();
-        assert_eq!(first["sesami"], second["sesami"], "existing values are kept");
+        assert_eq!(
+            first["sesami"], second["sesami"],
+            "existing values are kept"
+        );
         assert!(second["haravan"]["client_secret"].is_string());
 
         let sources = ["app", "sesami", "haravan"]
@@ -363,7 +368,11 @@ mod tests {
         };
         let (a, b) = tokio::join!(cell.get(ttl, fetch), cell.get(ttl, fetch));
         assert_eq!((*a.unwrap(), *b.unwrap()), (7, 7));
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "concurrent callers share one fetch");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "concurrent callers share one fetch"
+        );
         // Expired and failing: the last value serves.
         let got = cell
             .get(Duration::ZERO, || async {
@@ -376,7 +385,9 @@ mod tests {
         let empty: Cell<u32> = Cell::default();
         assert!(
             empty
-                .get(ttl, || async { Err(SecretsError::NotConfigured("x".into())) })
+                .get(ttl, || async {
+                    Err(SecretsError::NotConfigured("x".into()))
+                })
                 .await
                 .is_err()
         );

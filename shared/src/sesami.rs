@@ -178,7 +178,10 @@ pub fn signed_object(params: &Params, numeric_timestamp: bool) -> Map<String, Va
 
 /// Lowercase hex HMAC-SHA256 of `object`'s canonical JSON.
 pub fn sign(secret: &[u8], object: &Map<String, Value>) -> String {
-    hex::encode(crypto::hmac_sha256(secret, canonical_json(object).as_bytes()))
+    hex::encode(crypto::hmac_sha256(
+        secret,
+        canonical_json(object).as_bytes(),
+    ))
 }
 
 fn verify(keys: &[&[u8]], object: &Map<String, Value>, hmac_hex: &str) -> Result<()> {
@@ -379,7 +382,10 @@ async fn exchange(app: &App, shop_id: &str, code: &str) -> Result<TokenReply> {
         "clientSecret": creds.client_secret.expose_secret(),
     });
     let resp = app.http.post(&url).json(&body).send().await.map_err(|e| {
-        tracing::warn!(reason = crate::http::describe(&e), "sesami token call failed");
+        tracing::warn!(
+            reason = crate::http::describe(&e),
+            "sesami token call failed"
+        );
         Error::Upstream(format!(
             "Sesami's token endpoint {}; try installing again",
             crate::http::describe(&e)
@@ -463,7 +469,10 @@ async fn uninstall(app: &App, hook: &Webhook) -> Result<Response<Body>> {
     };
     // A delivery is acted on once: the mark is the signature itself, unique per payload.
     let mark = Item::new(
-        Key::new(format!("webhook#{PLATFORM}"), hook.hmac.to_ascii_lowercase()),
+        Key::new(
+            format!("webhook#{PLATFORM}"),
+            hook.hmac.to_ascii_lowercase(),
+        ),
         Map::new(),
     )
     .expiring_at(now() + MARK_TTL_SECONDS);

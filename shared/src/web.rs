@@ -244,8 +244,14 @@ mod tests {
         assert_eq!(p.get("d"), Some(""));
         assert!(p.require("c").is_err());
         assert!(p.require("zz").is_err());
-        assert!(matches!(Params::parse("a=1&a=2"), Err(Error::BadRequest(_))));
-        assert!(matches!(Params::parse("a=%ff%fe"), Err(Error::BadRequest(_))));
+        assert!(matches!(
+            Params::parse("a=1&a=2"),
+            Err(Error::BadRequest(_))
+        ));
+        assert!(matches!(
+            Params::parse("a=%ff%fe"),
+            Err(Error::BadRequest(_))
+        ));
         let many: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("p{i}=1")).collect();
         assert!(Params::parse(&many.join("&")).is_err());
         assert!(Params::parse(&"a".repeat(MAX_QUERY_BYTES + 1)).is_err());

@@ -17,7 +17,13 @@ impl EmbeddedStore {
 #[async_trait::async_trait]
 impl Store for EmbeddedStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
-        Ok(self.0.lock().unwrap().get(key).filter(|i| i.is_live(now())).cloned())
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .get(key)
+            .filter(|i| i.is_live(now()))
+            .cloned())
     }
     async fn put(&self, item: &Item, c: Condition) -> Result<(), StoreError> {
         check_attrs(item)?;
@@ -35,9 +41,21 @@ impl Store for EmbeddedStore {
         Ok(())
     }
     async fn take(&self, key: &Key) -> Result<Option<Item>, StoreError> {
-        Ok(self.0.lock().unwrap().remove(key).filter(|i| i.is_live(now())))
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .remove(key)
+            .filter(|i| i.is_live(now())))
     }
     async fn query(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
-        Ok(self.0.lock().unwrap().values().filter(|i| i.key.pk == pk && i.is_live(now())).cloned().collect())
+        Ok(self
+            .0
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|i| i.key.pk == pk && i.is_live(now()))
+            .cloned()
+            .collect())
     }
 }

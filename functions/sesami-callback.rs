@@ -1,0 +1,8 @@
+//! `sesami-callback`: the Lambda function behind its route in template.yaml. Its behaviour is
+//! [`gatehouse::sesami::callback`], shared with the local server and the tests.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    gatehouse::lambda::run(|app, req| async move { gatehouse::sesami::callback(&app, req).await })
+        .await
+}

@@ -1,0 +1,171 @@
+//! The local server: every route of template.yaml on 127.0.0.1, on the embedded store and the
+//! local secrets file, with each platform's simulator mounted under `/_sim/<platform>/`, and an
+//! index page at `/`. The handlers are the very ones the Lambda binaries run.
+
+use crate::routes::{self, Resolved, Route};
+use crate::simulators::sesami::SesamiSim;
+use axum::Router;
+use axum::body::Body as AxumBody;
+use axum::response::{IntoResponse, Response as AxumResponse};
+use gatehouse::config::Vars;
+use gatehouse::web::{self, Format};
+use gatehouse::{App, Error};
+use lambda_http::Body;
+use lambda_http::http::StatusCode;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// The largest request body the local server passes on (API Gateway's own limit is 10 MB).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// A running local server.
+pub struct LocalServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The app its routes run on (tests read its store).
+    pub app: Arc<App>,
+    /// The Sesami simulator.
+    pub sesami: SesamiSim,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LocalServer {
+    /// `http://127.0.0.1:<port>`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Starts the server on `127.0.0.1:port` (0: any free port). `vars` is the configuration; what
+/// it leaves unset points at the local server itself: the public base URL and every platform
+/// endpoint (at its simulator). The local secrets file is created if missing.
+pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std::error::Error>> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+    vars.set_default("PUBLIC_BASE_URL", &base);
+    vars.set_default("SESAMI_API_BASE", format!("{base}/_sim/sesami"));
+
+    let data_dir = PathBuf::from(vars.get_or("GATEHOUSE_DATA_DIR", ".gatehouse"));
+    let secrets_file = vars
+        .get("GATEHOUSE_SECRETS_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| data_dir.join("secrets.json"));
+    gatehouse::secrets::ensure_local_file(&secrets_file, &["sesami"])?;
+
+    let app = Arc::new(App::from_vars(&vars).await?);
+    let public_base = vars.get_or("PUBLIC_BASE_URL", &base).to_owned();
+    let sesami_creds = app.secrets.credentials("sesami").await?;
+    let sesami = SesamiSim::new(
+        &sesami_creds.client_id,
+        secrecy::ExposeSecret::expose_secret(&sesami_creds.client_secret),
+        &public_base,
+    );
+
+    let router = Router::new()
+        .route("/", axum::routing::get(index))
+        .nest_service("/_sim/sesami", sesami.router())
+        .fallback(dispatch)
+        .with_state(app.clone());
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "local server stopped");
+        }
+    });
+    Ok(LocalServer {
+        addr,
+        app,
+        sesami,
+        task,
+    })
+}
+
+/// Serves a template.yaml route: the request becomes a `lambda_http::Request` exactly as the
+/// Lambda adapter makes one, and the handler's response goes back unchanged.
+async fn dispatch(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    req: axum::extract::Request,
+) -> AxumResponse {
+    let all = routes::all();
+    let route: &Route = match routes::resolve(&all, req.method(), req.uri().path()) {
+        Resolved::Route(route) => route,
+        Resolved::WrongMethod => {
+            return to_axum(Error::MethodNotAllowed.into_response(Format::Json));
+        }
+        Resolved::NotFound => {
+            return to_axum(Error::NotFound("no such route".into()).into_response(Format::Json));
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return to_axum(Error::TooLarge(MAX_BODY).into_response(Format::Json)),
+    };
+    let mut lreq = lambda_http::Request::new(if bytes.is_empty() {
+        Body::Empty
+    } else {
+        Body::Binary(bytes.to_vec())
+    });
+    *lreq.method_mut() = parts.method;
+    *lreq.uri_mut() = parts.uri;
+    *lreq.headers_mut() = parts.headers;
+    lreq.extensions_mut()
+        .insert(gatehouse::app::RequestInfo::default());
+    to_axum((route.handler)(&app, lreq).await)
+}
+
+fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
+    let (parts, body) = resp.into_parts();
+    let bytes: Vec<u8> = match body {
+        Body::Empty => Vec::new(),
+        Body::Text(t) => t.into_bytes(),
+        Body::Binary(b) => b,
+        _ => Vec::new(),
+    };
+    AxumResponse::from_parts(parts, AxumBody::from(bytes))
+}
+
+/// `/`: the flows to click through and what is stored, tokens redacted.
+async fn index(axum::extract::State(app): axum::extract::State<Arc<App>>) -> AxumResponse {
+    let installs = match app.store.query("install#sesami").await {
+        Ok(items) => items,
+        Err(e) => return to_axum(Error::from(e).into_response(Format::Html)),
+    };
+    let rows: String = installs
+        .iter()
+        .map(|item| {
+            format!(
+                "<tr><td>Sesami</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>encrypted ({} bytes)</td></tr>",
+                web::escape(&item.key.sk),
+                web::escape(item.str("name").unwrap_or("")),
+                item.attrs.get("installed_at").and_then(|v| v.as_i64()).unwrap_or(0),
+                item.str("token_sealed").map(str::len).unwrap_or(0),
+            )
+        })
+        .collect();
+    let installs_html = if rows.is_empty() {
+        "<p>No installs yet.</p>".to_owned()
+    } else {
+        format!(
+            "<table><tr><th>platform</th><th>tenant</th><th>name</th><th>installed at</th><th>token</th></tr>{rows}</table>"
+        )
+    };
+    let body = format!(
+        "<p>Every route of template.yaml runs here on the embedded store, against simulated platforms.</p>\
+         <h2>Flows</h2><ul>\
+         <li>Sesami: <a href=\"/_sim/sesami/launch?shopId=demo-shop\">install into <code>demo-shop</code></a> \
+         (a signed launch from the simulated app store, consent, callback, token exchange); \
+         then <form method=\"post\" action=\"/_sim/sesami/webhooks/send?shopId=demo-shop&amp;event=uninstall_app\" style=\"display:inline\">\
+         <button>send a signed <code>uninstall_app</code> webhook</button></form></li>\
+         </ul><h2>Stored installs</h2>{installs_html}"
+    );
+    to_axum(web::html_page(StatusCode::OK, "Gatehouse (local)", &body)).into_response()
+}
