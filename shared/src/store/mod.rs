@@ -19,7 +19,7 @@
 mod dynamo;
 mod embedded;
 
-pub use dynamo::DynamoStore;
+pub use dynamo::{DynamoStore, create_table};
 pub use embedded::EmbeddedStore;
 
 use serde_json::{Map, Value};
