@@ -113,11 +113,7 @@ async fn absent_creates_once(store: Shared) {
     let first = flow_state("s1", "first");
     store.put(&first, Condition::Absent).await.expect("create");
     let second = flow_state("s1", "second");
-    let refused = store.put(&second, Condition::Absent).await;
-    assert!(
-        matches!(refused, Err(StoreError::ConditionFailed)),
-        "{refused:?}"
-    );
+    assert_condition_failed(store.put(&second, Condition::Absent).await);
     assert_eq!(store.get(&first.key).await.expect("get"), Some(first));
 }
 
@@ -147,20 +143,12 @@ async fn attr_equals(store: Shared) {
 
     // Mismatch: the status is no longer pending.
     let stale = Item::new(key.clone(), object(json!({"status": "revoked"})));
-    let refused = store.put(&stale, pending_only.clone()).await;
-    assert!(
-        matches!(refused, Err(StoreError::ConditionFailed)),
-        "{refused:?}"
-    );
+    assert_condition_failed(store.put(&stale, pending_only.clone()).await);
     assert_eq!(store.get(&key).await.expect("get"), Some(active));
 
     // Absent key: nothing to compare, nothing created.
     let elsewhere = Item::new(Key::new("install#momo", "tenant-2"), object(json!({})));
-    let refused = store.put(&elsewhere, pending_only.clone()).await;
-    assert!(
-        matches!(refused, Err(StoreError::ConditionFailed)),
-        "{refused:?}"
-    );
+    assert_condition_failed(store.put(&elsewhere, pending_only.clone()).await);
     assert_eq!(store.get(&elsewhere.key).await.expect("get"), None);
 
     // Expired item: as good as absent, even though the attribute matches.
@@ -170,12 +158,10 @@ async fn attr_equals(store: Shared) {
     )
     .expiring_at(now() - 10);
     store.put(&expired, Condition::Always).await.expect("put");
-    let refused = store
-        .put(&expired.clone().expiring_at(now() + 60), pending_only)
-        .await;
-    assert!(
-        matches!(refused, Err(StoreError::ConditionFailed)),
-        "{refused:?}"
+    assert_condition_failed(
+        store
+            .put(&expired.clone().expiring_at(now() + 60), pending_only)
+            .await,
     );
 }
 
@@ -252,38 +238,28 @@ async fn query_many_pages(store: Shared) {
 async fn reserved_attribute(store: Shared) {
     for name in ["pk", "sk", "ttl"] {
         let item = Item::new(Key::new("p", "s"), object(json!({ name: "x" })));
-        let refused = store.put(&item, Condition::Always).await;
-        assert!(
-            matches!(refused, Err(StoreError::Invalid(_))),
-            "{refused:?}"
-        );
+        assert_invalid(store.put(&item, Condition::Always).await);
         let condition = Condition::AttrEquals(name.into(), json!("x"));
         let clean = Item::new(Key::new("p", "s"), object(json!({})));
-        let refused = store.put(&clean, condition).await;
-        assert!(
-            matches!(refused, Err(StoreError::Invalid(_))),
-            "{refused:?}"
-        );
+        assert_invalid(store.put(&clean, condition).await);
     }
     assert_eq!(store.query("p").await.expect("query"), vec![]);
 }
 
 async fn invalid_key(store: Shared) {
-    let long = "k".repeat(2049);
-    for key in [Key::new("", "s"), Key::new("p", ""), Key::new(long, "s")] {
+    let keys = [
+        Key::new("", "s"),
+        Key::new("p", ""),
+        Key::new("k".repeat(2049), "s"),
+        Key::new("p", "k".repeat(1025)),
+    ];
+    for key in keys {
         let item = Item::new(key.clone(), object(json!({})));
-        let refused = store.put(&item, Condition::Always).await;
-        assert!(
-            matches!(refused, Err(StoreError::Invalid(_))),
-            "{refused:?}"
-        );
-        assert!(matches!(store.get(&key).await, Err(StoreError::Invalid(_))));
-        assert!(matches!(
-            store.take(&key).await,
-            Err(StoreError::Invalid(_))
-        ));
+        assert_invalid(store.put(&item, Condition::Always).await);
+        assert_invalid(store.get(&key).await);
+        assert_invalid(store.take(&key).await);
     }
-    assert!(matches!(store.query("").await, Err(StoreError::Invalid(_))));
+    assert_invalid(store.query("").await);
 }
 
 async fn concurrent_takes(store: Shared) {
@@ -410,6 +386,22 @@ async fn dynamo_create_table_twice() {
 }
 
 // ---- helpers ----
+
+#[track_caller]
+fn assert_condition_failed<T: std::fmt::Debug>(result: Result<T, StoreError>) {
+    assert!(
+        matches!(result, Err(StoreError::ConditionFailed)),
+        "expected ConditionFailed, got {result:?}"
+    );
+}
+
+#[track_caller]
+fn assert_invalid<T: std::fmt::Debug>(result: Result<T, StoreError>) {
+    assert!(
+        matches!(result, Err(StoreError::Invalid(_))),
+        "expected Invalid, got {result:?}"
+    );
+}
 
 fn embedded_store(dir: &tempfile::TempDir) -> Shared {
     Arc::new(EmbeddedStore::open(dir.path().join("store.redb")).expect("open embedded store"))
