@@ -1,1 +1,4 @@
-fn main() {}
+//! Gatehouse's integration tests, in one binary so that they build once.
+
+mod store;
+mod support;

@@ -1,29 +1,298 @@
-//! The DynamoDB store (deployed). Placeholder until the store branch lands.
+//! The DynamoDB store (deployed).
+//!
+//! Item layout: `pk` and `sk` (S), `ttl` (N, unix seconds, only when the item expires; the
+//! table's TTL attribute) and every item attribute as a top-level attribute of its own, so that
+//! items read naturally in the console and in exports. Liveness is checked on every read and in
+//! every condition, because DynamoDB deletes expired items only eventually.
 
-use super::*;
+use std::collections::HashMap;
+use std::time::Duration;
 
-/// The store on a DynamoDB table.
-pub struct DynamoStore;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
+    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus,
+};
+use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_attribute_value, to_item};
+use serde_json::{Map, Value};
+
+use super::{Condition, Item, Key, Store, StoreError, check_key, check_pk, check_put, now};
+
+/// Creates only if no live item has the key: none at all, or one whose TTL has passed
+/// (`expires_at <= now` is not live, see [`Item::is_live`]).
+const ABSENT: &str = "attribute_not_exists(#pk) OR #ttl <= :now";
+/// Replaces only a live item whose attribute `#a` equals `:v`.
+const ATTR_EQUALS: &str =
+    "attribute_exists(#pk) AND #a = :v AND (attribute_not_exists(#ttl) OR #ttl > :now)";
+
+/// The store on a DynamoDB table laid out as the module documentation describes.
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
 
 impl DynamoStore {
-    /// A store on `table`.
-    pub fn new(_client: aws_sdk_dynamodb::Client, _table: impl Into<String>) -> Self {
-        Self
+    /// The store on `table`, which must exist with `pk`/`sk` string keys (see [`create_table`]).
+    /// The client is taken rather than built so that a function builds it once per container.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl Store for DynamoStore {
-    async fn get(&self, _key: &Key) -> Result<Option<Item>, StoreError> {
-        Err(StoreError::Unavailable("placeholder".into()))
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        check_key(key)?;
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attributes(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| failure("GetItem", e))?;
+        live(output.item)
     }
-    async fn put(&self, _item: &Item, _c: Condition) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("placeholder".into()))
+
+    async fn put(&self, item: &Item, condition: Condition) -> Result<(), StoreError> {
+        check_put(item, &condition)?;
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_record(item)?));
+        let request = match condition {
+            Condition::Always => request,
+            Condition::Absent => request
+                .condition_expression(ABSENT)
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":now", number(now())),
+            Condition::AttrEquals(name, value) => request
+                .condition_expression(ATTR_EQUALS)
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_names("#a", name)
+                .expression_attribute_values(":v", to_attribute_value(value).map_err(invalid)?)
+                .expression_attribute_values(":now", number(now())),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(e) => Err(failure("PutItem", e)),
+        }
     }
-    async fn take(&self, _key: &Key) -> Result<Option<Item>, StoreError> {
-        Err(StoreError::Unavailable("placeholder".into()))
+
+    /// One unconditional DeleteItem returning the old image: DynamoDB serializes writes to an
+    /// item, so of concurrent deletes exactly one sees it.
+    async fn take(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        check_key(key)?;
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attributes(key)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| failure("DeleteItem", e))?;
+        live(output.attributes)
     }
-    async fn query(&self, _pk: &str) -> Result<Vec<Item>, StoreError> {
-        Err(StoreError::Unavailable("placeholder".into()))
+
+    async fn query(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
+        check_pk(pk)?;
+        let now = now();
+        let mut records = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut items = Vec::new();
+        while let Some(record) = records.next().await {
+            let item = from_record(record.map_err(|e| failure("Query", e))?)?;
+            if item.is_live(now) {
+                items.push(item);
+            }
+        }
+        Ok(items)
+    }
+}
+
+/// Creates `table` as [`DynamoStore`] expects it (`pk` HASH and `sk` RANGE strings, on-demand
+/// billing, TTL on `ttl`) and waits until it is active. For tests and local development against
+/// a DynamoDB-compatible server; deployed tables come from the template. An existing table is
+/// not an error, so this can run on every start.
+pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let created = client
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(key_definition("pk")?)
+        .attribute_definitions(key_definition("sk")?)
+        .key_schema(key_schema("pk", KeyType::Hash)?)
+        .key_schema(key_schema("sk", KeyType::Range)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) => {}
+        Err(e) => return Err(failure("CreateTable", e)),
+    }
+    client
+        .wait_until_table_exists()
+        .table_name(table)
+        .wait(Duration::from_secs(120))
+        .await
+        .map_err(|e| {
+            StoreError::Unavailable(format!(
+                "DynamoDB table `{table}` did not become active: {}",
+                DisplayErrorContext(&e)
+            ))
+        })?;
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| failure("DescribeTimeToLive", e))?;
+    let status = ttl
+        .time_to_live_description()
+        .and_then(|d| d.time_to_live_status());
+    if matches!(
+        status,
+        Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+    ) {
+        return Ok(());
+    }
+    let specification = TimeToLiveSpecification::builder()
+        .attribute_name("ttl")
+        .enabled(true)
+        .build()
+        .map_err(invalid)?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(specification)
+        .send()
+        .await
+        .map_err(|e| failure("UpdateTimeToLive", e))?;
+    Ok(())
+}
+
+fn key_definition(name: &str) -> Result<AttributeDefinition, StoreError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(invalid)
+}
+
+fn key_schema(name: &str, key_type: KeyType) -> Result<KeySchemaElement, StoreError> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(key_type)
+        .build()
+        .map_err(invalid)
+}
+
+fn key_attributes(key: &Key) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(key.pk.clone())),
+        ("sk".to_owned(), AttributeValue::S(key.sk.clone())),
+    ])
+}
+
+fn number(n: i64) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+/// The DynamoDB item for `item`: its attributes at the top level, then the key and TTL.
+fn to_record(item: &Item) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    let mut record: HashMap<String, AttributeValue> = to_item(&item.attrs).map_err(invalid)?;
+    record.extend(key_attributes(&item.key));
+    if let Some(expires_at) = item.expires_at {
+        record.insert("ttl".to_owned(), number(expires_at));
+    }
+    Ok(record)
+}
+
+/// The item stored as `record`, the inverse of [`to_record`].
+fn from_record(mut record: HashMap<String, AttributeValue>) -> Result<Item, StoreError> {
+    let mut string = |name: &str| match record.remove(name) {
+        Some(AttributeValue::S(s)) => Ok(s),
+        _ => Err(malformed(name)),
+    };
+    let key = Key::new(string("pk")?, string("sk")?);
+    let expires_at = match record.remove("ttl") {
+        None => None,
+        Some(AttributeValue::N(n)) => Some(n.parse().map_err(|_| malformed("ttl"))?),
+        Some(_) => return Err(malformed("ttl")),
+    };
+    let attrs: Map<String, Value> = from_item(record).map_err(|e| {
+        StoreError::Unavailable(format!("a stored item's attributes cannot be read: {e}"))
+    })?;
+    Ok(Item {
+        key,
+        attrs,
+        expires_at,
+    })
+}
+
+/// The item in an optional record, if it is live now.
+fn live(record: Option<HashMap<String, AttributeValue>>) -> Result<Option<Item>, StoreError> {
+    let item = record.map(from_record).transpose()?;
+    Ok(item.filter(|item| item.is_live(now())))
+}
+
+fn malformed(attribute: &str) -> StoreError {
+    StoreError::Unavailable(format!(
+        "a stored item has a missing or malformed `{attribute}`"
+    ))
+}
+
+fn invalid(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Invalid(e.to_string())
+}
+
+/// A failed call as a [`StoreError`]: DynamoDB's own code and message when it answered (they
+/// name the problem, never the item's contents), else the transport error's chain. A
+/// `ValidationException` (item over 400 KB, for instance) will fail again, so it is `Invalid`.
+fn failure<E, R>(operation: &str, error: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match (error.code(), error.message()) {
+        (Some("ValidationException"), message) => StoreError::Invalid(format!(
+            "DynamoDB {operation}: {}",
+            message.unwrap_or("validation failed")
+        )),
+        (Some(code), message) => StoreError::Unavailable(format!(
+            "DynamoDB {operation}: {code}: {}",
+            message.unwrap_or("no message")
+        )),
+        (None, _) => StoreError::Unavailable(format!(
+            "DynamoDB {operation}: {}",
+            DisplayErrorContext(&error)
+        )),
     }
 }

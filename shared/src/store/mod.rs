@@ -19,7 +19,7 @@
 mod dynamo;
 mod embedded;
 
-pub use dynamo::DynamoStore;
+pub use dynamo::{DynamoStore, create_table};
 pub use embedded::EmbeddedStore;
 
 use serde_json::{Map, Value};
@@ -101,7 +101,8 @@ pub enum StoreError {
     /// The write's [`Condition`] did not hold; nothing was written.
     #[error("the store's condition did not hold")]
     ConditionFailed,
-    /// The item cannot be stored as given (reserved attribute name, value the backend cannot hold).
+    /// The request cannot be served as given (reserved attribute name, empty or over-long key,
+    /// value the backend cannot hold); retrying it will not help.
     #[error("the item cannot be stored: {0}")]
     Invalid(String),
     /// The backend could not be reached or failed; the request may be retried later.
@@ -134,6 +135,46 @@ pub(crate) fn check_attrs(item: &Item) -> Result<(), StoreError> {
         ))),
         None => Ok(()),
     }
+}
+
+/// Everything a [`Store::put`] checks before touching the backend: the key, the attribute
+/// names, and that a [`Condition::AttrEquals`] names an item attribute (on DynamoDB a reserved
+/// name would compare the key or TTL instead, on the embedded store nothing, so both refuse it).
+pub(crate) fn check_put(item: &Item, condition: &Condition) -> Result<(), StoreError> {
+    check_key(&item.key)?;
+    check_attrs(item)?;
+    match condition {
+        Condition::AttrEquals(name, _) if RESERVED_ATTRIBUTES.contains(&name.as_str()) => Err(
+            StoreError::Invalid(format!("attribute name `{name}` is reserved")),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// DynamoDB's limits on a partition key: not empty, at most 2048 bytes.
+const MAX_PK_BYTES: usize = 2048;
+/// DynamoDB's limits on a sort key: not empty, at most 1024 bytes.
+const MAX_SK_BYTES: usize = 1024;
+
+/// Rejects a partition key DynamoDB would refuse, so that the embedded store refuses it too
+/// and a key that works locally also works deployed.
+pub(crate) fn check_pk(pk: &str) -> Result<(), StoreError> {
+    check_key_part("partition", pk, MAX_PK_BYTES)
+}
+
+/// Rejects a key DynamoDB would refuse (see [`check_pk`]).
+pub(crate) fn check_key(key: &Key) -> Result<(), StoreError> {
+    check_pk(&key.pk)?;
+    check_key_part("sort", &key.sk, MAX_SK_BYTES)
+}
+
+fn check_key_part(what: &str, part: &str, max_bytes: usize) -> Result<(), StoreError> {
+    if part.is_empty() || part.len() > max_bytes {
+        return Err(StoreError::Invalid(format!(
+            "the {what} key must be 1 to {max_bytes} bytes long"
+        )));
+    }
+    Ok(())
 }
 
 /// The current time in unix seconds.

@@ -1,0 +1,41 @@
+//! What the integration tests share: access to the DynamoDB-compatible server, if any.
+
+use std::io::Write;
+use std::sync::Once;
+
+use aws_config::BehaviorVersion;
+use aws_sdk_dynamodb::config::Region;
+
+/// A DynamoDB client for the server named by `AWS_ENDPOINT_URL` (or
+/// `AWS_ENDPOINT_URL_DYNAMODB`), as `tests/run.sh` sets it after starting moto. Without one the
+/// DynamoDB tests are skipped (`None`), unless `GATEHOUSE_REQUIRE_MOTO` is set, as in CI, where a
+/// missing server must fail the run rather than pass it silently.
+pub async fn dynamo_client() -> Option<aws_sdk_dynamodb::Client> {
+    let configured = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    if !configured("AWS_ENDPOINT_URL") && !configured("AWS_ENDPOINT_URL_DYNAMODB") {
+        assert!(
+            !configured("GATEHOUSE_REQUIRE_MOTO"),
+            "GATEHOUSE_REQUIRE_MOTO is set but AWS_ENDPOINT_URL is not: start moto and point \
+             AWS_ENDPOINT_URL at it (tests/run.sh does both)"
+        );
+        static SKIPPED: Once = Once::new();
+        // Straight to stderr: the test harness captures `eprintln!` of passing tests.
+        SKIPPED.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "AWS_ENDPOINT_URL is not set: the DynamoDB store tests are skipped (run tests/run.sh)"
+            );
+        });
+        return None;
+    }
+    // The endpoint, region and credentials come from the environment as for any AWS tool;
+    // only a region and dummy credentials are supplied when absent, since moto needs no real ones.
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if !configured("AWS_REGION") && !configured("AWS_DEFAULT_REGION") {
+        loader = loader.region(Region::from_static("us-east-1"));
+    }
+    if !configured("AWS_ACCESS_KEY_ID") {
+        loader = loader.test_credentials();
+    }
+    Some(aws_sdk_dynamodb::Client::new(&loader.load().await))
+}
