@@ -1,4 +1,6 @@
 //! Gatehouse's integration tests, in one binary so that they build once.
 
+mod harness;
+mod sesami;
 mod store;
 mod support;

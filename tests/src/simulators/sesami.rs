@@ -54,7 +54,19 @@ pub fn sign(secret: &str, object: &BTreeMap<String, Value>) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-fn now_ms() -> u128 {
+/// The query string of a request carrying `params` and `timestamp` (ms), signed with `secret`.
+pub fn signed_query(secret: &str, params: &[(&str, &str)], timestamp_ms: u128) -> String {
+    let mut object: BTreeMap<String, Value> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(*v)))
+        .collect();
+    object.insert("timestamp".into(), Value::from(timestamp_ms.to_string()));
+    let hmac = sign(secret, &object);
+    query_string(&object, &hmac)
+}
+
+/// Now, in milliseconds.
+pub fn now_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -123,13 +135,7 @@ impl SesamiSim {
 
     /// The query string of a signed request carrying `params`, timestamped now.
     pub fn signed_query(&self, params: &[(&str, &str)]) -> String {
-        let mut object: BTreeMap<String, Value> = params
-            .iter()
-            .map(|(k, v)| (k.to_string(), Value::from(*v)))
-            .collect();
-        object.insert("timestamp".into(), Value::from(now_ms().to_string()));
-        let hmac = sign(&self.inner.client_secret, &object);
-        query_string(&object, &hmac)
+        signed_query(&self.inner.client_secret, params, now_ms())
     }
 
     /// A signed webhook body for `event` with `data`.

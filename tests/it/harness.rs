@@ -1,0 +1,177 @@
+//! A local server per test (its own data dir, and optionally its own DynamoDB table on moto),
+//! and a minimal browser: a cookie jar, no redirects followed, so each hop can be asserted.
+
+use gatehouse::config::Vars;
+use gatehouse_local::server::{self, LocalServer};
+use std::collections::HashMap;
+
+/// A local server and what it stands on.
+pub struct Harness {
+    pub server: LocalServer,
+    _dir: tempfile::TempDir,
+}
+
+/// Which store the server runs on.
+pub enum Backend {
+    Embedded,
+    /// A fresh table on the DynamoDB-compatible server (moto).
+    Dynamo,
+}
+
+impl Harness {
+    /// A server on the embedded store with a fresh data dir.
+    pub async fn embedded() -> Harness {
+        Self::start(Backend::Embedded, Vars::default())
+            .await
+            .expect("embedded harness")
+    }
+
+    /// A server on `backend` with extra `vars`. `None` when DynamoDB was asked for but no
+    /// server is configured (the test is then skipped, or fails under GATEHOUSE_REQUIRE_MOTO).
+    pub async fn start(backend: Backend, mut vars: Vars) -> Option<Harness> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
+        if let Backend::Dynamo = backend {
+            let client = crate::support::dynamo_client().await?;
+            let table = format!("gatehouse-it-{}", uuid::Uuid::new_v4().simple());
+            gatehouse::store::create_table(&client, &table)
+                .await
+                .expect("create table");
+            vars.set("TABLE_NAME", table);
+        }
+        let server = server::start(0, vars).await.expect("local server starts");
+        Some(Harness { server, _dir: dir })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.base())
+    }
+
+    /// The live items of one partition.
+    pub async fn items(&self, pk: &str) -> Vec<gatehouse::store::Item> {
+        self.server.app.store.query(pk).await.expect("query")
+    }
+}
+
+/// One response, read whole.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub location: Option<String>,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// A browser without redirects: cookies are kept by name, as a browser keeps them per host.
+#[derive(Default)]
+pub struct Browser {
+    pub cookies: HashMap<String, String>,
+    client: Option<reqwest::Client>,
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        Self {
+            cookies: HashMap::new(),
+            client: Some(
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .expect("client"),
+            ),
+        }
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.client
+            .as_ref()
+            .expect("browser built with Browser::new")
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn read(&mut self, resp: reqwest::Response) -> Page {
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let location = header("location");
+        let content_type = header("content-type").unwrap_or_default();
+        let set_cookies: Vec<String> = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect();
+        for c in &set_cookies {
+            let pair = c.split(';').next().unwrap_or_default();
+            if let Some((name, value)) = pair.split_once('=') {
+                if value.is_empty() || c.contains("Max-Age=0") {
+                    self.cookies.remove(name);
+                } else {
+                    self.cookies.insert(name.to_owned(), value.to_owned());
+                }
+            }
+        }
+        let body = resp.text().await.unwrap_or_default();
+        Page {
+            status,
+            location,
+            content_type,
+            body,
+        }
+    }
+
+    pub async fn get(&mut self, url: &str) -> Page {
+        let resp = self
+            .client()
+            .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .expect("GET");
+        self.read(resp).await
+    }
+
+    pub async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> Page {
+        let resp = self
+            .client()
+            .post(url)
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .expect("POST");
+        self.read(resp).await
+    }
+
+    /// POSTs raw bytes with a content type.
+    pub async fn post(&mut self, url: &str, content_type: &str, body: Vec<u8>) -> Page {
+        let resp = self
+            .client()
+            .post(url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        self.read(resp).await
+    }
+}
+
+/// The value of `name` in a URL's query.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
