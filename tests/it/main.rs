@@ -4,3 +4,4 @@ mod harness;
 mod sesami;
 mod store;
 mod support;
+mod secrets;

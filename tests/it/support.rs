@@ -11,6 +11,20 @@ use aws_sdk_dynamodb::config::Region;
 /// DynamoDB tests are skipped (`None`), unless `GATEHOUSE_REQUIRE_MOTO` is set, as in CI, where a
 /// missing server must fail the run rather than pass it silently.
 pub async fn dynamo_client() -> Option<aws_sdk_dynamodb::Client> {
+    sdk_config()
+        .await
+        .map(|config| aws_sdk_dynamodb::Client::new(&config))
+}
+
+/// A Secrets Manager client for the same server (moto serves both).
+pub async fn secrets_client() -> Option<aws_sdk_secretsmanager::Client> {
+    sdk_config()
+        .await
+        .map(|config| aws_sdk_secretsmanager::Client::new(&config))
+}
+
+/// The SDK configuration for the DynamoDB/Secrets-Manager-compatible server, if one is set.
+pub async fn sdk_config() -> Option<aws_config::SdkConfig> {
     let configured = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
     if !configured("AWS_ENDPOINT_URL") && !configured("AWS_ENDPOINT_URL_DYNAMODB") {
         assert!(
@@ -23,7 +37,7 @@ pub async fn dynamo_client() -> Option<aws_sdk_dynamodb::Client> {
         SKIPPED.call_once(|| {
             let _ = writeln!(
                 std::io::stderr(),
-                "AWS_ENDPOINT_URL is not set: the DynamoDB store tests are skipped (run tests/run.sh)"
+                "AWS_ENDPOINT_URL is not set: the DynamoDB and Secrets Manager tests are skipped (run tests/run.sh)"
             );
         });
         return None;
@@ -37,5 +51,5 @@ pub async fn dynamo_client() -> Option<aws_sdk_dynamodb::Client> {
     if !configured("AWS_ACCESS_KEY_ID") {
         loader = loader.test_credentials();
     }
-    Some(aws_sdk_dynamodb::Client::new(&loader.load().await))
+    Some(loader.load().await)
 }
