@@ -1,7 +1,8 @@
 //! Gatehouse's integration tests, in one binary so that they build once.
 
+mod events;
 mod harness;
+mod secrets;
 mod sesami;
 mod store;
 mod support;
-mod secrets;

@@ -39,9 +39,14 @@ async fn the_install_runs_on_secrets_from_secrets_manager() {
     let mut vars = Vars::default();
     vars.set("APP_SECRET_ID", &app_id);
     vars.set("SESAMI_SECRET_ID", &sesami_id);
-    let h = Harness::start(Backend::Embedded, vars).await.expect("harness");
+    let h = Harness::start(Backend::Embedded, vars)
+        .await
+        .expect("harness");
     let creds = h.server.app.secrets.credentials("sesami").await.unwrap();
-    assert_eq!(creds.client_id, "sm-client", "read from Secrets Manager, not the file");
+    assert_eq!(
+        creds.client_id, "sm-client",
+        "read from Secrets Manager, not the file"
+    );
 
     let mut b = Browser::new();
     let launch = b.get(&h.url("/_sim/sesami/launch?shopId=sm-shop")).await;
@@ -99,5 +104,8 @@ async fn values_are_cached_for_their_ttl_and_survive_an_outage() {
         "a failing refresh keeps serving the last value"
     );
     let cold = secrets_for(&client, &id, Duration::ZERO);
-    assert!(cold.credentials("sesami").await.is_err(), "nothing cached: the error shows");
+    assert!(
+        cold.credentials("sesami").await.is_err(),
+        "nothing cached: the error shows"
+    );
 }
