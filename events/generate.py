@@ -3,7 +3,7 @@
 
 Signatures are computed here with python3's hmac/hashlib, independently of the Rust code, under
 the test-only credentials in events/secrets.json. The events carry fixed timestamps, so they are
-valid under the window events/env.json sets (20 years); the stale one is older than that.
+valid under the window events/local.env sets (20 years); the stale one is older than that.
 Run from the repository root: python3 events/generate.py
 """
 import base64

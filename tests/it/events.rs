@@ -1,6 +1,6 @@
 //! Every file in events/ through its handler, as Lambda would deliver it: the JSON event is
 //! parsed by the same adapter the binaries use, dispatched by template.yaml's route table, and
-//! the status and the store effect are asserted. The configuration is events/env.json's.
+//! the status and the store effect are asserted. The configuration is events/local.env's.
 
 use gatehouse::App;
 use gatehouse::config::Vars;
@@ -19,7 +19,7 @@ fn events_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../events")
 }
 
-/// An app configured as events/env.json says, on a fresh embedded store, with the Sesami
+/// An app configured as events/local.env says, on a fresh embedded store, with the Sesami
 /// simulator (over real HTTP) standing in for Sesami's token endpoint.
 struct EventBench {
     app: Arc<App>,
@@ -30,9 +30,7 @@ struct EventBench {
 impl EventBench {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let env: Map<String, Value> =
-            serde_json::from_str(&std::fs::read_to_string(events_dir().join("env.json")).unwrap())
-                .unwrap();
+        let env = std::fs::read_to_string(events_dir().join("local.env")).unwrap();
         let secrets: Value = serde_json::from_str(
             &std::fs::read_to_string(events_dir().join("secrets.json")).unwrap(),
         )
@@ -48,8 +46,9 @@ impl EventBench {
         tokio::spawn(async move { axum::serve(listener, router).await });
 
         let mut vars = Vars::default();
-        for (k, v) in &env {
-            vars.set(k, v.as_str().unwrap());
+        for line in env.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let (k, v) = line.split_once('=').expect("KEY=VALUE");
+            vars.set(k, v);
         }
         vars.set(
             "GATEHOUSE_SECRETS_FILE",
@@ -110,7 +109,7 @@ async fn every_event_file_is_covered_here() {
     let mut names: Vec<String> = std::fs::read_dir(events_dir())
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json") && n != "env.json" && n != "secrets.json")
+        .filter(|n| n.ends_with(".json") && n != "secrets.json")
         .map(|n| n.trim_end_matches(".json").to_owned())
         .collect();
     names.sort();
