@@ -124,6 +124,7 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Rejects attribute names the store reserves for itself.
+#[allow(dead_code)] // until the store implementations call it
 pub(crate) fn check_attrs(item: &Item) -> Result<(), StoreError> {
     match RESERVED_ATTRIBUTES
         .iter()
