@@ -46,7 +46,10 @@ impl EventBench {
         tokio::spawn(async move { axum::serve(listener, router).await });
 
         let mut vars = Vars::default();
-        for line in env.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        for line in env
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
             let (k, v) = line.split_once('=').expect("KEY=VALUE");
             vars.set(k, v);
         }

@@ -6,3 +6,4 @@ mod secrets;
 mod sesami;
 mod store;
 mod support;
+mod template;
