@@ -114,7 +114,22 @@ step() {
 step fmt cargo fmt --all -- --check
 step cfn-lint "$VENV/bin/cfn-lint" template.yaml
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
-step test cargo test --workspace --locked
+# cargo test closes on the doc-test runs, which have no tests; the summed total is printed last
+# so that the run's closing line counts every test.
+run_tests() {
+    local log=$TARGET_DIR/test-output.log
+    local status=0
+    cargo test --workspace --locked 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
+    "$PY" - "$log" <<'EOF'
+import re, sys
+passed = failed = 0
+for m in re.finditer(r"test result: \w+\. (\d+) passed; (\d+) failed", open(sys.argv[1]).read()):
+    passed += int(m.group(1)); failed += int(m.group(2))
+print(f"\ntests: {passed} passed, {failed} failed")
+EOF
+    return "$status"
+}
+step test run_tests
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo >&2
