@@ -255,6 +255,9 @@ impl Secrets {
     }
 }
 
+/// Platform-specific secret values the local file gets random development values for.
+const LOCAL_EXTRAS: &[(&str, &str)] = &[("haravan", "webhook_verify_token")];
+
 /// Creates the local secrets file with random development values, or adds the names it lacks.
 /// The file is written with mode 0600: it holds keys, even if only development ones.
 pub fn ensure_local_file(path: &Path, platforms: &[&str]) -> std::io::Result<()> {
@@ -277,13 +280,16 @@ pub fn ensure_local_file(path: &Path, platforms: &[&str]) -> std::io::Result<()>
     }
     for name in platforms {
         if !all.contains_key(*name) {
-            all.insert(
-                (*name).into(),
-                serde_json::json!({
-                    "client_id": format!("gatehouse-local-{name}"),
-                    "client_secret": random()?,
-                }),
-            );
+            let mut secret = serde_json::json!({
+                "client_id": format!("gatehouse-local-{name}"),
+                "client_secret": random()?,
+            });
+            for (platform, extra) in LOCAL_EXTRAS {
+                if platform == name {
+                    secret[*extra] = random()?.into();
+                }
+            }
+            all.insert((*name).into(), secret);
         }
     }
     if all.len() == before && path.exists() {
