@@ -1583,3 +1583,5 @@ async fn dev_logout(State(sim): State<HaravanSim>, RawQuery(raw): RawQuery) -> R
     }
 }
 
+#[cfg(test)]
+mod tests;
