@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 /// How long a fetched JWKS is trusted without refetching.
 const JWKS_TTL: Duration = Duration::from_secs(3600);
-/// The least time between two refetches caused by unknown kids.
+/// After a refetch that did not find a kid, the least time before another.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A platform's signing keys, fetched from `url` and cached.
@@ -34,7 +34,8 @@ pub struct Jwks {
 #[derive(Default)]
 struct JwksState {
     keys: Option<(Instant, Arc<JwkSet>)>,
-    last_fetch: Option<Instant>,
+    /// When a refetch last failed to find the kid asked for.
+    last_miss: Option<Instant>,
 }
 
 impl Jwks {
@@ -75,17 +76,18 @@ impl Jwks {
         if let Some(jwk) = cached.as_ref().and_then(|set| set.find(kid)) {
             return decoding_key(jwk);
         }
+        // A rotation is followed at once; made-up kids cause at most one refetch per interval.
         let may_refetch = cached.is_none()
             || state
-                .last_fetch
+                .last_miss
                 .is_none_or(|t| t.elapsed() >= REFETCH_INTERVAL);
         if may_refetch {
-            state.last_fetch = Some(Instant::now());
             let set = Arc::new(self.fetch(http).await?);
             state.keys = Some((Instant::now(), set.clone()));
             if let Some(jwk) = set.find(kid) {
                 return decoding_key(jwk);
             }
+            state.last_miss = Some(Instant::now());
         }
         Err(Error::Unauthorized(
             "the id_token is signed with a key the platform does not publish".into(),
@@ -125,6 +127,26 @@ fn refused(what: &str) -> Error {
     Error::Unauthorized(format!("the id_token {what}"))
 }
 
+/// Reads the header's `alg` before anything else, so that `none` and HMAC algorithms (which
+/// jsonwebtoken's header type may not even represent) are named in the refusal.
+pub fn check_alg(token: &str) -> Result<()> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(refused("is not a well-formed JWT"));
+    };
+    let header: serde_json::Map<String, Value> = URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| refused("is not a well-formed JWT"))?;
+    match header.get("alg").and_then(Value::as_str) {
+        Some("RS256") => Ok(()),
+        _ => Err(refused("is not signed with RS256")),
+    }
+}
+
 /// Verifies `token` and returns its claims.
 pub async fn verify_id_token(
     http: &reqwest::Client,
@@ -132,6 +154,7 @@ pub async fn verify_id_token(
     token: &str,
     expect: &Expect<'_>,
 ) -> Result<serde_json::Map<String, Value>> {
+    check_alg(token)?;
     let header =
         jsonwebtoken::decode_header(token).map_err(|_| refused("is not a well-formed JWT"))?;
     if header.alg != Algorithm::RS256 {

@@ -33,13 +33,22 @@ async fn sign_in_at_haravan(b: &mut Browser, to_authorize: &Page, sub: &str) -> 
     assert_eq!(page.status, 200, "sign-in page: {}", page.body);
     let (action, mut fields) = HaravanSim::parse_form_post(&page.body);
     fields.push(("sub".into(), sub.into()));
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let answer = b.post_form(&resolve(&authorize, &action), &fields).await;
     assert_eq!(answer.status, 200, "form_post page: {}", answer.body);
     let (action, fields) = HaravanSim::parse_form_post(&answer.body);
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     for name in ["code", "id_token", "scope", "session_state", "state"] {
-        assert!(fields.iter().any(|(k, _)| *k == name), "form_post carries {name}");
+        assert!(
+            fields.iter().any(|(k, _)| *k == name),
+            "form_post carries {name}"
+        );
     }
     b.post_form(&action, &fields).await
 }
@@ -48,8 +57,14 @@ async fn sign_in_at_haravan(b: &mut Browser, to_authorize: &Page, sub: &str) -> 
 async fn login(h: &Harness, b: &mut Browser, sub: &str) -> Page {
     let start = b.get(&h.url("/haravan/install/login")).await;
     let location = start.location.clone().unwrap_or_default();
-    assert_eq!(query_param(&location, "response_mode").as_deref(), Some("form_post"));
-    assert_eq!(query_param(&location, "response_type").as_deref(), Some("code id_token"));
+    assert_eq!(
+        query_param(&location, "response_mode").as_deref(),
+        Some("form_post")
+    );
+    assert_eq!(
+        query_param(&location, "response_type").as_deref(),
+        Some("code id_token")
+    );
     assert!(query_param(&location, "nonce").is_some_and(|n| n.len() >= 16));
     assert!(query_param(&location, "state").is_some());
     sign_in_at_haravan(b, &start, sub).await
@@ -67,7 +82,10 @@ async fn install(h: &Harness, b: &mut Browser, sub: &str) -> Page {
     );
     let scope = query_param(&location, "scope").unwrap_or_default();
     for s in ["grant_service", "offline_access", "wh_api"] {
-        assert!(scope.split(' ').any(|x| x == s), "install scope has {s}: {scope}");
+        assert!(
+            scope.split(' ').any(|x| x == s),
+            "install scope has {s}: {scope}"
+        );
     }
     assert!(query_param(&location, "orgid").is_some());
     assert_eq!(
@@ -89,15 +107,29 @@ async fn the_whole_journey() {
 
     let page = install(&h, &mut b, ADMIN).await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(page.body.contains("demo-one"), "the app page names the shop: {}", page.body);
-    let item = h.server.app.store.get(&install_key(ADMIN_ORG)).await.unwrap().expect("install");
+    assert!(
+        page.body.contains("demo-one"),
+        "the app page names the shop: {}",
+        page.body
+    );
+    let item = h
+        .server
+        .app
+        .store
+        .get(&install_key(ADMIN_ORG))
+        .await
+        .unwrap()
+        .expect("install");
     assert_eq!(item.attrs["webhooks_subscribed"], json!(true));
     assert_eq!(sim.subscriptions(ADMIN_ORG), 1);
     let raw = serde_json::to_string(&item.attrs).unwrap();
     let keys = h.server.app.secrets.app_keys().await.unwrap();
     let tokens = gatehouse::refresh::open(&keys, &item).unwrap();
     assert!(!raw.contains(tokens.access_token.expose_secret()));
-    assert!(tokens.refresh_token.is_some(), "offline_access gave a refresh token");
+    assert!(
+        tokens.refresh_token.is_some(),
+        "offline_access gave a refresh token"
+    );
     assert_eq!(count(&h, &org_sessions_partition(ADMIN_ORG)).await, 1);
     assert!(b.cookies.keys().any(|k| k.contains("gh-haravan-session")));
     assert_eq!(sim.token_requests("authorization_code"), 1);
@@ -122,8 +154,18 @@ async fn the_whole_journey() {
     let body = sim.webhook_body("shop/update", ADMIN_ORG);
     let (status, text) = sim.send_webhook("shop/update", ADMIN_ORG, &body).await;
     assert_eq!(status, 200, "{text}");
-    let item = h.server.app.store.get(&install_key(ADMIN_ORG)).await.unwrap().unwrap();
-    assert_eq!(item.attrs["shop"]["myharavan_domain"], json!("demo-one.myharavan.com"));
+    let item = h
+        .server
+        .app
+        .store
+        .get(&install_key(ADMIN_ORG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        item.attrs["shop"]["myharavan_domain"],
+        json!("demo-one.myharavan.com")
+    );
 
     // app/uninstalled: install, tokens and sessions go; a replay acts on nothing.
     login(&h, &mut other, ADMIN).await;
@@ -131,9 +173,20 @@ async fn the_whole_journey() {
     let body = sim.webhook_body("app/uninstalled", ADMIN_ORG);
     let (status, text) = sim.send_webhook("app/uninstalled", ADMIN_ORG, &body).await;
     assert_eq!(status, 200, "{text}");
-    assert!(h.server.app.store.get(&install_key(ADMIN_ORG)).await.unwrap().is_none());
+    assert!(
+        h.server
+            .app
+            .store
+            .get(&install_key(ADMIN_ORG))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(count(&h, &org_sessions_partition(ADMIN_ORG)).await, 0);
-    assert_eq!(count(&h, &sid_partition(&sim.session_sid(ADMIN).unwrap())).await, 0);
+    assert_eq!(
+        count(&h, &sid_partition(&sim.session_sid(ADMIN).unwrap())).await,
+        0
+    );
     let (status, text) = sim.send_webhook("app/uninstalled", ADMIN_ORG, &body).await;
     assert_eq!(status, 200);
     assert!(text.contains("duplicate"), "{text}");
@@ -149,7 +202,15 @@ async fn an_admin_with_an_array_role_installs_and_staff_are_refused() {
     let page = login(&h, &mut staff, STAFF).await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert!(page.body.contains("only a shop admin can install"));
-    assert!(h.server.app.store.get(&install_key(STAFF_ORG)).await.unwrap().is_none());
+    assert!(
+        h.server
+            .app
+            .store
+            .get(&install_key(STAFF_ORG))
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(count(&h, &org_sessions_partition(STAFF_ORG)).await, 0);
 }
 
@@ -162,12 +223,18 @@ async fn a_replayed_install_acts_once() {
     let page = b.get(&to_install.location.clone().unwrap()).await;
     let (action, mut fields) = HaravanSim::parse_form_post(&page.body);
     fields.push(("sub".into(), ADMIN.into()));
-    let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let f: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let answer = b
         .post_form(&resolve(&to_install.location.clone().unwrap(), &action), &f)
         .await;
     let (action, fields) = HaravanSim::parse_form_post(&answer.body);
-    let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let f: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let saved_cookies = b.cookies.clone();
     assert_eq!(b.post_form(&action, &f).await.status, 200);
     b.cookies = saved_cookies;
@@ -265,12 +332,32 @@ async fn id_tokens_that_must_be_refused() {
             Box::new(move |c| s2.sign_with_unpublished_key(c)),
             "does not publish",
         ),
-        ("wrong iss", with(json!({"iss": "https://evil.example"})), "issuer"),
+        (
+            "wrong iss",
+            with(json!({"iss": "https://evil.example"})),
+            "issuer",
+        ),
         ("wrong aud", with(json!({"aud": "another-app"})), "audience"),
-        ("expired", with(json!({"exp": now - 3600, "iat": now - 4000, "nbf": now - 4000})), "expired"),
-        ("from the future", with(json!({"iat": now + 3600, "nbf": now - 10})), "future"),
-        ("nonce mismatch", with(json!({"nonce": "another-nonce"})), "nonce"),
-        ("c_hash mismatch", with(json!({"c_hash": gatehouse::oidc::half_hash("other")})), "c_hash"),
+        (
+            "expired",
+            with(json!({"exp": now - 3600, "iat": now - 4000, "nbf": now - 4000})),
+            "expired",
+        ),
+        (
+            "from the future",
+            with(json!({"iat": now + 3600, "nbf": now - 10})),
+            "future",
+        ),
+        (
+            "nonce mismatch",
+            with(json!({"nonce": "another-nonce"})),
+            "nonce",
+        ),
+        (
+            "c_hash mismatch",
+            with(json!({"c_hash": gatehouse::oidc::half_hash("other")})),
+            "c_hash",
+        ),
         (
             "alg none",
             Box::new(|c| unsigned(json!({"alg": "none", "typ": "JWT"}), c)),
@@ -290,13 +377,35 @@ async fn id_tokens_that_must_be_refused() {
         let page = b
             .post_form(
                 &h.url("/haravan/install/login"),
-                &[("code", code), ("id_token", &token), ("scope", "openid"), ("session_state", "x"), ("state", &state)],
+                &[
+                    ("code", code),
+                    ("id_token", &token),
+                    ("scope", "openid"),
+                    ("session_state", "x"),
+                    ("state", &state),
+                ],
             )
             .await;
         assert_eq!(page.status, 401, "{name}: {}", page.body);
-        assert!(page.body.contains(needle), "{name}: expected `{needle}` in {}", page.body);
-        assert_eq!(count(&h, &org_sessions_partition(ADMIN_ORG)).await, 0, "{name}");
-        assert!(h.server.app.store.get(&install_key(ADMIN_ORG)).await.unwrap().is_none());
+        assert!(
+            page.body.contains(needle),
+            "{name}: expected `{needle}` in {}",
+            page.body
+        );
+        assert_eq!(
+            count(&h, &org_sessions_partition(ADMIN_ORG)).await,
+            0,
+            "{name}"
+        );
+        assert!(
+            h.server
+                .app
+                .store
+                .get(&install_key(ADMIN_ORG))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
     // The good token is accepted (so the refusals above are about what they name).
     let mut b = Browser::new();
@@ -308,7 +417,11 @@ async fn id_tokens_that_must_be_refused() {
             &[("code", code), ("id_token", &token), ("state", &state)],
         )
         .await;
-    assert_eq!(page.status, 302, "an admin of a new org goes on to install: {}", page.body);
+    assert_eq!(
+        page.status, 302,
+        "an admin of a new org goes on to install: {}",
+        page.body
+    );
 }
 
 #[tokio::test]
@@ -335,7 +448,11 @@ async fn at_hash_is_checked_against_the_access_token() {
         skew: 60,
     };
     let http = reqwest::Client::new();
-    assert!(gatehouse::oidc::verify_id_token(&http, &jwks, &token, &expect("the-real-access-token")).await.is_ok());
+    assert!(
+        gatehouse::oidc::verify_id_token(&http, &jwks, &token, &expect("the-real-access-token"))
+            .await
+            .is_ok()
+    );
     let err = gatehouse::oidc::verify_id_token(&http, &jwks, &token, &expect("another-token"))
         .await
         .unwrap_err();
@@ -351,18 +468,34 @@ async fn state_must_come_from_this_browser() {
     let mut a = Browser::new();
     let (state, nonce) = started_login(&h, &mut a).await;
     let token = sim.sign_id_token(&claims(&h, &nonce, code));
-    let form = [("code", code), ("id_token", token.as_str()), ("state", state.as_str())];
-    let page = Browser::new().post_form(&h.url("/haravan/install/login"), &form).await;
+    let form = [
+        ("code", code),
+        ("id_token", token.as_str()),
+        ("state", state.as_str()),
+    ];
+    let page = Browser::new()
+        .post_form(&h.url("/haravan/install/login"), &form)
+        .await;
     assert_eq!(page.status, 400, "{}", page.body);
     // Another browser's state cookie.
     let mut other = Browser::new();
     started_login(&h, &mut other).await;
-    let page = other.post_form(&h.url("/haravan/install/login"), &form).await;
+    let page = other
+        .post_form(&h.url("/haravan/install/login"), &form)
+        .await;
     assert_eq!(page.status, 400, "{}", page.body);
     assert!(page.body.contains("another browser"));
-    // The right browser, once.
-    assert_eq!(a.post_form(&h.url("/haravan/install/login"), &form).await.status, 302);
-    assert_eq!(a.post_form(&h.url("/haravan/install/login"), &form).await.status, 409);
+    // The right browser, once: replayed with the same cookie, the consumed state is refused.
+    let cookies = a.cookies.clone();
+    assert_eq!(
+        a.post_form(&h.url("/haravan/install/login"), &form)
+            .await
+            .status,
+        302
+    );
+    a.cookies = cookies;
+    let replay = a.post_form(&h.url("/haravan/install/login"), &form).await;
+    assert_eq!(replay.status, 409, "{}", replay.body);
 }
 
 #[tokio::test]
@@ -375,7 +508,11 @@ async fn signing_key_rotation_is_followed_with_one_refetch() {
     sim.rotate_key();
     let mut c = Browser::new();
     assert_eq!(login(&h, &mut c, ADMIN).await.status, 200);
-    assert_eq!(sim.jwks_fetches(), fetches + 1, "one refetch on the new kid");
+    assert_eq!(
+        sim.jwks_fetches(),
+        fetches + 1,
+        "one refetch on the new kid"
+    );
     assert_eq!(login(&h, &mut c, ADMIN).await.status, 200);
     assert_eq!(sim.jwks_fetches(), fetches + 1, "then cached");
 }
@@ -399,7 +536,10 @@ async fn webhook_deliveries_are_verified_and_deduped() {
         .to_owned();
     let client = reqwest::Client::new();
     let post = |body: Vec<u8>, headers: Vec<(&'static str, String)>| {
-        let mut req = client.post(&url).header("content-type", "application/json").body(body);
+        let mut req = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
         for (k, v) in headers {
             req = req.header(k, v);
         }
@@ -416,23 +556,47 @@ async fn webhook_deliveries_are_verified_and_deduped() {
     let (s, t) = post(body.clone(), vec![topic(), org()]).await;
     assert_eq!(s, 401, "missing signature: {t}");
     let wrong = gatehouse_local::simulators::haravan::webhook_signature("not-the-secret", &body);
-    let (s, t) = post(body.clone(), vec![topic(), org(), ("x-haravan-hmacsha256", wrong)]).await;
+    let (s, t) = post(
+        body.clone(),
+        vec![topic(), org(), ("x-haravan-hmacsha256", wrong)],
+    )
+    .await;
     assert_eq!(s, 401, "wrong signature: {t}");
     let mut tampered = body.clone();
     tampered[2] ^= 1;
-    let (s, _) = post(tampered, vec![topic(), org(), ("x-haravan-hmacsha256", sig.clone())]).await;
+    let (s, _) = post(
+        tampered,
+        vec![topic(), org(), ("x-haravan-hmacsha256", sig.clone())],
+    )
+    .await;
     assert_eq!(s, 401, "tampered body");
     let junk = b"not json at all".to_vec();
     let junk_sig = gatehouse_local::simulators::haravan::webhook_signature(&secret, &junk);
-    let (s, t) = post(junk, vec![topic(), org(), ("x-haravan-hmacsha256", junk_sig)]).await;
+    let (s, t) = post(
+        junk,
+        vec![topic(), org(), ("x-haravan-hmacsha256", junk_sig)],
+    )
+    .await;
     assert_eq!(s, 400, "signed but not JSON: {t}");
-    assert_eq!(count(&h, "webhook#haravan").await, 0, "refusals leave no mark");
+    assert_eq!(
+        count(&h, "webhook#haravan").await,
+        0,
+        "refusals leave no mark"
+    );
 
     // The other header spelling; then the same delivery again is processed once.
-    let (s, t) = post(body.clone(), vec![topic(), org(), ("x-haravan-hmac-sha256", sig.clone())]).await;
+    let (s, t) = post(
+        body.clone(),
+        vec![topic(), org(), ("x-haravan-hmac-sha256", sig.clone())],
+    )
+    .await;
     assert_eq!(s, 200, "{t}");
     assert!(t.contains("\"handled\":true"), "{t}");
-    let (s, t) = post(body.clone(), vec![topic(), org(), ("x-haravan-hmacsha256", sig.clone())]).await;
+    let (s, t) = post(
+        body.clone(),
+        vec![topic(), org(), ("x-haravan-hmacsha256", sig.clone())],
+    )
+    .await;
     assert_eq!(s, 200);
     assert!(t.contains("duplicate"), "{t}");
     assert_eq!(count(&h, "webhook#haravan").await, 1);
@@ -440,12 +604,27 @@ async fn webhook_deliveries_are_verified_and_deduped() {
     // Unknown topics are acknowledged.
     let other = serde_json::to_vec(&json!({"org_id": 1})).unwrap();
     let other_sig = gatehouse_local::simulators::haravan::webhook_signature(&secret, &other);
-    let (s, t) = post(other, vec![("x-haravan-topic", "orders/create".into()), org(), ("x-haravan-hmacsha256", other_sig)]).await;
+    let (s, t) = post(
+        other,
+        vec![
+            ("x-haravan-topic", "orders/create".into()),
+            org(),
+            ("x-haravan-hmacsha256", other_sig),
+        ],
+    )
+    .await;
     assert_eq!(s, 200, "{t}");
     assert!(t.contains("\"handled\":false"));
 
     // The subscription handshake.
-    let token = h.server.app.secrets.credentials("haravan").await.unwrap().extra["webhook_verify_token"]
+    let token = h
+        .server
+        .app
+        .secrets
+        .credentials("haravan")
+        .await
+        .unwrap()
+        .extra["webhook_verify_token"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -457,11 +636,20 @@ async fn webhook_deliveries_are_verified_and_deduped() {
 async fn sibling_apps(h: &Harness, n: usize) -> Vec<Arc<App>> {
     let mut vars = Vars::default();
     vars.set("PUBLIC_BASE_URL", h.server.base());
-    vars.set("GATEHOUSE_SECRETS_FILE", h.server.app.config.secrets_file.to_string_lossy());
+    vars.set(
+        "GATEHOUSE_SECRETS_FILE",
+        h.server.app.config.secrets_file.to_string_lossy(),
+    );
     vars.set("HARAVAN_ACCOUNTS_BASE", h.server.haravan.issuer());
     vars.set("HARAVAN_ISSUERS", h.server.haravan.issuer());
-    vars.set("HARAVAN_API_BASE", format!("{}/api", h.server.haravan.issuer()));
-    vars.set("HARAVAN_WEBHOOK_BASE", format!("{}/webhook", h.server.haravan.issuer()));
+    vars.set(
+        "HARAVAN_API_BASE",
+        format!("{}/api", h.server.haravan.issuer()),
+    );
+    vars.set(
+        "HARAVAN_WEBHOOK_BASE",
+        format!("{}/webhook", h.server.haravan.issuer()),
+    );
     let config = gatehouse::config::Config::from_vars(&vars).unwrap();
     (0..n)
         .map(|_| {
@@ -479,9 +667,20 @@ async fn concurrent_refresh(h: Harness) {
     assert_eq!(install(&h, &mut b, ADMIN).await.status, 200);
     let before = sim.token_requests("refresh_token");
     let old = {
-        let item = h.server.app.store.get(&install_key(ADMIN_ORG)).await.unwrap().unwrap();
+        let item = h
+            .server
+            .app
+            .store
+            .get(&install_key(ADMIN_ORG))
+            .await
+            .unwrap()
+            .unwrap();
         let keys = h.server.app.secrets.app_keys().await.unwrap();
-        gatehouse::refresh::open(&keys, &item).unwrap().access_token.expose_secret().to_owned()
+        gatehouse::refresh::open(&keys, &item)
+            .unwrap()
+            .access_token
+            .expose_secret()
+            .to_owned()
     };
     sim.set_access_token_lifetime(86_400);
     sim.set_token_delay(std::time::Duration::from_millis(300));
@@ -491,8 +690,15 @@ async fn concurrent_refresh(h: Harness) {
         tokio::spawn(async move { haravan::access_token(&app, ADMIN_ORG).await })
     });
     let tokens: Vec<String> = futures_join(calls).await;
-    assert_eq!(sim.token_requests("refresh_token") - before, 1, "one refresh reached Haravan");
-    assert!(tokens.iter().all(|t| t == &tokens[0]), "every caller got the same token");
+    assert_eq!(
+        sim.token_requests("refresh_token") - before,
+        1,
+        "one refresh reached Haravan"
+    );
+    assert!(
+        tokens.iter().all(|t| t == &tokens[0]),
+        "every caller got the same token"
+    );
     assert_ne!(tokens[0], old, "and it is the new one");
     let resp = reqwest::Client::new()
         .get(format!("{}/api/com/shop.json", sim.issuer()))
@@ -508,7 +714,13 @@ async fn futures_join(
 ) -> Vec<String> {
     let mut out = Vec::new();
     for h in handles {
-        out.push(h.await.unwrap().expect("a token").expose_secret().to_owned());
+        out.push(
+            h.await
+                .unwrap()
+                .expect("a token")
+                .expose_secret()
+                .to_owned(),
+        );
     }
     out
 }
@@ -534,15 +746,28 @@ async fn a_dead_refresh_token_asks_for_reauthorization() {
     let mut b = Browser::new();
     assert_eq!(install(&h, &mut b, ADMIN).await.status, 200);
     sim.revoke_refresh_tokens(ADMIN_ORG);
-    let err = haravan::access_token(&h.server.app, ADMIN_ORG).await.unwrap_err();
+    let err = haravan::access_token(&h.server.app, ADMIN_ORG)
+        .await
+        .unwrap_err();
     assert_eq!(err.status().as_u16(), 403, "{err}");
-    let item = h.server.app.store.get(&install_key(ADMIN_ORG)).await.unwrap().unwrap();
+    let item = h
+        .server
+        .app
+        .store
+        .get(&install_key(ADMIN_ORG))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(item.attrs["needs_reauth"], json!(true));
     // The next admin login installs again, which clears the mark.
     sim.set_access_token_lifetime(86_400);
     let mut c = Browser::new();
     assert_eq!(install(&h, &mut c, ADMIN).await.status, 200);
-    assert!(haravan::access_token(&h.server.app, ADMIN_ORG).await.is_ok());
+    assert!(
+        haravan::access_token(&h.server.app, ADMIN_ORG)
+            .await
+            .is_ok()
+    );
 }
 
 /// A refresher that lets a "sibling" rotate the refresh token first, then presents the old one
@@ -566,7 +791,10 @@ impl gatehouse::refresh::Refresher for RotatedBySibling {
         let keys = app.secrets.app_keys().await.unwrap();
         gatehouse::refresh::seal(&keys, &key, &sibling, &mut attrs).unwrap();
         app.store
-            .put(&gatehouse::store::Item::new(key, attrs), gatehouse::store::Condition::Always)
+            .put(
+                &gatehouse::store::Item::new(key, attrs),
+                gatehouse::store::Condition::Always,
+            )
             .await
             .unwrap();
         haravan::HaravanRefresher.refresh(app, refresh_token).await
@@ -585,7 +813,14 @@ async fn invalid_grant_after_a_siblings_rotation_is_recovered() {
         gatehouse::refresh::access_token(&h.server.app, &install_key(ADMIN_ORG), &RotatedBySibling)
             .await
             .expect("recovered by re-reading");
-    let item = h.server.app.store.get(&install_key(ADMIN_ORG)).await.unwrap().unwrap();
+    let item = h
+        .server
+        .app
+        .store
+        .get(&install_key(ADMIN_ORG))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(item.attrs["needs_reauth"], json!(false));
     let keys = h.server.app.secrets.app_keys().await.unwrap();
     let stored = gatehouse::refresh::open(&keys, &item).unwrap();

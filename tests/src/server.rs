@@ -3,6 +3,7 @@
 //! index page at `/`. The handlers are the very ones the Lambda binaries run.
 
 use crate::routes::{self, Resolved, Route};
+use crate::simulators::haravan::HaravanSim;
 use crate::simulators::sesami::SesamiSim;
 use axum::Router;
 use axum::body::Body as AxumBody;
@@ -28,6 +29,8 @@ pub struct LocalServer {
     pub app: Arc<App>,
     /// The Sesami simulator.
     pub sesami: SesamiSim,
+    /// The Haravan simulator.
+    pub haravan: HaravanSim,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -53,13 +56,18 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
     let base = format!("http://{addr}");
     vars.set_default("PUBLIC_BASE_URL", &base);
     vars.set_default("SESAMI_API_BASE", format!("{base}/_sim/sesami"));
+    let haravan_base = format!("{base}/_sim/haravan");
+    vars.set_default("HARAVAN_ACCOUNTS_BASE", &haravan_base);
+    vars.set_default("HARAVAN_ISSUERS", &haravan_base);
+    vars.set_default("HARAVAN_WEBHOOK_BASE", format!("{haravan_base}/webhook"));
+    vars.set_default("HARAVAN_API_BASE", format!("{haravan_base}/api"));
 
     let data_dir = PathBuf::from(vars.get_or("GATEHOUSE_DATA_DIR", ".gatehouse"));
     let secrets_file = vars
         .get("GATEHOUSE_SECRETS_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| data_dir.join("secrets.json"));
-    gatehouse::secrets::ensure_local_file(&secrets_file, &["sesami"])?;
+    gatehouse::secrets::ensure_local_file(&secrets_file, &["sesami", "haravan"])?;
 
     let app = Arc::new(App::from_vars(&vars).await?);
     let public_base = vars.get_or("PUBLIC_BASE_URL", &base).to_owned();
@@ -69,10 +77,18 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
         secrecy::ExposeSecret::expose_secret(&sesami_creds.client_secret),
         &public_base,
     );
+    let haravan_creds = app.secrets.credentials("haravan").await?;
+    let haravan = HaravanSim::new(
+        &haravan_creds.client_id,
+        secrecy::ExposeSecret::expose_secret(&haravan_creds.client_secret),
+        &public_base,
+        &format!("{public_base}/_sim/haravan"),
+    );
 
     let router = Router::new()
         .route("/", axum::routing::get(index))
         .nest_service("/_sim/sesami", sesami.router())
+        .nest_service("/_sim/haravan", haravan.router())
         .fallback(dispatch)
         .with_state(app.clone());
     let task = tokio::spawn(async move {
@@ -84,6 +100,7 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
         addr,
         app,
         sesami,
+        haravan,
         task,
     })
 }
