@@ -4,7 +4,7 @@
 use crate::config::{Config, ConfigError, Vars};
 use crate::secrets::{Secrets, Source};
 use crate::store::{DynamoStore, EmbeddedStore, Store};
-use crate::{haravan, sesami};
+use crate::{haravan, saison, sesami};
 use lambda_http::Request;
 use std::sync::Arc;
 use url::Url;
@@ -17,6 +17,8 @@ pub struct App {
     pub sesami: sesami::Settings,
     /// Haravan's settings and signing keys.
     pub haravan: haravan::Haravan,
+    /// Saison connect's settings.
+    pub saison: saison::Settings,
     /// Installs, sessions, one-time state.
     pub store: Arc<dyn Store>,
     /// App and platform credentials, cached.
@@ -96,6 +98,7 @@ impl App {
         Ok(Self {
             sesami: sesami::Settings::from_vars(vars)?,
             haravan: haravan::Haravan::from_vars(vars)?,
+            saison: saison::Settings::from_vars(vars)?,
             secrets: Secrets::new(sources, config.secrets_ttl),
             store,
             http,

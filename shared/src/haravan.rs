@@ -555,6 +555,7 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
         access_token: SecretString::from(reply.access_token.clone()),
         refresh_token: reply.refresh_token.clone().map(SecretString::from),
         expires_in: reply.expires_in.unwrap_or(86_400),
+        extra: Vec::new(),
     };
     refresh::seal(&keys, &key, &grant, &mut attrs)?;
     let subscribed = subscribe_webhooks(app, &reply.access_token).await;
@@ -617,6 +618,7 @@ impl Refresher for HaravanRefresher {
                 access_token: SecretString::from(reply.access_token),
                 refresh_token: reply.refresh_token.map(SecretString::from),
                 expires_in: reply.expires_in.unwrap_or(86_400),
+                extra: Vec::new(),
             }),
             Err(TokenCallError::InvalidGrant) => Err(RefreshError::InvalidGrant),
             Err(TokenCallError::Failed(e)) => Err(RefreshError::Failed(e)),

@@ -22,6 +22,7 @@ pub mod http;
 pub mod lambda;
 pub mod oidc;
 pub mod refresh;
+pub mod saison;
 pub mod secrets;
 pub mod sesami;
 pub mod store;

@@ -48,6 +48,9 @@ pub struct Grant {
     pub refresh_token: Option<SecretString>,
     /// Seconds until the access token expires.
     pub expires_in: i64,
+    /// Other secrets that come and go with the access token (e.g. a MAC key), stored sealed as
+    /// `<name>_sealed`.
+    pub extra: Vec<(&'static str, SecretString)>,
 }
 
 /// Why a refresh failed.
@@ -93,6 +96,12 @@ pub fn seal(
             keys.encrypt(refresh.expose_secret(), &ctx)?.into(),
         );
     }
+    for (name, value) in &grant.extra {
+        attrs.insert(
+            format!("{name}_sealed"),
+            keys.encrypt(value.expose_secret(), &ctx)?.into(),
+        );
+    }
     attrs.insert("expires_at".into(), (now() + grant.expires_in).into());
     attrs.insert(
         "token_version".into(),
@@ -123,6 +132,17 @@ pub fn open(keys: &KeyRing, item: &Item) -> Result<Tokens> {
     })
 }
 
+/// Opens another secret stored with the tokens by [`seal`] (a [`Grant::extra`]).
+pub fn open_extra(keys: &KeyRing, item: &Item, name: &str) -> Result<Option<SecretString>> {
+    match item.str(&format!("{name}_sealed")) {
+        Some(sealed) => keys
+            .decrypt(sealed, &context(&item.key))
+            .map(Some)
+            .map_err(|_| Error::Internal("stored tokens cannot be decrypted".into())),
+        None => Ok(None),
+    }
+}
+
 fn needs_reauth(item: &Item) -> bool {
     item.attrs
         .get("needs_reauth")
@@ -144,6 +164,15 @@ fn lease_key(key: &Key) -> Key {
 /// A valid access token for the tenant stored at `key`, refreshed through `refresher` when due.
 pub async fn access_token(app: &App, key: &Key, refresher: &dyn Refresher) -> Result<SecretString> {
     let keys = app.secrets.app_keys().await?;
+    let item = fresh_item(app, key, refresher).await?;
+    Ok(open(&keys, &item)?.access_token)
+}
+
+/// The tenant's item with a valid access token in it, refreshed through `refresher` when due.
+/// Platforms that keep more than the access token (a MAC key) read it from this same item, so
+/// the two always belong together.
+pub async fn fresh_item(app: &App, key: &Key, refresher: &dyn Refresher) -> Result<Item> {
+    let keys = app.secrets.app_keys().await?;
     let deadline = Instant::now() + WAIT;
     loop {
         let item =
@@ -155,11 +184,11 @@ pub async fn access_token(app: &App, key: &Key, refresher: &dyn Refresher) -> Re
         }
         let tokens = open(&keys, &item)?;
         if tokens.expires_at - MARGIN > now() {
-            return Ok(tokens.access_token);
+            return Ok(item);
         }
         if tokens.refresh_token.is_none() {
             return if tokens.expires_at > now() {
-                Ok(tokens.access_token)
+                Ok(item)
             } else {
                 Err(reauth_error())
             };
@@ -170,7 +199,7 @@ pub async fn access_token(app: &App, key: &Key, refresher: &dyn Refresher) -> Re
                 let outcome = refresh_under_lease(app, &keys, key, refresher).await;
                 let _ = app.store.take(&lease.key).await;
                 match outcome {
-                    Ok(Some(token)) => return Ok(token),
+                    Ok(Some(item)) => return Ok(item),
                     Ok(None) => continue,
                     Err(e) => return Err(e),
                 }
@@ -195,7 +224,7 @@ async fn refresh_under_lease(
     keys: &KeyRing,
     key: &Key,
     refresher: &dyn Refresher,
-) -> Result<Option<SecretString>> {
+) -> Result<Option<Item>> {
     let Some(item) = app.store.get(key).await? else {
         return Err(Error::NotFound(
             "the app is not installed for this tenant".into(),
@@ -206,7 +235,7 @@ async fn refresh_under_lease(
     }
     let tokens = open(keys, &item)?;
     if tokens.expires_at - MARGIN > now() {
-        return Ok(Some(tokens.access_token));
+        return Ok(Some(item));
     }
     let Some(refresh_token) = tokens.refresh_token else {
         return Ok(None);
@@ -231,7 +260,7 @@ async fn refresh_under_lease(
             {
                 Ok(()) => {
                     tracing::info!(pk = %key.pk, tenant = %key.sk, "access token refreshed");
-                    Ok(Some(grant.access_token))
+                    Ok(Some(updated))
                 }
                 Err(StoreError::ConditionFailed) => Ok(None),
                 Err(e) => Err(e.into()),

@@ -47,6 +47,8 @@ pub fn all() -> Vec<Route> {
         route!(GET "/haravan/webhooks" => "haravan-webhooks", gatehouse::haravan::webhooks),
         route!(POST "/haravan/webhooks" => "haravan-webhooks", gatehouse::haravan::webhooks),
         route!(GET "/haravan/logout" => "haravan-logout", gatehouse::haravan::logout),
+        route!(GET "/saison/authorize" => "saison-authorize", gatehouse::saison::authorize),
+        route!(GET "/saison/callback" => "saison-callback", gatehouse::saison::callback),
     ]
 }
 
