@@ -29,7 +29,7 @@ APP_KEY = SECRETS["app"]["key"].encode()
 APP_KID = SECRETS["app"]["key_id"]
 
 DOMAIN = "abc123.execute-api.us-east-1.amazonaws.com"
-NOW_MS = 1795550400000  # 2026-11-24T13:20:00Z
+NOW_MS = 1795550400000  # 2026-11-24T20:00:00Z
 STALE_MS = 1000000000000  # 2001-09-09: outside any window
 FAR_FUTURE = 4102444800  # 2100-01-01: the state cookie's expiry
 STATE_ID = "events-state-0123456789abcdefghijklmnopqrstu"
@@ -84,7 +84,7 @@ def event(method, path, query="", body=None, b64=False, cookies=None, content_ty
             "requestId": "events-request",
             "routeKey": f"{method} {path}",
             "stage": "$default",
-            "time": "24/Nov/2026:13:20:00 +0000",
+            "time": "24/Nov/2026:20:00:00 +0000",
             "timeEpoch": NOW_MS,
         },
         "isBase64Encoded": b64,
