@@ -199,6 +199,7 @@ impl EventBench {
             access_token: SecretString::from(format!("events-access-{orgid}")),
             refresh_token: Some(SecretString::from(format!("events-refresh-{orgid}"))),
             expires_in: 86_400,
+            extra: Vec::new(),
         };
         seal(&keys, &key, &grant, &mut attrs).unwrap();
         attrs.insert("webhooks_subscribed".into(), json!(true));
