@@ -4,7 +4,7 @@
 use crate::config::{Config, ConfigError, Vars};
 use crate::secrets::{Secrets, Source};
 use crate::store::{DynamoStore, EmbeddedStore, Store};
-use crate::{haravan, saison, sesami};
+use crate::{haravan, momo, saison, sesami};
 use lambda_http::Request;
 use std::sync::Arc;
 use url::Url;
@@ -19,6 +19,8 @@ pub struct App {
     pub haravan: haravan::Haravan,
     /// Saison connect's settings.
     pub saison: saison::Settings,
+    /// MTN MoMo's settings and cached tokens.
+    pub momo: momo::Momo,
     /// Installs, sessions, one-time state.
     pub store: Arc<dyn Store>,
     /// App and platform credentials, cached.
@@ -99,6 +101,7 @@ impl App {
             sesami: sesami::Settings::from_vars(vars)?,
             haravan: haravan::Haravan::from_vars(vars)?,
             saison: saison::Settings::from_vars(vars)?,
+            momo: momo::Momo::from_vars(vars)?,
             secrets: Secrets::new(sources, config.secrets_ttl),
             store,
             http,

@@ -20,6 +20,7 @@ pub mod flow;
 pub mod haravan;
 pub mod http;
 pub mod lambda;
+pub mod momo;
 pub mod oidc;
 pub mod refresh;
 pub mod saison;
