@@ -2,4 +2,5 @@
 //! signatures, mounted in the local server under `/_sim/<platform>/`.
 
 pub mod haravan;
+pub mod saison;
 pub mod sesami;
