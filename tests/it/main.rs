@@ -3,6 +3,7 @@
 mod events;
 mod haravan;
 mod harness;
+mod saison;
 mod secrets;
 mod sesami;
 mod store;

@@ -4,6 +4,7 @@
 
 use crate::routes::{self, Resolved, Route};
 use crate::simulators::haravan::HaravanSim;
+use crate::simulators::saison::SaisonSim;
 use crate::simulators::sesami::SesamiSim;
 use axum::Router;
 use axum::body::Body as AxumBody;
@@ -31,6 +32,8 @@ pub struct LocalServer {
     pub sesami: SesamiSim,
     /// The Haravan simulator.
     pub haravan: HaravanSim,
+    /// The Saison connect simulator.
+    pub saison: SaisonSim,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -61,13 +64,14 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
     vars.set_default("HARAVAN_ISSUERS", &haravan_base);
     vars.set_default("HARAVAN_WEBHOOK_BASE", format!("{haravan_base}/webhook"));
     vars.set_default("HARAVAN_API_BASE", format!("{haravan_base}/api"));
+    vars.set_default("SAISON_API_BASE", format!("{base}/_sim/saison"));
 
     let data_dir = PathBuf::from(vars.get_or("GATEHOUSE_DATA_DIR", ".gatehouse"));
     let secrets_file = vars
         .get("GATEHOUSE_SECRETS_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| data_dir.join("secrets.json"));
-    gatehouse::secrets::ensure_local_file(&secrets_file, &["sesami", "haravan"])?;
+    gatehouse::secrets::ensure_local_file(&secrets_file, &["sesami", "haravan", "saison"])?;
 
     let app = Arc::new(App::from_vars(&vars).await?);
     let public_base = vars.get_or("PUBLIC_BASE_URL", &base).to_owned();
@@ -84,11 +88,19 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
         &public_base,
         &format!("{public_base}/_sim/haravan"),
     );
+    let saison_creds = app.secrets.credentials("saison").await?;
+    let saison = SaisonSim::new(
+        &saison_creds.client_id,
+        secrecy::ExposeSecret::expose_secret(&saison_creds.client_secret),
+        &public_base,
+        &format!("{public_base}/_sim/saison"),
+    );
 
     let router = Router::new()
         .route("/", axum::routing::get(index))
         .nest_service("/_sim/sesami", sesami.router())
         .nest_service("/_sim/haravan", haravan.router())
+        .nest_service("/_sim/saison", saison.router())
         .fallback(dispatch)
         .with_state(app.clone());
     let task = tokio::spawn(async move {
@@ -101,6 +113,7 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
         app,
         sesami,
         haravan,
+        saison,
         task,
     })
 }
@@ -154,6 +167,7 @@ fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
 const INSTALLS: &[(&str, &str, &str)] = &[
     ("Sesami", "install#sesami", "name"),
     ("Haravan", "install#haravan", "orgname"),
+    ("Saison connect", "install#saison", "member"),
 ];
 
 /// `/`: the flows to click through and what is stored, tokens redacted.
@@ -193,6 +207,8 @@ async fn index(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Axu
          (a signed launch from the simulated app store, consent, callback, token exchange); then {}</li>\
          <li>Haravan: <a href=\"/haravan/install/login\">open the app</a> (sign in as the admin of a new shop to \
          install it, again to get a session; as staff to be refused); then {} or {}</li>\
+         <li>Saison connect: <a href=\"/saison/authorize?member=demo\">connect member <code>demo</code></a> \
+         (sign in with any ID and the password <code>password</code>; the callback shows the profile read with a MAC-signed request)</li>\
          </ul><h2>Stored installs</h2>{installs_html}",
         post(
             "/_sim/sesami/webhooks/send?shopId=demo-shop&event=uninstall_app",

@@ -1,0 +1,311 @@
+//! Saison connect end to end: the local server against the Saison simulator over real HTTP.
+
+use crate::harness::{Backend, Browser, Harness, Page, query_param};
+use gatehouse::config::Vars;
+use gatehouse::saison::{self, connection_key};
+use gatehouse_local::simulators::haravan::HaravanSim;
+use secrecy::ExposeSecret;
+
+const MEMBER: &str = "demo";
+
+fn resolve(base: &str, action: &str) -> String {
+    url::Url::parse(base)
+        .unwrap()
+        .join(action)
+        .unwrap()
+        .to_string()
+}
+
+/// authorize → Saison's sign-in screen → callback. Returns the callback page and its URL.
+async fn connect(h: &Harness, b: &mut Browser) -> (Page, String) {
+    let start = b
+        .get(&h.url(&format!("/saison/authorize?member={MEMBER}")))
+        .await;
+    assert_eq!(start.status, 302, "{}", start.body);
+    let screen = start.location.unwrap();
+    assert!(
+        screen.contains(&format!("/auth/screen/{MEMBER}/authorize?")),
+        "{screen}"
+    );
+    assert_eq!(
+        query_param(&screen, "response_type").as_deref(),
+        Some("code")
+    );
+    assert_eq!(
+        query_param(&screen, "client_id").as_deref(),
+        Some("gatehouse-local-saison")
+    );
+    let page = b.get(&screen).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (action, mut fields) = HaravanSim::parse_form_post(&page.body);
+    fields.retain(|(k, _)| k != "id" && k != "password");
+    fields.push(("id".into(), "M0001".into()));
+    fields.push(("password".into(), "password".into()));
+    let f: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let signed_in = b.post_form(&resolve(&screen, &action), &f).await;
+    assert_eq!(signed_in.status, 302, "{}", signed_in.body);
+    let callback = signed_in.location.unwrap();
+    assert!(
+        callback.starts_with(&h.url("/saison/callback?code=")),
+        "{callback}"
+    );
+    (b.get(&callback).await, callback)
+}
+
+async fn stored(h: &Harness) -> Option<gatehouse::store::Item> {
+    h.server
+        .app
+        .store
+        .get(&connection_key(MEMBER))
+        .await
+        .unwrap()
+}
+
+async fn journey(h: Harness) {
+    let sim = h.server.saison.clone();
+    let mut b = Browser::new();
+    let (page, _) = connect(&h, &mut b).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Connected"), "{}", page.body);
+    assert!(
+        page.body.contains("M0001"),
+        "the profile is shown: {}",
+        page.body
+    );
+    assert_eq!(sim.profile_requests(), (1, 0), "{:?}", sim.last_refusal());
+    let item = stored(&h).await.expect("connection stored");
+    let keys = h.server.app.secrets.app_keys().await.unwrap();
+    let tokens = gatehouse::refresh::open(&keys, &item).unwrap();
+    let raw = serde_json::to_string(&item.attrs).unwrap();
+    assert!(!raw.contains(tokens.access_token.expose_secret()));
+    assert!(tokens.refresh_token.is_some());
+    assert!(h.items("state#saison").await.is_empty());
+
+    // Many signed calls: fresh nonces every time, all accepted.
+    for _ in 0..20 {
+        saison::call(&h.server.app, MEMBER, "GET", "/auth/account/profile", None)
+            .await
+            .expect("signed GET accepted");
+    }
+    saison::call(
+        &h.server.app,
+        MEMBER,
+        "POST",
+        "/auth/account/profile",
+        Some(&[("data_flg", "1"), ("info_key", "birthday,sex")]),
+    )
+    .await
+    .expect("signed POST accepted");
+    saison::call(
+        &h.server.app,
+        MEMBER,
+        "GET",
+        "/auth/account/profile?info_key=sex",
+        None,
+    )
+    .await
+    .expect("signed GET with a query accepted");
+    assert_eq!(sim.profile_requests(), (23, 0), "{:?}", sim.last_refusal());
+}
+
+#[tokio::test]
+async fn the_whole_journey_on_the_embedded_store() {
+    journey(Harness::embedded().await).await;
+}
+
+#[tokio::test]
+async fn the_whole_journey_on_dynamodb() {
+    let Some(h) = Harness::start(Backend::Dynamo, Vars::default()).await else {
+        return;
+    };
+    journey(h).await;
+}
+
+#[tokio::test]
+async fn an_expired_access_token_is_refreshed_before_use() {
+    let h = Harness::embedded().await;
+    let sim = h.server.saison.clone();
+    let mut b = Browser::new();
+    assert_eq!(connect(&h, &mut b).await.0.status, 200);
+    let before = sim.token_requests("refresh_token");
+    sim.expire_access_tokens();
+    // The stored expiry says the token is still good; make it due as time would.
+    let mut item = stored(&h).await.unwrap();
+    item.attrs
+        .insert("expires_at".into(), (gatehouse::store::now() + 10).into());
+    h.server
+        .app
+        .store
+        .put(&item, gatehouse::store::Condition::Always)
+        .await
+        .unwrap();
+    saison::call(&h.server.app, MEMBER, "GET", "/auth/account/profile", None)
+        .await
+        .expect("refreshed, then accepted");
+    assert_eq!(sim.token_requests("refresh_token"), before + 1);
+    let (accepted, refused) = sim.profile_requests();
+    assert_eq!(refused, 0, "{:?}", sim.last_refusal());
+    assert!(accepted >= 2);
+}
+
+#[tokio::test]
+async fn bad_callbacks_are_refused_and_store_nothing() {
+    let h = Harness::embedded().await;
+    let sim = h.server.saison.clone();
+
+    // No state cookie.
+    let code = sim.issue_code(MEMBER, "M0001");
+    let page = Browser::new()
+        .get(&h.url(&format!("/saison/callback?code={code}")))
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(stored(&h).await.is_none());
+
+    // A code the token endpoint refuses: a clear page, nothing stored, no mark left.
+    let mut b = Browser::new();
+    assert_eq!(b.get(&h.url("/saison/authorize")).await.status, 302);
+    let page = b.get(&h.url("/saison/callback?code=never-issued")).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("Saison refused the authorization code"));
+    assert!(stored(&h).await.is_none());
+    assert!(h.items("code#saison").await.is_empty());
+
+    // A member the app does not serve.
+    let page = Browser::new()
+        .get(&h.url("/saison/authorize?member=other"))
+        .await;
+    assert_eq!(page.status, 404, "{}", page.body);
+    assert!(h.items("state#saison").await.is_empty());
+
+    // Reused state: a second callback with the cookie of a flow that already completed.
+    let mut b = Browser::new();
+    assert_eq!(b.get(&h.url("/saison/authorize")).await.status, 302);
+    let cookies = b.cookies.clone();
+    let first = sim.issue_code(MEMBER, "M0001");
+    let page = b
+        .get(&h.url(&format!("/saison/callback?code={first}")))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    b.cookies = cookies;
+    let second = sim.issue_code(MEMBER, "M0001");
+    let exchanges = sim.token_requests("authorization_code");
+    let page = b
+        .get(&h.url(&format!("/saison/callback?code={second}")))
+        .await;
+    assert_eq!(page.status, 409, "{}", page.body);
+    assert_eq!(sim.token_requests("authorization_code"), exchanges);
+
+    // A replayed callback URL in a browser with a fresh flow: the code was used.
+    let mut other = Browser::new();
+    assert_eq!(other.get(&h.url("/saison/authorize")).await.status, 302);
+    let page = other
+        .get(&h.url(&format!("/saison/callback?code={first}")))
+        .await;
+    assert_eq!(page.status, 409, "{}", page.body);
+    assert!(page.body.contains("used already"));
+    assert_eq!(sim.token_requests("authorization_code"), exchanges);
+}
+
+#[tokio::test]
+async fn the_simulator_refuses_bad_signatures() {
+    let h = Harness::embedded().await;
+    let sim = h.server.saison.clone();
+    let mut b = Browser::new();
+    assert_eq!(connect(&h, &mut b).await.0.status, 200);
+    let keys = h.server.app.secrets.app_keys().await.unwrap();
+    let item = stored(&h).await.unwrap();
+    let token = gatehouse::refresh::open(&keys, &item).unwrap().access_token;
+    let secret = h
+        .server
+        .app
+        .secrets
+        .credentials("saison")
+        .await
+        .unwrap()
+        .client_secret
+        .expose_secret()
+        .to_owned();
+    let url = url::Url::parse(&format!(
+        "{}/_sim/saison/auth/account/profile",
+        h.server.base()
+    ))
+    .unwrap();
+    let (uri, host, port) = saison::mac_target(&url).unwrap();
+    let client = reqwest::Client::new();
+    let send = |header: String| {
+        let req = client
+            .get(url.clone())
+            .header("X-API-VERSION", "1")
+            .header("Authorization", header);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let now = gatehouse::store::now() as u64;
+    let header = |key: &str, ts: u64, nonce: &str| {
+        format!(
+            "MAC id=\"{}\" ts=\"{ts}\" nonce=\"{nonce}\" mac=\"{}\"",
+            token.expose_secret(),
+            saison::mac(key.as_bytes(), ts, nonce, "GET", &uri, &host, port)
+        )
+    };
+    assert_eq!(send(header(&secret, now, "aaaaa11111")).await, 200);
+    assert_eq!(
+        send(header(&secret, now, "aaaaa11111")).await,
+        401,
+        "reused nonce"
+    );
+    assert_eq!(
+        send(header("wrong-key", now, "bbbbb22222")).await,
+        401,
+        "wrong key"
+    );
+    assert_eq!(
+        send(header(&secret, now - 3600, "ccccc33333")).await,
+        401,
+        "stale ts"
+    );
+    assert_eq!(
+        send(header(&secret, now, "short")).await,
+        401,
+        "malformed nonce"
+    );
+    assert_eq!(
+        send(header(&secret, now, "ddddd44444")).await,
+        200,
+        "a good one still works"
+    );
+    assert_eq!(sim.profile_requests().1, 4);
+}
+
+#[tokio::test]
+async fn comma_separator_mac_key_and_echoed_state_are_settings() {
+    let mut vars = Vars::default();
+    vars.set("SAISON_MAC_SEPARATOR", "comma");
+    vars.set("SAISON_MAC_KEY", "mac_key");
+    vars.set("SAISON_SEND_STATE", "true");
+    vars.set("SAISON_SEND_REDIRECT_URI", "true");
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let sim = h.server.saison.clone();
+    sim.set_issue_mac_key(true);
+    let mut b = Browser::new();
+    let (page, callback) = connect(&h, &mut b).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        query_param(&callback, "state").is_some(),
+        "the state is echoed"
+    );
+    assert_eq!(sim.profile_requests(), (1, 0), "{:?}", sim.last_refusal());
+    let item = stored(&h).await.unwrap();
+    assert!(item.str("mac_key_sealed").is_some());
+
+    // A forged echoed state is refused.
+    let mut c = Browser::new();
+    assert_eq!(c.get(&h.url("/saison/authorize")).await.status, 302);
+    let code = sim.issue_code(MEMBER, "M0002");
+    let page = c
+        .get(&h.url(&format!("/saison/callback?code={code}&state=forged")))
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+}
