@@ -49,6 +49,9 @@ pub fn all() -> Vec<Route> {
         route!(GET "/haravan/logout" => "haravan-logout", gatehouse::haravan::logout),
         route!(GET "/saison/authorize" => "saison-authorize", gatehouse::saison::authorize),
         route!(GET "/saison/callback" => "saison-callback", gatehouse::saison::callback),
+        route!(POST "/momo/requesttopay" => "momo-requesttopay", gatehouse::momo::request_to_pay),
+        route!(PUT "/momo/callback/{referenceId}" => "momo-callback", gatehouse::momo::callback),
+        route!(POST "/momo/callback/{referenceId}" => "momo-callback", gatehouse::momo::callback),
     ]
 }
 
