@@ -309,8 +309,36 @@ impl Secrets {
     }
 }
 
-/// Platform-specific secret values the local file gets random development values for.
-const LOCAL_EXTRAS: &[(&str, &str)] = &[("haravan", "webhook_verify_token")];
+/// A platform's secret with random development values, shaped as the platform needs it.
+fn development_secret(name: &str) -> std::io::Result<serde_json::Value> {
+    let random = || {
+        crate::crypto::random_token(32).map_err(|e| std::io::Error::other(e.to_string()))
+    };
+    let hex32 = || {
+        crate::crypto::random_bytes(16)
+            .map(hex::encode)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    };
+    Ok(match name {
+        // MoMo: an API user (a uuid) and key, and a subscription key per product.
+        "momo" => serde_json::json!({
+            "client_id": uuid::Uuid::new_v4().to_string(),
+            "client_secret": hex32()?,
+            "subscription_keys": {
+                "collection": hex32()?, "disbursement": hex32()?, "remittance": hex32()?,
+            },
+        }),
+        "haravan" => serde_json::json!({
+            "client_id": format!("gatehouse-local-{name}"),
+            "client_secret": random()?,
+            "webhook_verify_token": random()?,
+        }),
+        _ => serde_json::json!({
+            "client_id": format!("gatehouse-local-{name}"),
+            "client_secret": random()?,
+        }),
+    })
+}
 
 /// Creates the local secrets file with random development values, or adds the names it lacks.
 /// The file is written with mode 0600: it holds keys, even if only development ones.
@@ -332,16 +360,7 @@ pub fn ensure_local_file(path: &Path, platforms: &[&str]) -> std::io::Result<()>
     }
     for name in platforms {
         if !all.contains_key(*name) {
-            let mut secret = serde_json::json!({
-                "client_id": format!("gatehouse-local-{name}"),
-                "client_secret": random()?,
-            });
-            for (platform, extra) in LOCAL_EXTRAS {
-                if platform == name {
-                    secret[*extra] = random()?.into();
-                }
-            }
-            all.insert((*name).into(), secret);
+            all.insert((*name).into(), development_secret(name)?);
         }
     }
     if all.len() == before && path.exists() {
