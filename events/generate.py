@@ -4,13 +4,23 @@
 Signatures are computed here with python3's hmac/hashlib, independently of the Rust code, under
 the test-only credentials in events/secrets.json. The events carry fixed timestamps, so they are
 valid under the window events/local.env sets (20 years); the stale one is older than that.
-Run from the repository root: python3 events/generate.py
+
+Haravan's id_tokens are RS256 JWTs. Python's standard library has no RSA, so they are signed with
+the `openssl` command line under events/haravan-test-key.pem, a test-only RSA-2048 key made here
+on the first run and committed as a fixture; its public half is written to
+events/haravan-jwks.json, which the tests serve as Haravan's JWKS. PKCS#1 v1.5 signatures are
+deterministic, so a rerun rewrites every file identically once the key exists. The tokens expire
+in 2100 (the expired case excepted) and are issued at NOW, so they are valid from then on.
+Run from the repository root (or anywhere): python3 events/generate.py
 """
 import base64
 import hashlib
 import hmac
 import json
 import os
+import re
+import subprocess
+from urllib.parse import urlencode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SECRETS = json.load(open(os.path.join(HERE, "secrets.json")))
@@ -19,7 +29,7 @@ APP_KEY = SECRETS["app"]["key"].encode()
 APP_KID = SECRETS["app"]["key_id"]
 
 DOMAIN = "abc123.execute-api.us-east-1.amazonaws.com"
-NOW_MS = 1795550400000  # 2026-11-24T13:20:00Z
+NOW_MS = 1795550400000  # 2026-11-24T20:00:00Z
 STALE_MS = 1000000000000  # 2001-09-09: outside any window
 FAR_FUTURE = 4102444800  # 2100-01-01: the state cookie's expiry
 STATE_ID = "events-state-0123456789abcdefghijklmnopqrstu"
@@ -36,7 +46,6 @@ def sesami_sign(obj):
 
 
 def signed_query(params):
-    from urllib.parse import urlencode
     return urlencode({**params, "hmac": sesami_sign(params)})
 
 
@@ -52,10 +61,13 @@ def signed_cookie(name, value, expires):
     return f"{name}={body}.{APP_KID}.{b64url(tag)}"
 
 
-def event(method, path, query="", body=None, b64=False, cookies=None, content_type=None):
+def event(method, path, query="", body=None, b64=False, cookies=None, content_type=None,
+          headers=None):
+    extra = headers or {}
     headers = {"host": DOMAIN, "user-agent": "Mozilla/5.0 (events)", "x-forwarded-proto": "https"}
     if content_type:
         headers["content-type"] = content_type
+    headers.update(extra)
     ev = {
         "version": "2.0",
         "routeKey": f"{method} {path}",
@@ -72,7 +84,7 @@ def event(method, path, query="", body=None, b64=False, cookies=None, content_ty
             "requestId": "events-request",
             "routeKey": f"{method} {path}",
             "stage": "$default",
-            "time": "24/Nov/2026:13:20:00 +0000",
+            "time": "24/Nov/2026:20:00:00 +0000",
             "timeEpoch": NOW_MS,
         },
         "isBase64Encoded": b64,
@@ -121,6 +133,204 @@ EVENTS = {
         "POST", "/sesami/webhooks", body="%%% not base64 %%%", b64=True,
         content_type="application/json"),
 }
+
+
+# --- Haravan ------------------------------------------------------------------------------------
+# The ids below (states, nonces, orgs, sids) are repeated in tests/it/events.rs, which seeds the
+# state items, installs and sessions these events act on: change them in both places.
+
+HARAVAN = SECRETS["haravan"]
+HARAVAN_SECRET = HARAVAN["client_secret"].encode()
+# A TEST-ONLY key, committed as a fixture: it signs nothing but these sample events, and the only
+# JWKS that trusts it is events/haravan-jwks.json.
+KEY_PEM = os.path.join(HERE, "haravan-test-key.pem")
+KID = "events-haravan-test-key-1"
+ISSUER = "https://accounts.haravan.com"
+NOW = NOW_MS // 1000
+LOGIN_SCOPES = "openid profile email org userinfo"
+INSTALL_SCOPES = "openid profile email org userinfo grant_service offline_access wh_api com.read_shop"
+SESSION_STATE = "events-session-state.0123456789abcdef"
+
+
+def openssl(*args, data=None):
+    return subprocess.run(["openssl", *args], input=data, capture_output=True, check=True).stdout
+
+
+if not os.path.exists(KEY_PEM):
+    pem = openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048").decode()
+    with open(KEY_PEM, "w") as f:  # openssl skips the text before the PEM block
+        f.write("TEST-ONLY key of Gatehouse's sample events (events/generate.py): it signs their\n"
+                "Haravan id_tokens and nothing else; only events/haravan-jwks.json trusts it.\n")
+        f.write(pem)
+    print("made a new test key: events/haravan-test-key.pem (every Haravan event changes)")
+
+
+def jwks():
+    modulus = openssl("rsa", "-in", KEY_PEM, "-noout", "-modulus").decode().strip()
+    assert modulus.startswith("Modulus="), modulus
+    n = bytes.fromhex(modulus[len("Modulus="):])
+    text = openssl("rsa", "-in", KEY_PEM, "-noout", "-text").decode()
+    e = int(re.search(r"publicExponent: (\d+)", text).group(1))
+    e = e.to_bytes((e.bit_length() + 7) // 8, "big")
+    return {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": KID,
+                      "n": b64url(n), "e": b64url(e)}]}
+
+
+def compact(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def rs256(claims):
+    signing_input = f"{b64url(compact({'alg': 'RS256', 'kid': KID, 'typ': 'JWT'}))}." \
+                    f"{b64url(compact(claims))}"
+    signature = openssl("dgst", "-sha256", "-sign", KEY_PEM, data=signing_input.encode())
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def half_hash(value):
+    """c_hash: base64url of the left half of SHA-256 (RS256's hash)."""
+    return b64url(hashlib.sha256(value.encode()).digest()[:16])
+
+
+# Orgs: one installed (the test seeds it), two new ones, one whose install a webhook removes.
+ORG_INSTALLED = "1000444444"
+ORG_NEW = "1000555555"
+ORG_OTHER = "1000777777"
+ORG_GONE = "1000888888"
+SID_INSTALLED = "5c0a1f6e2b9d4e8a9f3c7b1d2e4f6a80"
+SID_LOGOUT = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b"
+
+USERS = {
+    "installed-staff": {"sub": "200000044444", "sid": SID_INSTALLED, "role": "staff",
+                        "orgid": ORG_INSTALLED, "orgname": "events-installed",
+                        "name": "Trần Thị Bình"},
+    "new-admin": {"sub": "200000055555", "sid": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+                  "role": ["com_api.admin", "admin"], "orgid": ORG_NEW, "orgname": "events-new",
+                  "name": "Nguyễn Văn An"},
+    "new-staff": {"sub": "200000066666", "sid": "1a2b3c4d5e6f708192a3b4c5d6e7f809",
+                  "role": "staff", "orgid": ORG_NEW, "orgname": "events-new", "name": "Lê Hoa"},
+    "other-admin": {"sub": "200000077777", "sid": "abcdefabcdefabcdefabcdefabcdef01",
+                    "role": "admin", "orgid": ORG_OTHER, "orgname": "events-other",
+                    "name": "Phạm Minh"},
+}
+
+# Each callback consumes its state, so each has its own (seeded by the test with this nonce,
+# purpose and orgid). The no-cookie events reuse a state: they are refused before it is touched.
+STATES = {
+    "login-installed": ("events-haravan-state-login-installed", "login", None),
+    "login-new-admin": ("events-haravan-state-login-new-admin", "login", None),
+    "login-staff": ("events-haravan-state-login-staff", "login", None),
+    "login-bad-signature": ("events-haravan-state-login-bad-signature", "login", None),
+    "login-expired": ("events-haravan-state-login-expired", "login", None),
+    "login-wrong-nonce": ("events-haravan-state-login-wrong-nonce", "login", None),
+    "install": ("events-haravan-state-install", "install", ORG_NEW),
+    "install-wrong-org": ("events-haravan-state-install-wrong-org", "install", ORG_NEW),
+}
+
+
+def nonce_of(state_id):
+    return state_id.replace("-state-", "-nonce-")
+
+
+def id_token(user, nonce, code, changes=None):
+    claims = {"iss": ISSUER, "aud": HARAVAN["client_id"], "nonce": nonce, "iat": NOW, "nbf": NOW,
+              "exp": FAR_FUTURE, **USERS[user], "c_hash": half_hash(code)}
+    claims.update(changes or {})
+    return claims
+
+
+def form_post(path, case, user, cookie=True, token=None, **changes):
+    """The browser's POST of Haravan's form_post page for the state of `case`, signed in as
+    `user`; `token` replaces the id_token (already encoded), `changes` alter its claims."""
+    state_id, purpose, _ = STATES[case]
+    code = f"events-haravan-code-{case}"
+    if token is None:
+        token = rs256(id_token(user, nonce_of(state_id), code, changes))
+    scope = INSTALL_SCOPES if purpose == "install" else LOGIN_SCOPES
+    body = urlencode([("code", code), ("id_token", token), ("scope", scope),
+                      ("session_state", SESSION_STATE), ("state", state_id)])
+    cookies = [signed_cookie("__Host-gh-haravan-state", state_id, FAR_FUTURE)] if cookie else None
+    return event("POST", path, body=base64.b64encode(body.encode()).decode(), b64=True,
+                 cookies=cookies, content_type="application/x-www-form-urlencoded",
+                 headers={"origin": "https://accounts.haravan.com"})
+
+
+def tampered():
+    """A staff member's genuine token whose payload is then changed to say admin."""
+    state_id = STATES["login-bad-signature"][0]
+    code = "events-haravan-code-login-bad-signature"
+    claims = id_token("new-staff", nonce_of(state_id), code)
+    header, _, signature = rs256(claims).split(".")
+    return f"{header}.{b64url(compact({**claims, 'role': 'admin'}))}.{signature}"
+
+
+def haravan_hmac(body, secret=HARAVAN_SECRET):
+    return base64.b64encode(hmac.new(secret, body, hashlib.sha256).digest()).decode()
+
+
+def delivery(topic, orgid, body, signature=None, header="x-haravan-hmacsha256"):
+    """A webhook as Haravan POSTs it; API Gateway lowercases header names and, for JSON bodies,
+    may base64-encode them, as here."""
+    return event("POST", "/haravan/webhooks",
+                 body=base64.b64encode(body).decode(), b64=True, content_type="application/json",
+                 headers={"x-haravan-topic": topic, "x-haravan-org-id": orgid,
+                          header: signature or haravan_hmac(body)})
+
+
+def shop(name, email):
+    return compact({"id": int(ORG_INSTALLED), "name": name, "domain": "events-installed.vn",
+                    "myharavan_domain": "events-installed.myharavan.com", "email": email,
+                    "customer_email": email, "shop_owner": "Trần Thị Bình", "currency": "VND"})
+
+
+uninstalled = compact({"org_id": int(ORG_GONE), "app_id": HARAVAN["client_id"],
+                       "client_id": HARAVAN["client_id"], "event_type": "app/uninstalled",
+                       "user_id": 200000088888, "is_salechannel": False,
+                       "is_martketing": False})
+LOGIN = "/haravan/install/login"
+INSTALL = "/haravan/install/grandservice"
+
+EVENTS.update({
+    "haravan-login-start": event("GET", LOGIN),
+    "haravan-login-start-orgid": event("GET", LOGIN, urlencode({"orgid": ORG_NEW})),
+    "haravan-login-callback-installed": form_post(LOGIN, "login-installed", "installed-staff"),
+    "haravan-login-callback-new-org-admin": form_post(LOGIN, "login-new-admin", "new-admin"),
+    "haravan-login-callback-staff": form_post(LOGIN, "login-staff", "new-staff"),
+    "haravan-login-callback-bad-signature": form_post(
+        LOGIN, "login-bad-signature", "new-staff", token=tampered()),
+    "haravan-login-callback-expired": form_post(
+        LOGIN, "login-expired", "new-admin", exp=NOW + 300),  # Haravan's 300 s lifetime
+    "haravan-login-callback-no-cookie": form_post(
+        LOGIN, "login-installed", "installed-staff", cookie=False),
+    "haravan-login-callback-wrong-nonce": form_post(
+        LOGIN, "login-wrong-nonce", "new-admin", nonce="events-haravan-nonce-of-another-sign-in"),
+    "haravan-install-callback-wrong-org": form_post(INSTALL, "install-wrong-org", "other-admin"),
+    "haravan-install-callback-no-cookie": form_post(INSTALL, "install", "new-admin", cookie=False),
+    "haravan-webhooks-challenge": event("GET", "/haravan/webhooks", urlencode({
+        "hub.mode": "subscribe", "hub.verify_token": HARAVAN["webhook_verify_token"],
+        "hub.challenge": "events-challenge-7f3a9c"})),
+    "haravan-webhooks-challenge-wrong-token": event("GET", "/haravan/webhooks", urlencode({
+        "hub.mode": "subscribe", "hub.verify_token": "not-the-verify-token",
+        "hub.challenge": "events-challenge-7f3a9c"})),
+    "haravan-webhooks-uninstalled": delivery("app/uninstalled", ORG_GONE, uninstalled),
+    "haravan-webhooks-shop-update": delivery(
+        "shop/update", ORG_INSTALLED, shop("Cửa hàng Sự Kiện", "shop@events-installed.vn")),
+    "haravan-webhooks-bad-signature": delivery(
+        "app/uninstalled", ORG_GONE, uninstalled,
+        signature=haravan_hmac(uninstalled, b"not-the-client-secret")),
+    "haravan-webhooks-not-json": delivery(
+        "shop/update", ORG_INSTALLED, b"name=Not+JSON&orgid=1000444444"),
+    "haravan-webhooks-alt-header": delivery(
+        "shop/update", ORG_INSTALLED, shop("Cửa hàng Mới", "new@events-installed.vn"),
+        header="x-haravan-hmac-sha256"),
+    "haravan-logout": event("GET", "/haravan/logout",
+                            urlencode({"sid": SID_LOGOUT, "iss": ISSUER})),
+    "haravan-logout-missing-sid": event("GET", "/haravan/logout", urlencode({"iss": ISSUER})),
+})
+
+with open(os.path.join(HERE, "haravan-jwks.json"), "w") as f:
+    json.dump(jwks(), f, indent=2)
+    f.write("\n")
 
 for name, ev in EVENTS.items():
     with open(os.path.join(HERE, f"{name}.json"), "w") as f:

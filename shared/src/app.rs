@@ -3,8 +3,8 @@
 
 use crate::config::{Config, ConfigError, Vars};
 use crate::secrets::{Secrets, Source};
-use crate::sesami;
 use crate::store::{DynamoStore, EmbeddedStore, Store};
+use crate::{haravan, momo, saison, sesami};
 use lambda_http::Request;
 use std::sync::Arc;
 use url::Url;
@@ -15,6 +15,12 @@ pub struct App {
     pub config: Config,
     /// Sesami's settings.
     pub sesami: sesami::Settings,
+    /// Haravan's settings and signing keys.
+    pub haravan: haravan::Haravan,
+    /// Saison connect's settings.
+    pub saison: saison::Settings,
+    /// MTN MoMo's settings and cached tokens.
+    pub momo: momo::Momo,
     /// Installs, sessions, one-time state.
     pub store: Arc<dyn Store>,
     /// App and platform credentials, cached.
@@ -93,6 +99,9 @@ impl App {
         })?;
         Ok(Self {
             sesami: sesami::Settings::from_vars(vars)?,
+            haravan: haravan::Haravan::from_vars(vars)?,
+            saison: saison::Settings::from_vars(vars)?,
+            momo: momo::Momo::from_vars(vars)?,
             secrets: Secrets::new(sources, config.secrets_ttl),
             store,
             http,

@@ -130,7 +130,7 @@ pub struct Config {
 }
 
 /// The names of the secrets: the app's own and one per platform.
-pub const SECRET_NAMES: &[&str] = &[crate::secrets::APP, "sesami"];
+pub const SECRET_NAMES: &[&str] = &[crate::secrets::APP, "sesami", "haravan", "saison", "momo"];
 
 impl Config {
     /// Reads the shared settings.

@@ -206,6 +206,60 @@ impl Secrets {
         cell.get(self.ttl, || self.fetch_json(platform)).await
     }
 
+    /// A secret's JSON as stored, uncached (for operator commands that edit it).
+    pub async fn raw_json(
+        &self,
+        name: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, SecretsError> {
+        self.fetch_json(name).await
+    }
+
+    /// Replaces a secret's JSON (Secrets Manager `PutSecretValue`, or the local file written
+    /// atomically with mode 0600), and forgets the cached value.
+    pub async fn write_json(
+        &self,
+        name: &str,
+        value: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), SecretsError> {
+        let source = self
+            .sources
+            .get(name)
+            .ok_or_else(|| SecretsError::NotConfigured(name.into()))?;
+        let failed = |detail: String| SecretsError::Unavailable {
+            name: name.into(),
+            detail,
+        };
+        match source {
+            Source::SecretsManager { client, secret_id } => {
+                client
+                    .put_secret_value()
+                    .secret_id(secret_id)
+                    .secret_string(serde_json::Value::Object(value.clone()).to_string())
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        failed(aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string())
+                    })?;
+            }
+            Source::File(path) => {
+                let mut all: serde_json::Map<String, serde_json::Value> =
+                    match std::fs::read_to_string(path) {
+                        Ok(text) => serde_json::from_str(&text)
+                            .map_err(|e| failed(format!("{}: {e}", path.display())))?,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+                        Err(e) => return Err(failed(format!("{}: {e}", path.display()))),
+                    };
+                all.insert(name.into(), serde_json::Value::Object(value.clone()));
+                write_private(path, &all)
+                    .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+            }
+        }
+        if let Some(cell) = self.platforms.get(name) {
+            *cell.slot.lock().await = None;
+        }
+        Ok(())
+    }
+
     async fn fetch_json<T: serde::de::DeserializeOwned>(
         &self,
         name: &str,
@@ -255,11 +309,12 @@ impl Secrets {
     }
 }
 
+/// Platform-specific secret values the local file gets random development values for.
+const LOCAL_EXTRAS: &[(&str, &str)] = &[("haravan", "webhook_verify_token")];
+
 /// Creates the local secrets file with random development values, or adds the names it lacks.
 /// The file is written with mode 0600: it holds keys, even if only development ones.
 pub fn ensure_local_file(path: &Path, platforms: &[&str]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let mut all: serde_json::Map<String, serde_json::Value> = match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
@@ -277,18 +332,31 @@ pub fn ensure_local_file(path: &Path, platforms: &[&str]) -> std::io::Result<()>
     }
     for name in platforms {
         if !all.contains_key(*name) {
-            all.insert(
-                (*name).into(),
-                serde_json::json!({
-                    "client_id": format!("gatehouse-local-{name}"),
-                    "client_secret": random()?,
-                }),
-            );
+            let mut secret = serde_json::json!({
+                "client_id": format!("gatehouse-local-{name}"),
+                "client_secret": random()?,
+            });
+            for (platform, extra) in LOCAL_EXTRAS {
+                if platform == name {
+                    secret[*extra] = random()?.into();
+                }
+            }
+            all.insert((*name).into(), secret);
         }
     }
     if all.len() == before && path.exists() {
         return Ok(());
     }
+    write_private(path, &all)
+}
+
+/// Writes the secrets file atomically (temp file, fsync, rename) with mode 0600.
+fn write_private(
+    path: &Path,
+    all: &serde_json::Map<String, serde_json::Value>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -299,7 +367,7 @@ pub fn ensure_local_file(path: &Path, platforms: &[&str]) -> std::io::Result<()>
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    file.write_all(serde_json::to_string_pretty(&all)?.as_bytes())?;
+    file.write_all(serde_json::to_string_pretty(all)?.as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
 }

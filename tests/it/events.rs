@@ -2,11 +2,15 @@
 //! parsed by the same adapter the binaries use, dispatched by template.yaml's route table, and
 //! the status and the store effect are asserted. The configuration is events/local.env's.
 
+use crate::harness::query_param;
 use gatehouse::App;
 use gatehouse::config::Vars;
+use gatehouse::haravan::{install_key, org_sessions_partition, sid_partition};
+use gatehouse::refresh::{Grant, seal};
 use gatehouse::store::{Condition, Item, Key, now};
 use gatehouse_local::routes::{self, Resolved};
 use gatehouse_local::simulators::sesami::SesamiSim;
+use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,12 +19,48 @@ const STATE_ID: &str = "events-state-0123456789abcdefghijklmnopqrstu";
 const CODE: &str = "events-code-0123456789";
 const SHOP: &str = "events-shop";
 
+// The Haravan events' ids, as events/generate.py fixes them.
+const ORG_INSTALLED: &str = "1000444444";
+const ORG_NEW: &str = "1000555555";
+const ORG_OTHER: &str = "1000777777";
+const ORG_GONE: &str = "1000888888";
+const SID_INSTALLED: &str = "5c0a1f6e2b9d4e8a9f3c7b1d2e4f6a80";
+const SID_LOGOUT: &str = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b";
+const AUTHORIZE: &str = "https://accounts.haravan.com/connect/authorize";
+const EVENTS_BASE: &str = "https://abc123.execute-api.us-east-1.amazonaws.com";
+
+/// The state of each Haravan callback event: (id, purpose, orgid). Its nonce is the id with
+/// `-state-` replaced by `-nonce-`, as generate.py makes it.
+const HARAVAN_STATES: &[(&str, &str, Option<&str>)] = &[
+    ("events-haravan-state-login-installed", "login", None),
+    ("events-haravan-state-login-new-admin", "login", None),
+    ("events-haravan-state-login-staff", "login", None),
+    ("events-haravan-state-login-bad-signature", "login", None),
+    ("events-haravan-state-login-expired", "login", None),
+    ("events-haravan-state-login-wrong-nonce", "login", None),
+    ("events-haravan-state-install", "install", Some(ORG_NEW)),
+    (
+        "events-haravan-state-install-wrong-org",
+        "install",
+        Some(ORG_NEW),
+    ),
+];
+
+/// The store key of the state of `case` (a name in generate.py's `STATES`).
+fn haravan_state_key(case: &str) -> Key {
+    let id = format!("events-haravan-state-{case}");
+    assert!(HARAVAN_STATES.iter().any(|(s, _, _)| *s == id), "{id}");
+    Key::new("state#haravan", id)
+}
+
 fn events_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../events")
 }
 
 /// An app configured as events/local.env says, on a fresh embedded store, with the Sesami
-/// simulator (over real HTTP) standing in for Sesami's token endpoint.
+/// simulator (over real HTTP) standing in for Sesami's token endpoint, and events/haravan-jwks.json
+/// served over real HTTP as Haravan's signing keys (nothing else of Haravan is served there: the
+/// app page's shop call gets a 404).
 struct EventBench {
     app: Arc<App>,
     sesami: SesamiSim,
@@ -45,6 +85,18 @@ impl EventBench {
         let router = sesami.router();
         tokio::spawn(async move { axum::serve(listener, router).await });
 
+        let jwks = std::fs::read_to_string(events_dir().join("haravan-jwks.json")).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let haravan_base = format!("http://{}", listener.local_addr().unwrap());
+        let router = axum::Router::new().route(
+            "/haravan-jwks.json",
+            axum::routing::get(move || {
+                let jwks = jwks.clone();
+                async move { ([("content-type", "application/json")], jwks) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, router).await });
+
         let mut vars = Vars::default();
         for line in env
             .lines()
@@ -59,6 +111,15 @@ impl EventBench {
         );
         vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
         vars.set("SESAMI_API_BASE", sim_base);
+        assert!(
+            vars.get("HARAVAN_JWKS_URL").is_some(),
+            "local.env names the JWKS"
+        );
+        vars.set(
+            "HARAVAN_JWKS_URL",
+            format!("{haravan_base}/haravan-jwks.json"),
+        );
+        vars.set("HARAVAN_API_BASE", format!("{haravan_base}/api"));
         let app = Arc::new(App::from_vars(&vars).await.unwrap());
         assert!(
             app.config.public_base_url.is_none(),
@@ -105,6 +166,69 @@ impl EventBench {
         let item = Item::new(gatehouse::sesami::install_key(SHOP), attrs);
         self.app.store.put(&item, Condition::Always).await.unwrap();
     }
+
+    async fn exists(&self, key: &Key) -> bool {
+        self.app.store.get(key).await.unwrap().is_some()
+    }
+
+    /// The state item of every Haravan callback event, as `flow::begin` would have stored it.
+    async fn seed_haravan_states(&self) {
+        for (id, purpose, orgid) in HARAVAN_STATES {
+            let mut attrs = Map::new();
+            attrs.insert("nonce".into(), json!(id.replace("-state-", "-nonce-")));
+            attrs.insert("purpose".into(), json!(purpose));
+            if let Some(org) = orgid {
+                attrs.insert("orgid".into(), json!(org));
+            }
+            let item = Item::new(Key::new("state#haravan", *id), attrs).expiring_at(now() + 600);
+            self.app.store.put(&item, Condition::Always).await.unwrap();
+        }
+    }
+
+    /// An install as the install callback stores it, its tokens sealed with the app's keys.
+    async fn seed_haravan_install(&self, orgid: &str) {
+        let key = install_key(orgid);
+        let keys = self.app.secrets.app_keys().await.unwrap();
+        let mut attrs = Map::new();
+        attrs.insert("orgid".into(), json!(orgid));
+        attrs.insert("orgname".into(), json!(format!("events-org-{orgid}")));
+        attrs.insert("installed_by".into(), json!("200000099999"));
+        attrs.insert("installed_at".into(), json!(now()));
+        attrs.insert("scope".into(), json!("openid org grant_service"));
+        let grant = Grant {
+            access_token: SecretString::from(format!("events-access-{orgid}")),
+            refresh_token: Some(SecretString::from(format!("events-refresh-{orgid}"))),
+            expires_in: 86_400,
+            extra: Vec::new(),
+        };
+        seal(&keys, &key, &grant, &mut attrs).unwrap();
+        attrs.insert("webhooks_subscribed".into(), json!(true));
+        let item = Item::new(key, attrs);
+        self.app.store.put(&item, Condition::Always).await.unwrap();
+    }
+
+    /// A session as `haravan::start_session` writes it: the session and its sid index.
+    async fn seed_haravan_session(&self, orgid: &str, session_id: &str, sid: &str) {
+        let mut attrs = Map::new();
+        attrs.insert("orgid".into(), json!(orgid));
+        attrs.insert("sub".into(), json!("200000099999"));
+        attrs.insert("sid".into(), json!(sid));
+        attrs.insert("name".into(), json!("Events User"));
+        let expires = now() + 3600;
+        let session = Item::new(Key::new(org_sessions_partition(orgid), session_id), attrs)
+            .expiring_at(expires);
+        self.app
+            .store
+            .put(&session, Condition::Absent)
+            .await
+            .unwrap();
+        let index = Item::new(
+            Key::new(sid_partition(sid), format!("{orgid}#{session_id}")),
+            Map::new(),
+        )
+        .expiring_at(expires);
+        self.app.store.put(&index, Condition::Always).await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -112,7 +236,7 @@ async fn every_event_file_is_covered_here() {
     let mut names: Vec<String> = std::fs::read_dir(events_dir())
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".json") && n != "secrets.json")
+        .filter(|n| n.ends_with(".json") && n != "secrets.json" && n != "haravan-jwks.json")
         .map(|n| n.trim_end_matches(".json").to_owned())
         .collect();
     names.sort();
@@ -136,6 +260,26 @@ const COVERED: &[&str] = &[
     "sesami-webhooks-bad-hmac",
     "sesami-webhooks-not-json",
     "sesami-webhooks-bad-base64",
+    "haravan-login-start",
+    "haravan-login-start-orgid",
+    "haravan-login-callback-installed",
+    "haravan-login-callback-new-org-admin",
+    "haravan-login-callback-staff",
+    "haravan-login-callback-bad-signature",
+    "haravan-login-callback-expired",
+    "haravan-login-callback-no-cookie",
+    "haravan-login-callback-wrong-nonce",
+    "haravan-install-callback-wrong-org",
+    "haravan-install-callback-no-cookie",
+    "haravan-webhooks-challenge",
+    "haravan-webhooks-challenge-wrong-token",
+    "haravan-webhooks-uninstalled",
+    "haravan-webhooks-shop-update",
+    "haravan-webhooks-bad-signature",
+    "haravan-webhooks-not-json",
+    "haravan-webhooks-alt-header",
+    "haravan-logout",
+    "haravan-logout-missing-sid",
 ];
 
 #[tokio::test]
@@ -228,4 +372,359 @@ async fn sesami_webhook_events() {
     let (status, out) = b.run("sesami-webhooks-uninstall").await;
     assert_eq!(status, 200, "a replay is acknowledged: {out}");
     assert!(out["body"].as_str().unwrap().contains("duplicate"));
+}
+
+/// A response's `Location` (empty when it has none).
+fn location(out: &Value) -> String {
+    out["headers"]["location"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn haravan_login_start_events() {
+    let b = EventBench::new().await;
+    let (status, out) = b.run("haravan-login-start").await;
+    assert_eq!(status, 302, "{out}");
+    let to = location(&out);
+    assert!(to.starts_with(AUTHORIZE), "{to}");
+    assert_eq!(
+        query_param(&to, "response_mode").as_deref(),
+        Some("form_post")
+    );
+    assert_eq!(
+        query_param(&to, "redirect_uri"),
+        Some(format!("{EVENTS_BASE}/haravan/install/login"))
+    );
+    assert_eq!(query_param(&to, "orgid"), None);
+    let cookie = out["cookies"][0].as_str().unwrap();
+    assert!(cookie.starts_with("__Host-gh-haravan-state="), "{cookie}");
+    assert!(cookie.contains("SameSite=None") && cookie.contains("Secure"));
+    let states = b.app.store.query("state#haravan").await.unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].str("purpose"), Some("login"));
+    assert_eq!(states[0].str("nonce"), query_param(&to, "nonce").as_deref());
+    assert_eq!(Some(states[0].key.sk.clone()), query_param(&to, "state"));
+
+    let (status, out) = b.run("haravan-login-start-orgid").await;
+    assert_eq!(status, 302, "{out}");
+    let to = location(&out);
+    assert_eq!(query_param(&to, "orgid").as_deref(), Some(ORG_NEW), "{to}");
+    let states = b.app.store.query("state#haravan").await.unwrap();
+    assert_eq!(states.len(), 2);
+    assert!(states.iter().any(|s| s.str("orgid") == Some(ORG_NEW)));
+}
+
+#[tokio::test]
+async fn haravan_login_callback_events() {
+    let b = EventBench::new().await;
+    b.seed_haravan_states().await;
+    b.seed_haravan_install(ORG_INSTALLED).await;
+    let installed_state = haravan_state_key("login-installed");
+
+    // No state cookie: refused before the state is touched.
+    let (status, out) = b.run("haravan-login-callback-no-cookie").await;
+    assert_eq!(status, 400, "{out}");
+    assert!(
+        out["body"]
+            .as_str()
+            .unwrap()
+            .contains("state cookie is missing")
+    );
+    assert!(
+        b.exists(&installed_state).await,
+        "the state is not consumed"
+    );
+
+    // Each refusal consumes its own state and stores nothing; each is refused for its own reason
+    // (a key missing from the JWKS would be a 401 too).
+    for (name, case, expected, reason) in [
+        (
+            "haravan-login-callback-bad-signature",
+            "login-bad-signature",
+            401,
+            "signature does not verify",
+        ),
+        (
+            "haravan-login-callback-expired",
+            "login-expired",
+            401,
+            "has expired",
+        ),
+        (
+            "haravan-login-callback-wrong-nonce",
+            "login-wrong-nonce",
+            401,
+            "nonce",
+        ),
+        (
+            "haravan-login-callback-staff",
+            "login-staff",
+            403,
+            "only a shop admin",
+        ),
+    ] {
+        let (status, out) = b.run(name).await;
+        assert_eq!(status, expected, "{name}: {out}");
+        assert!(
+            out["body"].as_str().unwrap().contains(reason),
+            "{name}: {out}"
+        );
+        assert!(
+            !b.exists(&haravan_state_key(case)).await,
+            "{name}: its state is consumed"
+        );
+        assert!(location(&out).is_empty(), "{name}: no redirect");
+        assert!(
+            out["cookies"].as_array().unwrap().is_empty(),
+            "{name}: no cookie"
+        );
+    }
+    assert_eq!(b.count(&org_sessions_partition(ORG_NEW)).await, 0);
+    assert_eq!(b.count(&org_sessions_partition(ORG_INSTALLED)).await, 0);
+    assert_eq!(b.count("install#haravan").await, 1, "only the seeded one");
+    assert_eq!(
+        b.count("state#haravan").await,
+        HARAVAN_STATES.len() - 4,
+        "refusals started no flow"
+    );
+
+    // A member (here staff) of an installed org: the app page and a session.
+    let (status, out) = b.run("haravan-login-callback-installed").await;
+    assert_eq!(status, 200, "{out}");
+    let body = out["body"].as_str().unwrap();
+    assert!(body.contains("Signed in as"), "{body}");
+    assert!(body.contains("Trần Thị Bình"), "{body}");
+    assert!(
+        out["cookies"].as_array().unwrap().iter().any(|c| c
+            .as_str()
+            .unwrap()
+            .starts_with("__Host-gh-haravan-session=")),
+        "{out}"
+    );
+    assert!(!b.exists(&installed_state).await);
+    let sessions = b
+        .app
+        .store
+        .query(&org_sessions_partition(ORG_INSTALLED))
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].str("sub"), Some("200000044444"));
+    assert_eq!(sessions[0].str("sid"), Some(SID_INSTALLED));
+    let index = b
+        .app
+        .store
+        .query(&sid_partition(SID_INSTALLED))
+        .await
+        .unwrap();
+    assert_eq!(index.len(), 1);
+    assert_eq!(
+        index[0].key.sk,
+        format!("{ORG_INSTALLED}#{}", sessions[0].key.sk)
+    );
+
+    // Replayed: the state is gone, no second session.
+    let (status, out) = b.run("haravan-login-callback-installed").await;
+    assert_eq!(status, 409, "{out}");
+    assert_eq!(b.count(&org_sessions_partition(ORG_INSTALLED)).await, 1);
+
+    // An admin of a new org: sent to install, with a new install state for that org.
+    let (status, out) = b.run("haravan-login-callback-new-org-admin").await;
+    assert_eq!(status, 302, "{out}");
+    let to = location(&out);
+    assert!(to.starts_with(AUTHORIZE), "{to}");
+    let scope = query_param(&to, "scope").unwrap_or_default();
+    assert!(scope.split(' ').any(|s| s == "grant_service"), "{scope}");
+    assert_eq!(query_param(&to, "orgid").as_deref(), Some(ORG_NEW));
+    assert_eq!(
+        query_param(&to, "redirect_uri"),
+        Some(format!("{EVENTS_BASE}/haravan/install/grandservice"))
+    );
+    let started: Vec<Item> = b
+        .app
+        .store
+        .query("state#haravan")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| !HARAVAN_STATES.iter().any(|(id, _, _)| *id == s.key.sk))
+        .collect();
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].str("purpose"), Some("install"));
+    assert_eq!(started[0].str("orgid"), Some(ORG_NEW));
+    assert_eq!(b.count(&org_sessions_partition(ORG_NEW)).await, 0);
+    assert!(!b.exists(&install_key(ORG_NEW)).await);
+}
+
+#[tokio::test]
+async fn haravan_install_callback_events() {
+    let b = EventBench::new().await;
+    b.seed_haravan_states().await;
+
+    let (status, out) = b.run("haravan-install-callback-no-cookie").await;
+    assert_eq!(status, 400, "{out}");
+    assert!(
+        out["body"]
+            .as_str()
+            .unwrap()
+            .contains("state cookie is missing")
+    );
+    assert!(
+        b.exists(&haravan_state_key("install")).await,
+        "the state is not consumed"
+    );
+
+    // The state was for org A, Haravan signed in org B: refused, nothing stored.
+    let (status, out) = b.run("haravan-install-callback-wrong-org").await;
+    assert_eq!(status, 403, "{out}");
+    assert!(
+        out["body"].as_str().unwrap().contains("another shop"),
+        "{out}"
+    );
+    assert!(!b.exists(&haravan_state_key("install-wrong-org")).await);
+    assert_eq!(b.count("install#haravan").await, 0);
+    assert_eq!(b.count("code#haravan").await, 0, "no code was exchanged");
+    for org in [ORG_NEW, ORG_OTHER] {
+        assert_eq!(b.count(&org_sessions_partition(org)).await, 0);
+    }
+    assert_eq!(b.count("state#haravan").await, HARAVAN_STATES.len() - 1);
+}
+
+#[tokio::test]
+async fn haravan_webhook_events() {
+    let b = EventBench::new().await;
+    let (status, out) = b.run("haravan-webhooks-challenge").await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["body"], "events-challenge-7f3a9c");
+    let (status, out) = b.run("haravan-webhooks-challenge-wrong-token").await;
+    assert_eq!(status, 401, "{out}");
+    assert_ne!(out["body"], "events-challenge-7f3a9c");
+
+    b.seed_haravan_install(ORG_INSTALLED).await;
+    b.seed_haravan_install(ORG_GONE).await;
+    b.seed_haravan_session(ORG_GONE, "events-session-gone-1", "sid-gone-1")
+        .await;
+    b.seed_haravan_session(ORG_GONE, "events-session-gone-2", "sid-gone-2")
+        .await;
+    b.seed_haravan_session(ORG_INSTALLED, "events-session-stays", SID_INSTALLED)
+        .await;
+
+    for (name, expected, reason) in [
+        (
+            "haravan-webhooks-bad-signature",
+            401,
+            "signature does not match",
+        ),
+        ("haravan-webhooks-not-json", 400, "not a JSON object"),
+    ] {
+        let (status, out) = b.run(name).await;
+        assert_eq!(status, expected, "{name}: {out}");
+        assert!(
+            out["body"].as_str().unwrap().contains(reason),
+            "{name}: {out}"
+        );
+        assert_eq!(out["headers"]["content-type"], "application/json");
+    }
+    assert!(
+        b.exists(&install_key(ORG_GONE)).await,
+        "a bad signature removes nothing"
+    );
+    assert_eq!(b.count(&org_sessions_partition(ORG_GONE)).await, 2);
+    assert_eq!(b.count("webhook#haravan").await, 0, "nothing was recorded");
+    let before = b
+        .app
+        .store
+        .get(&install_key(ORG_INSTALLED))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(before.attrs.get("shop").is_none());
+
+    // app/uninstalled: the install and its sessions go, other orgs' stay; a replay acts on nothing.
+    let (status, out) = b.run("haravan-webhooks-uninstalled").await;
+    assert_eq!(status, 200, "{out}");
+    assert!(!b.exists(&install_key(ORG_GONE)).await);
+    assert_eq!(b.count(&org_sessions_partition(ORG_GONE)).await, 0);
+    assert_eq!(b.count(&sid_partition("sid-gone-1")).await, 0);
+    assert_eq!(b.count(&sid_partition("sid-gone-2")).await, 0);
+    assert!(b.exists(&install_key(ORG_INSTALLED)).await);
+    assert_eq!(b.count(&org_sessions_partition(ORG_INSTALLED)).await, 1);
+    let (status, out) = b.run("haravan-webhooks-uninstalled").await;
+    assert_eq!(status, 200, "a replay is acknowledged: {out}");
+    assert!(out["body"].as_str().unwrap().contains("duplicate"), "{out}");
+
+    // shop/update: the shop details change, the tokens do not.
+    let (status, out) = b.run("haravan-webhooks-shop-update").await;
+    assert_eq!(status, 200, "{out}");
+    let item = b
+        .app
+        .store
+        .get(&install_key(ORG_INSTALLED))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.attrs["shop"]["name"], "Cửa hàng Sự Kiện");
+    assert_eq!(
+        item.attrs["shop"]["myharavan_domain"],
+        "events-installed.myharavan.com"
+    );
+    assert_eq!(item.attrs["shop"]["email"], "shop@events-installed.vn");
+    assert!(
+        item.attrs["shop"].get("currency").is_none(),
+        "only known fields"
+    );
+    assert_eq!(
+        item.attrs["access_token_sealed"],
+        before.attrs["access_token_sealed"]
+    );
+    assert_eq!(item.attrs["token_version"], before.attrs["token_version"]);
+
+    // The other spelling of the signature header is accepted as well.
+    let (status, out) = b.run("haravan-webhooks-alt-header").await;
+    assert_eq!(status, 200, "{out}");
+    let item = b
+        .app
+        .store
+        .get(&install_key(ORG_INSTALLED))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.attrs["shop"]["name"], "Cửa hàng Mới");
+    assert_eq!(b.count("webhook#haravan").await, 3);
+}
+
+#[tokio::test]
+async fn haravan_logout_events() {
+    let b = EventBench::new().await;
+    b.seed_haravan_session(ORG_INSTALLED, "events-session-a", SID_LOGOUT)
+        .await;
+    b.seed_haravan_session(ORG_OTHER, "events-session-b", SID_LOGOUT)
+        .await;
+    b.seed_haravan_session(ORG_INSTALLED, "events-session-c", SID_INSTALLED)
+        .await;
+
+    let (status, out) = b.run("haravan-logout-missing-sid").await;
+    assert_eq!(status, 400, "{out}");
+    assert_eq!(
+        b.count(&sid_partition(SID_LOGOUT)).await,
+        2,
+        "nothing removed"
+    );
+
+    let (status, out) = b.run("haravan-logout").await;
+    assert_eq!(status, 200, "{out}");
+    assert!(location(&out).is_empty(), "no redirect in an iframe");
+    assert_eq!(b.count(&sid_partition(SID_LOGOUT)).await, 0);
+    assert_eq!(b.count(&org_sessions_partition(ORG_OTHER)).await, 0);
+    let left = b
+        .app
+        .store
+        .query(&org_sessions_partition(ORG_INSTALLED))
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "another sid's session stays");
+    assert_eq!(left[0].key.sk, "events-session-c");
+    assert_eq!(b.count(&sid_partition(SID_INSTALLED)).await, 1);
 }

@@ -1,6 +1,7 @@
 //! Gatehouse's integration tests, in one binary so that they build once.
 
 mod events;
+mod haravan;
 mod harness;
 mod secrets;
 mod sesami;

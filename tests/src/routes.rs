@@ -41,6 +41,14 @@ pub fn all() -> Vec<Route> {
         route!(GET "/sesami/install" => "sesami-install", gatehouse::sesami::install),
         route!(GET "/sesami/callback" => "sesami-callback", gatehouse::sesami::callback),
         route!(POST "/sesami/webhooks" => "sesami-webhooks", gatehouse::sesami::webhooks),
+        route!(GET "/haravan/install/login" => "haravan-login", gatehouse::haravan::login),
+        route!(POST "/haravan/install/login" => "haravan-login", gatehouse::haravan::login),
+        route!(POST "/haravan/install/grandservice" => "haravan-install", gatehouse::haravan::install),
+        route!(GET "/haravan/webhooks" => "haravan-webhooks", gatehouse::haravan::webhooks),
+        route!(POST "/haravan/webhooks" => "haravan-webhooks", gatehouse::haravan::webhooks),
+        route!(GET "/haravan/logout" => "haravan-logout", gatehouse::haravan::logout),
+        route!(GET "/saison/authorize" => "saison-authorize", gatehouse::saison::authorize),
+        route!(GET "/saison/callback" => "saison-callback", gatehouse::saison::callback),
     ]
 }
 

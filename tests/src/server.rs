@@ -3,6 +3,7 @@
 //! index page at `/`. The handlers are the very ones the Lambda binaries run.
 
 use crate::routes::{self, Resolved, Route};
+use crate::simulators::haravan::HaravanSim;
 use crate::simulators::sesami::SesamiSim;
 use axum::Router;
 use axum::body::Body as AxumBody;
@@ -28,6 +29,8 @@ pub struct LocalServer {
     pub app: Arc<App>,
     /// The Sesami simulator.
     pub sesami: SesamiSim,
+    /// The Haravan simulator.
+    pub haravan: HaravanSim,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -53,13 +56,18 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
     let base = format!("http://{addr}");
     vars.set_default("PUBLIC_BASE_URL", &base);
     vars.set_default("SESAMI_API_BASE", format!("{base}/_sim/sesami"));
+    let haravan_base = format!("{base}/_sim/haravan");
+    vars.set_default("HARAVAN_ACCOUNTS_BASE", &haravan_base);
+    vars.set_default("HARAVAN_ISSUERS", &haravan_base);
+    vars.set_default("HARAVAN_WEBHOOK_BASE", format!("{haravan_base}/webhook"));
+    vars.set_default("HARAVAN_API_BASE", format!("{haravan_base}/api"));
 
     let data_dir = PathBuf::from(vars.get_or("GATEHOUSE_DATA_DIR", ".gatehouse"));
     let secrets_file = vars
         .get("GATEHOUSE_SECRETS_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| data_dir.join("secrets.json"));
-    gatehouse::secrets::ensure_local_file(&secrets_file, &["sesami"])?;
+    gatehouse::secrets::ensure_local_file(&secrets_file, &["sesami", "haravan"])?;
 
     let app = Arc::new(App::from_vars(&vars).await?);
     let public_base = vars.get_or("PUBLIC_BASE_URL", &base).to_owned();
@@ -69,10 +77,18 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
         secrecy::ExposeSecret::expose_secret(&sesami_creds.client_secret),
         &public_base,
     );
+    let haravan_creds = app.secrets.credentials("haravan").await?;
+    let haravan = HaravanSim::new(
+        &haravan_creds.client_id,
+        secrecy::ExposeSecret::expose_secret(&haravan_creds.client_secret),
+        &public_base,
+        &format!("{public_base}/_sim/haravan"),
+    );
 
     let router = Router::new()
         .route("/", axum::routing::get(index))
         .nest_service("/_sim/sesami", sesami.router())
+        .nest_service("/_sim/haravan", haravan.router())
         .fallback(dispatch)
         .with_state(app.clone());
     let task = tokio::spawn(async move {
@@ -84,6 +100,7 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
         addr,
         app,
         sesami,
+        haravan,
         task,
     })
 }
@@ -133,39 +150,62 @@ fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
     AxumResponse::from_parts(parts, AxumBody::from(bytes))
 }
 
+/// Where each platform keeps its installs, and which attribute names the tenant's display name.
+const INSTALLS: &[(&str, &str, &str)] = &[
+    ("Sesami", "install#sesami", "name"),
+    ("Haravan", "install#haravan", "orgname"),
+];
+
 /// `/`: the flows to click through and what is stored, tokens redacted.
 async fn index(axum::extract::State(app): axum::extract::State<Arc<App>>) -> AxumResponse {
-    let installs = match app.store.query("install#sesami").await {
-        Ok(items) => items,
-        Err(e) => return to_axum(Error::from(e).into_response(Format::Html)),
-    };
-    let rows: String = installs
-        .iter()
-        .map(|item| {
-            format!(
-                "<tr><td>Sesami</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>encrypted ({} bytes)</td></tr>",
+    let mut rows = String::new();
+    for (platform, pk, name_attr) in INSTALLS {
+        let items = match app.store.query(pk).await {
+            Ok(items) => items,
+            Err(e) => return to_axum(Error::from(e).into_response(Format::Html)),
+        };
+        for item in items {
+            rows.push_str(&format!(
+                "<tr><td>{platform}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>encrypted</td></tr>",
                 web::escape(&item.key.sk),
-                web::escape(item.str("name").unwrap_or("")),
+                web::escape(item.str(name_attr).unwrap_or("")),
                 item.attrs.get("installed_at").and_then(|v| v.as_i64()).unwrap_or(0),
-                item.str("token_sealed").map(str::len).unwrap_or(0),
-            )
-        })
-        .collect();
+            ));
+        }
+    }
     let installs_html = if rows.is_empty() {
         "<p>No installs yet.</p>".to_owned()
     } else {
         format!(
-            "<table><tr><th>platform</th><th>tenant</th><th>name</th><th>installed at</th><th>token</th></tr>{rows}</table>"
+            "<table><tr><th>platform</th><th>tenant</th><th>name</th><th>installed at</th><th>tokens</th></tr>{rows}</table>"
+        )
+    };
+    let post = |action: &str, label: &str| {
+        format!(
+            "<form method=\"post\" action=\"{}\" style=\"display:inline\"><button>{label}</button></form>",
+            web::escape(action)
         )
     };
     let body = format!(
         "<p>Every route of template.yaml runs here on the embedded store, against simulated platforms.</p>\
          <h2>Flows</h2><ul>\
          <li>Sesami: <a href=\"/_sim/sesami/launch?shopId=demo-shop\">install into <code>demo-shop</code></a> \
-         (a signed launch from the simulated app store, consent, callback, token exchange); \
-         then <form method=\"post\" action=\"/_sim/sesami/webhooks/send?shopId=demo-shop&amp;event=uninstall_app\" style=\"display:inline\">\
-         <button>send a signed <code>uninstall_app</code> webhook</button></form></li>\
-         </ul><h2>Stored installs</h2>{installs_html}"
+         (a signed launch from the simulated app store, consent, callback, token exchange); then {}</li>\
+         <li>Haravan: <a href=\"/haravan/install/login\">open the app</a> (sign in as the admin of a new shop to \
+         install it, again to get a session; as staff to be refused); then {} or {}</li>\
+         </ul><h2>Stored installs</h2>{installs_html}",
+        post(
+            "/_sim/sesami/webhooks/send?shopId=demo-shop&event=uninstall_app",
+            "send a signed uninstall_app webhook",
+        ),
+        post(
+            "/_sim/haravan/_logout?sub=200000011111",
+            "log the demo-one admin out (front-channel)",
+        ),
+        post(
+            "/_sim/haravan/_send_webhook?topic=app/uninstalled&orgid=1000111111",
+            "uninstall from demo-one (signed app/uninstalled)",
+        ),
     );
     to_axum(web::html_page(StatusCode::OK, "Gatehouse (local)", &body)).into_response()
 }

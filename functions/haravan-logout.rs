@@ -1,0 +1,8 @@
+//! `haravan-logout`: the Lambda function behind its route(s) in template.yaml. Its behaviour is
+//! [`gatehouse::haravan::logout`], shared with the local server and the tests.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    gatehouse::lambda::run(|app, req| async move { gatehouse::haravan::logout(&app, req).await })
+        .await
+}

@@ -1,0 +1,8 @@
+//! `saison-authorize`: the Lambda function behind its route in template.yaml. Its behaviour is
+//! [`gatehouse::saison::authorize`], shared with the local server and the tests.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    gatehouse::lambda::run(|app, req| async move { gatehouse::saison::authorize(&app, req).await })
+        .await
+}

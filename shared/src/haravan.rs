@@ -1,0 +1,871 @@
+//! Haravan: OpenID Connect login and install, webhooks, front-channel logout.
+//!
+//! Haravan is an IdentityServer (PLATFORMS.md, "Haravan"). Both login and install use the hybrid
+//! flow (`response_type=code id_token`) with `response_mode=form_post`: Haravan answers with an
+//! HTML form that the browser POSTs to us, cross-site — so the state cookie of these flows is
+//! `SameSite=None; Secure`, and each request carries its own `state` and a fresh `nonce` (the
+//! document's fixed nonce would make id_tokens replayable).
+//!
+//! - `GET /haravan/install/login` → authorize with the login scopes.
+//! - `POST /haravan/install/login` (form_post) → verify the id_token; installed org: an app
+//!   session; not installed and the user is an admin: the install authorize redirect with the
+//!   full scopes; otherwise 403.
+//! - `POST /haravan/install/grandservice` (form_post) → verify, exchange the code once, store the
+//!   install (tokens sealed), record the session, subscribe webhooks, show the app page.
+//! - `GET|POST /haravan/webhooks` → the `hub.challenge` handshake; signed deliveries, deduped.
+//! - `GET /haravan/logout?sid=` → remove that sid's sessions.
+//!
+//! Sessions are two items: `session#haravan#<orgid>` / `<session id>` (what the cookie names) and
+//! an index `sid#haravan#<sid>` / `<orgid>#<session id>`, so that logout by sid and uninstall by
+//! org are each a query of one partition, never a scan.
+
+use crate::app::App;
+use crate::config::{ConfigError, Vars};
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::flow::{self, CookieSpec};
+use crate::oidc::{self, Expect, Jwks};
+use crate::refresh::{self, Grant, RefreshError, Refresher};
+use crate::store::{Condition, Item, Key, StoreError, now};
+use crate::web::{self, Format, Params};
+use cookie::SameSite;
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// The platform's name: its secret, its store partitions, its routes.
+pub const PLATFORM: &str = "haravan";
+/// The largest form_post or webhook body accepted.
+pub const MAX_BODY: usize = 256 * 1024;
+/// How long an app session lasts.
+const SESSION_SECONDS: i64 = 12 * 3600;
+/// How long a processed webhook delivery is remembered.
+const DELIVERY_TTL_SECONDS: i64 = 3 * 24 * 3600;
+/// Scopes an install always requests: identity, the install grant, a refresh token, webhooks.
+const INSTALL_SCOPES: &str =
+    "openid profile email org userinfo grant_service offline_access wh_api";
+
+const STATE_COOKIE: CookieSpec = CookieSpec {
+    name: "gh-haravan-state",
+    same_site: SameSite::None,
+    max_age: flow::STATE_TTL_SECONDS,
+};
+const SESSION_COOKIE: CookieSpec = CookieSpec {
+    name: "gh-haravan-session",
+    same_site: SameSite::None,
+    max_age: SESSION_SECONDS,
+};
+
+/// Haravan settings (`HARAVAN_*` variables).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `HARAVAN_ACCOUNTS_BASE`: the identity server (default `https://accounts.haravan.com`).
+    pub accounts_base: String,
+    /// `HARAVAN_JWKS_URL` (default `<accounts>/.well-known/openid-configuration/jwks`).
+    pub jwks_url: String,
+    /// `HARAVAN_ISSUERS`: comma-separated allowed `iss` values (default the current and the old
+    /// host).
+    pub issuers: Vec<String>,
+    /// `HARAVAN_WEBHOOK_BASE`: the webhook service (default `https://webhook.haravan.com`).
+    pub webhook_base: String,
+    /// `HARAVAN_API_BASE`: the commerce API (default `https://apis.haravan.com`).
+    pub api_base: String,
+    /// `HARAVAN_LOGIN_SCOPES` (default `openid profile email org userinfo`).
+    pub login_scopes: String,
+    /// The install scopes: the required ones (identity, `grant_service`, `offline_access`,
+    /// `wh_api`) plus `HARAVAN_APP_SCOPES`, the scopes the app registered (default
+    /// `com.read_shop`).
+    pub install_scopes: String,
+    /// `HARAVAN_CLOCK_SKEW_SECONDS` (default 60).
+    pub skew: u64,
+}
+
+impl Settings {
+    /// Reads the settings.
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let accounts = vars.url("HARAVAN_ACCOUNTS_BASE", "https://accounts.haravan.com")?;
+        let accounts_base = accounts.as_str().trim_end_matches('/').to_owned();
+        let jwks_default = format!("{accounts_base}/.well-known/openid-configuration/jwks");
+        let list = |name: &str, default: &str| -> Vec<String> {
+            vars.get_or(name, default)
+                .split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut install: Vec<String> = list("HARAVAN_APP_SCOPES", "com.read_shop");
+        for required in INSTALL_SCOPES.split(' ').rev() {
+            if !install.iter().any(|s| s == required) {
+                install.insert(0, required.to_owned());
+            }
+        }
+        let base = |name: &str, default: &str| -> Result<String, ConfigError> {
+            Ok(vars
+                .url(name, default)?
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned())
+        };
+        Ok(Self {
+            jwks_url: base("HARAVAN_JWKS_URL", &jwks_default)?,
+            issuers: list(
+                "HARAVAN_ISSUERS",
+                "https://accounts.haravan.com,https://accounts.hara.vn",
+            ),
+            webhook_base: base("HARAVAN_WEBHOOK_BASE", "https://webhook.haravan.com")?,
+            api_base: base("HARAVAN_API_BASE", "https://apis.haravan.com")?,
+            login_scopes: list("HARAVAN_LOGIN_SCOPES", "openid profile email org userinfo")
+                .join(" "),
+            install_scopes: install.join(" "),
+            skew: vars.seconds("HARAVAN_CLOCK_SKEW_SECONDS", 60)?.as_secs(),
+            accounts_base,
+        })
+    }
+}
+
+/// Haravan's per-container state: settings and the cached signing keys.
+pub struct Haravan {
+    /// The settings.
+    pub settings: Settings,
+    /// Haravan's signing keys.
+    pub jwks: Jwks,
+}
+
+impl Haravan {
+    /// From the settings.
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let settings = Settings::from_vars(vars)?;
+        Ok(Self {
+            jwks: Jwks::new(settings.jwks_url.clone()),
+            settings,
+        })
+    }
+}
+
+/// The store key of an org's install.
+pub fn install_key(orgid: &str) -> Key {
+    Key::new(format!("install#{PLATFORM}"), orgid)
+}
+
+fn session_key(orgid: &str, session_id: &str) -> Key {
+    Key::new(format!("session#{PLATFORM}#{orgid}"), session_id)
+}
+
+fn sid_key(sid: &str, orgid: &str, session_id: &str) -> Key {
+    Key::new(
+        format!("sid#{PLATFORM}#{sid}"),
+        format!("{orgid}#{session_id}"),
+    )
+}
+
+/// The partition holding the sessions of one sid.
+pub fn sid_partition(sid: &str) -> String {
+    format!("sid#{PLATFORM}#{sid}")
+}
+
+/// The partition holding the sessions of one org.
+pub fn org_sessions_partition(orgid: &str) -> String {
+    format!("session#{PLATFORM}#{orgid}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login and install
+
+/// What a verified id_token tells us.
+struct Identity {
+    orgid: String,
+    orgname: Option<String>,
+    sub: String,
+    sid: Option<String>,
+    name: Option<String>,
+    is_admin: bool,
+}
+
+impl Identity {
+    fn from_claims(claims: &Map<String, Value>) -> Result<Self> {
+        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+        let orgid = match claims.get("orgid") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(Error::Unauthorized("the id_token names no org".into())),
+        };
+        // `role` is a string or an array of strings; admin means equal to or containing "admin".
+        let is_admin = match claims.get("role") {
+            Some(Value::String(r)) => r == "admin",
+            Some(Value::Array(roles)) => roles.iter().any(|r| r.as_str() == Some("admin")),
+            _ => false,
+        };
+        Ok(Self {
+            orgid,
+            orgname: text("orgname"),
+            sub: text("sub").unwrap_or_default(),
+            sid: text("sid"),
+            name: text("name"),
+            is_admin,
+        })
+    }
+}
+
+async fn authorize_redirect(
+    app: &App,
+    req: &Request,
+    purpose: &str,
+    orgid: Option<&str>,
+) -> Result<Response<Body>> {
+    let h = &app.haravan.settings;
+    let (scope, callback) = match purpose {
+        "install" => (&h.install_scopes, "/haravan/install/grandservice"),
+        _ => (&h.login_scopes, "/haravan/install/login"),
+    };
+    let nonce = crypto::random_token(24)?;
+    let mut data = Map::new();
+    data.insert("nonce".into(), nonce.clone().into());
+    data.insert("purpose".into(), purpose.into());
+    if let Some(org) = orgid {
+        data.insert("orgid".into(), org.into());
+    }
+    let state = flow::begin(app, PLATFORM, data).await?;
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    let keys = app.secrets.app_keys().await?;
+    let mut url = url::Url::parse(&format!("{}/connect/authorize", h.accounts_base))
+        .map_err(|_| Error::Internal("bad accounts base".into()))?;
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_mode", "form_post");
+        q.append_pair("response_type", "code id_token");
+        q.append_pair("scope", scope);
+        q.append_pair("client_id", &creds.client_id);
+        q.append_pair("redirect_uri", &app.public_url(req, callback)?);
+        q.append_pair("nonce", &nonce);
+        q.append_pair("state", &state);
+        if let Some(org) = orgid {
+            q.append_pair("orgid", org);
+        }
+    }
+    let mut resp = web::redirect(url.as_str())?;
+    web::set_cookie(&mut resp, &STATE_COOKIE.set(app, &keys, &state))?;
+    Ok(resp)
+}
+
+/// The form_post fields, the state they belong to (checked against the browser's cookie and
+/// consumed), and the verified id_token.
+struct Callback {
+    code: String,
+    state: Map<String, Value>,
+    identity: Identity,
+}
+
+async fn read_callback(app: &App, req: &Request, purpose: &str) -> Result<Callback> {
+    web::require_content_type(req, "application/x-www-form-urlencoded")?;
+    let form = Params::parse(web::body_text(req, MAX_BODY)?)?;
+    if let Some(error) = form.get("error") {
+        return Err(Error::BadRequest(format!(
+            "Haravan answered `{}`; start again",
+            web::printable(error)
+        )));
+    }
+    let state_id = form.require("state")?;
+    let code = form.require("code")?;
+    let id_token = form.require("id_token")?;
+    let keys = app.secrets.app_keys().await?;
+    let bound = STATE_COOKIE.read(app, &keys, req)?;
+    if aws_lc_rs::constant_time::verify_slices_are_equal(bound.as_bytes(), state_id.as_bytes())
+        .is_err()
+    {
+        return Err(Error::BadRequest(
+            "this sign-in was started in another browser or tab; start again".into(),
+        ));
+    }
+    let state = flow::consume(app, PLATFORM, state_id).await?;
+    if state.get("purpose").and_then(Value::as_str) != Some(purpose) {
+        return Err(Error::BadRequest(
+            "this answer was sent to the wrong callback; start again".into(),
+        ));
+    }
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    let h = &app.haravan.settings;
+    let audiences = [creds.client_id.clone()];
+    let claims = oidc::verify_id_token(
+        &app.http,
+        &app.haravan.jwks,
+        id_token,
+        &Expect {
+            issuers: &h.issuers,
+            audiences: &audiences,
+            nonce: state.get("nonce").and_then(Value::as_str),
+            code: Some(code),
+            access_token: None,
+            skew: h.skew,
+        },
+    )
+    .await?;
+    Ok(Callback {
+        code: code.to_owned(),
+        state,
+        identity: Identity::from_claims(&claims)?,
+    })
+}
+
+/// `GET|POST /haravan/install/login`.
+pub async fn login(app: &App, req: Request) -> Response<Body> {
+    let result = if req.method() == Method::POST {
+        login_callback(app, &req).await
+    } else {
+        match Params::from_query(&req) {
+            Ok(q) => authorize_redirect(app, &req, "login", q.get("orgid")).await,
+            Err(e) => Err(e),
+        }
+    };
+    web::respond(Format::Html, result)
+}
+
+async fn login_callback(app: &App, req: &Request) -> Result<Response<Body>> {
+    let cb = read_callback(app, req, "login").await?;
+    let who = cb.identity;
+    let installed = app
+        .store
+        .get(&install_key(&who.orgid))
+        .await?
+        .filter(|item| item.attrs.get("needs_reauth") != Some(&Value::Bool(true)));
+    match installed {
+        Some(install) => {
+            let mut resp = app_page(app, &who, &install, None).await;
+            start_session(app, &who, &mut resp).await?;
+            Ok(resp)
+        }
+        None if who.is_admin => {
+            tracing::info!(orgid = %who.orgid, "haravan admin login of a new org: installing");
+            authorize_redirect(app, req, "install", Some(&who.orgid)).await
+        }
+        None => Err(Error::Forbidden(
+            "Gatehouse is not installed for this shop, and only a shop admin can install it. \
+             Ask an admin of the shop to open the app."
+                .into(),
+        )),
+    }
+}
+
+/// Records an app session for `who` and sets its cookie on `resp`.
+async fn start_session(app: &App, who: &Identity, resp: &mut Response<Body>) -> Result<()> {
+    let session_id = crypto::random_token(24)?;
+    let expires = now() + SESSION_SECONDS;
+    let sid = who.sid.clone().unwrap_or_default();
+    let mut attrs = Map::new();
+    attrs.insert("orgid".into(), who.orgid.clone().into());
+    attrs.insert("sub".into(), who.sub.clone().into());
+    attrs.insert("sid".into(), sid.clone().into());
+    attrs.insert("name".into(), who.name.clone().unwrap_or_default().into());
+    app.store
+        .put(
+            &Item::new(session_key(&who.orgid, &session_id), attrs).expiring_at(expires),
+            Condition::Absent,
+        )
+        .await?;
+    if !sid.is_empty() {
+        app.store
+            .put(
+                &Item::new(sid_key(&sid, &who.orgid, &session_id), Map::new()).expiring_at(expires),
+                Condition::Always,
+            )
+            .await?;
+    }
+    let keys = app.secrets.app_keys().await?;
+    web::set_cookie(
+        resp,
+        &SESSION_COOKIE.set(app, &keys, &format!("{}:{session_id}", who.orgid)),
+    )?;
+    web::set_cookie(resp, &STATE_COOKIE.clear(app))
+}
+
+/// The org and session id of the request's valid session cookie, if its session still exists.
+pub async fn session(app: &App, req: &Request) -> Result<Option<(String, String)>> {
+    let keys = app.secrets.app_keys().await?;
+    let Ok(value) = SESSION_COOKIE.read(app, &keys, req) else {
+        return Ok(None);
+    };
+    let Some((orgid, session_id)) = value.split_once(':') else {
+        return Ok(None);
+    };
+    Ok(app
+        .store
+        .get(&session_key(orgid, session_id))
+        .await?
+        .map(|_| (orgid.to_owned(), session_id.to_owned())))
+}
+
+#[derive(Deserialize)]
+struct TokenReply {
+    access_token: String,
+    expires_in: Option<i64>,
+    refresh_token: Option<String>,
+    id_token: Option<String>,
+    scope: Option<String>,
+}
+
+enum TokenCallError {
+    InvalidGrant,
+    Failed(Error),
+}
+
+async fn token_call(app: &App, form: &[(&str, &str)]) -> Result<TokenReply, TokenCallError> {
+    let creds = app
+        .secrets
+        .credentials(PLATFORM)
+        .await
+        .map_err(|e| TokenCallError::Failed(e.into()))?;
+    let mut body: Vec<(&str, &str)> = form.to_vec();
+    body.push(("client_id", &creds.client_id));
+    body.push(("client_secret", creds.client_secret.expose_secret()));
+    let url = format!("{}/connect/token", app.haravan.settings.accounts_base);
+    let resp = app.http.post(&url).form(&body).send().await.map_err(|e| {
+        TokenCallError::Failed(Error::Upstream(format!(
+            "Haravan's token endpoint {}",
+            crate::http::describe(&e)
+        )))
+    })?;
+    let status = resp.status();
+    if status.is_success() {
+        return resp.json().await.map_err(|_| {
+            TokenCallError::Failed(Error::Upstream(
+                "Haravan's token endpoint answered unreadably".into(),
+            ))
+        });
+    }
+    let error: Option<String> = resp
+        .json::<Value>()
+        .await
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned));
+    tracing::warn!(status = status.as_u16(), error = ?error, "haravan token call refused");
+    match error.as_deref() {
+        Some("invalid_grant") => Err(TokenCallError::InvalidGrant),
+        _ if status.is_client_error() => Err(TokenCallError::Failed(Error::BadRequest(
+            "Haravan refused the authorization; start again".into(),
+        ))),
+        _ => Err(TokenCallError::Failed(Error::Upstream(format!(
+            "Haravan's token endpoint answered {}",
+            status.as_u16()
+        )))),
+    }
+}
+
+/// `POST /haravan/install/grandservice`.
+pub async fn install(app: &App, req: Request) -> Response<Body> {
+    web::respond(Format::Html, install_callback(app, &req).await)
+}
+
+async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
+    let cb = read_callback(app, req, "install").await?;
+    let who = &cb.identity;
+    if cb.state.get("orgid").and_then(Value::as_str) != Some(who.orgid.as_str()) {
+        return Err(Error::Forbidden(
+            "Haravan signed in another shop than the one being installed; start again".into(),
+        ));
+    }
+    if !who.is_admin {
+        return Err(Error::Forbidden(
+            "only a shop admin can install the app".into(),
+        ));
+    }
+    // A code is exchanged at most once.
+    let mark = Item::new(
+        Key::new(
+            format!("code#{PLATFORM}"),
+            hex::encode(crypto::sha256(cb.code.as_bytes())),
+        ),
+        Map::new(),
+    )
+    .expiring_at(now() + DELIVERY_TTL_SECONDS);
+    match app.store.put(&mark, Condition::Absent).await {
+        Ok(()) => {}
+        Err(StoreError::ConditionFailed) => {
+            return Err(Error::Conflict(
+                "this authorization code was used already".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let redirect_uri = app.public_url(req, "/haravan/install/grandservice")?;
+    let reply = match token_call(
+        app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &cb.code),
+            ("redirect_uri", &redirect_uri),
+        ],
+    )
+    .await
+    {
+        Ok(reply) => reply,
+        Err(e) => {
+            let _ = app.store.take(&mark.key).await;
+            return Err(match e {
+                TokenCallError::InvalidGrant => {
+                    Error::BadRequest("Haravan refused the authorization code; start again".into())
+                }
+                TokenCallError::Failed(e) => e,
+            });
+        }
+    };
+    if let Some(id_token) = &reply.id_token {
+        let creds = app.secrets.credentials(PLATFORM).await?;
+        let h = &app.haravan.settings;
+        let audiences = [creds.client_id.clone()];
+        let checked = oidc::verify_id_token(
+            &app.http,
+            &app.haravan.jwks,
+            id_token,
+            &Expect {
+                issuers: &h.issuers,
+                audiences: &audiences,
+                nonce: None,
+                code: None,
+                access_token: Some(&reply.access_token),
+                skew: h.skew,
+            },
+        )
+        .await;
+        if let Err(e) = checked {
+            let _ = app.store.take(&mark.key).await;
+            return Err(e);
+        }
+    }
+
+    let key = install_key(&who.orgid);
+    let keys = app.secrets.app_keys().await?;
+    let mut attrs = Map::new();
+    attrs.insert("orgid".into(), who.orgid.clone().into());
+    attrs.insert(
+        "orgname".into(),
+        who.orgname.clone().unwrap_or_default().into(),
+    );
+    attrs.insert("installed_by".into(), who.sub.clone().into());
+    attrs.insert("installed_at".into(), now().into());
+    attrs.insert(
+        "scope".into(),
+        reply
+            .scope
+            .clone()
+            .unwrap_or_else(|| app.haravan.settings.install_scopes.clone())
+            .into(),
+    );
+    let grant = Grant {
+        access_token: SecretString::from(reply.access_token.clone()),
+        refresh_token: reply.refresh_token.clone().map(SecretString::from),
+        expires_in: reply.expires_in.unwrap_or(86_400),
+        extra: Vec::new(),
+    };
+    refresh::seal(&keys, &key, &grant, &mut attrs)?;
+    let subscribed = subscribe_webhooks(app, &reply.access_token).await;
+    attrs.insert("webhooks_subscribed".into(), subscribed.into());
+    let item = Item::new(key, attrs);
+    app.store.put(&item, Condition::Always).await?;
+    tracing::info!(orgid = %who.orgid, subscribed, "haravan install stored");
+
+    let note = (!subscribed).then_some(
+        "Webhooks could not be subscribed; uninstalls will not be noticed until they are.",
+    );
+    let mut resp = app_page(app, who, &item, note).await;
+    start_session(app, who, &mut resp).await?;
+    Ok(resp)
+}
+
+/// `POST <webhook base>/api/subscribe` with the new token: Haravan then sends the topics the app
+/// registered. A failure leaves the install in place, flagged, rather than failing the install.
+async fn subscribe_webhooks(app: &App, access_token: &str) -> bool {
+    let url = format!("{}/api/subscribe", app.haravan.settings.webhook_base);
+    match app.http.post(&url).bearer_auth(access_token).send().await {
+        Ok(resp) if resp.status().is_success() => true,
+        Ok(resp) => {
+            tracing::warn!(
+                status = resp.status().as_u16(),
+                "haravan webhook subscription refused"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(
+                reason = crate::http::describe(&e),
+                "haravan webhook subscription failed"
+            );
+            false
+        }
+    }
+}
+
+/// Refreshes Haravan tokens (`grant_type=refresh_token`).
+pub struct HaravanRefresher;
+
+#[async_trait::async_trait]
+impl Refresher for HaravanRefresher {
+    async fn refresh(
+        &self,
+        app: &App,
+        refresh_token: &SecretString,
+    ) -> std::result::Result<Grant, RefreshError> {
+        match token_call(
+            app,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.expose_secret()),
+            ],
+        )
+        .await
+        {
+            Ok(reply) => Ok(Grant {
+                access_token: SecretString::from(reply.access_token),
+                refresh_token: reply.refresh_token.map(SecretString::from),
+                expires_in: reply.expires_in.unwrap_or(86_400),
+                extra: Vec::new(),
+            }),
+            Err(TokenCallError::InvalidGrant) => Err(RefreshError::InvalidGrant),
+            Err(TokenCallError::Failed(e)) => Err(RefreshError::Failed(e)),
+        }
+    }
+}
+
+/// A valid access token for an org, refreshed when due.
+pub async fn access_token(app: &App, orgid: &str) -> Result<SecretString> {
+    refresh::access_token(app, &install_key(orgid), &HaravanRefresher).await
+}
+
+/// The app's page: who is signed in, and the shop as the API reports it with a fresh token.
+async fn app_page(app: &App, who: &Identity, install: &Item, note: Option<&str>) -> Response<Body> {
+    let shop = match access_token(app, &who.orgid).await {
+        Ok(token) => {
+            let url = format!("{}/com/shop.json", app.haravan.settings.api_base);
+            match app
+                .http
+                .get(&url)
+                .bearer_auth(token.expose_secret())
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["shop"]["name"].as_str().map(str::to_owned)),
+                _ => None,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no haravan access token for the app page");
+            None
+        }
+    };
+    let body = format!(
+        "<p>Signed in as <strong>{}</strong> on <strong>{}</strong> (org <code>{}</code>).</p>\
+         <p>Shop, as the Haravan API reports it with the app's token: {}.</p>{}",
+        web::escape(who.name.as_deref().unwrap_or(&who.sub)),
+        web::escape(install.str("orgname").unwrap_or("")),
+        web::escape(&who.orgid),
+        shop.map(|s| format!("<strong>{}</strong>", web::escape(&s)))
+            .unwrap_or_else(|| "not available right now".into()),
+        note.map(|n| format!("<p><em>{}</em></p>", web::escape(n)))
+            .unwrap_or_default(),
+    );
+    web::html_page(StatusCode::OK, "Gatehouse for Haravan", &body)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks
+
+/// `GET|POST /haravan/webhooks`.
+pub async fn webhooks(app: &App, req: Request) -> Response<Body> {
+    let result = if req.method() == Method::GET {
+        challenge(app, &req).await
+    } else {
+        delivery(app, &req).await
+    };
+    web::respond(Format::Json, result)
+}
+
+/// The subscription handshake: echo `hub.challenge` when `hub.verify_token` is ours.
+async fn challenge(app: &App, req: &Request) -> Result<Response<Body>> {
+    let q = Params::from_query(req)?;
+    let token = q.require("hub.verify_token")?;
+    let challenge = q.require("hub.challenge")?;
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    let ours = creds
+        .extra
+        .get("webhook_verify_token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::Unavailable("no webhook verify token is configured".into()))?;
+    if aws_lc_rs::constant_time::verify_slices_are_equal(ours.as_bytes(), token.as_bytes()).is_err()
+    {
+        return Err(Error::Unauthorized(
+            "the verify token does not match".into(),
+        ));
+    }
+    Ok(web::text(StatusCode::OK, challenge))
+}
+
+fn signature_header(req: &Request) -> Option<&str> {
+    ["x-haravan-hmacsha256", "x-haravan-hmac-sha256"]
+        .into_iter()
+        .find_map(|name| web::header(req.headers(), name))
+}
+
+async fn delivery(app: &App, req: &Request) -> Result<Response<Body>> {
+    let body = web::body(req, MAX_BODY)?;
+    let signature = signature_header(req).ok_or_else(|| {
+        Error::Unauthorized("the X-Haravan-Hmacsha256 signature header is missing".into())
+    })?;
+    let tag = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(signature.trim())
+            .map_err(|_| Error::Unauthorized("the signature is not base64".into()))?
+    };
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    if !crypto::verify_hmac_sha256(creds.verifying_keys(), body, &tag) {
+        return Err(Error::Unauthorized("the signature does not match".into()));
+    }
+    let topic = web::header(req.headers(), "x-haravan-topic")
+        .ok_or_else(|| Error::BadRequest("the X-Haravan-Topic header is missing".into()))?
+        .to_owned();
+    let payload: Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|_| Error::BadRequest("the body is not a JSON object".into()))?;
+    let orgid = web::header(req.headers(), "x-haravan-org-id")
+        .map(str::to_owned)
+        .or_else(|| match payload.get("org_id") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+        .ok_or_else(|| Error::BadRequest("the delivery names no org".into()))?;
+
+    let mark = Item::new(
+        Key::new(format!("webhook#{PLATFORM}"), delivery_id(&topic, body)),
+        Map::new(),
+    )
+    .expiring_at(now() + DELIVERY_TTL_SECONDS);
+    match app.store.put(&mark, Condition::Absent).await {
+        Ok(()) => {}
+        Err(StoreError::ConditionFailed) => {
+            return Ok(web::json(
+                StatusCode::OK,
+                &json!({"ok": true, "duplicate": true}),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let outcome = match topic.as_str() {
+        "shop/update" => shop_update(app, &orgid, &payload).await,
+        "app/uninstalled" => uninstalled(app, &orgid).await,
+        other => {
+            tracing::info!(topic = %web::printable(other), orgid, "haravan webhook acknowledged, not handled");
+            Ok(false)
+        }
+    };
+    match outcome {
+        Ok(handled) => Ok(web::json(
+            StatusCode::OK,
+            &json!({"ok": true, "handled": handled}),
+        )),
+        Err(e) => {
+            let _ = app.store.take(&mark.key).await;
+            Err(e)
+        }
+    }
+}
+
+/// A delivery's identity: the hash of its topic and exact body (Haravan sends no delivery id).
+fn delivery_id(topic: &str, body: &[u8]) -> String {
+    let mut data = Vec::with_capacity(topic.len() + 1 + body.len());
+    data.extend_from_slice(topic.as_bytes());
+    data.push(b'\n');
+    data.extend_from_slice(body);
+    hex::encode(crypto::sha256(&data))
+}
+
+/// The shop fields a `shop/update` delivery may change.
+const SHOP_FIELDS: [&str; 6] = [
+    "name",
+    "domain",
+    "myharavan_domain",
+    "email",
+    "customer_email",
+    "shop_owner",
+];
+
+async fn shop_update(app: &App, orgid: &str, payload: &Map<String, Value>) -> Result<bool> {
+    for _ in 0..5 {
+        let item = app
+            .store
+            .get(&install_key(orgid))
+            .await?
+            .ok_or_else(|| Error::NotFound("no install for this org".into()))?;
+        let version = item
+            .attrs
+            .get("token_version")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let mut attrs = item.attrs.clone();
+        let mut shop = Map::new();
+        for field in SHOP_FIELDS {
+            if let Some(v) = payload.get(field).filter(|v| v.is_string()) {
+                shop.insert(field.into(), v.clone());
+            }
+        }
+        attrs.insert("shop".into(), Value::Object(shop));
+        attrs.insert("shop_updated_at".into(), now().into());
+        // Written on the token version read, so a concurrent refresh is never overwritten.
+        match app
+            .store
+            .put(
+                &Item::new(item.key.clone(), attrs),
+                Condition::AttrEquals("token_version".into(), version),
+            )
+            .await
+        {
+            Ok(()) => return Ok(true),
+            Err(StoreError::ConditionFailed) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Unavailable(
+        "the install kept changing; retry".into(),
+    ))
+}
+
+async fn uninstalled(app: &App, orgid: &str) -> Result<bool> {
+    let removed = app.store.take(&install_key(orgid)).await?;
+    if removed.is_none() {
+        return Err(Error::NotFound("no install for this org".into()));
+    }
+    for session in app.store.query(&org_sessions_partition(orgid)).await? {
+        let _ = app.store.take(&session.key).await?;
+        if let Some(sid) = session.str("sid").filter(|s| !s.is_empty()) {
+            let _ = app
+                .store
+                .take(&sid_key(sid, orgid, &session.key.sk))
+                .await?;
+        }
+    }
+    tracing::info!(orgid, "haravan install, tokens and sessions removed");
+    Ok(true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logout
+
+/// `GET /haravan/logout?sid=`: front-channel logout, loaded in an iframe: quick, no redirect.
+pub async fn logout(app: &App, req: Request) -> Response<Body> {
+    let result = async {
+        let q = Params::from_query(&req)?;
+        let sid = q.require("sid")?;
+        for index in app.store.query(&sid_partition(sid)).await? {
+            if let Some((orgid, session_id)) = index.key.sk.split_once('#') {
+                let _ = app.store.take(&session_key(orgid, session_id)).await?;
+            }
+            let _ = app.store.take(&index.key).await?;
+        }
+        Ok(web::text(StatusCode::OK, "signed out"))
+    }
+    .await;
+    web::respond(Format::Json, result)
+}

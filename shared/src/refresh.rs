@@ -1,0 +1,301 @@
+//! Access tokens on demand, refreshed shortly before they expire — once, across containers.
+//!
+//! Tokens live in a tenant's item (sealed with the app's keys, bound to the item's key) with
+//! their expiry and a `token_version`. [`access_token`] returns the stored token while it has
+//! more than [`MARGIN`] seconds left. When it is due, the caller takes a lease (an item created
+//! with a condition, expiring after [`LEASE_SECONDS`]), re-reads the tenant (a sibling may have
+//! refreshed meanwhile), calls the token endpoint, and writes the new tokens on condition that
+//! the version is still the one it read. Callers that find the lease taken wait and re-read, so
+//! any number of concurrent callers in any number of containers cause one refresh call.
+//!
+//! Platforms that rotate refresh tokens answer `invalid_grant` to the old one; if that happens
+//! because a sibling (whose lease ran out) rotated it, re-reading finds the new tokens. Only a
+//! refresh token that is refused while still the stored one marks the tenant as needing
+//! re-authorization, after which callers get a clear 403 until the app is authorized again.
+
+use crate::app::App;
+use crate::crypto::KeyRing;
+use crate::error::{Error, Result};
+use crate::store::{Condition, Item, Key, StoreError, now};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+use std::time::{Duration, Instant};
+
+/// Refresh when fewer than this many seconds of validity are left.
+pub const MARGIN: i64 = 300;
+/// How long a refresh lease lasts if its holder dies.
+pub const LEASE_SECONDS: i64 = 30;
+/// How long a caller waits for a sibling's refresh before giving up.
+const WAIT: Duration = Duration::from_secs(20);
+/// How often a waiting caller re-reads.
+const POLL: Duration = Duration::from_millis(100);
+
+/// A tenant's tokens, opened.
+pub struct Tokens {
+    /// The bearer token for API calls.
+    pub access_token: SecretString,
+    /// The token that obtains the next access token, if the platform issued one.
+    pub refresh_token: Option<SecretString>,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// What a token endpoint granted.
+pub struct Grant {
+    /// The new access token.
+    pub access_token: SecretString,
+    /// The new refresh token; `None` keeps the current one.
+    pub refresh_token: Option<SecretString>,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// Other secrets that come and go with the access token (e.g. a MAC key), stored sealed as
+    /// `<name>_sealed`.
+    pub extra: Vec<(&'static str, SecretString)>,
+}
+
+/// Why a refresh failed.
+pub enum RefreshError {
+    /// The platform refused the refresh token (`invalid_grant`).
+    InvalidGrant,
+    /// Anything else (network, platform error): nothing is marked, the caller may retry.
+    Failed(Error),
+}
+
+/// A platform's refresh call.
+#[async_trait::async_trait]
+pub trait Refresher: Send + Sync {
+    /// Exchanges `refresh_token` for new tokens.
+    async fn refresh(
+        &self,
+        app: &App,
+        refresh_token: &SecretString,
+    ) -> std::result::Result<Grant, RefreshError>;
+}
+
+fn context(key: &Key) -> String {
+    format!("{}/{}", key.pk, key.sk)
+}
+
+/// Writes `grant` into `attrs` (sealed, bound to `key`), with a new version. A grant without a
+/// refresh token keeps the one `attrs` already had.
+pub fn seal(
+    keys: &KeyRing,
+    key: &Key,
+    grant: &Grant,
+    attrs: &mut Map<String, Value>,
+) -> Result<()> {
+    let ctx = context(key);
+    attrs.insert(
+        "access_token_sealed".into(),
+        keys.encrypt(grant.access_token.expose_secret(), &ctx)?
+            .into(),
+    );
+    if let Some(refresh) = &grant.refresh_token {
+        attrs.insert(
+            "refresh_token_sealed".into(),
+            keys.encrypt(refresh.expose_secret(), &ctx)?.into(),
+        );
+    }
+    for (name, value) in &grant.extra {
+        attrs.insert(
+            format!("{name}_sealed"),
+            keys.encrypt(value.expose_secret(), &ctx)?.into(),
+        );
+    }
+    attrs.insert("expires_at".into(), (now() + grant.expires_in).into());
+    attrs.insert(
+        "token_version".into(),
+        crate::crypto::random_token(12)?.into(),
+    );
+    attrs.insert("needs_reauth".into(), false.into());
+    Ok(())
+}
+
+/// Opens the tokens of a stored item.
+pub fn open(keys: &KeyRing, item: &Item) -> Result<Tokens> {
+    let ctx = context(&item.key);
+    let sealed = |name: &str| item.str(name);
+    let access = sealed("access_token_sealed")
+        .ok_or_else(|| Error::Internal("stored tokens lack the access token".into()))?;
+    let unreadable = |_| Error::Internal("stored tokens cannot be decrypted".into());
+    Ok(Tokens {
+        access_token: keys.decrypt(access, &ctx).map_err(unreadable)?,
+        refresh_token: match sealed("refresh_token_sealed") {
+            Some(s) => Some(keys.decrypt(s, &ctx).map_err(unreadable)?),
+            None => None,
+        },
+        expires_at: item
+            .attrs
+            .get("expires_at")
+            .and_then(Value::as_i64)
+            .unwrap_or(0),
+    })
+}
+
+/// Opens another secret stored with the tokens by [`seal`] (a [`Grant::extra`]).
+pub fn open_extra(keys: &KeyRing, item: &Item, name: &str) -> Result<Option<SecretString>> {
+    match item.str(&format!("{name}_sealed")) {
+        Some(sealed) => keys
+            .decrypt(sealed, &context(&item.key))
+            .map(Some)
+            .map_err(|_| Error::Internal("stored tokens cannot be decrypted".into())),
+        None => Ok(None),
+    }
+}
+
+fn needs_reauth(item: &Item) -> bool {
+    item.attrs
+        .get("needs_reauth")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+fn reauth_error() -> Error {
+    Error::Forbidden(
+        "the platform no longer accepts this app's authorization; an admin must install the app again"
+            .into(),
+    )
+}
+
+fn lease_key(key: &Key) -> Key {
+    Key::new(format!("lease#{}", key.pk), &key.sk)
+}
+
+/// A valid access token for the tenant stored at `key`, refreshed through `refresher` when due.
+pub async fn access_token(app: &App, key: &Key, refresher: &dyn Refresher) -> Result<SecretString> {
+    let keys = app.secrets.app_keys().await?;
+    let item = fresh_item(app, key, refresher).await?;
+    Ok(open(&keys, &item)?.access_token)
+}
+
+/// The tenant's item with a valid access token in it, refreshed through `refresher` when due.
+/// Platforms that keep more than the access token (a MAC key) read it from this same item, so
+/// the two always belong together.
+pub async fn fresh_item(app: &App, key: &Key, refresher: &dyn Refresher) -> Result<Item> {
+    let keys = app.secrets.app_keys().await?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let item =
+            app.store.get(key).await?.ok_or_else(|| {
+                Error::NotFound("the app is not installed for this tenant".into())
+            })?;
+        if needs_reauth(&item) {
+            return Err(reauth_error());
+        }
+        let tokens = open(&keys, &item)?;
+        if tokens.expires_at - MARGIN > now() {
+            return Ok(item);
+        }
+        if tokens.refresh_token.is_none() {
+            return if tokens.expires_at > now() {
+                Ok(item)
+            } else {
+                Err(reauth_error())
+            };
+        }
+        let lease = Item::new(lease_key(key), Map::new()).expiring_at(now() + LEASE_SECONDS);
+        match app.store.put(&lease, Condition::Absent).await {
+            Ok(()) => {
+                let outcome = refresh_under_lease(app, &keys, key, refresher).await;
+                let _ = app.store.take(&lease.key).await;
+                match outcome {
+                    Ok(Some(item)) => return Ok(item),
+                    Ok(None) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(StoreError::ConditionFailed) => {
+                if Instant::now() > deadline {
+                    return Err(Error::Unavailable(
+                        "the platform's token refresh is taking too long; try again".into(),
+                    ));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Holding the lease: re-read, refresh if still due, write on the version read.
+/// `Ok(None)` means the item changed under us: read again.
+async fn refresh_under_lease(
+    app: &App,
+    keys: &KeyRing,
+    key: &Key,
+    refresher: &dyn Refresher,
+) -> Result<Option<Item>> {
+    let Some(item) = app.store.get(key).await? else {
+        return Err(Error::NotFound(
+            "the app is not installed for this tenant".into(),
+        ));
+    };
+    if needs_reauth(&item) {
+        return Err(reauth_error());
+    }
+    let tokens = open(keys, &item)?;
+    if tokens.expires_at - MARGIN > now() {
+        return Ok(Some(item));
+    }
+    let Some(refresh_token) = tokens.refresh_token else {
+        return Ok(None);
+    };
+    let version = item
+        .attrs
+        .get("token_version")
+        .cloned()
+        .unwrap_or(Value::Null);
+    match refresher.refresh(app, &refresh_token).await {
+        Ok(grant) => {
+            let mut attrs = item.attrs.clone();
+            seal(keys, key, &grant, &mut attrs)?;
+            let updated = Item::new(key.clone(), attrs);
+            match app
+                .store
+                .put(
+                    &updated,
+                    Condition::AttrEquals("token_version".into(), version),
+                )
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(pk = %key.pk, tenant = %key.sk, "access token refreshed");
+                    Ok(Some(updated))
+                }
+                Err(StoreError::ConditionFailed) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(RefreshError::InvalidGrant) => {
+            // A sibling whose lease ran out may have rotated the token just now: give its write
+            // a moment to land before concluding that the authorization is dead.
+            for _ in 0..5 {
+                match app.store.get(key).await? {
+                    Some(current) if current.attrs.get("token_version") != Some(&version) => {
+                        return Ok(None);
+                    }
+                    Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    None => return Ok(None),
+                }
+            }
+            let mut attrs = item.attrs.clone();
+            attrs.insert("needs_reauth".into(), true.into());
+            match app
+                .store
+                .put(
+                    &Item::new(key.clone(), attrs),
+                    Condition::AttrEquals("token_version".into(), version),
+                )
+                .await
+            {
+                Ok(()) => {
+                    tracing::warn!(pk = %key.pk, tenant = %key.sk, "refresh token refused; re-authorization needed");
+                    Err(reauth_error())
+                }
+                Err(StoreError::ConditionFailed) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(RefreshError::Failed(e)) => Err(e),
+    }
+}

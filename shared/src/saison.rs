@@ -1,0 +1,571 @@
+//! Saison connect: the authorization code flow, token storage, and MAC-signed API requests.
+//!
+//! Saison connect (PLATFORMS.md, "Saison connect") is OAuth 2.0 with its own request signature:
+//! every API call carries `Authorization: MAC id="<access token>" ts="<unix seconds>"
+//! nonce="<10 of [0-9A-Za-z]>" mac="<m>"`, where `m` is the standard base64 of
+//! HMAC-SHA256(key, `ts\nnonce\nMETHOD\nrequest-uri\nhost\nport\n\n`). The key is the client
+//! secret, or (configurable) a `mac_key` from the token reply; the attribute separator is a
+//! space, or (configurable) `", "`.
+//!
+//! A connection belongs to a *member*: the `<member>` path segment of Saison's screen URLs,
+//! which names whose card members sign in. The app may serve several (`SAISON_MEMBERS`); tokens
+//! are kept per member.
+//!
+//! - `GET /saison/authorize?member=` → one-time state bound to the browser, redirect to the
+//!   screen authorize URL.
+//! - `GET /saison/callback?code=` → the state of this browser, consumed; the code exchanged once
+//!   (form encoding, `X-API-VERSION: 1`); tokens stored sealed; the member's profile fetched with
+//!   a signed request and shown.
+
+use crate::app::App;
+use crate::config::{ConfigError, Vars};
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::flow::{self, CookieSpec};
+use crate::refresh::{self, Grant, RefreshError, Refresher};
+use crate::store::{Condition, Item, Key, StoreError, now};
+use crate::web::{self, Format, Params};
+use base64::Engine as _;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// The platform's name: its secret, its store partitions, its routes.
+pub const PLATFORM: &str = "saison";
+const STATE_COOKIE: CookieSpec = flow::state_cookie("gh-saison-state");
+const CODE_MARK_TTL_SECONDS: i64 = 7 * 24 * 3600;
+const API_VERSION: &str = "1";
+/// The characters of a MAC nonce.
+const NONCE_ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// Which key signs MAC requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacKey {
+    /// The client secret (the document).
+    ClientSecret,
+    /// The `mac_key` of the token reply.
+    TokenMacKey,
+}
+
+/// Saison settings (`SAISON_*` variables).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `SAISON_API_BASE` (default `https://apit.saisoncard.co.jp`): screens, token, API.
+    pub api_base: String,
+    /// `SAISON_MEMBERS`: the members the app serves, comma-separated; the first is the default.
+    pub members: Vec<String>,
+    /// `SAISON_SCOPES`: comma-separated; unset sends no scope.
+    pub scopes: Option<String>,
+    /// `SAISON_SEND_REDIRECT_URI` (default false): send our callback as `redirect_uri`.
+    pub send_redirect_uri: bool,
+    /// `SAISON_SEND_STATE` (default false): send `state` (then the callback must echo it).
+    pub send_state: bool,
+    /// `SAISON_MAC_SEPARATOR`: `space` (default, the document) or `comma` (`", "`).
+    pub mac_separator: &'static str,
+    /// `SAISON_MAC_KEY`: `client_secret` (default) or `mac_key`.
+    pub mac_key: MacKey,
+}
+
+impl Settings {
+    /// Reads the settings.
+    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let bad = |name: &str, problem: &str| ConfigError {
+            name: name.into(),
+            problem: problem.into(),
+        };
+        let members: Vec<String> = vars
+            .get_or("SAISON_MEMBERS", "demo")
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if members.is_empty()
+            || members.iter().any(|m| {
+                !m.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+        {
+            return Err(bad(
+                "SAISON_MEMBERS",
+                "must be path segments of letters, digits, `-` or `_`",
+            ));
+        }
+        Ok(Self {
+            api_base: vars
+                .url("SAISON_API_BASE", "https://apit.saisoncard.co.jp")?
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
+            members,
+            scopes: vars.get("SAISON_SCOPES").map(str::to_owned),
+            send_redirect_uri: vars.flag("SAISON_SEND_REDIRECT_URI", false)?,
+            send_state: vars.flag("SAISON_SEND_STATE", false)?,
+            mac_separator: match vars.get_or("SAISON_MAC_SEPARATOR", "space") {
+                "space" => " ",
+                "comma" => ", ",
+                _ => return Err(bad("SAISON_MAC_SEPARATOR", "must be `space` or `comma`")),
+            },
+            mac_key: match vars.get_or("SAISON_MAC_KEY", "client_secret") {
+                "client_secret" => MacKey::ClientSecret,
+                "mac_key" => MacKey::TokenMacKey,
+                _ => {
+                    return Err(bad(
+                        "SAISON_MAC_KEY",
+                        "must be `client_secret` or `mac_key`",
+                    ));
+                }
+            },
+        })
+    }
+}
+
+/// The store key of a member's connection.
+pub fn connection_key(member: &str) -> Key {
+    Key::new(format!("install#{PLATFORM}"), member)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The MAC signature
+
+/// The MAC of one request: standard base64 (padded) of HMAC-SHA256 over
+/// `ts\nnonce\nMETHOD\nrequest-uri\nhost\nport\n\n` (the empty `ext` gives the final `\n\n`).
+pub fn mac(
+    key: &[u8],
+    ts: u64,
+    nonce: &str,
+    method: &str,
+    request_uri: &str,
+    host: &str,
+    port: u16,
+) -> String {
+    let text = format!(
+        "{ts}\n{nonce}\n{}\n{request_uri}\n{}\n{port}\n\n",
+        method.to_ascii_uppercase(),
+        host.to_ascii_lowercase()
+    );
+    base64::engine::general_purpose::STANDARD.encode(crypto::hmac_sha256(key, text.as_bytes()))
+}
+
+/// The parts of a URL a MAC covers: request-uri (path and `?query`), host, port.
+pub fn mac_target(url: &url::Url) -> Result<(String, String, u16)> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| Error::Internal("the Saison URL has no host".into()))?
+        .to_ascii_lowercase();
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| Error::Internal("the Saison URL has no port".into()))?;
+    let request_uri = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    Ok((request_uri, host, port))
+}
+
+/// The `Authorization` header for `method url`, signed now with a fresh CSPRNG nonce.
+pub fn authorization(
+    access_token: &str,
+    key: &[u8],
+    method: &str,
+    url: &url::Url,
+    separator: &str,
+) -> Result<String> {
+    let (request_uri, host, port) = mac_target(url)?;
+    let ts = u64::try_from(now()).unwrap_or_default();
+    let nonce = crypto::random_string(NONCE_ALPHABET, 10)?;
+    let m = mac(key, ts, &nonce, method, &request_uri, &host, port);
+    Ok(format!(
+        "MAC id=\"{access_token}\"{separator}ts=\"{ts}\"{separator}nonce=\"{nonce}\"{separator}mac=\"{m}\""
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authorize and callback
+
+/// `GET /saison/authorize`.
+pub async fn authorize(app: &App, req: Request) -> Response<Body> {
+    web::respond(Format::Html, authorize_flow(app, &req).await)
+}
+
+async fn authorize_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+    let s = &app.saison;
+    let q = Params::from_query(req)?;
+    let member = match q.get("member") {
+        Some(m) if s.members.iter().any(|x| x == m) => m.to_owned(),
+        Some(m) => {
+            return Err(Error::NotFound(format!(
+                "`{}` is not a member this app serves",
+                web::printable(m)
+            )));
+        }
+        None => s.members[0].clone(),
+    };
+    let mut data = Map::new();
+    data.insert("member".into(), member.clone().into());
+    let state = flow::begin(app, PLATFORM, data).await?;
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    let keys = app.secrets.app_keys().await?;
+    let mut url = url::Url::parse(&format!("{}/auth/screen/{member}/authorize", s.api_base))
+        .map_err(|_| Error::Internal("bad Saison base".into()))?;
+    {
+        let mut pairs = url.query_pairs_mut();
+        pairs.append_pair("client_id", &creds.client_id);
+        pairs.append_pair("response_type", "code");
+        if let Some(scope) = &s.scopes {
+            pairs.append_pair("scope", scope);
+        }
+        if s.send_redirect_uri {
+            pairs.append_pair("redirect_uri", &app.public_url(req, "/saison/callback")?);
+        }
+        if s.send_state {
+            pairs.append_pair("state", &state);
+        }
+    }
+    let mut resp = web::redirect(url.as_str())?;
+    web::set_cookie(&mut resp, &STATE_COOKIE.set(app, &keys, &state))?;
+    Ok(resp)
+}
+
+/// `GET /saison/callback`.
+pub async fn callback(app: &App, req: Request) -> Response<Body> {
+    web::respond(Format::Html, callback_flow(app, &req).await)
+}
+
+#[derive(Deserialize)]
+struct TokenReply {
+    access_token: String,
+    expires_in: Option<i64>,
+    refresh_token: Option<String>,
+    mac_key: Option<String>,
+}
+
+async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+    let q = Params::from_query(req)?;
+    if let Some(error) = q.get("error") {
+        return Err(Error::BadRequest(format!(
+            "Saison answered `{}`; start again",
+            web::printable(error)
+        )));
+    }
+    let code = q.require("code")?;
+    let keys = app.secrets.app_keys().await?;
+    let bound = STATE_COOKIE.read(app, &keys, req)?;
+    if let Some(echoed) = q.get("state") {
+        if aws_lc_rs::constant_time::verify_slices_are_equal(echoed.as_bytes(), bound.as_bytes())
+            .is_err()
+        {
+            return Err(Error::BadRequest(
+                "this answer belongs to a flow started in another browser; start again".into(),
+            ));
+        }
+    } else if app.saison.send_state {
+        return Err(Error::BadRequest("parameter `state` is missing".into()));
+    }
+    let state = flow::consume(app, PLATFORM, &bound).await?;
+    let member = state
+        .get("member")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::Internal("state without member".into()))?
+        .to_owned();
+
+    let mark = Item::new(
+        Key::new(
+            format!("code#{PLATFORM}"),
+            hex::encode(crypto::sha256(code.as_bytes())),
+        ),
+        Map::new(),
+    )
+    .expiring_at(now() + CODE_MARK_TTL_SECONDS);
+    match app.store.put(&mark, Condition::Absent).await {
+        Ok(()) => {}
+        Err(StoreError::ConditionFailed) => {
+            return Err(Error::Conflict(
+                "this authorization code was used already".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let grant = match token_call(app, &[("grant_type", "authorization_code"), ("code", code)]).await
+    {
+        Ok(reply) => grant_of(reply),
+        Err(e) => {
+            let _ = app.store.take(&mark.key).await;
+            return Err(match e {
+                RefreshError::InvalidGrant => {
+                    Error::BadRequest("Saison refused the authorization code; start again".into())
+                }
+                RefreshError::Failed(e) => e,
+            });
+        }
+    };
+    let key = connection_key(&member);
+    let mut attrs = Map::new();
+    attrs.insert("member".into(), member.clone().into());
+    attrs.insert("connected_at".into(), now().into());
+    refresh::seal(&keys, &key, &grant, &mut attrs)?;
+    app.store
+        .put(&Item::new(key, attrs), Condition::Always)
+        .await?;
+    tracing::info!(member, "saison connection stored");
+
+    let profile = match call(app, &member, "GET", "/auth/account/profile", None).await {
+        Ok(v) => render_profile(&v),
+        Err(e) => {
+            tracing::warn!(error = %e, "saison profile request failed");
+            format!(
+                "<p>The profile could not be read right now ({}).</p>",
+                web::escape(&e.public_message())
+            )
+        }
+    };
+    let mut resp = web::html_page(
+        StatusCode::OK,
+        "Connected to Saison",
+        &format!(
+            "<p>Gatehouse is connected for member <code>{}</code>.</p><h2>Profile</h2>{profile}",
+            web::escape(&member)
+        ),
+    );
+    web::set_cookie(&mut resp, &STATE_COOKIE.clear(app))?;
+    Ok(resp)
+}
+
+fn render_profile(profile: &Value) -> String {
+    let rows: String = match profile.as_object() {
+        Some(map) => map
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                format!(
+                    "<tr><th>{}</th><td>{}</td></tr>",
+                    web::escape(k),
+                    web::escape(&v)
+                )
+            })
+            .collect(),
+        None => String::new(),
+    };
+    format!("<table>{rows}</table>")
+}
+
+fn grant_of(reply: TokenReply) -> Grant {
+    Grant {
+        access_token: SecretString::from(reply.access_token),
+        refresh_token: reply.refresh_token.map(SecretString::from),
+        expires_in: reply.expires_in.unwrap_or(3600),
+        extra: reply
+            .mac_key
+            .map(|k| vec![("mac_key", SecretString::from(k))])
+            .unwrap_or_default(),
+    }
+}
+
+/// A call to Saison's token endpoint: form encoding, `X-API-VERSION: 1`, client credentials in
+/// the body.
+async fn token_call(
+    app: &App,
+    form: &[(&str, &str)],
+) -> std::result::Result<TokenReply, RefreshError> {
+    let creds = app
+        .secrets
+        .credentials(PLATFORM)
+        .await
+        .map_err(|e| RefreshError::Failed(e.into()))?;
+    let mut body: Vec<(&str, &str)> = form.to_vec();
+    body.push(("client_id", &creds.client_id));
+    body.push(("client_secret", creds.client_secret.expose_secret()));
+    let encoded = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(body)
+        .finish();
+    let url = format!("{}/auth/token", app.saison.api_base);
+    let resp = app
+        .http
+        .post(&url)
+        .header("X-API-VERSION", API_VERSION)
+        .header(
+            "Content-Type",
+            "application/x-www-form-urlencoded; charset=UTF-8",
+        )
+        .body(encoded)
+        .send()
+        .await
+        .map_err(|e| {
+            RefreshError::Failed(Error::Upstream(format!(
+                "Saison's token endpoint {}",
+                crate::http::describe(&e)
+            )))
+        })?;
+    let status = resp.status();
+    if status.is_success() {
+        return resp.json().await.map_err(|_| {
+            RefreshError::Failed(Error::Upstream(
+                "Saison's token endpoint answered unreadably".into(),
+            ))
+        });
+    }
+    let error = resp
+        .json::<Value>()
+        .await
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned));
+    tracing::warn!(status = status.as_u16(), error = ?error, "saison token call refused");
+    Err(match error.as_deref() {
+        Some("invalid_grant") => RefreshError::InvalidGrant,
+        _ if status.is_client_error() => RefreshError::Failed(Error::BadRequest(
+            "Saison refused the authorization; start again".into(),
+        )),
+        _ => RefreshError::Failed(Error::Upstream(format!(
+            "Saison's token endpoint answered {}",
+            status.as_u16()
+        ))),
+    })
+}
+
+/// Refreshes Saison tokens (`grant_type=refresh_token`).
+pub struct SaisonRefresher;
+
+#[async_trait::async_trait]
+impl Refresher for SaisonRefresher {
+    async fn refresh(
+        &self,
+        app: &App,
+        refresh_token: &SecretString,
+    ) -> std::result::Result<Grant, RefreshError> {
+        token_call(
+            app,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.expose_secret()),
+            ],
+        )
+        .await
+        .map(grant_of)
+    }
+}
+
+/// Calls a Saison API endpoint for `member` with a MAC-signed request (refreshing the token when
+/// due): `GET` with no body, or `POST` with a form body. Returns the JSON answer.
+pub async fn call(
+    app: &App,
+    member: &str,
+    method: &str,
+    path_and_query: &str,
+    form: Option<&[(&str, &str)]>,
+) -> Result<Value> {
+    let key = connection_key(member);
+    let item = refresh::fresh_item(app, &key, &SaisonRefresher).await?;
+    let keys = app.secrets.app_keys().await?;
+    let access = refresh::open(&keys, &item)?.access_token;
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    let mac_key = match app.saison.mac_key {
+        MacKey::ClientSecret => creds.client_secret.clone(),
+        MacKey::TokenMacKey => refresh::open_extra(&keys, &item, "mac_key")?.ok_or_else(|| {
+            Error::Upstream("Saison issued no mac_key, but SAISON_MAC_KEY=mac_key".into())
+        })?,
+    };
+    let url = url::Url::parse(&format!("{}{path_and_query}", app.saison.api_base))
+        .map_err(|_| Error::Internal("bad Saison API path".into()))?;
+    let header = authorization(
+        access.expose_secret(),
+        mac_key.expose_secret().as_bytes(),
+        method,
+        &url,
+        app.saison.mac_separator,
+    )?;
+    let request = match method {
+        "POST" => app.http.post(url.clone()).form(form.unwrap_or_default()),
+        _ => app
+            .http
+            .get(url.clone())
+            .header("Content-Type", "application/x-www-form-urlencoded"),
+    };
+    let resp = request
+        .header("X-API-VERSION", API_VERSION)
+        .header("Authorization", header)
+        .send()
+        .await
+        .map_err(|e| Error::Upstream(format!("the Saison API {}", crate::http::describe(&e))))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(Error::Upstream(format!(
+            "the Saison API answered {}",
+            status.as_u16()
+        )));
+    }
+    resp.json()
+        .await
+        .map_err(|_| Error::Upstream("the Saison API answered unreadably".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Vectors from python3:
+    //   base64.b64encode(hmac.new(b"secret-key", msg.encode(), hashlib.sha256).digest())
+    // with msg = f"{ts}\n{nonce}\n{METHOD}\n{uri}\n{host}\n{port}\n\n" (tests/vectors/saison.py).
+    #[test]
+    fn mac_vectors() {
+        let k = b"secret-key";
+        assert_eq!(
+            mac(
+                k,
+                1732406400,
+                "abcde12345",
+                "GET",
+                "/auth/account/profile",
+                "apit.saisoncard.co.jp",
+                443
+            ),
+            "TWaNmLxz0phZbo8GflQ9Xt2sC1TV5ylFenD9/GJb0fQ="
+        );
+        assert_eq!(
+            mac(
+                k,
+                1732406400,
+                "abcde12345",
+                "get",
+                "/auth/account/profile?info_key=sex%2Cbirthday",
+                "APIT.saisoncard.co.jp",
+                443
+            ),
+            "MqdGOWuhM/qejb00lBAWpUJw9MnAdiH8EW6VVnK/wo8="
+        );
+        assert_eq!(
+            mac(
+                k,
+                1732406401,
+                "ZZ9yy8XX7w",
+                "POST",
+                "/auth/account/profile",
+                "127.0.0.1",
+                3000
+            ),
+            "PGk2PhOPwJiBv/mJ86gmpz30JTibZ3OhUbxVWXKepDY="
+        );
+    }
+
+    #[test]
+    fn headers_name_the_token_and_a_fresh_nonce() {
+        let url = url::Url::parse("https://apit.saisoncard.co.jp/auth/account/profile").unwrap();
+        let a = authorization("tok", b"k", "GET", &url, " ").unwrap();
+        let b = authorization("tok", b"k", "GET", &url, ", ").unwrap();
+        assert!(a.starts_with("MAC id=\"tok\" ts=\""));
+        assert!(b.starts_with("MAC id=\"tok\", ts=\""));
+        let nonce = |h: &str| h.split("nonce=\"").nth(1).unwrap()[..10].to_owned();
+        assert_ne!(nonce(&a), nonce(&b));
+        assert!(nonce(&a).bytes().all(|c| c.is_ascii_alphanumeric()));
+        let (uri, host, port) =
+            mac_target(&url::Url::parse("http://127.0.0.1:3000/p?q=1").unwrap()).unwrap();
+        assert_eq!(
+            (uri.as_str(), host.as_str(), port),
+            ("/p?q=1", "127.0.0.1", 3000)
+        );
+    }
+}
