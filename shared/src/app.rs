@@ -61,7 +61,7 @@ impl App {
                 table.clone(),
             )),
             _ => Arc::new(
-                EmbeddedStore::open(config.data_dir.join("store.redb")).map_err(|e| {
+                EmbeddedStore::open(config.data_dir.join("store.sqlite3")).map_err(|e| {
                     ConfigError {
                         name: "GATEHOUSE_DATA_DIR".into(),
                         problem: e.to_string(),

@@ -4,7 +4,9 @@
 //! gives every test a table of its own, so the tests run in parallel.
 
 use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue::{self, Bool, L, M, N, S};
 use gatehouse::store::{
@@ -47,6 +49,36 @@ macro_rules! conformance {
     };
 }
 
+/// Generates, for every check of two stores over the same data, one test per store: two
+/// embedded stores opened on one file, two DynamoDB stores (each with its own client) on one
+/// table. Local processes share a file as deployed functions share a table.
+macro_rules! conformance_pairs {
+    ($($check:ident),+ $(,)?) => {
+        mod embedded_pair {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    let dir = tempfile::tempdir().expect("temporary directory");
+                    let first = super::embedded_store(&dir);
+                    let second = super::embedded_store(&dir);
+                    super::$check(first, second).await;
+                }
+            )+
+        }
+        mod dynamo_pair {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    if let Some(table) = super::DynamoTable::create().await {
+                        let second = table.second_store().await;
+                        super::$check(table.store(), second).await;
+                    }
+                }
+            )+
+        }
+    };
+}
+
 conformance!(
     round_trip,
     get_missing,
@@ -63,6 +95,12 @@ conformance!(
     invalid_key,
     concurrent_takes,
     concurrent_creates,
+);
+
+conformance_pairs!(
+    pair_sees_writes,
+    pair_concurrent_takes,
+    pair_concurrent_creates,
 );
 
 // ---- the checks ----
@@ -263,9 +301,77 @@ async fn invalid_key(store: Shared) {
 }
 
 async fn concurrent_takes(store: Shared) {
-    let item = flow_state("s1", "verifier");
-    store.put(&item, Condition::Always).await.expect("put");
-    let taken = race(&store, |store, _| {
+    takes_race(&[store], "s1").await;
+}
+
+async fn concurrent_creates(store: Shared) {
+    creates_race(&[store], "s1").await;
+}
+
+/// What one store writes, takes or removes, the other sees at once.
+async fn pair_sees_writes(first: Shared, second: Shared) {
+    let item = flow_state("s1", "verifier").expiring_at(now() + 600);
+    first.put(&item, Condition::Always).await.expect("put");
+    assert_eq!(
+        second.get(&item.key).await.expect("get"),
+        Some(item.clone())
+    );
+    assert_eq!(
+        second.query("state").await.expect("query"),
+        vec![item.clone()]
+    );
+
+    // A conditional create sees the other store's item.
+    assert_condition_failed(
+        second
+            .put(&flow_state("s1", "other"), Condition::Absent)
+            .await,
+    );
+
+    // A transition by one store is the state the other compares against.
+    let key = Key::new("install#momo", "tenant-1");
+    let pending = Item::new(key.clone(), object(json!({"status": "pending"})));
+    second.put(&pending, Condition::Always).await.expect("put");
+    let active = Item::new(key.clone(), object(json!({"status": "active"})));
+    let pending_only = Condition::AttrEquals("status".into(), json!("pending"));
+    first
+        .put(&active, pending_only.clone())
+        .await
+        .expect("transition");
+    assert_condition_failed(second.put(&pending, pending_only).await);
+    assert_eq!(second.get(&key).await.expect("get"), Some(active));
+
+    // Taken by one, gone for both.
+    assert_eq!(
+        second.take(&item.key).await.expect("take"),
+        Some(item.clone())
+    );
+    assert_eq!(first.take(&item.key).await.expect("take again"), None);
+    assert_eq!(first.get(&item.key).await.expect("get"), None);
+}
+
+/// How many races the checks of two stores run, each on a key of its own: the two stores'
+/// first racers meet only now and then in one race, but nearly surely in some of them.
+const PAIR_ROUNDS: usize = 10;
+
+async fn pair_concurrent_takes(first: Shared, second: Shared) {
+    for round in 0..PAIR_ROUNDS {
+        takes_race(&[first.clone(), second.clone()], &format!("s{round}")).await;
+    }
+}
+
+async fn pair_concurrent_creates(first: Shared, second: Shared) {
+    for round in 0..PAIR_ROUNDS {
+        creates_race(&[first.clone(), second.clone()], &format!("s{round}")).await;
+    }
+}
+
+/// `RACERS` concurrent takes of one item (state `state`), spread over `stores`: exactly one
+/// gets it.
+async fn takes_race(stores: &[Shared], state: &str) {
+    let item = flow_state(state, "verifier");
+    stores[0].put(&item, Condition::Always).await.expect("put");
+    let taken = race(stores, |store, _| {
         let key = item.key.clone();
         async move { store.take(&key).await }
     })
@@ -277,10 +383,12 @@ async fn concurrent_takes(store: Shared) {
     assert_eq!(winners, vec![item]);
 }
 
-async fn concurrent_creates(store: Shared) {
-    let results = race(&store, |store, i| async move {
-        let item = flow_state("s1", &format!("racer-{i}"));
-        store.put(&item, Condition::Absent).await.map(|()| item)
+/// `RACERS` concurrent creates of one key (state `state`), spread over `stores`: exactly one
+/// succeeds, and its item is the one every store reads.
+async fn creates_race(stores: &[Shared], state: &str) {
+    let results = race(stores, |store, i| {
+        let item = flow_state(state, &format!("racer-{i}"));
+        async move { store.put(&item, Condition::Absent).await.map(|()| item) }
     })
     .await;
     let mut winners = Vec::new();
@@ -292,8 +400,10 @@ async fn concurrent_creates(store: Shared) {
         }
     }
     assert_eq!(winners.len(), 1, "exactly one creator wins");
-    let stored = store.get(&winners[0].key).await.expect("get");
-    assert_eq!(stored.as_ref(), winners.first());
+    for store in stores {
+        let stored = store.get(&winners[0].key).await.expect("get");
+        assert_eq!(stored.as_ref(), winners.first());
+    }
 }
 
 // ---- embedded only ----
@@ -301,7 +411,7 @@ async fn concurrent_creates(store: Shared) {
 #[tokio::test]
 async fn embedded_survives_reopen() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let path = dir.path().join("nested/dir/store.redb");
+    let path = dir.path().join("nested/dir/store.sqlite3");
     let item = flow_state("s1", "kept");
     {
         let store = EmbeddedStore::open(&path).expect("open");
@@ -309,6 +419,355 @@ async fn embedded_survives_reopen() {
     }
     let store = EmbeddedStore::open(&path).expect("reopen");
     assert_eq!(store.get(&item.key).await.expect("get"), Some(item));
+}
+
+/// Processes started together (`cargo lambda watch` starts every function at once) may all
+/// open a file that does not exist yet: each open succeeds and they share one table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_concurrent_first_opens() {
+    const OPENERS: usize = 8;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("store.sqlite3");
+    let barrier = Arc::new(std::sync::Barrier::new(OPENERS));
+    let openers: Vec<_> = (0..OPENERS)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                EmbeddedStore::open(path)
+            })
+        })
+        .collect();
+    let stores: Vec<Shared> = openers
+        .into_iter()
+        .map(|opener| Arc::new(opener.join().expect("opener").expect("open")) as Shared)
+        .collect();
+    for (i, store) in stores.iter().enumerate() {
+        let item = Item::new(Key::new("p", format!("{i}")), object(json!({})));
+        store.put(&item, Condition::Absent).await.expect("put");
+    }
+    for store in &stores {
+        assert_eq!(store.query("p").await.expect("query").len(), OPENERS);
+    }
+}
+
+/// Names the store file `embedded_other_process_child` works on; only set for that child.
+const CHILD_STORE: &str = "GATEHOUSE_TEST_CHILD_STORE";
+/// Keys each process races for in `embedded_other_process`, one per round.
+const CROSS_KEYS: usize = 40;
+/// How long one round of that race lasts: both processes start a round's calls at its first
+/// microsecond, so that they hit the same key at the same time.
+const CROSS_ROUND: Duration = Duration::from_millis(5);
+/// How long the parent waits for any one step of the child before failing.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Another OS process on the same file, as under `cargo lambda watch`: this test binary run
+/// again as `embedded_other_process_child`. Each sees the other's writes at once while both
+/// hold the file open, and when both race for the same keys (creates and takes, each key at one
+/// agreed instant) every key has exactly one winner across the two processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_other_process() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("store.sqlite3");
+    let store: Shared = Arc::new(EmbeddedStore::open(&path).expect("open"));
+    store
+        .put(&flow_state("from-parent", "parent"), Condition::Always)
+        .await
+        .expect("put");
+    for i in 0..CROSS_KEYS {
+        let item = Item::new(Key::new("cross-take", i.to_string()), object(json!({})));
+        store.put(&item, Condition::Always).await.expect("put");
+    }
+
+    let mut child = ChildProcess::spawn(&path);
+    child.expect("ready").await;
+    // Written by the child, which still holds the file open.
+    let from_child = flow_state("from-child", "child");
+    assert_eq!(
+        store.get(&from_child.key).await.expect("get"),
+        Some(from_child)
+    );
+
+    let start = unix_micros() + 300_000;
+    child.say(&format!("go {start}"));
+    let mine = cross_race(&store, "parent", start).await;
+    let theirs = CrossWins::parse(&child.expect("won").await);
+    for i in 0..CROSS_KEYS {
+        let created = [mine.created.contains(&i), theirs.created.contains(&i)];
+        let taken = [mine.taken.contains(&i), theirs.taken.contains(&i)];
+        assert_eq!(
+            created.iter().filter(|won| **won).count(),
+            1,
+            "create {i}: {created:?}"
+        );
+        assert_eq!(
+            taken.iter().filter(|won| **won).count(),
+            1,
+            "take {i}: {taken:?}"
+        );
+        let winner = if created[0] { "parent" } else { "child" };
+        let stored = store
+            .get(&Key::new("cross-create", i.to_string()))
+            .await
+            .expect("get")
+            .expect("created");
+        assert_eq!(stored.str("by"), Some(winner), "create {i}");
+    }
+    assert_eq!(store.query("cross-take").await.expect("query"), vec![]);
+
+    // The other way round, after the race: the child sees what the parent writes now.
+    store
+        .put(&flow_state("late", "parent"), Condition::Always)
+        .await
+        .expect("put");
+    child.say("check");
+    child.expect("done").await;
+    child.finish().await;
+    // The file is whole after the child has closed it.
+    assert_eq!(
+        store
+            .take(&Key::new("state", "from-child"))
+            .await
+            .expect("take")
+            .map(|item| item.attrs),
+        Some(flow_state("from-child", "child").attrs)
+    );
+}
+
+/// The other process of `embedded_other_process`; without `GATEHOUSE_TEST_CHILD_STORE` it
+/// does nothing. It talks to the parent in lines: it writes `CHILD <word> …` to stdout (among
+/// and within the test harness's own lines) and reads the parent's lines from stdin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of embedded_other_process, which runs it"]
+async fn embedded_other_process_child() {
+    let Some(path) = std::env::var_os(CHILD_STORE) else {
+        return;
+    };
+    let store: Shared = Arc::new(EmbeddedStore::open(&path).expect("child opens the store"));
+    let from_parent = flow_state("from-parent", "parent");
+    assert_eq!(
+        store.get(&from_parent.key).await.expect("get"),
+        Some(from_parent)
+    );
+    store
+        .put(&flow_state("from-child", "child"), Condition::Always)
+        .await
+        .expect("put");
+    child_says("ready");
+
+    let go = parent_line();
+    let start: u128 = go
+        .strip_prefix("go ")
+        .and_then(|start| start.parse().ok())
+        .unwrap_or_else(|| panic!("expected `go <start>`, got {go:?}"));
+    let wins = cross_race(&store, "child", start).await;
+    child_says(&format!("won {}", wins.format()));
+
+    assert_eq!(parent_line(), "check");
+    let late = flow_state("late", "parent");
+    assert_eq!(store.get(&late.key).await.expect("get"), Some(late));
+    child_says("done");
+}
+
+/// The keys one process won in the race of `embedded_other_process`.
+#[derive(Debug, Default)]
+struct CrossWins {
+    created: BTreeSet<usize>,
+    taken: BTreeSet<usize>,
+}
+
+impl CrossWins {
+    /// `created=1,2 taken=3` (a list may be empty).
+    fn format(&self) -> String {
+        let list = |set: &BTreeSet<usize>| {
+            set.iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!(
+            "created={} taken={}",
+            list(&self.created),
+            list(&self.taken)
+        )
+    }
+
+    fn parse(line: &str) -> Self {
+        let list = |field: &str, prefix: &str| -> BTreeSet<usize> {
+            let values = field
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("expected {prefix}…, got {line:?}"));
+            values
+                .split(',')
+                .filter(|value| !value.is_empty())
+                .map(|value| value.parse().expect("key index"))
+                .collect()
+        };
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [created, taken] = fields[..] else {
+            panic!("expected two fields, got {line:?}");
+        };
+        Self {
+            created: list(created, "created="),
+            taken: list(taken, "taken="),
+        }
+    }
+}
+
+/// In round `i` (the rounds start at `start`, unix microseconds), tries to create
+/// `cross-create/<i>` and to take `cross-take/<i>`; the other process does the same at the same
+/// time.
+async fn cross_race(store: &Shared, who: &str, start: u128) -> CrossWins {
+    let mut wins = CrossWins::default();
+    for i in 0..CROSS_KEYS {
+        let round = start + i as u128 * CROSS_ROUND.as_micros();
+        tokio::task::spawn_blocking(move || wait_until(round))
+            .await
+            .expect("wait");
+        let item = Item::new(
+            Key::new("cross-create", i.to_string()),
+            object(json!({"by": who})),
+        );
+        match store.put(&item, Condition::Absent).await {
+            Ok(()) => {
+                wins.created.insert(i);
+            }
+            Err(StoreError::ConditionFailed) => {}
+            Err(other) => panic!("{who}: create {i}: {other:?}"),
+        }
+        let key = Key::new("cross-take", i.to_string());
+        if store.take(&key).await.expect("take").is_some() {
+            wins.taken.insert(i);
+        }
+    }
+    wins
+}
+
+fn unix_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros()
+}
+
+/// Blocks until `instant` (unix microseconds), to the microsecond or so: a sleep would wake
+/// up to a millisecond late, longer than a call takes, and the two processes would not meet.
+fn wait_until(instant: u128) {
+    loop {
+        let left = instant.saturating_sub(unix_micros());
+        match left {
+            0 => return,
+            1..2_000 => std::hint::spin_loop(),
+            _ => std::thread::sleep(Duration::from_micros((left - 1_000) as u64)),
+        }
+    }
+}
+
+/// In the child: one line to the parent.
+fn child_says(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "CHILD {line}").expect("stdout");
+    stdout.flush().expect("stdout");
+}
+
+/// In the child: the parent's next line (the parent going away ends the child's test).
+fn parent_line() -> String {
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line).expect("stdin");
+    assert!(read > 0, "the parent closed stdin");
+    line.trim_end().to_owned()
+}
+
+/// The child process of `embedded_other_process`, killed if the test ends before it does.
+struct ChildProcess {
+    process: std::process::Child,
+    stdin: std::process::ChildStdin,
+    said: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl ChildProcess {
+    fn spawn(path: &std::path::Path) -> Self {
+        let mut process = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "store::embedded_other_process_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_STORE, path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the child process");
+        let stdin = process.stdin.take().expect("child stdin");
+        let stdout = process.stdout.take().expect("child stdout");
+        let (tx, said) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+                let Ok(line) = line else { break };
+                // Not always at the start: the harness's `test … ... ` precedes the first.
+                if let Some((_, line)) = line.split_once("CHILD ")
+                    && tx.send(line.to_owned()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Self {
+            process,
+            stdin,
+            said,
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write to the child");
+        self.stdin.flush().expect("write to the child");
+    }
+
+    /// The rest of the child's next line, which must start with `word`.
+    async fn expect(&mut self, word: &str) -> String {
+        let line = tokio::time::timeout(CHILD_TIMEOUT, self.said.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the child did not say `{word}` in time"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the child ended before saying `{word}` ({:?}; its panic is above)",
+                    self.process.try_wait()
+                )
+            });
+        match line.split_once(' ') {
+            Some((said, rest)) if said == word => rest.to_owned(),
+            None if line == word => String::new(),
+            _ => panic!("expected `{word}` from the child, got {line:?}"),
+        }
+    }
+
+    /// Waits for the child to exit, which it must do successfully.
+    async fn finish(&mut self) {
+        let deadline = tokio::time::Instant::now() + CHILD_TIMEOUT;
+        loop {
+            if let Some(status) = self.process.try_wait().expect("child status") {
+                assert!(status.success(), "the child failed: {status}");
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the child did not exit in time"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.process.try_wait() {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
 }
 
 // ---- DynamoDB only ----
@@ -404,7 +863,7 @@ fn assert_invalid<T: std::fmt::Debug>(result: Result<T, StoreError>) {
 }
 
 fn embedded_store(dir: &tempfile::TempDir) -> Shared {
-    Arc::new(EmbeddedStore::open(dir.path().join("store.redb")).expect("open embedded store"))
+    Arc::new(EmbeddedStore::open(dir.path().join("store.sqlite3")).expect("open embedded store"))
 }
 
 /// A fresh DynamoDB table for one test.
@@ -423,6 +882,12 @@ impl DynamoTable {
 
     fn store(&self) -> Shared {
         Arc::new(DynamoStore::new(self.client.clone(), &self.name))
+    }
+
+    /// A store on the same table through a client of its own (its own connections).
+    async fn second_store(&self) -> Shared {
+        let client = support::dynamo_client().await.expect("DynamoDB client");
+        Arc::new(DynamoStore::new(client, &self.name))
     }
 
     /// The item at `key` as DynamoDB holds it, read without the store.
@@ -456,9 +921,9 @@ fn flow_state(state: &str, verifier: &str) -> Item {
     )
 }
 
-/// Runs `RACERS` copies of `call` at once (released together by a barrier) and returns their
-/// results.
-async fn race<T, F, Fut>(store: &Shared, call: F) -> Vec<Result<T, StoreError>>
+/// Runs `RACERS` copies of `call` at once (released together by a barrier), racer `i` on store
+/// `i % stores.len()`, and returns their results.
+async fn race<T, F, Fut>(stores: &[Shared], call: F) -> Vec<Result<T, StoreError>>
 where
     T: Send + 'static,
     F: Fn(Shared, usize) -> Fut,
@@ -468,7 +933,7 @@ where
     let mut racers = JoinSet::new();
     for i in 0..RACERS {
         let barrier = Arc::clone(&barrier);
-        let racer = call(Arc::clone(store), i);
+        let racer = call(Arc::clone(&stores[i % stores.len()]), i);
         racers.spawn(async move {
             barrier.wait().await;
             racer.await

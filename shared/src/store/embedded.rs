@@ -1,80 +1,173 @@
-//! The embedded store (local): one redb file, so the local server keeps its installs and
-//! sessions across restarts without any service running.
+//! The embedded store (local): one SQLite file, so the local server keeps its installs and
+//! sessions across restarts without any service running, and several processes may use it at
+//! once (`cargo lambda watch` runs every function as a process of its own over one data dir, and
+//! the local server may run beside it).
 //!
-//! Every conditional write and every `take` reads, checks and writes inside one write
-//! transaction; redb runs write transactions one at a time, which gives the contract's
-//! "exactly one of concurrent callers" without any lock of our own. redb blocks on disk I/O, so
-//! each call runs on tokio's blocking pool.
+//! - One table, `items`, keyed by `(pk, sk)`; the attributes are a JSON text, the expiry an
+//!   integer. SQLite compares TEXT with its BINARY collation, byte by byte over the UTF-8, as
+//!   DynamoDB orders sort keys, so `ORDER BY sk` is DynamoDB's order.
+//! - WAL journal: readers never wait for the writer, and a write is seen by every connection,
+//!   in this process or another, as soon as it commits.
+//! - The exactly-one guarantees come from SQLite's own lock on the file, which every process
+//!   takes: `take` is one `DELETE … RETURNING` statement, and a conditional write reads, checks
+//!   and writes inside one `BEGIN IMMEDIATE` transaction, which takes the write lock before
+//!   reading, so no other writer can come between the check and the write.
+//! - A caller that finds the file locked waits for it up to [`BUSY_TIMEOUT`]; past that the call
+//!   fails with [`StoreError::Unavailable`].
+//!
+//! Each [`EmbeddedStore`] has one connection behind a mutex; SQLite blocks on disk I/O and on
+//! that lock, so every call runs on tokio's blocking pool.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value};
 
 use super::{Condition, Item, Key, Store, StoreError, check_key, check_pk, check_put, now};
 
-/// Items by `(pk, sk)`. redb orders tuple keys element by element and strings by their bytes,
-/// as DynamoDB orders sort keys, so a partition is one contiguous range in sort-key order.
-const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items");
+/// How long a call waits for another connection's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The stored value: JSON of the attributes and the expiry (the key is the table's key).
-#[derive(Serialize, Deserialize)]
-struct Record<A> {
-    attrs: A,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    expires_at: Option<i64>,
-}
+/// The layout this code reads and writes, kept in the file's `user_version`.
+const SCHEMA_VERSION: i64 = 1;
 
 /// The store in a file on local disk.
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    conn: Arc<Mutex<Connection>>,
+    path: Arc<Path>,
 }
 
 impl EmbeddedStore {
-    /// Opens the store at `path`, creating the file and its directories if needed. A file can be
-    /// open only once at a time (redb locks it).
+    /// Opens the store at `path`, creating the file and its directories if needed. Any number of
+    /// stores, in this process or others, may have the same file open at once.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
+        Self::open_with_timeout(path.as_ref(), BUSY_TIMEOUT)
+    }
+
+    fn open_with_timeout(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let db = Database::create(path).map_err(unavailable)?;
-        // Create the table once here, so that a read never finds it missing.
-        let txn = db.begin_write().map_err(unavailable)?;
-        txn.open_table(ITEMS).map_err(unavailable)?;
-        txn.commit().map_err(unavailable)?;
-        Ok(Self { db: Arc::new(db) })
+        let fail = |e: rusqlite::Error| unavailable(path, e);
+        let mut conn = Connection::open(path).map_err(fail)?;
+        conn.busy_timeout(busy_timeout).map_err(fail)?;
+        // Reading first also opens the WAL of a file that has one, so that opening a file that
+        // is set up takes no write lock and never waits for another process's write.
+        if schema_version(&conn).map_err(fail)? == 0 {
+            set_up(&mut conn, path).map_err(fail)?;
+        }
+        match schema_version(&conn).map_err(fail)? {
+            SCHEMA_VERSION => {}
+            other => {
+                return Err(StoreError::Unavailable(format!(
+                    "embedded store {}: its layout is version {other}, this build knows {SCHEMA_VERSION}",
+                    path.display()
+                )));
+            }
+        }
+        // In WAL mode, NORMAL loses no committed write when a process dies; only a power cut
+        // may undo the last few commits, a fair price locally for not syncing on every commit.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(fail)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.into(),
+        })
     }
 
-    /// Runs blocking redb `work` on tokio's blocking pool.
+    /// Runs blocking SQLite `work` on this store's connection, on tokio's blocking pool.
     async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, Failure> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || work(&db))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("embedded store task failed: {e}")))?
+        let conn = Arc::clone(&self.conn);
+        let path = Arc::clone(&self.path);
+        tokio::task::spawn_blocking(move || {
+            // A panic while the lock was held leaves nothing half done: an open transaction is
+            // rolled back when its guard drops, so the connection stays usable.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut conn).map_err(|failure| match failure {
+                Failure::Store(e) => e,
+                Failure::Sqlite(e) => unavailable(&path, e),
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("embedded store task failed: {e}")))?
     }
 }
+
+/// The layout version of the file: 0 for a new one, else [`SCHEMA_VERSION`] or a later one.
+fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Sets up a new file: WAL journal, the table, the layout version. Openers racing on a new
+/// file (`cargo lambda watch` starts every function at once) take turns on the write lock, and
+/// whoever comes second finds the work done.
+fn set_up(conn: &mut Connection, path: &Path) -> rusqlite::Result<()> {
+    // WAL is a property of the file, kept once set. Where it cannot be used (some network file
+    // systems) SQLite stays in its rollback journal, as correct, only slower under contention.
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "the embedded store is not in WAL mode");
+    }
+    let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if schema_version(&txn)? == 0 {
+        txn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS items (
+                pk TEXT NOT NULL,
+                sk TEXT NOT NULL,
+                attrs TEXT NOT NULL,
+                expires_at INTEGER,
+                PRIMARY KEY (pk, sk)
+            ) WITHOUT ROWID;",
+        )?;
+        txn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    txn.commit()
+}
+
+/// Why a unit of work failed: a store answer, or SQLite (mapped once the path is at hand).
+enum Failure {
+    Store(StoreError),
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// The columns every read selects, in this order, for [`row_item`].
+const COLUMNS: &str = "pk, sk, attrs, expires_at";
 
 #[async_trait::async_trait]
 impl Store for EmbeddedStore {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
         check_key(key)?;
         let key = key.clone();
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let table = txn.open_table(ITEMS).map_err(unavailable)?;
-            let found = table
-                .get((key.pk.as_str(), key.sk.as_str()))
-                .map_err(unavailable)?;
-            let item = found.map(|value| decode(&key, value.value())).transpose()?;
+        self.run(move |conn| {
+            let item = conn
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk = ?2"),
+                    params![key.pk, key.sk],
+                    row_item,
+                )
+                .optional()?
+                .transpose()?;
             Ok(item.filter(|item| item.is_live(now())))
         })
         .await
@@ -82,31 +175,40 @@ impl Store for EmbeddedStore {
 
     async fn put(&self, item: &Item, condition: Condition) -> Result<(), StoreError> {
         check_put(item, &condition)?;
-        let bytes = serde_json::to_vec(&Record {
-            attrs: &item.attrs,
-            expires_at: item.expires_at,
-        })
-        .map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let key = item.key.clone();
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            {
-                let mut table = txn.open_table(ITEMS).map_err(unavailable)?;
-                let at = (key.pk.as_str(), key.sk.as_str());
-                if condition != Condition::Always {
-                    let current = table
-                        .get(at)
-                        .map_err(unavailable)?
-                        .map(|value| decode(&key, value.value()))
-                        .transpose()?
-                        .filter(|item| item.is_live(now()));
-                    if !holds(&condition, current.as_ref()) {
-                        return Err(StoreError::ConditionFailed);
-                    }
-                }
-                table.insert(at, bytes.as_slice()).map_err(unavailable)?;
+        let attrs =
+            serde_json::to_string(&item.attrs).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let item = item.clone();
+        self.run(move |conn| {
+            let write = |conn: &Connection| {
+                conn.execute(
+                    "INSERT OR REPLACE INTO items (pk, sk, attrs, expires_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![item.key.pk, item.key.sk, attrs, item.expires_at],
+                )
+            };
+            if condition == Condition::Always {
+                // One statement is atomic by itself.
+                write(conn)?;
+                return Ok(());
             }
-            txn.commit().map_err(unavailable)
+            // IMMEDIATE takes the write lock before the read, so the check still holds when the
+            // write lands; dropping the transaction without commit rolls it back.
+            let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current = txn
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk = ?2"),
+                    params![item.key.pk, item.key.sk],
+                    row_item,
+                )
+                .optional()?
+                .transpose()?
+                .filter(|item| item.is_live(now()));
+            if !holds(&condition, current.as_ref()) {
+                return Err(StoreError::ConditionFailed.into());
+            }
+            write(&txn)?;
+            txn.commit()?;
+            Ok(())
         })
         .await
     }
@@ -114,16 +216,17 @@ impl Store for EmbeddedStore {
     async fn take(&self, key: &Key) -> Result<Option<Item>, StoreError> {
         check_key(key)?;
         let key = key.clone();
-        self.run(move |db| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let removed = txn
-                .open_table(ITEMS)
-                .map_err(unavailable)?
-                .remove((key.pk.as_str(), key.sk.as_str()))
-                .map_err(unavailable)?
-                .map(|value| decode(&key, value.value()))
+        self.run(move |conn| {
+            // One statement, so one write lock: of concurrent takers, in any process, only the
+            // first finds the row. An expired item is removed too, but returned to no one.
+            let removed = conn
+                .query_row(
+                    &format!("DELETE FROM items WHERE pk = ?1 AND sk = ?2 RETURNING {COLUMNS}"),
+                    params![key.pk, key.sk],
+                    row_item,
+                )
+                .optional()?
                 .transpose()?;
-            txn.commit().map_err(unavailable)?;
             Ok(removed.filter(|item| item.is_live(now())))
         })
         .await
@@ -132,22 +235,16 @@ impl Store for EmbeddedStore {
     async fn query(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
         check_pk(pk)?;
         let pk = pk.to_owned();
-        self.run(move |db| {
-            let txn = db.begin_read().map_err(unavailable)?;
-            let table = txn.open_table(ITEMS).map_err(unavailable)?;
-            let now = now();
+        self.run(move |conn| {
+            let mut statement = conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM items
+                 WHERE pk = ?1 AND (expires_at IS NULL OR expires_at > ?2)
+                 ORDER BY sk"
+            ))?;
+            let rows = statement.query_map(params![pk, now()], row_item)?;
             let mut items = Vec::new();
-            // Sort keys are never empty, so `(pk, "")` sorts before the partition's first item.
-            for entry in table.range((pk.as_str(), "")..).map_err(unavailable)? {
-                let (key, value) = entry.map_err(unavailable)?;
-                let (item_pk, sk) = key.value();
-                if item_pk != pk {
-                    break;
-                }
-                let item = decode(&Key::new(item_pk, sk), value.value())?;
-                if item.is_live(now) {
-                    items.push(item);
-                }
+            for row in rows {
+                items.push(row??);
             }
             Ok(items)
         })
@@ -166,17 +263,132 @@ fn holds(condition: &Condition, current: Option<&Item>) -> bool {
     }
 }
 
-/// The item stored at `key` as `bytes`.
-fn decode(key: &Key, bytes: &[u8]) -> Result<Item, StoreError> {
-    let record: Record<Map<String, Value>> = serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Unavailable(format!("a stored item cannot be read: {e}")))?;
-    Ok(Item {
-        key: key.clone(),
-        attrs: record.attrs,
-        expires_at: record.expires_at,
-    })
+/// The item in a row of [`COLUMNS`]; the outer error is SQLite's, the inner one a stored value
+/// that is not the JSON object it should be.
+fn row_item(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Item, StoreError>> {
+    let key = Key::new(row.get::<_, String>(0)?, row.get::<_, String>(1)?);
+    let attrs: String = row.get(2)?;
+    let expires_at: Option<i64> = row.get(3)?;
+    Ok(serde_json::from_str::<Map<String, Value>>(&attrs)
+        .map(|attrs| Item {
+            key,
+            attrs,
+            expires_at,
+        })
+        .map_err(|e| StoreError::Unavailable(format!("a stored item cannot be read: {e}"))))
 }
 
-fn unavailable(error: impl Into<redb::Error>) -> StoreError {
-    StoreError::Unavailable(format!("embedded store: {}", error.into()))
+/// A SQLite failure as the store reports it. The file being locked past the busy timeout is a
+/// failure like any other of the backend: worth retrying later.
+fn unavailable(path: &Path, error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(format!(
+                "embedded store {}: still locked by another connection after waiting: {error}",
+                path.display()
+            ))
+        }
+        Some(ErrorCode::TooBig) => {
+            StoreError::Invalid(format!("embedded store: the item is too big: {error}"))
+        }
+        _ => StoreError::Unavailable(format!("embedded store {}: {error}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn item(sk: &str) -> Item {
+        let Value::Object(attrs) = json!({"v": sk}) else {
+            unreachable!()
+        };
+        Item::new(Key::new("p", sk), attrs)
+    }
+
+    /// Another connection holding the write lock past the timeout makes writes fail as
+    /// `Unavailable`, while opening and reading go on (WAL); once it lets go, writes succeed.
+    #[tokio::test]
+    async fn locked_past_the_timeout_is_unavailable() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("store.sqlite3");
+        let store =
+            EmbeddedStore::open_with_timeout(&path, Duration::from_millis(100)).expect("open");
+        store
+            .put(&item("before"), Condition::Always)
+            .await
+            .expect("put");
+
+        let mut other = Connection::open(&path).expect("second connection");
+        let txn = other
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .expect("hold the write lock");
+        // Opening needs no write lock once the file is set up.
+        let second = EmbeddedStore::open_with_timeout(&path, Duration::from_millis(100))
+            .expect("open under lock");
+        assert_eq!(
+            second
+                .get(&item("before").key)
+                .await
+                .expect("read under lock"),
+            Some(item("before"))
+        );
+        for condition in [Condition::Always, Condition::Absent] {
+            let result = store.put(&item("during"), condition).await;
+            assert!(
+                matches!(&result, Err(StoreError::Unavailable(m)) if m.contains("locked")),
+                "expected Unavailable, got {result:?}"
+            );
+        }
+        let result = store.take(&item("before").key).await;
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert_eq!(
+            store
+                .get(&item("before").key)
+                .await
+                .expect("read under lock"),
+            Some(item("before"))
+        );
+        assert_eq!(store.query("p").await.expect("query under lock").len(), 1);
+
+        txn.rollback().expect("release");
+        store
+            .put(&item("after"), Condition::Absent)
+            .await
+            .expect("put after release");
+    }
+
+    /// A file of a later layout is refused rather than misread.
+    #[test]
+    fn newer_layout_refused() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("store.sqlite3");
+        drop(EmbeddedStore::open(&path).expect("open"));
+        Connection::open(&path)
+            .and_then(|conn| conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1))
+            .expect("bump version");
+        let result = EmbeddedStore::open(&path);
+        assert!(
+            matches!(&result, Err(StoreError::Unavailable(m)) if m.contains("version")),
+            "expected Unavailable"
+        );
+    }
+
+    /// A file that is not SQLite (e.g. the redb file of earlier versions) is an error, not
+    /// overwritten.
+    #[test]
+    fn foreign_file_refused() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("store.sqlite3");
+        std::fs::write(&path, vec![0x5a; 8192]).expect("write");
+        assert!(matches!(
+            EmbeddedStore::open(&path),
+            Err(StoreError::Unavailable(_))
+        ));
+        assert_eq!(std::fs::read(&path).expect("read"), vec![0x5a; 8192]);
+    }
 }
