@@ -4,7 +4,7 @@
 use crate::config::{Config, ConfigError, Vars};
 use crate::secrets::{Secrets, Source};
 use crate::store::{DynamoStore, EmbeddedStore, Store};
-use crate::{haravan, momo, saison, sesami};
+use crate::{haravan, momo, saison, sesami, weblink};
 use lambda_http::Request;
 use std::sync::Arc;
 use url::Url;
@@ -21,6 +21,8 @@ pub struct App {
     pub saison: saison::Settings,
     /// MTN MoMo's settings and cached tokens.
     pub momo: momo::Momo,
+    /// Administrate WebLink's settings, IDP keys and portal lookups.
+    pub weblink: weblink::Weblink,
     /// Installs, sessions, one-time state.
     pub store: Arc<dyn Store>,
     /// App and platform credentials, cached.
@@ -102,6 +104,7 @@ impl App {
             haravan: haravan::Haravan::from_vars(vars)?,
             saison: saison::Settings::from_vars(vars)?,
             momo: momo::Momo::from_vars(vars)?,
+            weblink: weblink::Weblink::from_vars(vars)?,
             secrets: Secrets::new(sources, config.secrets_ttl),
             store,
             http,

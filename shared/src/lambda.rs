@@ -40,10 +40,10 @@ pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Err
     *req.method_mut() = event.request_context.http.method;
     *req.uri_mut() = uri;
     *req.headers_mut() = event.headers;
-    if let Some(cookies) = event.cookies.filter(|c| !c.is_empty()) {
-        if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
-            req.headers_mut().insert(header::COOKIE, v);
-        }
+    if let Some(cookies) = event.cookies.filter(|c| !c.is_empty())
+        && let Ok(v) = HeaderValue::from_str(&cookies.join("; "))
+    {
+        req.headers_mut().insert(header::COOKIE, v);
     }
     req.extensions_mut().insert(RequestInfo {
         domain_name: event.request_context.domain_name,

@@ -29,6 +29,7 @@ pub mod sesami;
 pub mod store;
 pub mod telemetry;
 pub mod web;
+pub mod weblink;
 
 pub use app::App;
 pub use error::{Error, Result};

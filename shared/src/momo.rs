@@ -132,10 +132,10 @@ pub async fn access_token(app: &App, product: &str) -> Result<SecretString> {
     // Holding the container's lock while fetching makes concurrent callers in this container
     // wait for one answer instead of each asking.
     let mut cache = app.momo.tokens.lock().await;
-    if let Some((token, expires_at)) = cache.get(product) {
-        if *expires_at - TOKEN_MARGIN > now() {
-            return Ok(token.clone());
-        }
+    if let Some((token, expires_at)) = cache.get(product)
+        && *expires_at - TOKEN_MARGIN > now()
+    {
+        return Ok(token.clone());
     }
     let (token, expires_at) = shared_token(app, product).await?;
     cache.insert(product.to_owned(), (token.clone(), expires_at));

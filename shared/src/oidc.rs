@@ -192,16 +192,16 @@ pub async fn verify_id_token(
     if iat > now + expect.skew as i64 {
         return Err(refused("was issued in the future (iat)"));
     }
-    if let Some(nonce) = expect.nonce {
-        if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
-            return Err(refused("does not carry this sign-in's nonce"));
-        }
+    if let Some(nonce) = expect.nonce
+        && claims.get("nonce").and_then(Value::as_str) != Some(nonce)
+    {
+        return Err(refused("does not carry this sign-in's nonce"));
     }
     for (claim, value) in [("c_hash", expect.code), ("at_hash", expect.access_token)] {
-        if let (Some(value), Some(hash)) = (value, claims.get(claim)) {
-            if hash.as_str() != Some(half_hash(value).as_str()) {
-                return Err(refused(&format!("`{claim}` does not match")));
-            }
+        if let (Some(value), Some(hash)) = (value, claims.get(claim))
+            && hash.as_str() != Some(half_hash(value).as_str())
+        {
+            return Err(refused(&format!("`{claim}` does not match")));
         }
     }
     Ok(claims)

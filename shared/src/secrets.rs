@@ -132,10 +132,10 @@ impl<T> Cell<T> {
         Fut: std::future::Future<Output = Result<T, SecretsError>>,
     {
         let mut slot = self.slot.lock().await;
-        if let Some((at, value)) = slot.as_ref() {
-            if at.elapsed() < ttl {
-                return Ok(value.clone());
-            }
+        if let Some((at, value)) = slot.as_ref()
+            && at.elapsed() < ttl
+        {
+            return Ok(value.clone());
         }
         match fetch().await {
             Ok(value) => {
@@ -311,9 +311,8 @@ impl Secrets {
 
 /// A platform's secret with random development values, shaped as the platform needs it.
 fn development_secret(name: &str) -> std::io::Result<serde_json::Value> {
-    let random = || {
-        crate::crypto::random_token(32).map_err(|e| std::io::Error::other(e.to_string()))
-    };
+    let random =
+        || crate::crypto::random_token(32).map_err(|e| std::io::Error::other(e.to_string()));
     let hex32 = || {
         crate::crypto::random_bytes(16)
             .map(hex::encode)

@@ -411,12 +411,12 @@ async fn exchange(app: &App, shop_id: &str, code: &str) -> Result<TokenReply> {
     if reply.token.is_empty() {
         return Err(Error::Upstream("Sesami's token reply has no token".into()));
     }
-    if let Some(id) = &reply.client_id {
-        if id != &creds.client_id {
-            return Err(Error::Upstream(
-                "Sesami's token reply names another client".into(),
-            ));
-        }
+    if let Some(id) = &reply.client_id
+        && id != &creds.client_id
+    {
+        return Err(Error::Upstream(
+            "Sesami's token reply names another client".into(),
+        ));
     }
     Ok(reply)
 }

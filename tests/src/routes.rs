@@ -52,6 +52,10 @@ pub fn all() -> Vec<Route> {
         route!(POST "/momo/requesttopay" => "momo-requesttopay", gatehouse::momo::request_to_pay),
         route!(PUT "/momo/callback/{referenceId}" => "momo-callback", gatehouse::momo::callback),
         route!(POST "/momo/callback/{referenceId}" => "momo-callback", gatehouse::momo::callback),
+        route!(POST "/weblink/guest-token" => "weblink-guest-token", gatehouse::weblink::guest_token),
+        route!(GET "/weblink/login" => "weblink-login", gatehouse::weblink::login),
+        route!(GET "/weblink/callback" => "weblink-callback", gatehouse::weblink::callback),
+        route!(POST "/weblink/refresh" => "weblink-refresh", gatehouse::weblink::refresh),
     ]
 }
 

@@ -349,13 +349,13 @@ impl SaisonSim {
             Some(other) => return Err(format!("response_type must be code, not {other}")),
             None => return Err("response_type is required".into()),
         }
-        if let Some(uri) = p.get("redirect_uri") {
-            if uri != self.redirect_uri() {
-                return Err(format!(
-                    "redirect_uri {uri} is not registered for this app (registered: {})",
-                    self.redirect_uri()
-                ));
-            }
+        if let Some(uri) = p.get("redirect_uri")
+            && uri != self.redirect_uri()
+        {
+            return Err(format!(
+                "redirect_uri {uri} is not registered for this app (registered: {})",
+                self.redirect_uri()
+            ));
         }
         let scope = p.get("scope").unwrap_or_default();
         if !scope.is_empty()
@@ -424,10 +424,10 @@ impl SaisonSim {
                 "code is required",
             );
         };
-        if let Some(uri) = p.get("redirect_uri") {
-            if uri != self.redirect_uri() {
-                return invalid_grant("redirect_uri is not the registered one");
-            }
+        if let Some(uri) = p.get("redirect_uri")
+            && uri != self.redirect_uri()
+        {
+            return invalid_grant("redirect_uri is not the registered one");
         }
         let subject = {
             let mut grants = lock(&self.inner.grants);

@@ -1,0 +1,10 @@
+//! `weblink-guest-token`: the Lambda function behind its route in template.yaml. Its behaviour is
+//! [`gatehouse::weblink::guest_token`], shared with the local server and the tests.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    gatehouse::lambda::run(
+        |app, req| async move { gatehouse::weblink::guest_token(&app, req).await },
+    )
+    .await
+}

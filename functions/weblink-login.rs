@@ -1,0 +1,8 @@
+//! `weblink-login`: the Lambda function behind its route in template.yaml. Its behaviour is
+//! [`gatehouse::weblink::login`], shared with the local server and the tests.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    gatehouse::lambda::run(|app, req| async move { gatehouse::weblink::login(&app, req).await })
+        .await
+}
