@@ -328,6 +328,24 @@ EVENTS.update({
     "haravan-logout-missing-sid": event("GET", "/haravan/logout", urlencode({"iss": ISSUER})),
 })
 
+# --- Saison connect ---------------------------------------------------------------------------
+SAISON_STATE = "events-saison-state-0123456789abcdefghijklmn"
+SAISON_CODE = "events-saison-code-0123456789"
+saison_cookie = signed_cookie("__Host-gh-saison-state", SAISON_STATE, FAR_FUTURE)
+EVENTS.update({
+    "saison-authorize": event("GET", "/saison/authorize", urlencode({"member": "demo"})),
+    "saison-authorize-unknown-member": event(
+        "GET", "/saison/authorize", urlencode({"member": "not-served"})),
+    "saison-callback": event("GET", "/saison/callback", urlencode({"code": SAISON_CODE}),
+                             cookies=[saison_cookie]),
+    "saison-callback-no-cookie": event("GET", "/saison/callback",
+                                       urlencode({"code": SAISON_CODE})),
+    "saison-callback-missing-code": event("GET", "/saison/callback", "", cookies=[saison_cookie]),
+    "saison-callback-denied": event("GET", "/saison/callback",
+                                    urlencode({"error": "access_denied"}),
+                                    cookies=[saison_cookie]),
+})
+
 with open(os.path.join(HERE, "haravan-jwks.json"), "w") as f:
     json.dump(jwks(), f, indent=2)
     f.write("\n")

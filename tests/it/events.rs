@@ -64,6 +64,7 @@ fn events_dir() -> PathBuf {
 struct EventBench {
     app: Arc<App>,
     sesami: SesamiSim,
+    saison: gatehouse_local::simulators::saison::SaisonSim,
     _dir: tempfile::TempDir,
 }
 
@@ -83,6 +84,17 @@ impl EventBench {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim_base = format!("http://{}", listener.local_addr().unwrap());
         let router = sesami.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let saison_base = format!("http://{}", listener.local_addr().unwrap());
+        let saison = gatehouse_local::simulators::saison::SaisonSim::new(
+            secrets["saison"]["client_id"].as_str().unwrap(),
+            secrets["saison"]["client_secret"].as_str().unwrap(),
+            "https://abc123.execute-api.us-east-1.amazonaws.com",
+            &saison_base,
+        );
+        let router = saison.router();
         tokio::spawn(async move { axum::serve(listener, router).await });
 
         let jwks = std::fs::read_to_string(events_dir().join("haravan-jwks.json")).unwrap();
@@ -111,6 +123,7 @@ impl EventBench {
         );
         vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
         vars.set("SESAMI_API_BASE", sim_base);
+        vars.set("SAISON_API_BASE", saison_base);
         assert!(
             vars.get("HARAVAN_JWKS_URL").is_some(),
             "local.env names the JWKS"
@@ -128,6 +141,7 @@ impl EventBench {
         Self {
             app,
             sesami,
+            saison,
             _dir: dir,
         }
     }
@@ -249,6 +263,12 @@ async fn every_event_file_is_covered_here() {
 }
 
 const COVERED: &[&str] = &[
+    "saison-authorize",
+    "saison-authorize-unknown-member",
+    "saison-callback",
+    "saison-callback-no-cookie",
+    "saison-callback-missing-code",
+    "saison-callback-denied",
     "sesami-install",
     "sesami-install-bad-hmac",
     "sesami-install-stale",
@@ -727,4 +747,44 @@ async fn haravan_logout_events() {
     assert_eq!(left.len(), 1, "another sid's session stays");
     assert_eq!(left[0].key.sk, "events-session-c");
     assert_eq!(b.count(&sid_partition(SID_INSTALLED)).await, 1);
+}
+
+#[tokio::test]
+async fn saison_events() {
+    const STATE: &str = "events-saison-state-0123456789abcdefghijklmn";
+    const CODE: &str = "events-saison-code-0123456789";
+    let b = EventBench::new().await;
+    let (status, out) = b.run("saison-authorize").await;
+    assert_eq!(status, 302, "{out}");
+    let location = out["headers"]["location"].as_str().unwrap();
+    assert!(location.contains("/auth/screen/demo/authorize?client_id=events-saison-client"));
+    assert_eq!(b.count("state#saison").await, 1);
+    let (status, out) = b.run("saison-authorize-unknown-member").await;
+    assert_eq!(status, 404, "{out}");
+    assert_eq!(b.count("state#saison").await, 1, "nothing started");
+
+    let mut attrs = Map::new();
+    attrs.insert("member".into(), json!("demo"));
+    let state = Item::new(Key::new("state#saison", STATE), attrs).expiring_at(now() + 600);
+    b.app.store.put(&state, Condition::Always).await.unwrap();
+    b.saison.register_code(CODE, "demo", "M0001");
+    for (name, expected) in [
+        ("saison-callback-no-cookie", 400),
+        ("saison-callback-missing-code", 400),
+        ("saison-callback-denied", 400),
+    ] {
+        let (status, out) = b.run(name).await;
+        assert_eq!(status, expected, "{name}: {out}");
+    }
+    assert_eq!(b.count("install#saison").await, 0);
+    let (status, out) = b.run("saison-callback").await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(b.count("install#saison").await, 1);
+    assert!(
+        out["body"].as_str().unwrap().contains("M0001"),
+        "the profile shows"
+    );
+    let (status, out) = b.run("saison-callback").await;
+    assert_eq!(status, 409, "a replay finds its state consumed: {out}");
+    assert_eq!(b.saison.token_requests("authorization_code"), 1);
 }

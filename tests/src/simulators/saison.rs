@@ -313,6 +313,24 @@ impl SaisonSim {
         })
     }
 
+    /// Registers a given code for `member`'s `user_id`, as a sign-in would (event files carry
+    /// fixed codes).
+    pub fn register_code(&self, code: &str, member: &str, user_id: &str) {
+        lock(&self.inner.grants).codes.insert(
+            code.into(),
+            CodeGrant {
+                subject: Subject {
+                    client_id: self.inner.client_id.clone(),
+                    member: member.into(),
+                    user_id: user_id.into(),
+                    scope: String::new(),
+                },
+                expires_at: now() + CODE_LIFETIME,
+                used: false,
+            },
+        );
+    }
+
     /// Expires every access token issued so far (their refresh tokens still work).
     pub fn expire_access_tokens(&self) {
         let past = now().saturating_sub(1);
