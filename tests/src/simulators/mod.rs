@@ -2,5 +2,6 @@
 //! signatures, mounted in the local server under `/_sim/<platform>/`.
 
 pub mod haravan;
+pub mod momo;
 pub mod saison;
 pub mod sesami;
