@@ -4,6 +4,7 @@
 
 use crate::routes::{self, Resolved, Route};
 use crate::simulators::haravan::HaravanSim;
+use crate::simulators::momo::MomoSim;
 use crate::simulators::saison::SaisonSim;
 use crate::simulators::sesami::SesamiSim;
 use axum::Router;
@@ -34,6 +35,8 @@ pub struct LocalServer {
     pub haravan: HaravanSim,
     /// The Saison connect simulator.
     pub saison: SaisonSim,
+    /// The MTN MoMo simulator.
+    pub momo: MomoSim,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -65,13 +68,14 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
     vars.set_default("HARAVAN_WEBHOOK_BASE", format!("{haravan_base}/webhook"));
     vars.set_default("HARAVAN_API_BASE", format!("{haravan_base}/api"));
     vars.set_default("SAISON_API_BASE", format!("{base}/_sim/saison"));
+    vars.set_default("MOMO_BASE_URL", format!("{base}/_sim/momo"));
 
     let data_dir = PathBuf::from(vars.get_or("GATEHOUSE_DATA_DIR", ".gatehouse"));
     let secrets_file = vars
         .get("GATEHOUSE_SECRETS_FILE")
         .map(PathBuf::from)
         .unwrap_or_else(|| data_dir.join("secrets.json"));
-    gatehouse::secrets::ensure_local_file(&secrets_file, &["sesami", "haravan", "saison"])?;
+    gatehouse::secrets::ensure_local_file(&secrets_file, &["sesami", "haravan", "saison", "momo"])?;
 
     let app = Arc::new(App::from_vars(&vars).await?);
     let public_base = vars.get_or("PUBLIC_BASE_URL", &base).to_owned();
@@ -95,12 +99,36 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
         &public_base,
         &format!("{public_base}/_sim/saison"),
     );
+    // The MoMo simulator knows the app's products' subscription keys, and the development API
+    // user is provisioned in it already (momo-provision creates another when asked).
+    let momo_secret = app.secrets.raw_json("momo").await?;
+    let sub_keys: Vec<(String, String)> = momo_secret
+        .get("subscription_keys")
+        .and_then(|k| k.as_object())
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|(p, k)| Some((p.clone(), k.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let sub_refs: Vec<(&str, &str)> = sub_keys
+        .iter()
+        .map(|(p, k)| (p.as_str(), k.as_str()))
+        .collect();
+    let momo = MomoSim::new(&sub_refs, &public_base);
+    if let (Some(user), Some(key)) = (
+        momo_secret.get("client_id").and_then(|v| v.as_str()),
+        momo_secret.get("client_secret").and_then(|v| v.as_str()),
+    ) {
+        momo.register_api_user(user, key, addr.ip().to_string().as_str());
+    }
 
     let router = Router::new()
         .route("/", axum::routing::get(index))
         .nest_service("/_sim/sesami", sesami.router())
         .nest_service("/_sim/haravan", haravan.router())
         .nest_service("/_sim/saison", saison.router())
+        .nest_service("/_sim/momo", momo.router())
         .fallback(dispatch)
         .with_state(app.clone());
     let task = tokio::spawn(async move {
@@ -114,6 +142,7 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
         sesami,
         haravan,
         saison,
+        momo,
         task,
     })
 }
@@ -194,6 +223,35 @@ async fn index(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Axu
             "<table><tr><th>platform</th><th>tenant</th><th>name</th><th>installed at</th><th>tokens</th></tr>{rows}</table>"
         )
     };
+    let payments: String = match app.store.query("tx#momo").await {
+        Ok(items) => items
+            .iter()
+            .map(|tx| {
+                format!(
+                    "<tr><td><code>{}</code></td><td>{} {}</td><td>{}</td></tr>",
+                    web::escape(&tx.key.sk),
+                    web::escape(tx.str("amount").unwrap_or("")),
+                    web::escape(tx.str("currency").unwrap_or("")),
+                    web::escape(tx.str("status").unwrap_or("")),
+                )
+            })
+            .collect(),
+        Err(e) => return to_axum(Error::from(e).into_response(Format::Html)),
+    };
+    let payments_html = if payments.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<h2>MoMo payments</h2><table><tr><th>reference</th><th>amount</th><th>status</th></tr>{payments}</table>"
+        )
+    };
+    let base = web::escape(
+        app.config
+            .public_base_url
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/'))
+            .unwrap_or(""),
+    );
     let post = |action: &str, label: &str| {
         format!(
             "<form method=\"post\" action=\"{}\" style=\"display:inline\"><button>{label}</button></form>",
@@ -209,7 +267,10 @@ async fn index(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Axu
          install it, again to get a session; as staff to be refused); then {} or {}</li>\
          <li>Saison connect: <a href=\"/saison/authorize?member=demo\">connect member <code>demo</code></a> \
          (sign in with any ID and the password <code>password</code>; the callback shows the profile read with a MAC-signed request)</li>\
-         </ul><h2>Stored installs</h2>{installs_html}",
+         <li>MTN MoMo: <code>curl -X POST {base}/momo/requesttopay -H 'content-type: application/json' -d \
+         '{{\"amount\":\"10\",\"currency\":\"EUR\",\"externalId\":\"order-1\",\"payer\":{{\"partyIdType\":\"MSISDN\",\"partyId\":\"46733123450\"}}}}'</code> \
+         (a payer number ending in 1 fails, 2 stays pending; the simulator calls back and the outcome is confirmed)</li>\
+         </ul><h2>Stored installs</h2>{installs_html}{payments_html}",
         post(
             "/_sim/sesami/webhooks/send?shopId=demo-shop&event=uninstall_app",
             "send a signed uninstall_app webhook",
