@@ -146,10 +146,10 @@ impl Payment {
         let mut m = Map::new();
         m.insert("amount".into(), self.amount.clone().into());
         m.insert("currency".into(), self.currency.clone().into());
-        if self.status == "SUCCESSFUL" {
-            if let Some(id) = &self.financial_transaction_id {
-                m.insert("financialTransactionId".into(), id.clone().into());
-            }
+        if self.status == "SUCCESSFUL"
+            && let Some(id) = &self.financial_transaction_id
+        {
+            m.insert("financialTransactionId".into(), id.clone().into());
         }
         m.insert("externalId".into(), self.external_id.clone().into());
         m.insert("payer".into(), self.payer.clone());
@@ -948,10 +948,10 @@ async fn request_to_pay(State(sim): State<MomoSim>, headers: HeaderMap, body: By
         Err(why) => return bad_request(&sim, why),
     };
     let callback_url = header_str(&headers, "x-callback-url").map(str::to_owned);
-    if let Some(url) = &callback_url {
-        if let Err(resp) = sim.check_callback_url(url) {
-            return *resp;
-        }
+    if let Some(url) = &callback_url
+        && let Err(resp) = sim.check_callback_url(url)
+    {
+        return *resp;
     }
     if !json_content_type(&headers) {
         return bad_request(&sim, "the body must be application/json".into());
