@@ -346,6 +346,35 @@ EVENTS.update({
                                     cookies=[saison_cookie]),
 })
 
+# --- MTN MoMo -----------------------------------------------------------------------------------
+MOMO_REF = "0b6f8a52-3c1d-4e7a-9f20-6d5c4b3a2910"  # seeded by the test, known to the simulator
+MOMO_UNKNOWN_REF = "7d1e2f30-4a5b-4c6d-8e9f-a0b1c2d3e4f5"
+payment = {"amount": "10.50", "currency": "EUR", "externalId": "events-order-1",
+           "payer": {"partyIdType": "MSISDN", "partyId": "46733123450"},
+           "payerMessage": "Order 1", "payeeNote": "Thanks"}
+status_body = {"amount": "10.50", "currency": "EUR", "externalId": "events-order-1",
+               "payer": {"partyIdType": "MSISDN", "partyId": "46733123450"},
+               "status": "SUCCESSFUL", "financialTransactionId": "123456789"}
+EVENTS.update({
+    # API Gateway base64-encodes JSON bodies it is not told are text; the app takes either.
+    "momo-requesttopay": event("POST", "/momo/requesttopay",
+                               body=base64.b64encode(json.dumps(payment).encode()).decode(),
+                               b64=True, content_type="application/json"),
+    "momo-requesttopay-invalid-amount": event(
+        "POST", "/momo/requesttopay", body=json.dumps({**payment, "amount": "10,50"}),
+        content_type="application/json"),
+    "momo-requesttopay-not-json": event("POST", "/momo/requesttopay", body="amount=10",
+                                        content_type="application/json"),
+    "momo-callback": event("PUT", f"/momo/callback/{MOMO_REF}", body=json.dumps(status_body),
+                           content_type="application/json"),
+    "momo-callback-post": event("POST", f"/momo/callback/{MOMO_REF}",
+                                body=json.dumps(status_body), content_type="application/json"),
+    "momo-callback-unknown": event("PUT", f"/momo/callback/{MOMO_UNKNOWN_REF}",
+                                   body=json.dumps(status_body), content_type="application/json"),
+    "momo-callback-malformed": event("PUT", f"/momo/callback/{MOMO_REF}", body="{not json",
+                                     content_type="application/json"),
+})
+
 with open(os.path.join(HERE, "haravan-jwks.json"), "w") as f:
     json.dump(jwks(), f, indent=2)
     f.write("\n")

@@ -65,6 +65,8 @@ struct EventBench {
     app: Arc<App>,
     sesami: SesamiSim,
     saison: gatehouse_local::simulators::saison::SaisonSim,
+    momo: gatehouse_local::simulators::momo::MomoSim,
+    momo_base: String,
     _dir: tempfile::TempDir,
 }
 
@@ -97,6 +99,25 @@ impl EventBench {
         let router = saison.router();
         tokio::spawn(async move { axum::serve(listener, router).await });
 
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let momo_base = format!("http://{}", listener.local_addr().unwrap());
+        let sub_key = secrets["momo"]["subscription_keys"]["collection"]
+            .as_str()
+            .unwrap();
+        let momo = gatehouse_local::simulators::momo::MomoSim::new(
+            &[("collection", sub_key)],
+            "https://abc123.execute-api.us-east-1.amazonaws.com",
+        );
+        momo.register_api_user(
+            secrets["momo"]["client_id"].as_str().unwrap(),
+            secrets["momo"]["client_secret"].as_str().unwrap(),
+            "abc123.execute-api.us-east-1.amazonaws.com",
+        );
+        // The callbacks would go to the events' API Gateway domain: never, in a test.
+        momo.set_callback_delay(std::time::Duration::from_secs(24 * 3600));
+        let router = momo.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+
         let jwks = std::fs::read_to_string(events_dir().join("haravan-jwks.json")).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let haravan_base = format!("http://{}", listener.local_addr().unwrap());
@@ -124,6 +145,7 @@ impl EventBench {
         vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
         vars.set("SESAMI_API_BASE", sim_base);
         vars.set("SAISON_API_BASE", saison_base);
+        vars.set("MOMO_BASE_URL", &momo_base);
         assert!(
             vars.get("HARAVAN_JWKS_URL").is_some(),
             "local.env names the JWKS"
@@ -142,6 +164,8 @@ impl EventBench {
             app,
             sesami,
             saison,
+            momo,
+            momo_base,
             _dir: dir,
         }
     }
@@ -263,6 +287,13 @@ async fn every_event_file_is_covered_here() {
 }
 
 const COVERED: &[&str] = &[
+    "momo-requesttopay",
+    "momo-requesttopay-invalid-amount",
+    "momo-requesttopay-not-json",
+    "momo-callback",
+    "momo-callback-post",
+    "momo-callback-unknown",
+    "momo-callback-malformed",
     "saison-authorize",
     "saison-authorize-unknown-member",
     "saison-callback",
@@ -787,4 +818,91 @@ async fn saison_events() {
     let (status, out) = b.run("saison-callback").await;
     assert_eq!(status, 409, "a replay finds its state consumed: {out}");
     assert_eq!(b.saison.token_requests("authorization_code"), 1);
+}
+
+#[tokio::test]
+async fn momo_events() {
+    const REFERENCE: &str = "0b6f8a52-3c1d-4e7a-9f20-6d5c4b3a2910";
+    let b = EventBench::new().await;
+    for (name, expected) in [
+        ("momo-requesttopay-invalid-amount", 400),
+        ("momo-requesttopay-not-json", 400),
+        ("momo-callback-unknown", 404),
+    ] {
+        let (status, out) = b.run(name).await;
+        assert_eq!(status, expected, "{name}: {out}");
+    }
+    assert_eq!(b.count("tx#momo").await, 0);
+    let (status, out) = b.run("momo-requesttopay").await;
+    assert_eq!(status, 202, "{out}");
+    assert_eq!(b.count("tx#momo").await, 1);
+    assert_eq!(b.momo.requests_to_pay(), 1);
+
+    // A payment MoMo knows under the events' fixed reference, and its PENDING transaction.
+    let secrets: Value =
+        serde_json::from_str(&std::fs::read_to_string(events_dir().join("secrets.json")).unwrap())
+            .unwrap();
+    let m = &secrets["momo"];
+    let sub = m["subscription_keys"]["collection"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{}/collection/token/", b.momo_base))
+        .header(
+            "Authorization",
+            gatehouse_local::simulators::momo::basic_authorization(
+                m["client_id"].as_str().unwrap(),
+                m["client_secret"].as_str().unwrap(),
+            ),
+        )
+        .header("Ocp-Apim-Subscription-Key", sub)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sent = http
+        .post(format!("{}/collection/v1_0/requesttopay", b.momo_base))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .header("X-Reference-Id", REFERENCE)
+        .header("X-Target-Environment", "sandbox")
+        .header("Ocp-Apim-Subscription-Key", sub)
+        .json(
+            &json!({"amount": "10.50", "currency": "EUR", "externalId": "events-order-1",
+                      "payer": {"partyIdType": "MSISDN", "partyId": "46733123450"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let mut attrs = Map::new();
+    attrs.insert("status".into(), json!("PENDING"));
+    attrs.insert("amount".into(), json!("10.50"));
+    let tx = Item::new(gatehouse::momo::transaction_key(REFERENCE), attrs);
+    b.app.store.put(&tx, Condition::Always).await.unwrap();
+
+    let (status, out) = b.run("momo-callback-malformed").await;
+    assert_eq!(status, 400, "{out}");
+    let stored = |b: &EventBench| {
+        let app = b.app.clone();
+        async move {
+            app.store
+                .get(&gatehouse::momo::transaction_key(REFERENCE))
+                .await
+                .unwrap()
+                .unwrap()
+                .str("status")
+                .map(str::to_owned)
+        }
+    };
+    assert_eq!(stored(&b).await.as_deref(), Some("PENDING"));
+    let (status, out) = b.run("momo-callback").await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(stored(&b).await.as_deref(), Some("SUCCESSFUL"));
+    let (status, out) = b.run("momo-callback-post").await;
+    assert_eq!(
+        status, 200,
+        "a replay is answered, and changes nothing: {out}"
+    );
+    assert_eq!(stored(&b).await.as_deref(), Some("SUCCESSFUL"));
 }
