@@ -146,19 +146,19 @@ impl TokenGrant {
 }
 
 /// An RS256 signing key and its public half as a JWK.
-struct SigningKey {
-    kid: String,
+pub(crate) struct SigningKey {
+    pub(crate) kid: String,
     /// PKCS#1 `RSAPrivateKey` DER, what jsonwebtoken's aws-lc backend reads.
-    pkcs1_der: Vec<u8>,
+    pub(crate) pkcs1_der: Vec<u8>,
     /// base64url modulus and exponent.
-    n: String,
-    e: String,
+    pub(crate) n: String,
+    pub(crate) e: String,
 }
 
 impl SigningKey {
     /// # Panics
     /// If the system cannot generate an RSA key (no usable randomness).
-    fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA-2048 key generation");
         let pkcs8 = pair.as_der().expect("PKCS#8 encoding of a fresh key");
         let pkcs1 = pkcs1_from_pkcs8(pkcs8.as_ref()).expect("a PKCS#8 RSA key holds PKCS#1");
@@ -172,14 +172,14 @@ impl SigningKey {
     }
 
     /// `claims` as an RS256 JWT whose header names this key.
-    fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.kid = Some(self.kid.clone());
         let key = jsonwebtoken::EncodingKey::from_rsa_der(&self.pkcs1_der);
         jsonwebtoken::encode(&header, claims, &key).expect("RS256 signing with a valid key")
     }
 
-    fn jwk(&self) -> Value {
+    pub(crate) fn jwk(&self) -> Value {
         json!({
             "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": self.n, "e": self.e,
         })
@@ -239,7 +239,7 @@ pub fn webhook_signature(client_secret: &str, body: &[u8]) -> String {
 }
 
 /// `n` random bytes, hex: codes, tokens, sids and kids look like the document's.
-fn random_hex(n: usize) -> String {
+pub(crate) fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n];
     aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
     hex::encode(bytes)
@@ -251,14 +251,14 @@ fn numeric(id: &str) -> Value {
         .map_or_else(|_| Value::from(id), Value::from)
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -952,11 +952,11 @@ fn check_scope(scope: &str) -> Result<(), (&'static str, String)> {
 }
 
 /// Request parameters (query or form); empty values count as absent, as OAuth says.
-struct Params(HashMap<String, String>);
+pub(crate) struct Params(pub(crate) HashMap<String, String>);
 
 impl Params {
     /// Parses `application/x-www-form-urlencoded`; a repeated parameter is an error.
-    fn parse(raw: &[u8]) -> Result<Self, String> {
+    pub(crate) fn parse(raw: &[u8]) -> Result<Self, String> {
         let mut map = HashMap::new();
         for (k, v) in url::form_urlencoded::parse(raw) {
             if map.insert(k.to_string(), v.into_owned()).is_some() {
@@ -966,7 +966,7 @@ impl Params {
         Ok(Self(map))
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .get(name)
             .map(String::as_str)
@@ -975,7 +975,7 @@ impl Params {
 }
 
 /// `url` with `pairs` added to its query, form-urlencoded.
-fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
+pub(crate) fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish();
@@ -1145,7 +1145,7 @@ fn form_post(action: &str, fields: &[(&str, &str)]) -> Response {
     resp
 }
 
-fn no_store(mut resp: Response) -> Response {
+pub(crate) fn no_store(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -1153,7 +1153,7 @@ fn no_store(mut resp: Response) -> Response {
 }
 
 /// An RFC 6749 error answer.
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     no_store(
         (
             status,
