@@ -5,3 +5,4 @@ pub mod haravan;
 pub mod momo;
 pub mod saison;
 pub mod sesami;
+pub mod weblink;
