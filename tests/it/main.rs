@@ -10,3 +10,4 @@ mod sesami;
 mod store;
 mod support;
 mod template;
+mod weblink;

@@ -7,6 +7,7 @@ use crate::simulators::haravan::HaravanSim;
 use crate::simulators::momo::MomoSim;
 use crate::simulators::saison::SaisonSim;
 use crate::simulators::sesami::SesamiSim;
+use crate::simulators::weblink::WeblinkSim;
 use axum::Router;
 use axum::body::Body as AxumBody;
 use axum::response::{IntoResponse, Response as AxumResponse};
@@ -37,6 +38,8 @@ pub struct LocalServer {
     pub saison: SaisonSim,
     /// The MTN MoMo simulator.
     pub momo: MomoSim,
+    /// The Administrate WebLink simulator.
+    pub weblink: WeblinkSim,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -69,6 +72,18 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
     vars.set_default("HARAVAN_API_BASE", format!("{haravan_base}/api"));
     vars.set_default("SAISON_API_BASE", format!("{base}/_sim/saison"));
     vars.set_default("MOMO_BASE_URL", format!("{base}/_sim/momo"));
+    let weblink_base = format!("{base}/_sim/weblink");
+    vars.set_default("WEBLINK_PORTALS", "demo.administrateweblink.com");
+    vars.set_default("WEBLINK_GUEST_URL", format!("{weblink_base}/portal/guest"));
+    vars.set_default(
+        "WEBLINK_HOST_LOOKUP_URL",
+        format!("{weblink_base}/portal_config"),
+    );
+    vars.set_default("WEBLINK_IDP_BASE", format!("{weblink_base}/idp/{{domain}}"));
+    vars.set_default(
+        "WEBLINK_JWKS_URL",
+        format!("{weblink_base}/.well-known/jwks.json"),
+    );
 
     let data_dir = PathBuf::from(vars.get_or("GATEHOUSE_DATA_DIR", ".gatehouse"));
     let secrets_file = vars
@@ -122,6 +137,7 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
     ) {
         momo.register_api_user(user, key, addr.ip().to_string().as_str());
     }
+    let weblink = WeblinkSim::new(&format!("{public_base}/_sim/weblink"), &public_base);
 
     let router = Router::new()
         .route("/", axum::routing::get(index))
@@ -129,6 +145,7 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
         .nest_service("/_sim/haravan", haravan.router())
         .nest_service("/_sim/saison", saison.router())
         .nest_service("/_sim/momo", momo.router())
+        .nest_service("/_sim/weblink", weblink.router())
         .fallback(dispatch)
         .with_state(app.clone());
     let task = tokio::spawn(async move {
@@ -143,6 +160,7 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
         haravan,
         saison,
         momo,
+        weblink,
         task,
     })
 }
@@ -270,6 +288,10 @@ async fn index(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Axu
          <li>MTN MoMo: <code>curl -X POST {base}/momo/requesttopay -H 'content-type: application/json' -d \
          '{{\"amount\":\"10\",\"currency\":\"EUR\",\"externalId\":\"order-1\",\"payer\":{{\"partyIdType\":\"MSISDN\",\"partyId\":\"46733123450\"}}}}'</code> \
          (a payer number ending in 1 fails, 2 stays pending; the simulator calls back and the outcome is confirmed)</li>\
+         <li>Administrate WebLink: <a href=\"/weblink/login?portal=demo.administrateweblink.com\">sign in to the demo portal</a> \
+         (<code>jane@example.com</code> / <code>password</code>; PKCE S256), then <form method=\"post\" action=\"/weblink/refresh\" style=\"display:inline\">\
+         <button>get a fresh access token</button></form>; a guest portal token: <code>curl -X POST {base}/weblink/guest-token \
+         -H 'content-type: application/json' -d '{{\"portal\":\"demo.administrateweblink.com\"}}'</code></li>\
          </ul><h2>Stored installs</h2>{installs_html}{payments_html}",
         post(
             "/_sim/sesami/webhooks/send?shopId=demo-shop&event=uninstall_app",

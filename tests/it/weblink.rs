@@ -1,0 +1,361 @@
+//! Administrate WebLink end to end: the local server against the WebLink simulator over HTTP.
+
+use crate::harness::{Backend, Browser, Harness, Page, query_param};
+use gatehouse::config::Vars;
+use gatehouse_local::simulators::haravan::HaravanSim;
+use serde_json::{Value, json};
+
+const PORTAL: &str = "demo.administrateweblink.com";
+
+fn resolve(base: &str, action: &str) -> String {
+    url::Url::parse(base)
+        .unwrap()
+        .join(action)
+        .unwrap()
+        .to_string()
+}
+
+/// login → the IDP's sign-in → the redirect back. Returns the callback URL (not yet visited).
+async fn sign_in(h: &Harness, b: &mut Browser) -> String {
+    let start = b
+        .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
+        .await;
+    assert_eq!(start.status, 302, "{}", start.body);
+    let authorize = start.location.unwrap();
+    for (name, want) in [
+        ("code_challenge_method", Some("S256")),
+        ("response_type", Some("code")),
+        ("brand", Some("demo-brand")),
+        ("client_id", Some("demo-client")),
+    ] {
+        assert_eq!(query_param(&authorize, name).as_deref(), want, "{name}");
+    }
+    assert_eq!(
+        query_param(&authorize, "redirect_uri"),
+        Some(h.url("/weblink/callback"))
+    );
+    assert_eq!(
+        query_param(&authorize, "code_challenge").map(|c| c.len()),
+        Some(43)
+    );
+    assert!(query_param(&authorize, "state").is_some());
+    let page = b.get(&authorize).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (action, mut fields) = HaravanSim::parse_form_post(&page.body);
+    fields.retain(|(k, _)| k != "email" && k != "password");
+    fields.push(("email".into(), "jane@example.com".into()));
+    fields.push(("password".into(), "password".into()));
+    let f: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let back = b.post_form(&resolve(&authorize, &action), &f).await;
+    assert_eq!(back.status, 302, "{}", back.body);
+    back.location.unwrap()
+}
+
+async fn sessions(h: &Harness) -> usize {
+    h.items("session#weblink").await.len()
+}
+
+async fn refresh(h: &Harness, b: &Browser) -> (u16, Value) {
+    refresh_at(h.url("/weblink/refresh"), cookie_header(b)).await
+}
+
+fn cookie_header(b: &Browser) -> String {
+    b.cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+async fn refresh_at(url: String, cookie: String) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn journey(h: Harness) {
+    let sim = h.server.weblink.clone();
+    let mut b = Browser::new();
+    let callback = sign_in(&h, &mut b).await;
+    let page: Page = b.get(&callback).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("Jane"),
+        "who signed in is shown: {}",
+        page.body
+    );
+    assert_eq!(sessions(&h).await, 1);
+    assert!(h.items("state#weblink").await.is_empty());
+
+    let (status, first) = refresh(&h, &b).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        sim.token_requests("refresh_token"),
+        0,
+        "still fresh: no refresh"
+    );
+    // Make the stored token due, as time would; the next refresh rotates it.
+    let mut item = h.items("session#weblink").await.remove(0);
+    item.attrs
+        .insert("expires_at".into(), (gatehouse::store::now() + 10).into());
+    h.server
+        .app
+        .store
+        .put(&item, gatehouse::store::Condition::Always)
+        .await
+        .unwrap();
+    let (status, second) = refresh(&h, &b).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(sim.token_requests("refresh_token"), 1);
+    assert_ne!(first["access_token"], second["access_token"]);
+    let (_, third) = refresh(&h, &b).await;
+    assert_eq!(
+        third["access_token"], second["access_token"],
+        "the new token is kept"
+    );
+}
+
+#[tokio::test]
+async fn the_whole_journey_on_the_embedded_store() {
+    journey(Harness::embedded().await).await;
+}
+
+#[tokio::test]
+async fn the_whole_journey_on_dynamodb() {
+    let Some(h) = Harness::start(Backend::Dynamo, Vars::default()).await else {
+        return;
+    };
+    journey(h).await;
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_make_one_call() {
+    let h = Harness::embedded().await;
+    let sim = h.server.weblink.clone();
+    let mut b = Browser::new();
+    let callback = sign_in(&h, &mut b).await;
+    assert_eq!(b.get(&callback).await.status, 200);
+    let mut item = h.items("session#weblink").await.remove(0);
+    item.attrs
+        .insert("expires_at".into(), (gatehouse::store::now() + 10).into());
+    h.server
+        .app
+        .store
+        .put(&item, gatehouse::store::Condition::Always)
+        .await
+        .unwrap();
+    sim.set_token_delay(std::time::Duration::from_millis(300));
+    let handles: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(refresh_at(h.url("/weblink/refresh"), cookie_header(&b))))
+        .collect();
+    let mut answers = Vec::new();
+    for handle in handles {
+        answers.push(handle.await.unwrap());
+    }
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(_, v)| v["access_token"] == answers[0].1["access_token"])
+    );
+    assert_eq!(sim.token_requests("refresh_token"), 1);
+}
+
+#[tokio::test]
+async fn state_and_verifier_refusals_store_nothing() {
+    let h = Harness::embedded().await;
+    let sim = h.server.weblink.clone();
+
+    // Missing state cookie.
+    let mut a = Browser::new();
+    let callback = sign_in(&h, &mut a).await;
+    let page = Browser::new().get(&callback).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    // A foreign state cookie (another browser's flow).
+    let mut other = Browser::new();
+    other
+        .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
+        .await;
+    let page = other.get(&callback).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("another browser"));
+    // Unknown state: the cookie is valid but names no stored state.
+    let unknown = callback.replace(
+        &query_param(&callback, "state").unwrap(),
+        "unknown-state-value",
+    );
+    let page = a.get(&unknown).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert_eq!(sessions(&h).await, 0);
+
+    // The right browser once, then the same callback again: the state is spent.
+    let cookies = a.cookies.clone();
+    assert_eq!(a.get(&callback).await.status, 200);
+    a.cookies = cookies;
+    let page = a.get(&callback).await;
+    assert_eq!(page.status, 409, "{}", page.body);
+    assert_eq!(sessions(&h).await, 1);
+
+    // A wrong verifier: the IDP refuses the code.
+    let mut c = Browser::new();
+    let callback = sign_in(&h, &mut c).await;
+    let state = query_param(&callback, "state").unwrap();
+    let key = gatehouse::store::Key::new("state#weblink", state);
+    let mut item = h.server.app.store.get(&key).await.unwrap().unwrap();
+    item.attrs.insert("verifier".into(), json!("x".repeat(64)));
+    h.server
+        .app
+        .store
+        .put(&item, gatehouse::store::Condition::Always)
+        .await
+        .unwrap();
+    let exchanges = sim.token_requests("authorization_code");
+    let page = c.get(&callback).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert_eq!(sim.token_requests("authorization_code"), exchanges + 1);
+    assert_eq!(sessions(&h).await, 1, "nothing new stored");
+}
+
+/// Sign-ins whose id_token the app must refuse, each made so by configuration.
+#[tokio::test]
+async fn id_tokens_from_the_wrong_issuer_audience_or_key_are_refused() {
+    for (name, var, value) in [
+        (
+            "issuer",
+            "WEBLINK_ISSUERS",
+            "https://identity.example.com/".to_owned(),
+        ),
+        ("audience", "WEBLINK_AUDIENCES", "another-ui".to_owned()),
+    ] {
+        let mut vars = Vars::default();
+        vars.set(var, value);
+        let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+        let mut b = Browser::new();
+        let callback = sign_in(&h, &mut b).await;
+        let page = b.get(&callback).await;
+        assert_eq!(page.status, 401, "{name}: {}", page.body);
+        assert_eq!(sessions(&h).await, 0, "{name}");
+    }
+    // Signed with a key the IDP does not publish.
+    let h = Harness::embedded().await;
+    let sim = h.server.weblink.clone();
+    let jwks = gatehouse::oidc::Jwks::new(format!(
+        "{}/_sim/weblink/.well-known/jwks.json",
+        h.server.base()
+    ));
+    let now = gatehouse::store::now();
+    let claims = json!({"iss": "https://identity.getadministrate.com/", "aud": "weblink2ui",
+                        "sub": "demo:contact:1", "iat": now, "exp": now + 3600});
+    let issuers = ["https://identity.getadministrate.com/".to_owned()];
+    let audiences = ["weblink2ui".to_owned()];
+    let expect = gatehouse::oidc::Expect {
+        issuers: &issuers,
+        audiences: &audiences,
+        nonce: None,
+        code: None,
+        access_token: None,
+        skew: 60,
+    };
+    let http = reqwest::Client::new();
+    let good = sim.sign_id_token(&claims);
+    assert!(
+        gatehouse::oidc::verify_id_token(&http, &jwks, &good, &expect)
+            .await
+            .is_ok()
+    );
+    let forged = sim.sign_with_other_key(&claims);
+    let err = gatehouse::oidc::verify_id_token(&http, &jwks, &forged, &expect)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("signature"), "{err}");
+    let mut expired = claims.clone();
+    expired["exp"] = json!(now - 3600);
+    expired["iat"] = json!(now - 7200);
+    let err = gatehouse::oidc::verify_id_token(&http, &jwks, &sim.sign_id_token(&expired), &expect)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+}
+
+async fn guest(h: &Harness, body: &str) -> (u16, Option<String>, Value) {
+    let resp = reqwest::Client::new()
+        .post(h.url("/weblink/guest-token"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, retry, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn guest_tokens_for_allowed_portals_only() {
+    let mut vars = Vars::default();
+    vars.set(
+        "WEBLINK_PORTALS",
+        format!("{PORTAL},ghost.administrateweblink.com"),
+    );
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let sim = h.server.weblink.clone();
+
+    let (status, _, body) = guest(&h, &json!({"portal": PORTAL}).to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["portal_token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(body["expires_at"].as_i64().unwrap() > gatehouse::store::now());
+    let calls = sim.guest_requests();
+
+    let (status, _, body) = guest(&h, &json!({"portal": "evil.example.com"}).to_string()).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        sim.guest_requests(),
+        calls,
+        "a portal not allowed is never asked for"
+    );
+    let (status, _, _) = guest(&h, "not json").await;
+    assert_eq!(status, 400);
+    let (status, _, _) = guest(&h, &json!({"other": 1}).to_string()).await;
+    assert_eq!(status, 400);
+
+    let (status, _, body) = guest(
+        &h,
+        &json!({"portal": "ghost.administrateweblink.com"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 404, "unknown to Administrate: {body}");
+    sim.rate_limit_next(42);
+    let (status, retry, body) = guest(&h, &json!({"portal": PORTAL}).to_string()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry.as_deref(), Some("42"));
+    sim.fail_next_guest(500);
+    let (status, _, body) = guest(&h, &json!({"portal": PORTAL}).to_string()).await;
+    assert_eq!(status, 502, "{body}");
+}
+
+#[tokio::test]
+async fn the_host_lookup_is_cached() {
+    let h = Harness::embedded().await;
+    let sim = h.server.weblink.clone();
+    let mut b = Browser::new();
+    sign_in(&h, &mut b).await;
+    sign_in(&h, &mut b).await;
+    assert_eq!(sim.host_lookups(), 1);
+    let page = Browser::new()
+        .get(&h.url("/weblink/login?portal=evil.example.com"))
+        .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(h.items("state#weblink").await.len() == 2);
+}
