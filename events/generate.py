@@ -375,6 +375,35 @@ EVENTS.update({
                                      content_type="application/json"),
 })
 
+# --- Administrate WebLink ------------------------------------------------------------------------
+PORTAL = "demo.administrateweblink.com"
+WEBLINK_STATE = "events-weblink-state-0123456789abcdefghijk"
+WEBLINK_SESSION = "events-weblink-session-0123456789abcdef"
+weblink_state_cookie = signed_cookie("__Host-gh-weblink-state", WEBLINK_STATE, FAR_FUTURE)
+weblink_session_cookie = signed_cookie("__Host-gh-weblink-session", WEBLINK_SESSION, FAR_FUTURE)
+EVENTS.update({
+    "weblink-guest-token": event("POST", "/weblink/guest-token", body=json.dumps({"portal": PORTAL}),
+                                 content_type="application/json"),
+    "weblink-guest-token-not-allowed": event(
+        "POST", "/weblink/guest-token", body=json.dumps({"portal": "evil.example.com"}),
+        content_type="application/json"),
+    "weblink-guest-token-not-json": event("POST", "/weblink/guest-token", body="portal=x",
+                                          content_type="application/json"),
+    "weblink-login": event("GET", "/weblink/login", urlencode({"portal": PORTAL})),
+    "weblink-login-not-allowed": event("GET", "/weblink/login",
+                                       urlencode({"portal": "evil.example.com"})),
+    "weblink-callback-no-cookie": event(
+        "GET", "/weblink/callback", urlencode({"code": "c", "state": WEBLINK_STATE})),
+    "weblink-callback-unknown-state": event(
+        "GET", "/weblink/callback", urlencode({"code": "c", "state": WEBLINK_STATE}),
+        cookies=[weblink_state_cookie]),
+    "weblink-callback-foreign-state": event(
+        "GET", "/weblink/callback", urlencode({"code": "c", "state": "another-flows-state"}),
+        cookies=[weblink_state_cookie]),
+    "weblink-refresh": event("POST", "/weblink/refresh", cookies=[weblink_session_cookie]),
+    "weblink-refresh-no-session": event("POST", "/weblink/refresh"),
+})
+
 with open(os.path.join(HERE, "haravan-jwks.json"), "w") as f:
     json.dump(jwks(), f, indent=2)
     f.write("\n")

@@ -67,6 +67,7 @@ struct EventBench {
     saison: gatehouse_local::simulators::saison::SaisonSim,
     momo: gatehouse_local::simulators::momo::MomoSim,
     momo_base: String,
+    weblink: gatehouse_local::simulators::weblink::WeblinkSim,
     _dir: tempfile::TempDir,
 }
 
@@ -118,6 +119,15 @@ impl EventBench {
         let router = momo.router();
         tokio::spawn(async move { axum::serve(listener, router).await });
 
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let weblink_base = format!("http://{}", listener.local_addr().unwrap());
+        let weblink = gatehouse_local::simulators::weblink::WeblinkSim::new(
+            &weblink_base,
+            "https://abc123.execute-api.us-east-1.amazonaws.com",
+        );
+        let router = weblink.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+
         let jwks = std::fs::read_to_string(events_dir().join("haravan-jwks.json")).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let haravan_base = format!("http://{}", listener.local_addr().unwrap());
@@ -146,6 +156,16 @@ impl EventBench {
         vars.set("SESAMI_API_BASE", sim_base);
         vars.set("SAISON_API_BASE", saison_base);
         vars.set("MOMO_BASE_URL", &momo_base);
+        vars.set("WEBLINK_GUEST_URL", format!("{weblink_base}/portal/guest"));
+        vars.set(
+            "WEBLINK_HOST_LOOKUP_URL",
+            format!("{weblink_base}/portal_config"),
+        );
+        vars.set("WEBLINK_IDP_BASE", format!("{weblink_base}/idp/{{domain}}"));
+        vars.set(
+            "WEBLINK_JWKS_URL",
+            format!("{weblink_base}/.well-known/jwks.json"),
+        );
         assert!(
             vars.get("HARAVAN_JWKS_URL").is_some(),
             "local.env names the JWKS"
@@ -166,6 +186,7 @@ impl EventBench {
             saison,
             momo,
             momo_base,
+            weblink,
             _dir: dir,
         }
     }
@@ -287,6 +308,16 @@ async fn every_event_file_is_covered_here() {
 }
 
 const COVERED: &[&str] = &[
+    "weblink-guest-token",
+    "weblink-guest-token-not-allowed",
+    "weblink-guest-token-not-json",
+    "weblink-login",
+    "weblink-login-not-allowed",
+    "weblink-callback-no-cookie",
+    "weblink-callback-unknown-state",
+    "weblink-callback-foreign-state",
+    "weblink-refresh",
+    "weblink-refresh-no-session",
     "momo-requesttopay",
     "momo-requesttopay-invalid-amount",
     "momo-requesttopay-not-json",
@@ -905,4 +936,69 @@ async fn momo_events() {
         "a replay is answered, and changes nothing: {out}"
     );
     assert_eq!(stored(&b).await.as_deref(), Some("SUCCESSFUL"));
+}
+
+#[tokio::test]
+async fn weblink_events() {
+    let b = EventBench::new().await;
+    let (status, out) = b.run("weblink-guest-token").await;
+    assert_eq!(status, 200, "{out}");
+    assert!(out["body"].as_str().unwrap().contains("portal_token"));
+    let guests = b.weblink.guest_requests();
+    for (name, expected) in [
+        ("weblink-guest-token-not-allowed", 403),
+        ("weblink-guest-token-not-json", 400),
+        ("weblink-login-not-allowed", 403),
+        ("weblink-callback-no-cookie", 400),
+        ("weblink-callback-foreign-state", 400),
+        ("weblink-callback-unknown-state", 409),
+        ("weblink-refresh-no-session", 401),
+    ] {
+        let (status, out) = b.run(name).await;
+        assert_eq!(status, expected, "{name}: {out}");
+    }
+    assert_eq!(
+        b.weblink.guest_requests(),
+        guests,
+        "refused portals are never asked for"
+    );
+    assert_eq!(b.count("state#weblink").await, 0);
+    assert_eq!(b.count("session#weblink").await, 0);
+
+    let (status, out) = b.run("weblink-login").await;
+    assert_eq!(status, 302, "{out}");
+    let location = out["headers"]["location"].as_str().unwrap();
+    assert!(
+        location.contains("code_challenge_method=S256"),
+        "{location}"
+    );
+    assert_eq!(b.count("state#weblink").await, 1);
+
+    // A session with fresh tokens, as a callback would have stored it.
+    let key = Key::new("session#weblink", "events-weblink-session-0123456789abcdef");
+    let keys = b.app.secrets.app_keys().await.unwrap();
+    let mut attrs = Map::new();
+    attrs.insert("portal".into(), json!("demo.administrateweblink.com"));
+    attrs.insert("idp_domain".into(), json!("identity.demo"));
+    attrs.insert("client_id".into(), json!("demo-client"));
+    let grant = Grant {
+        access_token: SecretString::from("events-weblink-access".to_owned()),
+        refresh_token: Some(SecretString::from("events-weblink-refresh".to_owned())),
+        expires_in: 3600,
+        extra: Vec::new(),
+    };
+    seal(&keys, &key, &grant, &mut attrs).unwrap();
+    b.app
+        .store
+        .put(&Item::new(key, attrs), Condition::Always)
+        .await
+        .unwrap();
+    let (status, out) = b.run("weblink-refresh").await;
+    assert_eq!(status, 200, "{out}");
+    assert!(
+        out["body"]
+            .as_str()
+            .unwrap()
+            .contains("events-weblink-access")
+    );
 }
