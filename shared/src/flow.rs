@@ -145,6 +145,47 @@ pub async fn consume(app: &App, platform: &str, id: &str) -> Result<Map<String, 
     }
 }
 
+/// How long a spent authorization code is remembered.
+const CODE_MARK_TTL_SECONDS: i64 = 7 * 24 * 3600;
+
+/// Runs `exchange` for `code` at most once, whatever browser or state presents the code: the
+/// code is marked spent first (a conditional create of a hash of it), and the mark is removed
+/// again if the exchange fails, since then the code was not spent by us and nothing of the
+/// attempt should remain.
+pub async fn exchange_once<T, F, Fut>(
+    app: &App,
+    platform: &str,
+    code: &str,
+    exchange: F,
+) -> Result<T>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mark = Item::new(
+        Key::new(
+            format!("code#{platform}"),
+            hex::encode(crypto::sha256(code.as_bytes())),
+        ),
+        Map::new(),
+    )
+    .expiring_at(now() + CODE_MARK_TTL_SECONDS);
+    match app.store.put(&mark, Condition::Absent).await {
+        Ok(()) => {}
+        Err(crate::store::StoreError::ConditionFailed) => {
+            return Err(Error::Conflict(
+                "this authorization code was used already".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let outcome = exchange().await;
+    if outcome.is_err() {
+        let _ = app.store.take(&mark.key).await;
+    }
+    outcome
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

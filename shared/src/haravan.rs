@@ -284,23 +284,8 @@ async fn read_callback(app: &App, req: &Request, purpose: &str) -> Result<Callba
             "this answer was sent to the wrong callback; start again".into(),
         ));
     }
-    let creds = app.secrets.credentials(PLATFORM).await?;
-    let h = &app.haravan.settings;
-    let audiences = [creds.client_id.clone()];
-    let claims = oidc::verify_id_token(
-        &app.http,
-        &app.haravan.jwks,
-        id_token,
-        &Expect {
-            issuers: &h.issuers,
-            audiences: &audiences,
-            nonce: state.get("nonce").and_then(Value::as_str),
-            code: Some(code),
-            access_token: None,
-            skew: h.skew,
-        },
-    )
-    .await?;
+    let nonce = state.get("nonce").and_then(Value::as_str);
+    let claims = verify(app, id_token, nonce, Some(code), None).await?;
     Ok(Callback {
         code: code.to_owned(),
         state,
@@ -404,51 +389,48 @@ struct TokenReply {
     scope: Option<String>,
 }
 
-enum TokenCallError {
-    InvalidGrant,
-    Failed(Error),
-}
-
-async fn token_call(app: &App, form: &[(&str, &str)]) -> Result<TokenReply, TokenCallError> {
+async fn token_call(
+    app: &App,
+    form: &[(&str, &str)],
+) -> std::result::Result<TokenReply, RefreshError> {
     let creds = app
         .secrets
         .credentials(PLATFORM)
         .await
-        .map_err(|e| TokenCallError::Failed(e.into()))?;
+        .map_err(|e| RefreshError::Failed(e.into()))?;
     let mut body: Vec<(&str, &str)> = form.to_vec();
     body.push(("client_id", &creds.client_id));
     body.push(("client_secret", creds.client_secret.expose_secret()));
     let url = format!("{}/connect/token", app.haravan.settings.accounts_base);
-    let resp = app.http.post(&url).form(&body).send().await.map_err(|e| {
-        TokenCallError::Failed(Error::Upstream(format!(
-            "Haravan's token endpoint {}",
-            crate::http::describe(&e)
-        )))
-    })?;
-    let status = resp.status();
-    if status.is_success() {
-        return resp.json().await.map_err(|_| {
-            TokenCallError::Failed(Error::Upstream(
-                "Haravan's token endpoint answered unreadably".into(),
-            ))
-        });
-    }
-    let error: Option<String> = resp
-        .json::<Value>()
-        .await
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned));
-    tracing::warn!(status = status.as_u16(), error = ?error, "haravan token call refused");
-    match error.as_deref() {
-        Some("invalid_grant") => Err(TokenCallError::InvalidGrant),
-        _ if status.is_client_error() => Err(TokenCallError::Failed(Error::BadRequest(
-            "Haravan refused the authorization; start again".into(),
-        ))),
-        _ => Err(TokenCallError::Failed(Error::Upstream(format!(
-            "Haravan's token endpoint answered {}",
-            status.as_u16()
-        )))),
-    }
+    refresh::token_request(app.http.post(&url).form(&body), "Haravan's token endpoint").await
+}
+
+/// Verifies a Haravan id_token: our client id as audience, the allowed issuers, and whichever of
+/// nonce, code (`c_hash`) and access token (`at_hash`) came with it.
+async fn verify(
+    app: &App,
+    id_token: &str,
+    nonce: Option<&str>,
+    code: Option<&str>,
+    access_token: Option<&str>,
+) -> Result<Map<String, Value>> {
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    let h = &app.haravan.settings;
+    let audiences = [creds.client_id.clone()];
+    oidc::verify_id_token(
+        &app.http,
+        &app.haravan.jwks,
+        id_token,
+        &Expect {
+            issuers: &h.issuers,
+            audiences: &audiences,
+            nonce,
+            code,
+            access_token,
+            skew: h.skew,
+        },
+    )
+    .await
 }
 
 /// `POST /haravan/install/grandservice`.
@@ -469,69 +451,24 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
             "only a shop admin can install the app".into(),
         ));
     }
-    // A code is exchanged at most once.
-    let mark = Item::new(
-        Key::new(
-            format!("code#{PLATFORM}"),
-            hex::encode(crypto::sha256(cb.code.as_bytes())),
-        ),
-        Map::new(),
-    )
-    .expiring_at(now() + DELIVERY_TTL_SECONDS);
-    match app.store.put(&mark, Condition::Absent).await {
-        Ok(()) => {}
-        Err(StoreError::ConditionFailed) => {
-            return Err(Error::Conflict(
-                "this authorization code was used already".into(),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
     let redirect_uri = app.public_url(req, "/haravan/install/grandservice")?;
-    let reply = match token_call(
-        app,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &cb.code),
-            ("redirect_uri", &redirect_uri),
-        ],
-    )
-    .await
-    {
-        Ok(reply) => reply,
-        Err(e) => {
-            let _ = app.store.take(&mark.key).await;
-            return Err(match e {
-                TokenCallError::InvalidGrant => {
-                    Error::BadRequest("Haravan refused the authorization code; start again".into())
-                }
-                TokenCallError::Failed(e) => e,
-            });
-        }
-    };
-    if let Some(id_token) = &reply.id_token {
-        let creds = app.secrets.credentials(PLATFORM).await?;
-        let h = &app.haravan.settings;
-        let audiences = [creds.client_id.clone()];
-        let checked = oidc::verify_id_token(
-            &app.http,
-            &app.haravan.jwks,
-            id_token,
-            &Expect {
-                issuers: &h.issuers,
-                audiences: &audiences,
-                nonce: None,
-                code: None,
-                access_token: Some(&reply.access_token),
-                skew: h.skew,
-            },
+    let reply = flow::exchange_once(app, PLATFORM, &cb.code, || async {
+        let reply = token_call(
+            app,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &cb.code),
+                ("redirect_uri", &redirect_uri),
+            ],
         )
-        .await;
-        if let Err(e) = checked {
-            let _ = app.store.take(&mark.key).await;
-            return Err(e);
+        .await
+        .map_err(|e| e.for_code("Haravan"))?;
+        if let Some(id_token) = &reply.id_token {
+            verify(app, id_token, None, None, Some(&reply.access_token)).await?;
         }
-    }
+        Ok(reply)
+    })
+    .await?;
 
     let key = install_key(&who.orgid);
     let keys = app.secrets.app_keys().await?;
@@ -605,24 +542,20 @@ impl Refresher for HaravanRefresher {
         app: &App,
         refresh_token: &SecretString,
     ) -> std::result::Result<Grant, RefreshError> {
-        match token_call(
+        let reply = token_call(
             app,
             &[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh_token.expose_secret()),
             ],
         )
-        .await
-        {
-            Ok(reply) => Ok(Grant {
-                access_token: SecretString::from(reply.access_token),
-                refresh_token: reply.refresh_token.map(SecretString::from),
-                expires_in: reply.expires_in.unwrap_or(86_400),
-                extra: Vec::new(),
-            }),
-            Err(TokenCallError::InvalidGrant) => Err(RefreshError::InvalidGrant),
-            Err(TokenCallError::Failed(e)) => Err(RefreshError::Failed(e)),
-        }
+        .await?;
+        Ok(Grant {
+            access_token: SecretString::from(reply.access_token),
+            refresh_token: reply.refresh_token.map(SecretString::from),
+            expires_in: reply.expires_in.unwrap_or(86_400),
+            extra: Vec::new(),
+        })
     }
 }
 

@@ -61,6 +61,54 @@ pub enum RefreshError {
     Failed(Error),
 }
 
+impl RefreshError {
+    /// The error for a code exchange that failed this way: `invalid_grant` means the platform
+    /// refused the code (a 400 asking to start again); anything else stays as it was.
+    pub fn for_code(self, platform: &str) -> Error {
+        match self {
+            RefreshError::InvalidGrant => Error::BadRequest(format!(
+                "{platform} refused the authorization code; start again"
+            )),
+            RefreshError::Failed(e) => e,
+        }
+    }
+}
+
+/// Sends a request to an OAuth token endpoint and reads its answer, the same way for every
+/// platform: the reply on success; `invalid_grant` as such; any other 4xx as a refusal (400),
+/// and anything else — 5xx, garbage, no answer — as the platform's failure (502). `who` names the
+/// endpoint in messages (e.g. "Haravan's token endpoint"); no secret is ever part of one.
+pub async fn token_request<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    who: &str,
+) -> std::result::Result<T, RefreshError> {
+    let failed = |message: String| RefreshError::Failed(Error::Upstream(message));
+    let resp = request
+        .send()
+        .await
+        .map_err(|e| failed(format!("{who} {}", crate::http::describe(&e))))?;
+    let status = resp.status();
+    if status.is_success() {
+        return resp
+            .json()
+            .await
+            .map_err(|_| failed(format!("{who} answered unreadably")));
+    }
+    let error = resp
+        .json::<Value>()
+        .await
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned));
+    tracing::warn!(status = status.as_u16(), error = ?error, who, "token request refused");
+    Err(match error.as_deref() {
+        Some("invalid_grant") => RefreshError::InvalidGrant,
+        _ if status.is_client_error() => RefreshError::Failed(Error::BadRequest(format!(
+            "{who} refused the request; start again"
+        ))),
+        _ => failed(format!("{who} answered {}", status.as_u16())),
+    })
+}
+
 /// A platform's refresh call.
 #[async_trait::async_trait]
 pub trait Refresher: Send + Sync {

@@ -23,7 +23,7 @@ use crate::crypto;
 use crate::error::{Error, Result};
 use crate::flow::{self, CookieSpec};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
-use crate::store::{Condition, Item, Key, StoreError, now};
+use crate::store::{Condition, Item, Key, now};
 use crate::web::{self, Format, Params};
 use base64::Engine as _;
 use lambda_http::http::StatusCode;
@@ -35,7 +35,6 @@ use serde_json::{Map, Value};
 /// The platform's name: its secret, its store partitions, its routes.
 pub const PLATFORM: &str = "saison";
 const STATE_COOKIE: CookieSpec = flow::state_cookie("gh-saison-state");
-const CODE_MARK_TTL_SECONDS: i64 = 7 * 24 * 3600;
 const API_VERSION: &str = "1";
 /// The characters of a MAC nonce.
 const NONCE_ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -271,36 +270,13 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         .ok_or_else(|| Error::Internal("state without member".into()))?
         .to_owned();
 
-    let mark = Item::new(
-        Key::new(
-            format!("code#{PLATFORM}"),
-            hex::encode(crypto::sha256(code.as_bytes())),
-        ),
-        Map::new(),
-    )
-    .expiring_at(now() + CODE_MARK_TTL_SECONDS);
-    match app.store.put(&mark, Condition::Absent).await {
-        Ok(()) => {}
-        Err(StoreError::ConditionFailed) => {
-            return Err(Error::Conflict(
-                "this authorization code was used already".into(),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    let grant = match token_call(app, &[("grant_type", "authorization_code"), ("code", code)]).await
-    {
-        Ok(reply) => grant_of(reply),
-        Err(e) => {
-            let _ = app.store.take(&mark.key).await;
-            return Err(match e {
-                RefreshError::InvalidGrant => {
-                    Error::BadRequest("Saison refused the authorization code; start again".into())
-                }
-                RefreshError::Failed(e) => e,
-            });
-        }
-    };
+    let grant = flow::exchange_once(app, PLATFORM, code, || async {
+        token_call(app, &[("grant_type", "authorization_code"), ("code", code)])
+            .await
+            .map(grant_of)
+            .map_err(|e| e.for_code("Saison"))
+    })
+    .await?;
     let key = connection_key(&member);
     let mut attrs = Map::new();
     attrs.insert("member".into(), member.clone().into());
@@ -383,48 +359,16 @@ async fn token_call(
     let encoded = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(body)
         .finish();
-    let url = format!("{}/auth/token", app.saison.api_base);
-    let resp = app
+    let request = app
         .http
-        .post(&url)
+        .post(format!("{}/auth/token", app.saison.api_base))
         .header("X-API-VERSION", API_VERSION)
         .header(
             "Content-Type",
             "application/x-www-form-urlencoded; charset=UTF-8",
         )
-        .body(encoded)
-        .send()
-        .await
-        .map_err(|e| {
-            RefreshError::Failed(Error::Upstream(format!(
-                "Saison's token endpoint {}",
-                crate::http::describe(&e)
-            )))
-        })?;
-    let status = resp.status();
-    if status.is_success() {
-        return resp.json().await.map_err(|_| {
-            RefreshError::Failed(Error::Upstream(
-                "Saison's token endpoint answered unreadably".into(),
-            ))
-        });
-    }
-    let error = resp
-        .json::<Value>()
-        .await
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned));
-    tracing::warn!(status = status.as_u16(), error = ?error, "saison token call refused");
-    Err(match error.as_deref() {
-        Some("invalid_grant") => RefreshError::InvalidGrant,
-        _ if status.is_client_error() => RefreshError::Failed(Error::BadRequest(
-            "Saison refused the authorization; start again".into(),
-        )),
-        _ => RefreshError::Failed(Error::Upstream(format!(
-            "Saison's token endpoint answered {}",
-            status.as_u16()
-        ))),
-    })
+        .body(encoded);
+    refresh::token_request(request, "Saison's token endpoint").await
 }
 
 /// Refreshes Saison tokens (`grant_type=refresh_token`).

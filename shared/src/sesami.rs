@@ -36,7 +36,7 @@ pub const PLATFORM: &str = "sesami";
 /// The most a webhook body may be.
 pub const MAX_WEBHOOK_BYTES: usize = 256 * 1024;
 
-/// How long a used authorization code and a processed webhook are remembered.
+/// How long a processed webhook is remembered.
 const MARK_TTL_SECONDS: i64 = 7 * 24 * 3600;
 
 const STATE_COOKIE: CookieSpec = flow::state_cookie("gh-sesami-state");
@@ -302,33 +302,7 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         ));
     }
 
-    // A code is exchanged at most once, whichever browser or state presents it.
-    let mark = Item::new(
-        Key::new(
-            format!("code#{PLATFORM}"),
-            hex::encode(crypto::sha256(code.as_bytes())),
-        ),
-        Map::new(),
-    )
-    .expiring_at(now() + MARK_TTL_SECONDS);
-    app.store
-        .put(&mark, Condition::Absent)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::ConditionFailed => {
-                Error::Conflict("this authorization code was used already".into())
-            }
-            other => other.into(),
-        })?;
-
-    let reply = match exchange(app, shop_id, code).await {
-        Ok(reply) => reply,
-        Err(e) => {
-            // The code was not spent by us: forget the mark so nothing of this attempt remains.
-            let _ = app.store.take(&mark.key).await;
-            return Err(e);
-        }
-    };
+    let reply = flow::exchange_once(app, PLATFORM, code, || exchange(app, shop_id, code)).await?;
 
     let key = install_key(shop_id);
     let install = Install {

@@ -398,36 +398,7 @@ async fn token_call(
         }
         Encoding::Form => request.form(fields),
     };
-    let resp = request.send().await.map_err(|e| {
-        RefreshError::Failed(Error::Upstream(format!(
-            "the portal's IDP {}",
-            crate::http::describe(&e)
-        )))
-    })?;
-    let status = resp.status();
-    if status.is_success() {
-        return resp.json().await.map_err(|_| {
-            RefreshError::Failed(Error::Upstream(
-                "the portal's IDP answered unreadably".into(),
-            ))
-        });
-    }
-    let error = resp
-        .json::<Value>()
-        .await
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned));
-    tracing::warn!(status = status.as_u16(), error = ?error, "weblink token call refused");
-    Err(match error.as_deref() {
-        Some("invalid_grant") => RefreshError::InvalidGrant,
-        _ if status.is_client_error() => RefreshError::Failed(Error::BadRequest(
-            "the portal's sign-in service refused the request; sign in again".into(),
-        )),
-        _ => RefreshError::Failed(Error::Upstream(format!(
-            "the portal's IDP answered {}",
-            status.as_u16()
-        ))),
-    })
+    refresh::token_request(request, "the portal's sign-in service").await
 }
 
 fn session_key(session_id: &str) -> Key {
