@@ -3,6 +3,7 @@
 mod events;
 mod haravan;
 mod harness;
+mod load;
 mod momo;
 mod saison;
 mod secrets;

@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod load;
 pub mod routes;
 pub mod server;
 pub mod simulators;
