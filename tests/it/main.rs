@@ -1,5 +1,6 @@
 //! Gatehouse's integration tests, in one binary so that they build once.
 
+mod bad_input;
 mod events;
 mod haravan;
 mod harness;
