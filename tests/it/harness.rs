@@ -43,6 +43,21 @@ impl Harness {
         Some(Harness { server, _dir: dir })
     }
 
+    /// A server on a fresh data dir whose app `build` makes from the completed configuration
+    /// (e.g. with a store of the test's own).
+    pub async fn start_with<F, Fut>(mut vars: Vars, build: F) -> Harness
+    where
+        F: FnOnce(Vars) -> Fut,
+        Fut: std::future::Future<Output = Result<gatehouse::App, Box<dyn std::error::Error>>>,
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
+        let server = server::start_with(0, vars, build)
+            .await
+            .expect("local server starts");
+        Harness { server, _dir: dir }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server.base())
     }

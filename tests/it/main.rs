@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod events;
+mod faults;
 mod haravan;
 mod harness;
 mod momo;
