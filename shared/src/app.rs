@@ -31,6 +31,15 @@ pub struct App {
     pub http: reqwest::Client,
 }
 
+/// The AWS SDK configuration of a container: region, credentials and endpoints from the
+/// environment as for any AWS tool, and the timeouts of [`Config::aws_timeouts`].
+pub async fn aws_sdk_config(config: &Config) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(config.aws_timeouts())
+        .load()
+        .await
+}
+
 /// Extra facts about a request that API Gateway (or the local server) supplies.
 #[derive(Debug, Clone, Default)]
 pub struct RequestInfo {
@@ -53,7 +62,7 @@ impl App {
         let config = Config::from_vars(vars)?;
         let needs_aws = config.table_name.is_some() || !config.secret_ids.is_empty();
         let aws = if needs_aws {
-            Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+            Some(aws_sdk_config(&config).await)
         } else {
             None
         };

@@ -127,6 +127,8 @@ pub struct Config {
     pub secrets_ttl: Duration,
     /// The overall timeout of one outbound platform call.
     pub http_timeout: Duration,
+    /// The overall timeout of one DynamoDB or Secrets Manager call, retries included.
+    pub aws_timeout: Duration,
 }
 
 /// The names of the secrets: the app's own and one per platform.
@@ -159,7 +161,30 @@ impl Config {
             secret_ids,
             secrets_ttl: vars.seconds("GATEHOUSE_SECRETS_TTL_SECONDS", 300)?,
             http_timeout: vars.seconds("GATEHOUSE_HTTP_TIMEOUT_SECONDS", 10)?,
+            aws_timeout: match vars.seconds("GATEHOUSE_AWS_TIMEOUT_SECONDS", 5)? {
+                d if d.is_zero() => {
+                    return Err(ConfigError {
+                        name: "GATEHOUSE_AWS_TIMEOUT_SECONDS".into(),
+                        problem: "must be at least one second".into(),
+                    });
+                }
+                d => d,
+            },
         })
+    }
+
+    /// The timeouts of the AWS SDK clients. The SDK's own default bounds only connecting, so a
+    /// DynamoDB or Secrets Manager that accepts a connection and then stops answering would
+    /// hold a request until Lambda kills it (and forever on the local server): each call is
+    /// bounded by [`Config::aws_timeout`] as a whole, retries included, and each attempt by
+    /// half of it, so that one retry still fits.
+    pub fn aws_timeouts(&self) -> aws_config::timeout::TimeoutConfig {
+        let attempt = self.aws_timeout / 2;
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(attempt.min(Duration::from_secs(3)))
+            .operation_attempt_timeout(attempt)
+            .operation_timeout(self.aws_timeout)
+            .build()
     }
 
     /// Whether cookies must be `Secure`: always, unless the public base URL is plain http
@@ -197,5 +222,26 @@ mod tests {
         );
         assert!(vars.url("B", "").is_err());
         assert!(vars.seconds("A", 1).is_err());
+    }
+
+    #[test]
+    fn aws_calls_are_bounded() {
+        let config = Config::from_vars(&Vars::default()).unwrap();
+        assert_eq!(config.aws_timeout, Duration::from_secs(5));
+        let t = config.aws_timeouts();
+        assert_eq!(t.operation_timeout(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            t.operation_attempt_timeout(),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(t.connect_timeout(), Some(Duration::from_millis(2500)));
+        let one = Vars::from_pairs([("GATEHOUSE_AWS_TIMEOUT_SECONDS", "1")]);
+        let t = Config::from_vars(&one).unwrap().aws_timeouts();
+        assert_eq!(
+            t.operation_attempt_timeout(),
+            Some(Duration::from_millis(500))
+        );
+        let zero = Vars::from_pairs([("GATEHOUSE_AWS_TIMEOUT_SECONDS", "0")]);
+        assert!(Config::from_vars(&zero).is_err());
     }
 }

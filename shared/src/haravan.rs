@@ -298,12 +298,18 @@ pub async fn login(app: &App, req: Request) -> Response<Body> {
     let result = if req.method() == Method::POST {
         login_callback(app, &req).await
     } else {
-        match Params::from_query(&req) {
-            Ok(q) => authorize_redirect(app, &req, "login", q.get("orgid")).await,
-            Err(e) => Err(e),
-        }
+        login_start(app, &req).await
     };
     web::respond(Format::Html, result)
+}
+
+async fn login_start(app: &App, req: &Request) -> Result<Response<Body>> {
+    let q = Params::from_query(req)?;
+    let orgid = q
+        .get("orgid")
+        .map(|o| web::check_id("parameter `orgid`", o))
+        .transpose()?;
+    authorize_redirect(app, req, "login", orgid).await
 }
 
 async fn login_callback(app: &App, req: &Request) -> Result<Response<Body>> {
@@ -670,6 +676,7 @@ async fn delivery(app: &App, req: &Request) -> Result<Response<Body>> {
             _ => None,
         })
         .ok_or_else(|| Error::BadRequest("the delivery names no org".into()))?;
+    web::check_id("the delivery's org id", &orgid)?;
 
     let mark = Item::new(
         Key::new(format!("webhook#{PLATFORM}"), delivery_id(&topic, body)),
@@ -790,7 +797,7 @@ async fn uninstalled(app: &App, orgid: &str) -> Result<bool> {
 pub async fn logout(app: &App, req: Request) -> Response<Body> {
     let result = async {
         let q = Params::from_query(&req)?;
-        let sid = q.require("sid")?;
+        let sid = q.require_id("sid")?;
         for index in app.store.query(&sid_partition(sid)).await? {
             if let Some((orgid, session_id)) = index.key.sk.split_once('#') {
                 let _ = app.store.take(&session_key(orgid, session_id)).await?;

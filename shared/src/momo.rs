@@ -228,10 +228,14 @@ async fn fetch_token(app: &App, product: &str) -> Result<(SecretString, i64)> {
             product,
             "momo token refused"
         );
-        return Err(Error::Upstream(format!(
-            "MoMo refused the app's credentials ({})",
-            resp.status().as_u16()
-        )));
+        let status = resp.status().as_u16();
+        // 401/403 are MoMo judging our API user, key or subscription key; anything else is
+        // MoMo failing, and saying the credentials were refused would send an operator the
+        // wrong way.
+        return Err(Error::Upstream(match status {
+            401 | 403 => format!("MoMo refused the app's credentials ({status})"),
+            _ => format!("MoMo's token endpoint answered {status}"),
+        }));
     }
     let reply: TokenReply = resp
         .json()

@@ -226,7 +226,7 @@ fn now_ms() -> i64 {
 async fn verify_query(app: &App, params: &Params) -> Result<()> {
     let hmac = params.require("hmac")?;
     let timestamp = params.require("timestamp")?;
-    params.require("shopId")?;
+    params.require_id("shopId")?;
     let creds = app.secrets.credentials(PLATFORM).await?;
     verify(
         &creds.verifying_keys(),
@@ -441,6 +441,7 @@ async fn uninstall(app: &App, hook: &Webhook) -> Result<Response<Body>> {
         Some(Value::Number(n)) => n.to_string(),
         _ => return Err(Error::BadRequest("`data.shopId` is missing".into())),
     };
+    web::check_id("`data.shopId`", &shop_id)?;
     // A delivery is acted on once: the mark is the signature itself, unique per payload.
     let mark = Item::new(
         Key::new(

@@ -23,6 +23,23 @@ pub const MAX_PARAMS: usize = 64;
 /// The largest query or form we parse.
 pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 
+/// The longest identifier (a shop, org, session or sign-in session id) taken from a request.
+/// Identifiers become parts of store keys, whose length the store limits (DynamoDB: 1 KB for a
+/// sort key, 2 KB for a partition key), so a longer one is refused here as bad input (400) rather
+/// than failing in the store as an internal error (500). Real ids are far shorter.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// An identifier taken from a request, refused (400) when longer than [`MAX_ID_BYTES`]. `what`
+/// names it in the message, e.g. "parameter `sid`".
+pub fn check_id<'a>(what: &str, id: &'a str) -> Result<&'a str> {
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::BadRequest(format!(
+            "{what} is longer than {MAX_ID_BYTES} bytes"
+        )));
+    }
+    Ok(id)
+}
+
 /// Parsed query or form parameters: each name at most once, names and values valid UTF-8.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Params(BTreeMap<String, String>);
@@ -73,6 +90,12 @@ impl Params {
             Some(_) => Err(Error::BadRequest(format!("parameter `{name}` is empty"))),
             None => Err(Error::BadRequest(format!("parameter `{name}` is missing"))),
         }
+    }
+
+    /// A parameter that names something stored (see [`check_id`]): present, non-empty and at
+    /// most [`MAX_ID_BYTES`] long.
+    pub fn require_id(&self, name: &str) -> Result<&str> {
+        check_id(&format!("parameter `{name}`"), self.require(name)?)
     }
 
     /// All parameters, sorted by name.
@@ -259,6 +282,18 @@ mod tests {
             Params::parse("shop=%C3%A9t%C3%A9").unwrap().get("shop"),
             Some("été")
         );
+    }
+
+    #[test]
+    fn ids_are_bounded() {
+        let at_limit = "i".repeat(MAX_ID_BYTES);
+        let p = Params::parse(&format!("a={at_limit}&b={at_limit}i&c=")).unwrap();
+        assert_eq!(p.require_id("a").unwrap(), at_limit);
+        assert!(matches!(p.require_id("b"), Err(Error::BadRequest(m)) if m.contains("`b`")));
+        assert!(matches!(p.require_id("c"), Err(Error::BadRequest(_))));
+        assert!(matches!(p.require_id("d"), Err(Error::BadRequest(_))));
+        assert!(check_id("the org", &at_limit).is_ok());
+        assert!(check_id("the org", &format!("{at_limit}i")).is_err());
     }
 
     #[test]

@@ -263,7 +263,7 @@ pub async fn portal_config(app: &App, portal: &str) -> Result<PortalConfig> {
         .map_err(|_| Error::Upstream("Administrate's host lookup answered unreadably".into()))?;
     if !is_host_name(&config.idp.domain) {
         return Err(Error::Upstream(
-            "the portal's IDP domain is not a host name".into(),
+            "Administrate's host lookup gave an IDP domain that is not a host name".into(),
         ));
     }
     cache.insert(portal.to_owned(), (Instant::now(), config.clone()));
@@ -358,8 +358,12 @@ async fn login_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     data.insert("verifier".into(), verifier.clone().into());
     let state = flow::begin(app, PLATFORM, data).await?;
     let keys = app.secrets.app_keys().await?;
-    let mut url = url::Url::parse(&app.weblink.idp_url(&config.idp.domain, "/authorize"))
-        .map_err(|_| Error::Upstream("the portal's IDP URL is invalid".into()))?;
+    let mut url =
+        url::Url::parse(&app.weblink.idp_url(&config.idp.domain, "/authorize")).map_err(|_| {
+            Error::Upstream(
+                "the URL of Administrate's sign-in service for the portal is invalid".into(),
+            )
+        })?;
     url.query_pairs_mut()
         .append_pair("brand", &config.brand)
         .append_pair("client_id", &config.idp.client_id)
@@ -398,7 +402,7 @@ async fn token_call(
         }
         Encoding::Form => request.form(fields),
     };
-    refresh::token_request(request, "the portal's sign-in service").await
+    refresh::token_request(request, "Administrate's sign-in service for the portal").await
 }
 
 fn session_key(session_id: &str) -> Key {
@@ -458,10 +462,9 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         }
         RefreshError::Failed(e) => e,
     })?;
-    let id_token = reply
-        .id_token
-        .as_deref()
-        .ok_or_else(|| Error::Upstream("the portal's IDP returned no id_token".into()))?;
+    let id_token = reply.id_token.as_deref().ok_or_else(|| {
+        Error::Upstream("Administrate's sign-in service for the portal returned no id_token".into())
+    })?;
     let s = &app.weblink.settings;
     let mut audiences = s.audiences.clone();
     audiences.push(config.idp.client_id.clone());

@@ -43,6 +43,21 @@ impl Harness {
         Some(Harness { server, _dir: dir })
     }
 
+    /// A server on a fresh data dir whose app `build` makes from the completed configuration
+    /// (e.g. with a store of the test's own).
+    pub async fn start_with<F, Fut>(mut vars: Vars, build: F) -> Harness
+    where
+        F: FnOnce(Vars) -> Fut,
+        Fut: std::future::Future<Output = Result<gatehouse::App, Box<dyn std::error::Error>>>,
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
+        let server = server::start_with(0, vars, build)
+            .await
+            .expect("local server starts");
+        Harness { server, _dir: dir }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server.base())
     }
@@ -51,6 +66,86 @@ impl Harness {
     pub async fn items(&self, pk: &str) -> Vec<gatehouse::store::Item> {
         self.server.app.store.query(pk).await.expect("query")
     }
+
+    /// Every row of the embedded store, expired or not, in key order: a snapshot of everything
+    /// stored, to compare before and after a request. Read through a read-only connection of
+    /// its own, so it sees what the server's connection committed and cannot change anything.
+    /// Only for a server on the embedded store.
+    pub fn stored(&self) -> Vec<StoredRow> {
+        assert!(
+            self.server.app.config.table_name.is_none(),
+            "stored() reads the embedded store"
+        );
+        let path = self.server.app.config.data_dir.join("store.sqlite3");
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .expect("open the embedded store read-only");
+        let mut statement = conn
+            .prepare("SELECT pk, sk, attrs, expires_at FROM items ORDER BY pk, sk")
+            .expect("prepare");
+        statement
+            .query_map([], |row| {
+                Ok(StoredRow {
+                    pk: row.get(0)?,
+                    sk: row.get(1)?,
+                    attrs: row.get(2)?,
+                    expires_at: row.get(3)?,
+                })
+            })
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    /// Every secret value in the server's local secrets file: the platforms' client secrets
+    /// (current and previous), the app's keys, verify tokens, subscription keys and MoMo's API
+    /// key; everything but ids. None of them may ever appear in a response.
+    pub fn secret_values(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.server.app.config.secrets_file)
+            .expect("read the secrets file");
+        let json: serde_json::Value = serde_json::from_str(&text).expect("secrets are JSON");
+        let mut out = Vec::new();
+        collect_secret_values(&json, None, &mut out);
+        assert!(
+            out.len() >= 5,
+            "the secrets file holds the app key and the platforms' secrets: {} values",
+            out.len()
+        );
+        out
+    }
+}
+
+/// The string leaves of a secrets document, less ids (`client_id`, `key_id`, `id`).
+fn collect_secret_values(value: &serde_json::Value, name: Option<&str>, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                collect_secret_values(v, Some(k), out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                collect_secret_values(v, name, out);
+            }
+        }
+        serde_json::Value::String(s)
+            if !matches!(name, Some("client_id" | "key_id" | "id")) && s.len() >= 8 =>
+        {
+            out.push(s.clone());
+        }
+        _ => {}
+    }
+}
+
+/// One row of the embedded store, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    pub pk: String,
+    pub sk: String,
+    pub attrs: String,
+    pub expires_at: Option<i64>,
 }
 
 /// One response, read whole.

@@ -1,6 +1,8 @@
 //! Gatehouse's integration tests, in one binary so that they build once.
 
+mod bad_input;
 mod events;
+mod faults;
 mod haravan;
 mod harness;
 mod load;

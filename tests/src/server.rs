@@ -59,7 +59,27 @@ impl LocalServer {
 /// Starts the server on `127.0.0.1:port` (0: any free port). `vars` is the configuration; what
 /// it leaves unset points at the local server itself: the public base URL and every platform
 /// endpoint (at its simulator). The local secrets file is created if missing.
-pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std::error::Error>> {
+pub async fn start(port: u16, vars: Vars) -> Result<LocalServer, Box<dyn std::error::Error>> {
+    start_with(
+        port,
+        vars,
+        |vars| async move { App::from_vars(&vars).await },
+    )
+    .await
+}
+
+/// As [`start`], with the app built by `build` from the completed configuration (tests that
+/// give the app a store of their own, e.g. one whose backend they can take away).
+pub async fn start_with<F, Fut, E>(
+    port: u16,
+    mut vars: Vars,
+    build: F,
+) -> Result<LocalServer, Box<dyn std::error::Error>>
+where
+    F: FnOnce(Vars) -> Fut,
+    Fut: std::future::Future<Output = Result<App, E>>,
+    E: Into<Box<dyn std::error::Error>>,
+{
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}");
@@ -92,7 +112,7 @@ pub async fn start(port: u16, mut vars: Vars) -> Result<LocalServer, Box<dyn std
         .unwrap_or_else(|| data_dir.join("secrets.json"));
     gatehouse::secrets::ensure_local_file(&secrets_file, &["sesami", "haravan", "saison", "momo"])?;
 
-    let app = Arc::new(App::from_vars(&vars).await?);
+    let app = Arc::new(build(vars.clone()).await.map_err(Into::into)?);
     let public_base = vars.get_or("PUBLIC_BASE_URL", &base).to_owned();
     let sesami_creds = app.secrets.credentials("sesami").await?;
     let sesami = SesamiSim::new(

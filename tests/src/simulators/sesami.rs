@@ -201,7 +201,7 @@ async fn authorization(State(sim): State<SesamiSim>, raw: axum::extract::RawQuer
     Html(format!(
         "<!doctype html><title>Sesami — authorize app</title><h1>Sesami (simulator)</h1>\
          <p>The app <code>{client}</code> asks for <strong>{scopes}</strong> on shop <code>{shop}</code>.</p>\
-         <form method=\"post\" action=\"consent\">\
+         <form method=\"post\" action=\"../../../consent\">\
          <input type=\"hidden\" name=\"shopId\" value=\"{shop}\">\
          <input type=\"hidden\" name=\"redirectUri\" value=\"{redirect}\">\
          <button name=\"decision\" value=\"allow\">Allow</button> \
