@@ -668,18 +668,40 @@ async fn delivery(app: &App, req: &Request) -> Result<Response<Body>> {
         .to_owned();
     let payload: Map<String, Value> = serde_json::from_slice(body)
         .map_err(|_| Error::BadRequest("the body is not a JSON object".into()))?;
-    let orgid = web::header(req.headers(), "x-haravan-org-id")
-        .map(str::to_owned)
-        .or_else(|| match payload.get("org_id") {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        })
+    // The topic and org headers are not signed; the body is. So the org is the body's when it
+    // names one (and a header naming another is refused), an uninstall must say so in its body,
+    // and a delivery's identity is its body alone: a signed body replayed under another topic
+    // or org is a duplicate, not a new instruction.
+    let signed_org = ["org_id", "id"].iter().find_map(|k| match payload.get(*k) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    });
+    let header_org = web::header(req.headers(), "x-haravan-org-id").map(str::to_owned);
+    if let (Some(signed), Some(header)) = (&signed_org, &header_org)
+        && signed != header
+    {
+        return Err(Error::BadRequest(
+            "the X-Haravan-Org-Id header names another org than the signed body".into(),
+        ));
+    }
+    let orgid = signed_org
+        .or(header_org)
         .ok_or_else(|| Error::BadRequest("the delivery names no org".into()))?;
+    if topic == "app/uninstalled"
+        && payload.get("event_type").and_then(Value::as_str) != Some("app/uninstalled")
+    {
+        return Err(Error::BadRequest(
+            "the body of an app/uninstalled delivery must say so (`event_type`)".into(),
+        ));
+    }
     web::check_id("the delivery's org id", &orgid)?;
 
     let mark = Item::new(
-        Key::new(format!("webhook#{PLATFORM}"), delivery_id(&topic, body)),
+        Key::new(
+            format!("webhook#{PLATFORM}"),
+            hex::encode(crypto::sha256(body)),
+        ),
         Map::new(),
     )
     .expiring_at(now() + DELIVERY_TTL_SECONDS);
@@ -711,15 +733,6 @@ async fn delivery(app: &App, req: &Request) -> Result<Response<Body>> {
             Err(e)
         }
     }
-}
-
-/// A delivery's identity: the hash of its topic and exact body (Haravan sends no delivery id).
-fn delivery_id(topic: &str, body: &[u8]) -> String {
-    let mut data = Vec::with_capacity(topic.len() + 1 + body.len());
-    data.extend_from_slice(topic.as_bytes());
-    data.push(b'\n');
-    data.extend_from_slice(body);
-    hex::encode(crypto::sha256(&data))
 }
 
 /// The shop fields a `shop/update` delivery may change.

@@ -423,26 +423,9 @@ async fn webhook_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         check_timestamp(&raw, app.sesami.timestamp_window, now_ms())?;
     }
 
-    match hook.event.as_str() {
-        "uninstall_app" => uninstall(app, &hook).await,
-        other => {
-            tracing::info!(event = %web::printable(other), "sesami webhook ignored");
-            Ok(web::json(
-                StatusCode::OK,
-                &serde_json::json!({"ok": true, "handled": false}),
-            ))
-        }
-    }
-}
-
-async fn uninstall(app: &App, hook: &Webhook) -> Result<Response<Body>> {
-    let shop_id = match hook.data.get("shopId") {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(Error::BadRequest("`data.shopId` is missing".into())),
-    };
-    web::check_id("`data.shopId`", &shop_id)?;
-    // A delivery is acted on once: the mark is the signature itself, unique per payload.
+    // A delivery is acted on once, whatever `event` says beside it: `event` is not signed, so
+    // the mark is the signature over `data`, and signed data replayed under another event name
+    // is a duplicate, not a new instruction.
     let mark = Item::new(
         Key::new(
             format!("webhook#{PLATFORM}"),
@@ -461,6 +444,29 @@ async fn uninstall(app: &App, hook: &Webhook) -> Result<Response<Body>> {
         }
         Err(e) => return Err(e.into()),
     }
+    let outcome = match hook.event.as_str() {
+        "uninstall_app" => uninstall(app, &hook).await,
+        other => {
+            tracing::info!(event = %web::printable(other), "sesami webhook acknowledged, not handled");
+            Ok(web::json(
+                StatusCode::OK,
+                &serde_json::json!({"ok": true, "handled": false}),
+            ))
+        }
+    };
+    if outcome.is_err() {
+        let _ = app.store.take(&mark.key).await;
+    }
+    outcome
+}
+
+async fn uninstall(app: &App, hook: &Webhook) -> Result<Response<Body>> {
+    let shop_id = match hook.data.get("shopId") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(Error::BadRequest("`data.shopId` is missing".into())),
+    };
+    web::check_id("`data.shopId`", &shop_id)?;
     match app.store.take(&install_key(&shop_id)).await {
         Ok(Some(_)) => {
             tracing::info!(shop_id, "sesami install removed");
@@ -470,7 +476,6 @@ async fn uninstall(app: &App, hook: &Webhook) -> Result<Response<Body>> {
             ))
         }
         other => {
-            let _ = app.store.take(&mark.key).await;
             other?;
             Err(Error::NotFound(format!(
                 "no install for shop `{}`",

@@ -230,7 +230,7 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
         // A signed app/uninstalled for an org that is not installed: the delivery mark is
         // written and released again.
         ("POST", "/haravan/webhooks") => {
-            let body = json!({"id": 1_000_999_999u64, "org_id": "1000999999"});
+            let body = json!({"id": 1_000_999_999u64, "org_id": "1000999999", "event_type": "app/uninstalled"});
             let creds = h.server.app.secrets.credentials("haravan").await.unwrap();
             let signature = gatehouse_local::simulators::haravan::webhook_signature(
                 secrecy::ExposeSecret::expose_secret(&creds.client_secret),

@@ -628,7 +628,7 @@ async fn probes(h: &Harness, p: &Prepared) -> Vec<Probe> {
                 200,
             ),
             "POST /haravan/webhooks" => {
-                let body = json!({"id": 1000111111u64, "org_id": "1000111111"}).to_string();
+                let body = json!({"id": 1000111111u64, "org_id": "1000111111", "event_type": "app/uninstalled"}).to_string();
                 let signature = gatehouse_local::simulators::haravan::webhook_signature(
                     &haravan_secret,
                     body.as_bytes(),

@@ -602,7 +602,7 @@ async fn webhook_deliveries_are_verified_and_deduped() {
     assert_eq!(count(&h, "webhook#haravan").await, 1);
 
     // Unknown topics are acknowledged.
-    let other = serde_json::to_vec(&json!({"org_id": 1})).unwrap();
+    let other = serde_json::to_vec(&json!({"org_id": ADMIN_ORG})).unwrap();
     let other_sig = gatehouse_local::simulators::haravan::webhook_signature(&secret, &other);
     let (s, t) = post(
         other,
@@ -615,6 +615,39 @@ async fn webhook_deliveries_are_verified_and_deduped() {
     .await;
     assert_eq!(s, 200, "{t}");
     assert!(t.contains("\"handled\":false"));
+
+    // The topic and org headers are not signed: a signed shop/update body replayed as an
+    // uninstall, or under another org's header, acts on nothing.
+    let (s, t) = post(
+        body.clone(),
+        vec![
+            ("x-haravan-topic", "app/uninstalled".into()),
+            org(),
+            ("x-haravan-hmacsha256", sig.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(s, 400, "a shop body is no uninstall: {t}");
+    let (s, t) = post(
+        body.clone(),
+        vec![
+            topic(),
+            ("x-haravan-org-id", "1000222222".into()),
+            ("x-haravan-hmacsha256", sig.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(s, 400, "the header may not redirect a signed body: {t}");
+    assert!(
+        h.server
+            .app
+            .store
+            .get(&install_key(ADMIN_ORG))
+            .await
+            .unwrap()
+            .is_some(),
+        "still installed"
+    );
 
     // The subscription handshake.
     let token = h

@@ -57,8 +57,23 @@ impl EmbeddedStore {
         conn.busy_timeout(busy_timeout).map_err(fail)?;
         // Reading first also opens the WAL of a file that has one, so that opening a file that
         // is set up takes no write lock and never waits for another process's write.
-        if schema_version(&conn).map_err(fail)? == 0 {
-            set_up(&mut conn, path).map_err(fail)?;
+        // Switching a new file to WAL can answer "busy" at once, without waiting in the busy
+        // handler, while another process sets the same file up; so setting up is retried here
+        // until the busy timeout has passed.
+        let started = std::time::Instant::now();
+        loop {
+            let attempt = match schema_version(&conn) {
+                Ok(0) => set_up(&mut conn, path),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(()) => break,
+                Err(e) if is_busy(&e) && started.elapsed() < busy_timeout => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(fail(e)),
+            }
         }
         match schema_version(&conn).map_err(fail)? {
             SCHEMA_VERSION => {}
@@ -99,6 +114,14 @@ impl EmbeddedStore {
         .await
         .map_err(|e| StoreError::Unavailable(format!("embedded store task failed: {e}")))?
     }
+}
+
+/// Whether SQLite answered that another connection holds the lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// The layout version of the file: 0 for a new one, else [`SCHEMA_VERSION`] or a later one.
