@@ -53,7 +53,7 @@ def fmt_size(s):
 misses = []
 lines = [
     "<!-- bench:start -->",
-    f"Measured by `bench/run` on {machine()}; machine shared with other work, so expect noise.",
+    f"Measured by `bench/run` on {machine()}; machine shared with other work, so expect noise. MB are 2^20 bytes.",
     "",
     "| function | event (status) | arm64 bootstrap / zip (MB) | x86_64 bootstrap / zip (MB) "
     "| init p50 (ms) | first response p50 (ms), without moto | peak RSS (MB) | warm p50 / p99 (ms) "
