@@ -1,0 +1,450 @@
+//! `gatehouse-bench`: measures one function's release `bootstrap` as Lambda would run it.
+//!
+//! It serves a local Lambda Runtime API (`/2018-06-01/runtime/...`) and a counting proxy in front
+//! of moto (DynamoDB and Secrets Manager requests, by their `X-Amz-Target`), spawns the bootstrap
+//! against both and prints one JSON line: cold start (spawn to the first `next`, spawn to the first
+//! response; medians), peak RSS (VmHWM), warm latency per invocation (p50, p99) and the AWS calls
+//! per invocation, cold and warm. `bench/run` calls it once per function and writes the table.
+//!
+//! Usage: `gatehouse-bench --bootstrap PATH --event FILE --name NAME --moto URL [--cold N]
+//! [--warm N]`. The child inherits this process's environment (bench/run sets the table, the
+//! secret ids and the platform URLs); `AWS_ENDPOINT_URL` and `AWS_LAMBDA_*` are set here.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Mutex, mpsc};
+
+/// What the Runtime API saw, in order.
+#[derive(Debug)]
+enum Seen {
+    /// The function asked for its next event (the first one ends init).
+    Next(Instant),
+    /// An event was handed to the function.
+    Given(Instant),
+    /// The function posted a response (its API Gateway status code).
+    Response(Instant, i64),
+    /// The function reported an invocation error.
+    Error(String),
+    /// The function reported an init error.
+    InitError(String),
+}
+
+struct Emulator {
+    jobs: Mutex<mpsc::UnboundedReceiver<(String, String)>>,
+    seen: mpsc::UnboundedSender<Seen>,
+    function_arn: String,
+}
+
+async fn next(State(em): State<Arc<Emulator>>) -> Response {
+    let _ = em.seen.send(Seen::Next(Instant::now()));
+    let job = em.jobs.lock().await.recv().await;
+    let Some((id, body)) = job else {
+        return StatusCode::GONE.into_response();
+    };
+    let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(30);
+    let headers = [
+        ("content-type", "application/json".to_owned()),
+        ("lambda-runtime-aws-request-id", id.clone()),
+        (
+            "lambda-runtime-deadline-ms",
+            deadline.as_millis().to_string(),
+        ),
+        (
+            "lambda-runtime-invoked-function-arn",
+            em.function_arn.clone(),
+        ),
+        (
+            "lambda-runtime-trace-id",
+            format!("Root=1-00000000-{id:0>24};Parent=0000000000000000;Sampled=0"),
+        ),
+    ];
+    let _ = em.seen.send(Seen::Given(Instant::now()));
+    (headers, body).into_response()
+}
+
+async fn response(
+    State(em): State<Arc<Emulator>>,
+    Path(_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let now = Instant::now();
+    let status = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["statusCode"].as_i64())
+        .unwrap_or(0);
+    let _ = em.seen.send(Seen::Response(now, status));
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn invocation_error(
+    State(em): State<Arc<Emulator>>,
+    Path(_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let _ = em
+        .seen
+        .send(Seen::Error(String::from_utf8_lossy(&body).into()));
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn init_error(State(em): State<Arc<Emulator>>, body: Bytes) -> Response {
+    let _ = em
+        .seen
+        .send(Seen::InitError(String::from_utf8_lossy(&body).into()));
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// One Runtime API on a fresh port: where to point `AWS_LAMBDA_RUNTIME_API`, where to push
+/// events, what it saw.
+async fn emulator(
+    name: &str,
+) -> (
+    String,
+    mpsc::UnboundedSender<(String, String)>,
+    mpsc::UnboundedReceiver<Seen>,
+) {
+    let (job_tx, job_rx) = mpsc::unbounded_channel();
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    let em = Arc::new(Emulator {
+        jobs: Mutex::new(job_rx),
+        seen: seen_tx,
+        function_arn: format!("arn:aws:lambda:us-east-1:000000000000:function:{name}"),
+    });
+    let router = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/response",
+            post(response),
+        )
+        .route(
+            "/2018-06-01/runtime/invocation/{id}/error",
+            post(invocation_error),
+        )
+        .route("/2018-06-01/runtime/init/error", post(init_error))
+        .with_state(em);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (addr, job_tx, seen_rx)
+}
+
+/// Counts of AWS requests that went through the proxy.
+#[derive(Default)]
+struct Counts {
+    dynamodb: AtomicUsize,
+    secrets: AtomicUsize,
+    other: AtomicUsize,
+    /// Time spent waiting on moto, in nanoseconds (a Python server: far slower than DynamoDB).
+    upstream_ns: AtomicU64,
+}
+
+impl Counts {
+    fn take(&self) -> (usize, usize, usize) {
+        (
+            self.dynamodb.swap(0, Ordering::SeqCst),
+            self.secrets.swap(0, Ordering::SeqCst),
+            self.other.swap(0, Ordering::SeqCst),
+        )
+    }
+
+    fn take_upstream(&self) -> Duration {
+        Duration::from_nanos(self.upstream_ns.swap(0, Ordering::SeqCst))
+    }
+}
+
+struct Proxy {
+    upstream: String,
+    client: reqwest::Client,
+    counts: Counts,
+}
+
+async fn forward(
+    State(p): State<Arc<Proxy>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if target.starts_with("DynamoDB_20120810.") {
+        p.counts.dynamodb.fetch_add(1, Ordering::SeqCst);
+    } else if target.starts_with("secretsmanager.") {
+        p.counts.secrets.fetch_add(1, Ordering::SeqCst);
+    } else {
+        p.counts.other.fetch_add(1, Ordering::SeqCst);
+    }
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut req = p.client.request(method, format!("{}{path}", p.upstream));
+    for (k, v) in &headers {
+        if k != "host" && k != "content-length" {
+            req = req.header(k, v);
+        }
+    }
+    let started = Instant::now();
+    let sent = req.body(body).send().await;
+    let answered = async {
+        let resp = sent?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        resp.bytes().await.map(|b| (status, headers, b))
+    }
+    .await;
+    p.counts
+        .upstream_ns
+        .fetch_add(started.elapsed().as_nanos() as u64, Ordering::SeqCst);
+    match answered {
+        Ok((status, headers, bytes)) => {
+            let mut out = HeaderMap::new();
+            for (k, v) in &headers {
+                if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+            (status, out, bytes).into_response()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    percentile(v, 50.0)
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Peak resident set of a live process, in KiB (VmHWM).
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+async fn wait_for(
+    seen: &mut mpsc::UnboundedReceiver<Seen>,
+    mut want: impl FnMut(&Seen) -> bool,
+) -> Result<Seen, String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), seen.recv()).await {
+            Ok(Some(Seen::InitError(e))) => return Err(format!("init error: {e}")),
+            Ok(Some(s)) if want(&s) => return Ok(s),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err("the emulator stopped".into()),
+            Err(_) => return Err("no answer from the function within 30 s".into()),
+        }
+    }
+}
+
+struct Args {
+    bootstrap: String,
+    event: String,
+    name: String,
+    moto: String,
+    cold: usize,
+    warm: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        bootstrap: String::new(),
+        event: String::new(),
+        name: String::new(),
+        moto: String::new(),
+        cold: 10,
+        warm: 1000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--bootstrap" => a.bootstrap = v,
+            "--event" => a.event = v,
+            "--name" => a.name = v,
+            "--moto" => a.moto = v,
+            "--cold" => a.cold = v.parse().expect("--cold N"),
+            "--warm" => a.warm = v.parse().expect("--warm N"),
+            _ => panic!("unknown argument {k}"),
+        }
+    }
+    assert!(
+        !a.bootstrap.is_empty() && !a.event.is_empty() && !a.moto.is_empty(),
+        "usage: gatehouse-bench --bootstrap PATH --event FILE --name NAME --moto URL [--cold N] [--warm N]"
+    );
+    a
+}
+
+/// A spawned bootstrap, killed and reaped when dropped (on every path, errors included).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(a: &Args, runtime_api: &str, proxy: &str) -> Running {
+    let child = std::process::Command::new(&a.bootstrap)
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
+        .env("AWS_ENDPOINT_URL", proxy)
+        .env("AWS_LAMBDA_FUNCTION_NAME", &a.name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env(
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{}", a.name),
+        )
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the bootstrap");
+    Running(child)
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let event = std::fs::read_to_string(&a.event).expect("read the event");
+    let proxy = Arc::new(Proxy {
+        upstream: a.moto.trim_end_matches('/').to_owned(),
+        client: reqwest::Client::new(),
+        counts: Counts::default(),
+    });
+    let router = Router::new().fallback(forward).with_state(proxy.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut out = json!({ "function": a.name, "event": a.event });
+    match run(&a, &event, &proxy, &proxy_url).await {
+        Ok(v) => {
+            for (k, v) in v.as_object().unwrap() {
+                out[k] = v.clone();
+            }
+        }
+        Err(e) => out["error"] = json!(e),
+    }
+    println!("{out}");
+}
+
+async fn run(a: &Args, event: &str, proxy: &Proxy, proxy_url: &str) -> Result<Value, String> {
+    // Cold: a fresh process (and Runtime API) per spawn.
+    let (mut init, mut first, mut first_own, mut rss) = (vec![], vec![], vec![], vec![]);
+    let (mut cold_ddb, mut cold_sm) = (vec![], vec![]);
+    let mut statuses = vec![];
+    for i in 0..a.cold {
+        let (addr, jobs, mut seen) = emulator(&a.name).await;
+        jobs.send((format!("cold-{i}"), event.to_owned())).unwrap();
+        proxy.counts.take();
+        proxy.counts.take_upstream();
+        let t0 = Instant::now();
+        let child = spawn(a, &addr, proxy_url);
+        let pid = child.0.id();
+        let Seen::Next(t1) = wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await? else {
+            unreachable!()
+        };
+        let t2 = match wait_for(&mut seen, |s| {
+            matches!(s, Seen::Response(..) | Seen::Error(..))
+        })
+        .await?
+        {
+            Seen::Response(t, status) => {
+                statuses.push(status);
+                t
+            }
+            Seen::Error(e) => return Err(format!("invocation error: {e}")),
+            _ => unreachable!(),
+        };
+        // Idle again (its next `next`): everything of the first invocation is done.
+        wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await?;
+        let (ddb, sm, _) = proxy.counts.take();
+        first_own.push(ms((t2 - t0).saturating_sub(proxy.counts.take_upstream())));
+        rss.push(vm_hwm_kib(pid).unwrap_or(0) as f64 / 1024.0);
+        drop(child);
+        init.push(ms(t1 - t0));
+        first.push(ms(t2 - t0));
+        cold_ddb.push(ddb as f64);
+        cold_sm.push(sm as f64);
+    }
+
+    // Warm: one process, one invocation to warm it, then `warm` more, one at a time.
+    let (addr, jobs, mut seen) = emulator(&a.name).await;
+    let child = spawn(a, &addr, proxy_url);
+    let pid = child.0.id();
+    jobs.send(("warmup".into(), event.to_owned())).unwrap();
+    wait_for(&mut seen, |s| matches!(s, Seen::Response(..))).await?;
+    wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await?;
+    proxy.counts.take();
+    proxy.counts.take_upstream();
+    let mut lat = Vec::with_capacity(a.warm);
+    let mut own = Vec::with_capacity(a.warm);
+    let mut warm_status = None;
+    for i in 0..a.warm {
+        jobs.send((format!("warm-{i}"), event.to_owned())).unwrap();
+        let Seen::Given(t0) = wait_for(&mut seen, |s| matches!(s, Seen::Given(_))).await? else {
+            unreachable!()
+        };
+        match wait_for(&mut seen, |s| {
+            matches!(s, Seen::Response(..) | Seen::Error(..))
+        })
+        .await?
+        {
+            Seen::Response(t1, status) => {
+                let moto = proxy.counts.take_upstream();
+                lat.push(ms(t1 - t0));
+                own.push(ms((t1 - t0).saturating_sub(moto)));
+                warm_status = Some(status);
+            }
+            Seen::Error(e) => return Err(format!("invocation error: {e}")),
+            _ => unreachable!(),
+        }
+    }
+    wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await?;
+    let (ddb, sm, _) = proxy.counts.take();
+    let warm_rss = vm_hwm_kib(pid).unwrap_or(0) as f64 / 1024.0;
+    drop(child);
+    let n = a.warm.max(1) as f64;
+    Ok(json!({
+        "cold_spawns": a.cold,
+        "init_ms_p50": median(&mut init),
+        "first_response_ms_p50": median(&mut first),
+        "first_response_own_ms_p50": median(&mut first_own),
+        "cold_status": statuses.first(),
+        "cold_rss_mb_max": rss.iter().copied().fold(0.0, f64::max),
+        "cold_dynamodb_calls": median(&mut cold_ddb),
+        "cold_secrets_calls": median(&mut cold_sm),
+        "warm_invocations": a.warm,
+        "warm_status": warm_status,
+        "warm_ms_p50": median(&mut lat.clone()),
+        "warm_ms_p99": percentile(&mut lat, 99.0),
+        "warm_own_ms_p50": median(&mut own.clone()),
+        "warm_own_ms_p99": percentile(&mut own, 99.0),
+        "warm_rss_mb": warm_rss,
+        "warm_dynamodb_calls": ddb as f64 / n,
+        "warm_secrets_calls": sm as f64 / n,
+    }))
+}
