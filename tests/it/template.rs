@@ -64,3 +64,15 @@ fn every_function_binary_is_deployed() {
         .collect();
     assert_eq!(built, deployed);
 }
+
+/// The README's first command, `cargo run -p gatehouse-local`, needs a default binary now that
+/// the crate has several.
+#[test]
+fn the_local_server_is_the_default_run() {
+    let manifest = read("tests/Cargo.toml");
+    assert!(
+        manifest.contains("default-run = \"gatehouse-local\""),
+        "tests/Cargo.toml must say default-run = \"gatehouse-local\""
+    );
+    assert!(read("README.md").contains("cargo run -p gatehouse-local "));
+}
