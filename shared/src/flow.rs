@@ -145,6 +145,29 @@ pub async fn consume(app: &App, platform: &str, id: &str) -> Result<Map<String, 
     }
 }
 
+/// Consumes the one-time state bound to this browser by `cookie`: the cookie must be present and
+/// signed, the `echoed` state (when the platform sends one back) must be the cookie's, and the
+/// state must still exist. Returns what the flow stored when it began.
+pub async fn consume_bound(
+    app: &App,
+    cookie: &CookieSpec,
+    req: &Request,
+    platform: &str,
+    echoed: Option<&str>,
+) -> Result<Map<String, Value>> {
+    let keys = app.secrets.app_keys().await?;
+    let bound = cookie.read(app, &keys, req)?;
+    if let Some(echoed) = echoed
+        && aws_lc_rs::constant_time::verify_slices_are_equal(bound.as_bytes(), echoed.as_bytes())
+            .is_err()
+    {
+        return Err(Error::BadRequest(
+            "this sign-in was started in another browser or tab; start again".into(),
+        ));
+    }
+    consume(app, platform, &bound).await
+}
+
 /// How long a spent authorization code is remembered.
 const CODE_MARK_TTL_SECONDS: i64 = 7 * 24 * 3600;
 

@@ -269,16 +269,7 @@ async fn read_callback(app: &App, req: &Request, purpose: &str) -> Result<Callba
     let state_id = form.require("state")?;
     let code = form.require("code")?;
     let id_token = form.require("id_token")?;
-    let keys = app.secrets.app_keys().await?;
-    let bound = STATE_COOKIE.read(app, &keys, req)?;
-    if aws_lc_rs::constant_time::verify_slices_are_equal(bound.as_bytes(), state_id.as_bytes())
-        .is_err()
-    {
-        return Err(Error::BadRequest(
-            "this sign-in was started in another browser or tab; start again".into(),
-        ));
-    }
-    let state = flow::consume(app, PLATFORM, state_id).await?;
+    let state = flow::consume_bound(app, &STATE_COOKIE, req, PLATFORM, Some(state_id)).await?;
     if state.get("purpose").and_then(Value::as_str) != Some(purpose) {
         return Err(Error::BadRequest(
             "this answer was sent to the wrong callback; start again".into(),

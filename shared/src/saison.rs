@@ -250,20 +250,11 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         )));
     }
     let code = q.require("code")?;
-    let keys = app.secrets.app_keys().await?;
-    let bound = STATE_COOKIE.read(app, &keys, req)?;
-    if let Some(echoed) = q.get("state") {
-        if aws_lc_rs::constant_time::verify_slices_are_equal(echoed.as_bytes(), bound.as_bytes())
-            .is_err()
-        {
-            return Err(Error::BadRequest(
-                "this answer belongs to a flow started in another browser; start again".into(),
-            ));
-        }
-    } else if app.saison.send_state {
+    if app.saison.send_state && q.get("state").is_none() {
         return Err(Error::BadRequest("parameter `state` is missing".into()));
     }
-    let state = flow::consume(app, PLATFORM, &bound).await?;
+    let state = flow::consume_bound(app, &STATE_COOKIE, req, PLATFORM, q.get("state")).await?;
+    let keys = app.secrets.app_keys().await?;
     let member = state
         .get("member")
         .and_then(Value::as_str)

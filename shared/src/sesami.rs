@@ -292,9 +292,8 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     verify_query(app, &params).await?;
     let shop_id = params.require("shopId")?;
 
+    let state = flow::consume_bound(app, &STATE_COOKIE, req, PLATFORM, None).await?;
     let keys = app.secrets.app_keys().await?;
-    let state_id = STATE_COOKIE.read(app, &keys, req)?;
-    let state = flow::consume(app, PLATFORM, &state_id).await?;
     if state.get("shop_id").and_then(Value::as_str) != Some(shop_id) {
         return Err(Error::Forbidden(
             "this callback is for another shop than the one whose install this browser started"

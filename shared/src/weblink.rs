@@ -424,16 +424,8 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     }
     let code = q.require("code")?;
     let state_id = q.require("state")?;
+    let state = flow::consume_bound(app, &STATE_COOKIE, req, PLATFORM, Some(state_id)).await?;
     let keys = app.secrets.app_keys().await?;
-    let bound = STATE_COOKIE.read(app, &keys, req)?;
-    if aws_lc_rs::constant_time::verify_slices_are_equal(bound.as_bytes(), state_id.as_bytes())
-        .is_err()
-    {
-        return Err(Error::BadRequest(
-            "this sign-in was started in another browser or tab; start again".into(),
-        ));
-    }
-    let state = flow::consume(app, PLATFORM, state_id).await?;
     let text = |name: &str| {
         state
             .get(name)
