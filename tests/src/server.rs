@@ -21,8 +21,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// The largest request body the local server passes on (API Gateway's own limit is 10 MB).
-const MAX_BODY: usize = 1024 * 1024;
+/// The largest request body the local server passes on: API Gateway's own payload limit, so that
+/// the handlers, not the server, answer an over-large body (and the whole body is read first, so
+/// the client is not cut off mid-send and can read the answer).
+const MAX_BODY: usize = 10 * 1024 * 1024;
 
 /// A running local server.
 pub struct LocalServer {
