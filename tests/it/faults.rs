@@ -9,7 +9,7 @@
 //! - Secrets Manager gone under a warm container: the values fetched before keep serving, within
 //!   their TTL and past it.
 
-use crate::harness::{Browser, Harness, Page, query_param};
+use crate::harness::{Browser, Harness, Page, query_param, resolve};
 use axum::response::IntoResponse;
 use gatehouse::App;
 use gatehouse::config::{Config, Vars};
@@ -22,13 +22,6 @@ use std::time::{Duration, Instant};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn resolve(base: &str, action: &str) -> String {
-    url::Url::parse(base)
-        .and_then(|b| b.join(action))
-        .map(|u| u.to_string())
-        .expect("form action resolves")
 }
 
 /// Submits the first form of `page` (at `url`) with `set` replacing or adding fields.

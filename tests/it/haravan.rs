@@ -1,6 +1,6 @@
 //! Haravan end to end: the local server against the Haravan simulator over real HTTP.
 
-use crate::harness::{Backend, Browser, Harness, Page, query_param};
+use crate::harness::{Backend, Browser, Harness, Page, query_param, resolve};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse::App;
@@ -16,13 +16,6 @@ const ADMIN_ORG: &str = "1000111111";
 const ARRAY_ADMIN: &str = "200000022222"; // role ["com_api.admin", "admin"] of org 1000222222
 const STAFF: &str = "200000033333"; // role "staff" of org 1000333333
 const STAFF_ORG: &str = "1000333333";
-
-fn resolve(base: &str, action: &str) -> String {
-    url::Url::parse(base)
-        .and_then(|b| b.join(action))
-        .map(|u| u.to_string())
-        .expect("form action resolves")
-}
 
 /// From an authorize redirect (`to_authorize`), signs in at the simulator as `sub`, and POSTs the
 /// form_post answer to the app as the browser would. Returns the app's answer.

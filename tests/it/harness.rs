@@ -270,3 +270,11 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
+
+/// A form's `action` resolved against the page it came from, as a browser does.
+pub fn resolve(base: &str, action: &str) -> String {
+    url::Url::parse(base)
+        .and_then(|b| b.join(action))
+        .map(|u| u.to_string())
+        .expect("form action resolves")
+}

@@ -1,20 +1,12 @@
 //! Saison connect end to end: the local server against the Saison simulator over real HTTP.
 
-use crate::harness::{Backend, Browser, Harness, Page, query_param};
+use crate::harness::{Backend, Browser, Harness, Page, query_param, resolve};
 use gatehouse::config::Vars;
 use gatehouse::saison::{self, connection_key};
 use gatehouse_local::simulators::haravan::HaravanSim;
 use secrecy::ExposeSecret;
 
 const MEMBER: &str = "demo";
-
-fn resolve(base: &str, action: &str) -> String {
-    url::Url::parse(base)
-        .unwrap()
-        .join(action)
-        .unwrap()
-        .to_string()
-}
 
 /// authorize → Saison's sign-in screen → callback. Returns the callback page and its URL.
 async fn connect(h: &Harness, b: &mut Browser) -> (Page, String) {

@@ -1,19 +1,11 @@
 //! Administrate WebLink end to end: the local server against the WebLink simulator over HTTP.
 
-use crate::harness::{Backend, Browser, Harness, Page, query_param};
+use crate::harness::{Backend, Browser, Harness, Page, query_param, resolve};
 use gatehouse::config::Vars;
 use gatehouse_local::simulators::haravan::HaravanSim;
 use serde_json::{Value, json};
 
 const PORTAL: &str = "demo.administrateweblink.com";
-
-fn resolve(base: &str, action: &str) -> String {
-    url::Url::parse(base)
-        .unwrap()
-        .join(action)
-        .unwrap()
-        .to_string()
-}
 
 /// login → the IDP's sign-in → the redirect back. Returns the callback URL (not yet visited).
 async fn sign_in(h: &Harness, b: &mut Browser) -> String {
