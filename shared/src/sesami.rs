@@ -121,17 +121,14 @@ pub fn canonical_json(object: &Map<String, Value>) -> String {
     out
 }
 
-/// Writes `value` compactly, numbers as JavaScript prints them (`1` for `1.0`), since Sesami
-/// computes its signatures with `JSON.stringify`.
+/// Writes `value` compactly, numbers as JavaScript prints them, since Sesami computes its
+/// signatures with `JSON.stringify`: `1` for `1.0`, `0` for `-0`, `1e-7` and `1e+21` where Rust
+/// would write every digit. Integers are printed exactly as received, which is how JavaScript
+/// wrote them.
 fn write_json(out: &mut String, value: &Value) {
     match value {
         Value::Number(n) if n.is_f64() => {
-            let f = n.as_f64().unwrap_or_default();
-            if f.fract() == 0.0 && f.abs() < 1e21 {
-                out.push_str(&format!("{f:.0}"));
-            } else {
-                out.push_str(&f.to_string());
-            }
+            out.push_str(ryu_js::Buffer::new().format(n.as_f64().unwrap_or_default()));
         }
         Value::Array(items) => {
             out.push('[');
@@ -542,6 +539,25 @@ mod tests {
         assert_eq!(
             sign(SECRET, &data),
             "3fb15c458ca7140071366d593be7de0fd9f7cfd308c6a3ba2566762ce149070e"
+        );
+    }
+
+    /// Numbers where Rust's and JavaScript's printing differ: exponents, `-0`, integral floats.
+    /// Expected text and tag computed with Node.js (`JSON.stringify` of the parsed object, keys
+    /// sorted; `crypto.createHmac`).
+    #[test]
+    fn webhook_data_vector_with_javascript_numbers() {
+        let data: Map<String, Value> = serde_json::from_str(
+            r#"{"shopId":"s","tiny":0.0000001,"huge":1e21,"negzero":-0.0,"big":1.5E300,"frac":123456789.125,"neg":-25e-9,"whole":1e2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            canonical_json(&data),
+            r#"{"big":1.5e+300,"frac":123456789.125,"huge":1e+21,"neg":-2.5e-8,"negzero":0,"shopId":"s","tiny":1e-7,"whole":100}"#
+        );
+        assert_eq!(
+            sign(SECRET, &data),
+            "3f0bbee04c734d12cf25e1b6e1dbb096a256425c55103d3dd4966fe33d61dac9"
         );
     }
 
