@@ -121,7 +121,8 @@ impl App {
         })
     }
 
-    /// Our public base URL: configured, or `https://<API Gateway domain>`.
+    /// Our public base URL: configured, or `https://<API Gateway domain>`. API Gateway always
+    /// names its domain, so a request without one (a hand-made event) is refused as bad input.
     pub fn base_url(&self, req: &Request) -> crate::error::Result<Url> {
         if let Some(url) = &self.config.public_base_url {
             return Ok(url.clone());
@@ -131,8 +132,10 @@ impl App {
             .and_then(|info| info.domain_name.as_deref())
             .and_then(|domain| Url::parse(&format!("https://{domain}")).ok())
             .ok_or_else(|| {
-                crate::error::Error::Internal(
-                    "PUBLIC_BASE_URL is unset and the request has no API domain".into(),
+                crate::error::Error::BadRequest(
+                    "the request does not name the domain it was sent to (API Gateway's \
+                     requestContext.domainName), and PUBLIC_BASE_URL is unset"
+                        .into(),
                 )
             })
     }

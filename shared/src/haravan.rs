@@ -219,6 +219,12 @@ async fn authorize_redirect(
         "install" => (&h.install_scopes, "/haravan/install/grandservice"),
         _ => (&h.login_scopes, "/haravan/install/login"),
     };
+    // Everything that can fail comes before the state is stored: a refusal stores nothing.
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    let keys = app.secrets.app_keys().await?;
+    let redirect_uri = app.public_url(req, callback)?;
+    let mut url = url::Url::parse(&format!("{}/connect/authorize", h.accounts_base))
+        .map_err(|_| Error::Internal("bad accounts base".into()))?;
     let nonce = crypto::random_token(24)?;
     let mut data = Map::new();
     data.insert("nonce".into(), nonce.clone().into());
@@ -227,17 +233,13 @@ async fn authorize_redirect(
         data.insert("orgid".into(), org.into());
     }
     let state = flow::begin(app, PLATFORM, data).await?;
-    let creds = app.secrets.credentials(PLATFORM).await?;
-    let keys = app.secrets.app_keys().await?;
-    let mut url = url::Url::parse(&format!("{}/connect/authorize", h.accounts_base))
-        .map_err(|_| Error::Internal("bad accounts base".into()))?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_mode", "form_post");
         q.append_pair("response_type", "code id_token");
         q.append_pair("scope", scope);
         q.append_pair("client_id", &creds.client_id);
-        q.append_pair("redirect_uri", &app.public_url(req, callback)?);
+        q.append_pair("redirect_uri", &redirect_uri);
         q.append_pair("nonce", &nonce);
         q.append_pair("state", &state);
         if let Some(org) = orgid {

@@ -202,13 +202,18 @@ async fn authorize_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         }
         None => s.members[0].clone(),
     };
+    // Everything that can fail comes before the state is stored: a refusal stores nothing.
+    let creds = app.secrets.credentials(PLATFORM).await?;
+    let keys = app.secrets.app_keys().await?;
+    let redirect_uri = match s.send_redirect_uri {
+        true => Some(app.public_url(req, "/saison/callback")?),
+        false => None,
+    };
+    let mut url = url::Url::parse(&format!("{}/auth/screen/{member}/authorize", s.api_base))
+        .map_err(|_| Error::Internal("bad Saison base".into()))?;
     let mut data = Map::new();
     data.insert("member".into(), member.clone().into());
     let state = flow::begin(app, PLATFORM, data).await?;
-    let creds = app.secrets.credentials(PLATFORM).await?;
-    let keys = app.secrets.app_keys().await?;
-    let mut url = url::Url::parse(&format!("{}/auth/screen/{member}/authorize", s.api_base))
-        .map_err(|_| Error::Internal("bad Saison base".into()))?;
     {
         let mut pairs = url.query_pairs_mut();
         pairs.append_pair("client_id", &creds.client_id);
@@ -216,8 +221,8 @@ async fn authorize_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         if let Some(scope) = &s.scopes {
             pairs.append_pair("scope", scope);
         }
-        if s.send_redirect_uri {
-            pairs.append_pair("redirect_uri", &app.public_url(req, "/saison/callback")?);
+        if let Some(redirect_uri) = &redirect_uri {
+            pairs.append_pair("redirect_uri", redirect_uri);
         }
         if s.send_state {
             pairs.append_pair("state", &state);

@@ -242,8 +242,10 @@ async fn install_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     let params = Params::from_query(req)?;
     verify_query(app, &params).await?;
     let shop_id = params.require("shopId")?;
+    // Everything that can fail comes before the state is stored: a refusal stores nothing.
     let keys = app.secrets.app_keys().await?;
     let creds = app.secrets.credentials(PLATFORM).await?;
+    let redirect_uri = app.public_url(req, "/sesami/callback")?;
     let mut data = Map::new();
     data.insert("shop_id".into(), shop_id.into());
     let state = flow::begin(app, PLATFORM, data).await?;
@@ -260,7 +262,7 @@ async fn install_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         for scope in &app.sesami.scopes {
             q.append_pair("scopes[]", scope);
         }
-        q.append_pair("redirectUri", &app.public_url(req, "/sesami/callback")?);
+        q.append_pair("redirectUri", &redirect_uri);
     }
     tracing::info!(shop_id, "sesami install started");
     let mut resp = web::redirect(url.as_str())?;

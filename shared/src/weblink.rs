@@ -352,24 +352,26 @@ async fn login_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     let portal = q.require("portal")?.to_ascii_lowercase();
     app.weblink.allowed(&portal)?;
     let config = portal_config(app, &portal).await?;
-    let verifier = new_verifier()?;
-    let mut data = Map::new();
-    data.insert("portal".into(), portal.clone().into());
-    data.insert("verifier".into(), verifier.clone().into());
-    let state = flow::begin(app, PLATFORM, data).await?;
+    // Everything that can fail comes before the state is stored: a refusal stores nothing.
     let keys = app.secrets.app_keys().await?;
+    let redirect_uri = app.public_url(req, "/weblink/callback")?;
     let mut url =
         url::Url::parse(&app.weblink.idp_url(&config.idp.domain, "/authorize")).map_err(|_| {
             Error::Upstream(
                 "the URL of Administrate's sign-in service for the portal is invalid".into(),
             )
         })?;
+    let verifier = new_verifier()?;
+    let mut data = Map::new();
+    data.insert("portal".into(), portal.clone().into());
+    data.insert("verifier".into(), verifier.clone().into());
+    let state = flow::begin(app, PLATFORM, data).await?;
     url.query_pairs_mut()
         .append_pair("brand", &config.brand)
         .append_pair("client_id", &config.idp.client_id)
         .append_pair("code_challenge", &code_challenge(&verifier))
         .append_pair("code_challenge_method", "S256")
-        .append_pair("redirect_uri", &app.public_url(req, "/weblink/callback")?)
+        .append_pair("redirect_uri", &redirect_uri)
         .append_pair("response_type", "code")
         .append_pair("state", &state);
     let mut resp = web::redirect(url.as_str())?;
