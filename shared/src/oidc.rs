@@ -147,29 +147,45 @@ pub fn check_alg(token: &str) -> Result<()> {
     }
 }
 
-/// Verifies `token` and returns its claims.
+/// Verifies `token` and returns its claims: [`key_id`], the platform's key for it, then
+/// [`verify_with_key`].
 pub async fn verify_id_token(
     http: &reqwest::Client,
     jwks: &Jwks,
     token: &str,
     expect: &Expect<'_>,
 ) -> Result<serde_json::Map<String, Value>> {
+    let kid = key_id(token)?;
+    let key = jwks.key(http, &kid).await?;
+    verify_with_key(token, &key, expect)
+}
+
+/// The pre-checks made before any key is fetched: a well-formed RS256 JWT that names its key.
+/// Returns that key id.
+pub fn key_id(token: &str) -> Result<String> {
     check_alg(token)?;
     let header =
         jsonwebtoken::decode_header(token).map_err(|_| refused("is not a well-formed JWT"))?;
     if header.alg != Algorithm::RS256 {
         return Err(refused("is not signed with RS256"));
     }
-    let kid = header.kid.ok_or_else(|| refused("names no key (kid)"))?;
-    let key = jwks.key(http, &kid).await?;
+    header.kid.ok_or_else(|| refused("names no key (kid)"))
+}
 
+/// Verifies `token`'s signature under `key` and its claims against `expect`, now.
+pub fn verify_with_key(
+    token: &str,
+    key: &DecodingKey,
+    expect: &Expect<'_>,
+) -> Result<serde_json::Map<String, Value>> {
+    check_alg(token)?;
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_issuer(expect.issuers);
     validation.set_audience(expect.audiences);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
     validation.validate_nbf = true;
     validation.leeway = expect.skew;
-    let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &validation)
+    let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, key, &validation)
         .map_err(|e| {
             use jsonwebtoken::errors::ErrorKind::*;
             match e.kind() {
