@@ -165,6 +165,10 @@ pub fn mac_target(url: &url::Url) -> Result<(String, String, u16)> {
 }
 
 /// The `Authorization` header for `method url`, signed now with a fresh CSPRNG nonce.
+///
+/// The access token is Saison's, sent inside a quoted string: one holding a quote, a backslash
+/// or anything but visible ASCII would change the header's meaning or make it invalid, so it is
+/// refused as the platform's fault (502) rather than sent.
 pub fn authorization(
     access_token: &str,
     key: &[u8],
@@ -172,6 +176,15 @@ pub fn authorization(
     url: &url::Url,
     separator: &str,
 ) -> Result<String> {
+    if access_token.is_empty()
+        || !access_token
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        return Err(Error::Upstream(
+            "Saison issued an access token that cannot be sent in a MAC header".into(),
+        ));
+    }
     let (request_uri, host, port) = mac_target(url)?;
     let ts = u64::try_from(now()).unwrap_or_default();
     let nonce = crypto::random_string(NONCE_ALPHABET, 10)?;
@@ -507,5 +520,20 @@ mod tests {
             (uri.as_str(), host.as_str(), port),
             ("/p?q=1", "127.0.0.1", 3000)
         );
+    }
+
+    #[test]
+    fn tokens_that_would_break_the_header_are_refused() {
+        let url = url::Url::parse("https://apit.saisoncard.co.jp/auth/account/profile").unwrap();
+        for token in ["", "a\"b", "a\\b", "a b", "a\r\nX-Evil: 1", "café"] {
+            assert!(
+                matches!(
+                    authorization(token, b"k", "GET", &url, " "),
+                    Err(Error::Upstream(_))
+                ),
+                "{token:?}"
+            );
+        }
+        assert!(authorization("a-Z_0.9~+/=", b"k", "GET", &url, " ").is_ok());
     }
 }
