@@ -67,7 +67,8 @@ pub fn response_into_event(resp: Response<Body>) -> ApiGatewayV2httpResponse {
         .headers
         .get_all(header::SET_COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        // Not `to_str`, which takes visible ASCII only and would drop a cookie silently.
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok().map(str::to_owned))
         .collect();
     parts.headers.remove(header::SET_COOKIE);
     let (body, is_base64_encoded) = match body {
