@@ -20,6 +20,19 @@ use std::sync::Arc;
 /// Turns an API Gateway event into a request.
 pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Error> {
     let path = event.raw_path.as_deref().unwrap_or("/");
+    // API Gateway sends neither a `?` in the path nor a fragment; parsed as one URI they would
+    // move text between path, query and a dropped fragment, so signed text could differ from
+    // what was received.
+    if path.contains(['?', '#'])
+        || event
+            .raw_query_string
+            .as_deref()
+            .is_some_and(|q| q.contains('#'))
+    {
+        return Err(Error::BadRequest(
+            "the request path or query is malformed".into(),
+        ));
+    }
     let uri = match event.raw_query_string.as_deref() {
         Some(q) if !q.is_empty() => format!("{path}?{q}"),
         _ => path.to_owned(),
