@@ -145,20 +145,24 @@ impl TokenGrant {
     }
 }
 
-/// An RS256 signing key and its public half as a JWK.
-pub(crate) struct SigningKey {
-    pub(crate) kid: String,
+/// An RS256 signing key and its public half as a JWK (also the fuzz targets' id_token key).
+pub struct SigningKey {
+    /// Its key id.
+    pub kid: String,
     /// PKCS#1 `RSAPrivateKey` DER, what jsonwebtoken's aws-lc backend reads.
-    pub(crate) pkcs1_der: Vec<u8>,
-    /// base64url modulus and exponent.
-    pub(crate) n: String,
-    pub(crate) e: String,
+    pub pkcs1_der: Vec<u8>,
+    /// base64url modulus.
+    pub n: String,
+    /// base64url exponent.
+    pub e: String,
 }
 
 impl SigningKey {
+    /// A new RSA-2048 key.
+    ///
     /// # Panics
     /// If the system cannot generate an RSA key (no usable randomness).
-    pub(crate) fn generate() -> Self {
+    pub fn generate() -> Self {
         let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("RSA-2048 key generation");
         let pkcs8 = pair.as_der().expect("PKCS#8 encoding of a fresh key");
         let pkcs1 = pkcs1_from_pkcs8(pkcs8.as_ref()).expect("a PKCS#8 RSA key holds PKCS#1");
@@ -172,14 +176,15 @@ impl SigningKey {
     }
 
     /// `claims` as an RS256 JWT whose header names this key.
-    pub(crate) fn sign(&self, claims: &Value) -> String {
+    pub fn sign(&self, claims: &Value) -> String {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.kid = Some(self.kid.clone());
         let key = jsonwebtoken::EncodingKey::from_rsa_der(&self.pkcs1_der);
         jsonwebtoken::encode(&header, claims, &key).expect("RS256 signing with a valid key")
     }
 
-    pub(crate) fn jwk(&self) -> Value {
+    /// The public half, as a JWK.
+    pub fn jwk(&self) -> Value {
         json!({
             "kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": self.n, "e": self.e,
         })
