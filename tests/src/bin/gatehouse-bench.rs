@@ -7,8 +7,15 @@
 //! per invocation, cold and warm. `bench/run` calls it once per function and writes the table.
 //!
 //! Usage: `gatehouse-bench --bootstrap PATH --event FILE --name NAME --moto URL [--cold N]
-//! [--warm N]`. The child inherits this process's environment (bench/run sets the table, the
-//! secret ids and the platform URLs); `AWS_ENDPOINT_URL` and `AWS_LAMBDA_*` are set here.
+//! [--warm N] [--reset FILE]`. The child inherits this process's environment (bench/run sets the
+//! table, the secret ids and the platform URLs); `AWS_ENDPOINT_URL` and `AWS_LAMBDA_*` are set
+//! here.
+//!
+//! `--reset FILE` (`{"put": [{"pk", "sk", "attrs"}], "delete": [{"pk", "sk"}]}`, written by
+//! `bench/moto_setup.py`) is applied to the table before every invocation, cold and warm, straight
+//! on moto: not through the proxy, so neither counted nor timed. It lets an event that consumes
+//! what it acts on (an uninstall takes the install, a delivery leaves its mark) be measured as a
+//! first delivery every time instead of as a replay.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,7 +23,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use gatehouse::store::{Condition, DynamoStore, Item, Key, Store};
+use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -265,6 +273,71 @@ struct Args {
     moto: String,
     cold: usize,
     warm: usize,
+    reset: Option<String>,
+}
+
+/// What `--reset` puts back before every invocation.
+struct Reset {
+    store: DynamoStore,
+    put: Vec<Item>,
+    delete: Vec<Key>,
+}
+
+impl Reset {
+    /// The reset of `path` on the table `TABLE_NAME` of moto at `moto`; `None` when it is empty.
+    async fn load(path: &str, moto: &str) -> Result<Option<Self>, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let spec: Value = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+        let key = |v: &Value| -> Result<Key, String> {
+            match (v["pk"].as_str(), v["sk"].as_str()) {
+                (Some(pk), Some(sk)) => Ok(Key::new(pk, sk)),
+                _ => Err(format!("{path}: every entry needs `pk` and `sk` strings")),
+            }
+        };
+        let entries = |name: &str| spec[name].as_array().cloned().unwrap_or_default();
+        let put = entries("put")
+            .iter()
+            .map(|v| {
+                let attrs = v["attrs"].as_object().cloned().unwrap_or_else(Map::new);
+                Ok(Item::new(key(v)?, attrs))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let delete = entries("delete")
+            .iter()
+            .map(key)
+            .collect::<Result<Vec<_>, String>>()?;
+        if put.is_empty() && delete.is_empty() {
+            return Ok(None);
+        }
+        let table = std::env::var("TABLE_NAME")
+            .map_err(|_| "--reset needs TABLE_NAME in the environment".to_owned())?;
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(moto)
+            .load()
+            .await;
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&aws), table);
+        Ok(Some(Self { store, put, delete }))
+    }
+
+    /// Puts the table back as the reset says, if there is one.
+    async fn before_invocation(reset: &Option<Self>) -> Result<(), String> {
+        let Some(this) = reset else {
+            return Ok(());
+        };
+        for key in &this.delete {
+            this.store
+                .take(key)
+                .await
+                .map_err(|e| format!("reset: {e}"))?;
+        }
+        for item in &this.put {
+            this.store
+                .put(item, Condition::Always)
+                .await
+                .map_err(|e| format!("reset: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 fn args() -> Args {
@@ -275,6 +348,7 @@ fn args() -> Args {
         moto: String::new(),
         cold: 10,
         warm: 1000,
+        reset: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -286,12 +360,13 @@ fn args() -> Args {
             "--moto" => a.moto = v,
             "--cold" => a.cold = v.parse().expect("--cold N"),
             "--warm" => a.warm = v.parse().expect("--warm N"),
+            "--reset" => a.reset = Some(v),
             _ => panic!("unknown argument {k}"),
         }
     }
     assert!(
         !a.bootstrap.is_empty() && !a.event.is_empty() && !a.moto.is_empty(),
-        "usage: gatehouse-bench --bootstrap PATH --event FILE --name NAME --moto URL [--cold N] [--warm N]"
+        "usage: gatehouse-bench --bootstrap PATH --event FILE --name NAME --moto URL [--cold N] [--warm N] [--reset FILE]"
     );
     a
 }
@@ -352,11 +427,16 @@ async fn main() {
 }
 
 async fn run(a: &Args, event: &str, proxy: &Proxy, proxy_url: &str) -> Result<Value, String> {
+    let reset = match &a.reset {
+        Some(path) => Reset::load(path, &a.moto).await?,
+        None => None,
+    };
     // Cold: a fresh process (and Runtime API) per spawn.
     let (mut init, mut first, mut first_own, mut rss) = (vec![], vec![], vec![], vec![]);
     let (mut cold_ddb, mut cold_sm) = (vec![], vec![]);
     let mut statuses = vec![];
     for i in 0..a.cold {
+        Reset::before_invocation(&reset).await?;
         let (addr, jobs, mut seen) = emulator(&a.name).await;
         jobs.send((format!("cold-{i}"), event.to_owned())).unwrap();
         proxy.counts.take();
@@ -395,6 +475,7 @@ async fn run(a: &Args, event: &str, proxy: &Proxy, proxy_url: &str) -> Result<Va
     let (addr, jobs, mut seen) = emulator(&a.name).await;
     let child = spawn(a, &addr, proxy_url);
     let pid = child.0.id();
+    Reset::before_invocation(&reset).await?;
     jobs.send(("warmup".into(), event.to_owned())).unwrap();
     wait_for(&mut seen, |s| matches!(s, Seen::Response(..))).await?;
     wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await?;
@@ -404,6 +485,7 @@ async fn run(a: &Args, event: &str, proxy: &Proxy, proxy_url: &str) -> Result<Va
     let mut own = Vec::with_capacity(a.warm);
     let mut warm_status = None;
     for i in 0..a.warm {
+        Reset::before_invocation(&reset).await?;
         jobs.send((format!("warm-{i}"), event.to_owned())).unwrap();
         let Seen::Given(t0) = wait_for(&mut seen, |s| matches!(s, Seen::Given(_))).await? else {
             unreachable!()
