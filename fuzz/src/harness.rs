@@ -79,6 +79,15 @@ impl Store for Journal {
         self.touch(&item.key).await?;
         self.inner.put(item, condition).await
     }
+    async fn update(
+        &self,
+        key: &Key,
+        set: &serde_json::Map<String, serde_json::Value>,
+        condition: Condition,
+    ) -> Result<(), StoreError> {
+        self.touch(key).await?;
+        self.inner.update(key, set, condition).await
+    }
     async fn take(&self, key: &Key) -> Result<Option<Item>, StoreError> {
         self.touch(key).await?;
         self.inner.take(key).await

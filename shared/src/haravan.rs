@@ -738,44 +738,29 @@ const SHOP_FIELDS: [&str; 6] = [
     "shop_owner",
 ];
 
+/// One in-place update of the install: the shop details and when they came, on the condition
+/// only that the install exists. The token attributes are not touched, and a token refresh
+/// writes only those (see [`refresh`]), so neither can undo the other and no version check or
+/// retry is needed. Two deliveries for one org: the later write wins, as it always did.
 async fn shop_update(app: &App, orgid: &str, payload: &Map<String, Value>) -> Result<bool> {
-    for _ in 0..5 {
-        let item = app
-            .store
-            .get(&install_key(orgid))
-            .await?
-            .ok_or_else(|| Error::NotFound("no install for this org".into()))?;
-        let version = item
-            .attrs
-            .get("token_version")
-            .cloned()
-            .unwrap_or(Value::Null);
-        let mut attrs = item.attrs.clone();
-        let mut shop = Map::new();
-        for field in SHOP_FIELDS {
-            if let Some(v) = payload.get(field).filter(|v| v.is_string()) {
-                shop.insert(field.into(), v.clone());
-            }
-        }
-        attrs.insert("shop".into(), Value::Object(shop));
-        attrs.insert("shop_updated_at".into(), now().into());
-        // Written on the token version read, so a concurrent refresh is never overwritten.
-        match app
-            .store
-            .put(
-                &Item::new(item.key.clone(), attrs),
-                Condition::AttrEquals("token_version".into(), version),
-            )
-            .await
-        {
-            Ok(()) => return Ok(true),
-            Err(StoreError::ConditionFailed) => continue,
-            Err(e) => return Err(e.into()),
+    let mut shop = Map::new();
+    for field in SHOP_FIELDS {
+        if let Some(v) = payload.get(field).filter(|v| v.is_string()) {
+            shop.insert(field.into(), v.clone());
         }
     }
-    Err(Error::Unavailable(
-        "the install kept changing; retry".into(),
-    ))
+    let mut set = Map::new();
+    set.insert("shop".into(), Value::Object(shop));
+    set.insert("shop_updated_at".into(), now().into());
+    match app
+        .store
+        .update(&install_key(orgid), &set, Condition::Always)
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(StoreError::ConditionFailed) => Err(Error::NotFound("no install for this org".into())),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn uninstalled(app: &App, orgid: &str) -> Result<bool> {

@@ -5,8 +5,10 @@
 //! more than [`MARGIN`] seconds left. When it is due, the caller takes a lease (an item created
 //! with a condition, expiring after [`LEASE_SECONDS`]), re-reads the tenant (a sibling may have
 //! refreshed meanwhile), calls the token endpoint, and writes the new tokens on condition that
-//! the version is still the one it read. Callers that find the lease taken wait and re-read, so
-//! any number of concurrent callers in any number of containers cause one refresh call.
+//! the version is still the one it read. Only the token attributes are written, in place, so a
+//! concurrent write of other attributes of the item (Haravan's `shop/update`) is never undone,
+//! and the item's expiry is kept. Callers that find the lease taken wait and re-read, so any
+//! number of concurrent callers in any number of containers cause one refresh call.
 //!
 //! Platforms that rotate refresh tokens answer `invalid_grant` to the old one; if that happens
 //! because a sibling (whose lease ran out) rotated it, re-reading finds the new tokens. Only a
@@ -125,7 +127,9 @@ fn context(key: &Key) -> String {
 }
 
 /// Writes `grant` into `attrs` (sealed, bound to `key`), with a new version. A grant without a
-/// refresh token keeps the one `attrs` already had.
+/// refresh token keeps the one `attrs` already had. It only inserts, never removes, so that a
+/// refresh can write into an empty map exactly the attributes it changes and set those in place
+/// ([`crate::store::Store::update`]): whatever a grant leaves out stays as stored.
 pub fn seal(
     keys: &KeyRing,
     key: &Key,
@@ -295,19 +299,23 @@ async fn refresh_under_lease(
         .unwrap_or(Value::Null);
     match refresher.refresh(app, &refresh_token).await {
         Ok(grant) => {
-            let mut attrs = item.attrs.clone();
-            seal(keys, key, &grant, &mut attrs)?;
-            let updated = Item::new(key.clone(), attrs);
+            // Only what the grant changes is written, in place: another writer's attributes
+            // (a `shop/update`'s shop details) and the item's expiry (a WebLink session's) stay.
+            let mut set = Map::new();
+            seal(keys, key, &grant, &mut set)?;
             match app
                 .store
-                .put(
-                    &updated,
+                .update(
+                    key,
+                    &set,
                     Condition::AttrEquals("token_version".into(), version),
                 )
                 .await
             {
                 Ok(()) => {
                     tracing::info!(pk = %key.pk, tenant = %key.sk, "access token refreshed");
+                    let mut updated = item;
+                    updated.attrs.extend(set);
                     Ok(Some(updated))
                 }
                 Err(StoreError::ConditionFailed) => Ok(None),
@@ -326,12 +334,13 @@ async fn refresh_under_lease(
                     None => return Ok(None),
                 }
             }
-            let mut attrs = item.attrs.clone();
-            attrs.insert("needs_reauth".into(), true.into());
+            let mut set = Map::new();
+            set.insert("needs_reauth".into(), true.into());
             match app
                 .store
-                .put(
-                    &Item::new(key.clone(), attrs),
+                .update(
+                    key,
+                    &set,
                     Condition::AttrEquals("token_version".into(), version),
                 )
                 .await

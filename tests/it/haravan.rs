@@ -852,3 +852,212 @@ async fn invalid_grant_after_a_siblings_rotation_is_recovered() {
     let stored = gatehouse::refresh::open(&keys, &item).unwrap();
     assert_eq!(stored.access_token.expose_secret(), token.expose_secret());
 }
+
+/// A store that counts the calls made through it, over the embedded store.
+struct Counting {
+    inner: gatehouse::store::EmbeddedStore,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    fn count(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn called(&self) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl gatehouse::store::Store for Counting {
+    async fn get(
+        &self,
+        key: &gatehouse::store::Key,
+    ) -> Result<Option<gatehouse::store::Item>, gatehouse::store::StoreError> {
+        self.called();
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        item: &gatehouse::store::Item,
+        condition: gatehouse::store::Condition,
+    ) -> Result<(), gatehouse::store::StoreError> {
+        self.called();
+        self.inner.put(item, condition).await
+    }
+    async fn update(
+        &self,
+        key: &gatehouse::store::Key,
+        set: &serde_json::Map<String, Value>,
+        condition: gatehouse::store::Condition,
+    ) -> Result<(), gatehouse::store::StoreError> {
+        self.called();
+        self.inner.update(key, set, condition).await
+    }
+    async fn take(
+        &self,
+        key: &gatehouse::store::Key,
+    ) -> Result<Option<gatehouse::store::Item>, gatehouse::store::StoreError> {
+        self.called();
+        self.inner.take(key).await
+    }
+    async fn query(
+        &self,
+        pk: &str,
+    ) -> Result<Vec<gatehouse::store::Item>, gatehouse::store::StoreError> {
+        self.called();
+        self.inner.query(pk).await
+    }
+}
+
+/// A `shop/update` delivery for an installed org costs two store calls (the delivery mark, one
+/// in-place update), and one for an org that is not installed (404, the mark taken back: three).
+#[tokio::test]
+async fn shop_update_makes_two_store_calls() {
+    let counting: Arc<std::sync::OnceLock<Arc<Counting>>> = Arc::default();
+    let slot = counting.clone();
+    let h = Harness::start_with(Vars::default(), move |vars| async move {
+        let config = gatehouse::config::Config::from_vars(&vars)?;
+        let store = Arc::new(Counting {
+            inner: gatehouse::store::EmbeddedStore::open(config.data_dir.join("store.sqlite3"))?,
+            calls: Default::default(),
+        });
+        let _ = slot.set(store.clone());
+        Ok(App::with_store(&vars, config, store, None)?)
+    })
+    .await;
+    let counting = counting.get().expect("the app was built").clone();
+    let sim = h.server.haravan.clone();
+    let mut b = Browser::new();
+    assert_eq!(install(&h, &mut b, ADMIN).await.status, 200);
+    let before = h
+        .server
+        .app
+        .store
+        .get(&install_key(ADMIN_ORG))
+        .await
+        .unwrap()
+        .expect("installed");
+
+    let body = sim.webhook_body("shop/update", ADMIN_ORG);
+    let start = counting.count();
+    let (status, text) = sim.send_webhook("shop/update", ADMIN_ORG, &body).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"handled\":true"), "{text}");
+    assert_eq!(counting.count() - start, 2, "the mark and one update");
+
+    let after = h
+        .server
+        .app
+        .store
+        .get(&install_key(ADMIN_ORG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        after.attrs["shop"]["myharavan_domain"],
+        json!("demo-one.myharavan.com")
+    );
+    assert!(after.attrs["shop_updated_at"].is_i64());
+    // Everything else of the install is as it was, the token version included.
+    let mut unchanged = after.attrs.clone();
+    unchanged.remove("shop");
+    unchanged.remove("shop_updated_at");
+    let mut was = before.attrs.clone();
+    was.remove("shop");
+    was.remove("shop_updated_at");
+    assert_eq!(unchanged, was);
+
+    // An org that is not installed: 404, nothing created, the mark taken back.
+    let body = sim.webhook_body("shop/update", STAFF_ORG);
+    let start = counting.count();
+    let (status, text) = sim.send_webhook("shop/update", STAFF_ORG, &body).await;
+    assert_eq!(status, 404, "{text}");
+    assert_eq!(
+        counting.count() - start,
+        3,
+        "the mark, the update, the mark back"
+    );
+    assert!(
+        h.server
+            .app
+            .store
+            .get(&install_key(STAFF_ORG))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A refresher that lets a `shop/update` delivery land between the refresh's read of the
+/// install and its write, as a webhook handled by another container would.
+struct ShopUpdatedMeanwhile(HaravanSim);
+
+#[async_trait::async_trait]
+impl gatehouse::refresh::Refresher for ShopUpdatedMeanwhile {
+    async fn refresh(
+        &self,
+        app: &App,
+        refresh_token: &secrecy::SecretString,
+    ) -> Result<gatehouse::refresh::Grant, gatehouse::refresh::RefreshError> {
+        let body = self.0.webhook_body("shop/update", ADMIN_ORG);
+        let (status, text) = self.0.send_webhook("shop/update", ADMIN_ORG, &body).await;
+        assert_eq!(status, 200, "{text}");
+        haravan::HaravanRefresher.refresh(app, refresh_token).await
+    }
+}
+
+/// A token refresh and a `shop/update` at the same time: both land, neither undoes the other.
+async fn refresh_keeps_a_concurrent_shop_update(h: Harness) {
+    let sim = h.server.haravan.clone();
+    sim.set_access_token_lifetime(120); // inside the refresh margin: due at once
+    let mut b = Browser::new();
+    assert_eq!(install(&h, &mut b, ADMIN).await.status, 200);
+    sim.set_access_token_lifetime(86_400);
+    let key = install_key(ADMIN_ORG);
+    // Shop details from an earlier delivery, which the refresh reads with the install: a write
+    // of that copy would put them back over the newer ones.
+    let mut old_shop = serde_json::Map::new();
+    old_shop.insert(
+        "shop".into(),
+        json!({"myharavan_domain": "old.myharavan.com"}),
+    );
+    h.server
+        .app
+        .store
+        .update(&key, &old_shop, gatehouse::store::Condition::Always)
+        .await
+        .unwrap();
+    let before = h.server.app.store.get(&key).await.unwrap().unwrap();
+
+    let token =
+        gatehouse::refresh::access_token(&h.server.app, &key, &ShopUpdatedMeanwhile(sim.clone()))
+            .await
+            .expect("refreshed");
+
+    let after = h.server.app.store.get(&key).await.unwrap().unwrap();
+    assert_eq!(
+        after.attrs["shop"]["myharavan_domain"],
+        json!("demo-one.myharavan.com"),
+        "the shop update survived the refresh"
+    );
+    assert_ne!(after.attrs["token_version"], before.attrs["token_version"]);
+    let keys = h.server.app.secrets.app_keys().await.unwrap();
+    let stored = gatehouse::refresh::open(&keys, &after).unwrap();
+    assert_eq!(stored.access_token.expose_secret(), token.expose_secret());
+    assert_eq!(after.attrs["orgname"], before.attrs["orgname"]);
+}
+
+#[tokio::test]
+async fn refresh_keeps_a_concurrent_shop_update_on_the_embedded_store() {
+    refresh_keeps_a_concurrent_shop_update(Harness::embedded().await).await;
+}
+
+#[tokio::test]
+async fn refresh_keeps_a_concurrent_shop_update_on_dynamodb() {
+    let Some(h) = Harness::start(Backend::Dynamo, Vars::default()).await else {
+        return;
+    };
+    refresh_keeps_a_concurrent_shop_update(h).await;
+}

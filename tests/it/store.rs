@@ -95,12 +95,21 @@ conformance!(
     invalid_key,
     concurrent_takes,
     concurrent_creates,
+    update_in_place,
+    update_absent,
+    update_expired,
+    update_attr_equals,
+    update_invalid,
+    concurrent_versioned_updates,
+    concurrent_disjoint_updates,
 );
 
 conformance_pairs!(
     pair_sees_writes,
     pair_concurrent_takes,
     pair_concurrent_creates,
+    pair_concurrent_versioned_updates,
+    pair_concurrent_disjoint_updates,
 );
 
 // ---- the checks ----
@@ -304,6 +313,158 @@ async fn concurrent_takes(store: Shared) {
     takes_race(&[store], "s1").await;
 }
 
+/// An update sets the given attributes, adds the new ones, and leaves the rest and the expiry.
+async fn update_in_place(store: Shared) {
+    let expires_at = now() + 3600;
+    let key = Key::new("install#haravan", "org-1");
+    let item = Item::new(
+        key.clone(),
+        object(json!({
+            "orgname": "Demo",
+            "token_version": "v1",
+            "shop": {"name": "old", "domain": "old.example"},
+            "count": 1,
+        })),
+    )
+    .expiring_at(expires_at);
+    store.put(&item, Condition::Always).await.expect("put");
+
+    // DynamoDB reserved words and a name with a dot (a path, were it not a placeholder).
+    let set = object(json!({
+        "shop": {"name": "new"},
+        "status": "ok",
+        "name": null,
+        "a.b": [1, "two"],
+    }));
+    store
+        .update(&key, &set, Condition::Always)
+        .await
+        .expect("update");
+    let mut expected = item.clone();
+    expected.attrs.extend(set);
+    let stored = store.get(&key).await.expect("get").expect("still there");
+    assert_eq!(stored, expected);
+    assert_eq!(stored.expires_at, Some(expires_at), "the expiry is kept");
+    assert_eq!(stored.attrs["orgname"], json!("Demo"), "others are kept");
+    assert_eq!(stored.attrs["shop"], json!({"name": "new"}), "set whole");
+
+    // An item that never expires does not start to.
+    let forever = Item::new(
+        Key::new("install#haravan", "org-2"),
+        object(json!({"v": 1})),
+    );
+    store.put(&forever, Condition::Always).await.expect("put");
+    store
+        .update(&forever.key, &object(json!({"v": 2})), Condition::Always)
+        .await
+        .expect("update");
+    let stored = store.get(&forever.key).await.expect("get").expect("there");
+    assert_eq!(stored.expires_at, None);
+    assert_eq!(stored.attrs, object(json!({"v": 2})));
+}
+
+/// Nothing to update: refused, and nothing is created.
+async fn update_absent(store: Shared) {
+    let key = Key::new("install#haravan", "nobody");
+    let set = object(json!({"shop": {}}));
+    assert_condition_failed(store.update(&key, &set, Condition::Always).await);
+    let versioned = Condition::AttrEquals("token_version".into(), json!("v1"));
+    assert_condition_failed(store.update(&key, &set, versioned).await);
+    assert_eq!(store.get(&key).await.expect("get"), None);
+    assert_eq!(store.query(&key.pk).await.expect("query"), vec![]);
+}
+
+/// An expired item is as good as absent: an update neither changes nor revives it.
+async fn update_expired(store: Shared) {
+    let item = Item::new(
+        Key::new("session#weblink", "s1"),
+        object(json!({"token_version": "v1"})),
+    )
+    .expiring_at(now() - 10);
+    store.put(&item, Condition::Always).await.expect("put");
+    let set = object(json!({"token_version": "v2"}));
+    assert_condition_failed(store.update(&item.key, &set, Condition::Always).await);
+    let versioned = Condition::AttrEquals("token_version".into(), json!("v1"));
+    assert_condition_failed(store.update(&item.key, &set, versioned).await);
+    assert_eq!(store.get(&item.key).await.expect("get"), None);
+    // What is stored is still the old, expired item: a create may take its place.
+    store
+        .put(&item.clone().expiring_at(now() + 60), Condition::Absent)
+        .await
+        .expect("the key is still free");
+}
+
+/// `AttrEquals` on an update: applied on a match (the compared attribute may be among those
+/// set, as a version bump is), refused with no change on a mismatch or a missing attribute.
+async fn update_attr_equals(store: Shared) {
+    let key = Key::new("install#haravan", "org-1");
+    let item = Item::new(
+        key.clone(),
+        object(json!({"token_version": "v1", "access": "a1", "shop": "s"})),
+    );
+    store.put(&item, Condition::Always).await.expect("put");
+
+    let v1 = Condition::AttrEquals("token_version".into(), json!("v1"));
+    let bump = object(json!({"token_version": "v2", "access": "a2"}));
+    store.update(&key, &bump, v1.clone()).await.expect("bump");
+    let bumped = Item::new(
+        key.clone(),
+        object(json!({"token_version": "v2", "access": "a2", "shop": "s"})),
+    );
+    assert_eq!(store.get(&key).await.expect("get"), Some(bumped.clone()));
+
+    // The version read is no longer the stored one.
+    let stale = object(json!({"token_version": "v3", "access": "stale"}));
+    assert_condition_failed(store.update(&key, &stale, v1).await);
+    // Equal as JSON means equal in type too: the number 2 is not the string "v2".
+    let typed = Condition::AttrEquals("token_version".into(), json!(2));
+    assert_condition_failed(store.update(&key, &stale, typed).await);
+    // An attribute the item does not have equals nothing.
+    let missing = Condition::AttrEquals("needs_reauth".into(), json!(false));
+    assert_condition_failed(store.update(&key, &stale, missing).await);
+    assert_eq!(store.get(&key).await.expect("get"), Some(bumped));
+}
+
+/// Refused before the backend is asked: reserved names to set or compare, `Absent`, nothing to
+/// set, a bad key. Nothing changes.
+async fn update_invalid(store: Shared) {
+    let key = Key::new("p", "s");
+    let item = Item::new(key.clone(), object(json!({"v": 1})));
+    store.put(&item, Condition::Always).await.expect("put");
+    for name in ["pk", "sk", "ttl"] {
+        let set = object(json!({ name: "x", "v": 2 }));
+        assert_invalid(store.update(&key, &set, Condition::Always).await);
+        let condition = Condition::AttrEquals(name.into(), json!("s"));
+        assert_invalid(
+            store
+                .update(&key, &object(json!({"v": 2})), condition)
+                .await,
+        );
+    }
+    let set = object(json!({"v": 2}));
+    assert_invalid(store.update(&key, &set, Condition::Absent).await);
+    assert_invalid(store.update(&key, &Map::new(), Condition::Always).await);
+    assert_invalid(
+        store
+            .update(&Key::new("", "s"), &set, Condition::Always)
+            .await,
+    );
+    assert_invalid(
+        store
+            .update(&Key::new("p", ""), &set, Condition::Always)
+            .await,
+    );
+    assert_eq!(store.query("p").await.expect("query"), vec![item]);
+}
+
+async fn concurrent_versioned_updates(store: Shared) {
+    versioned_updates_race(&[store], "org-1").await;
+}
+
+async fn concurrent_disjoint_updates(store: Shared) {
+    disjoint_updates_race(&[store], "org-1").await;
+}
+
 async fn concurrent_creates(store: Shared) {
     creates_race(&[store], "s1").await;
 }
@@ -363,6 +524,81 @@ async fn pair_concurrent_takes(first: Shared, second: Shared) {
 async fn pair_concurrent_creates(first: Shared, second: Shared) {
     for round in 0..PAIR_ROUNDS {
         creates_race(&[first.clone(), second.clone()], &format!("s{round}")).await;
+    }
+}
+
+async fn pair_concurrent_versioned_updates(first: Shared, second: Shared) {
+    for round in 0..PAIR_ROUNDS {
+        versioned_updates_race(&[first.clone(), second.clone()], &format!("org-{round}")).await;
+    }
+}
+
+async fn pair_concurrent_disjoint_updates(first: Shared, second: Shared) {
+    for round in 0..PAIR_ROUNDS {
+        disjoint_updates_race(&[first.clone(), second.clone()], &format!("org-{round}")).await;
+    }
+}
+
+/// `RACERS` concurrent updates of one item, each on the version all of them read and bumping
+/// it, spread over `stores`: exactly one succeeds, and its write is the one stored.
+async fn versioned_updates_race(stores: &[Shared], sk: &str) {
+    let key = Key::new("install#haravan", sk);
+    let item = Item::new(
+        key.clone(),
+        object(json!({"token_version": "v0", "keep": 1})),
+    );
+    stores[0].put(&item, Condition::Always).await.expect("put");
+    let results = race(stores, |store, i| {
+        let key = key.clone();
+        async move {
+            let set = object(json!({"token_version": format!("v-{i}"), "by": i}));
+            let v0 = Condition::AttrEquals("token_version".into(), json!("v0"));
+            store.update(&key, &set, v0).await.map(|()| i)
+        }
+    })
+    .await;
+    let mut winners = Vec::new();
+    for result in results {
+        match result {
+            Ok(i) => winners.push(i),
+            Err(StoreError::ConditionFailed) => {}
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one updater wins: {winners:?}");
+    let won = winners[0];
+    let expected = object(json!({"token_version": format!("v-{won}"), "keep": 1, "by": won}));
+    for store in stores {
+        let stored = store.get(&key).await.expect("get").expect("there");
+        assert_eq!(stored.attrs, expected);
+    }
+}
+
+/// `RACERS` concurrent updates of one item, each setting an attribute of its own, spread over
+/// `stores`: all succeed and none undoes another's (a read-modify-write would lose some).
+async fn disjoint_updates_race(stores: &[Shared], sk: &str) {
+    let key = Key::new("install#haravan", sk);
+    let item = Item::new(key.clone(), object(json!({"keep": true})));
+    stores[0].put(&item, Condition::Always).await.expect("put");
+    let results = race(stores, |store, i| {
+        let key = key.clone();
+        async move {
+            let set = object(json!({ format!("a{i}"): i }));
+            store.update(&key, &set, Condition::Always).await
+        }
+    })
+    .await;
+    for result in results {
+        result.expect("every update applies");
+    }
+    let mut expected = object(json!({"keep": true}));
+    for i in 0..RACERS {
+        expected.insert(format!("a{i}"), json!(i));
+    }
+    for store in stores {
+        // Maps compare as maps, whatever the order of their keys.
+        let stored = store.get(&key).await.expect("get").expect("there").attrs;
+        assert_eq!(stored, expected);
     }
 }
 

@@ -104,10 +104,14 @@ async fn journey(h: Harness) {
         .put(&item, gatehouse::store::Condition::Always)
         .await
         .unwrap();
+    let session_expiry = item.expires_at.expect("a session expires");
     let (status, second) = refresh(&h, &b).await;
     assert_eq!(status, 200, "{second}");
     assert_eq!(sim.token_requests("refresh_token"), 1);
     assert_ne!(first["access_token"], second["access_token"]);
+    // The refresh wrote the tokens in place: the session still ends when it was going to.
+    let refreshed = h.items("session#weblink").await.remove(0);
+    assert_eq!(refreshed.expires_at, Some(session_expiry));
     let (_, third) = refresh(&h, &b).await;
     assert_eq!(
         third["access_token"], second["access_token"],

@@ -18,7 +18,9 @@ use aws_sdk_dynamodb::types::{
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_attribute_value, to_item};
 use serde_json::{Map, Value};
 
-use super::{Condition, Item, Key, Store, StoreError, check_key, check_pk, check_put, now};
+use super::{
+    Condition, Item, Key, Store, StoreError, check_key, check_pk, check_put, check_update, now,
+};
 
 /// Creates only if no live item has the key: none at all, or one whose TTL has passed
 /// (`expires_at <= now` is not live, see [`Item::is_live`]).
@@ -26,6 +28,8 @@ const ABSENT: &str = "attribute_not_exists(#pk) OR #ttl <= :now";
 /// Replaces only a live item whose attribute `#a` equals `:v`.
 const ATTR_EQUALS: &str =
     "attribute_exists(#pk) AND #a = :v AND (attribute_not_exists(#ttl) OR #ttl > :now)";
+/// Updates only a live item.
+const LIVE: &str = "attribute_exists(#pk) AND (attribute_not_exists(#ttl) OR #ttl > :now)";
 
 /// The store on a DynamoDB table laid out as the module documentation describes.
 pub struct DynamoStore {
@@ -91,6 +95,56 @@ impl Store for DynamoStore {
                 Err(StoreError::ConditionFailed)
             }
             Err(e) => Err(failure("PutItem", e)),
+        }
+    }
+
+    /// One UpdateItem: `SET #a0 = :v0, …` (every name through a placeholder, so that any
+    /// attribute name works, DynamoDB's reserved words included), on the condition [`LIVE`] or
+    /// [`ATTR_EQUALS`]. DynamoDB applies the condition and the write atomically; the `ttl`
+    /// attribute is not touched, so the expiry stays.
+    async fn update(
+        &self,
+        key: &Key,
+        set: &Map<String, Value>,
+        condition: Condition,
+    ) -> Result<(), StoreError> {
+        check_update(key, set, &condition)?;
+        let mut assignments = Vec::with_capacity(set.len());
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attributes(key)))
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":now", number(now()));
+        for (i, (name, value)) in set.iter().enumerate() {
+            assignments.push(format!("#a{i} = :v{i}"));
+            request = request
+                .expression_attribute_names(format!("#a{i}"), name)
+                .expression_attribute_values(
+                    format!(":v{i}"),
+                    to_attribute_value(value).map_err(invalid)?,
+                );
+        }
+        let request = request.update_expression(format!("SET {}", assignments.join(", ")));
+        let request = match condition {
+            Condition::AttrEquals(name, value) => request
+                .condition_expression(ATTR_EQUALS)
+                .expression_attribute_names("#a", name)
+                .expression_attribute_values(":v", to_attribute_value(value).map_err(invalid)?),
+            // `Absent` was refused by `check_update`.
+            Condition::Always | Condition::Absent => request.condition_expression(LIVE),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(e) => Err(failure("UpdateItem", e)),
         }
     }
 

@@ -9,9 +9,10 @@
 //! - WAL journal: readers never wait for the writer, and a write is seen by every connection,
 //!   in this process or another, as soon as it commits.
 //! - The exactly-one guarantees come from SQLite's own lock on the file, which every process
-//!   takes: `take` is one `DELETE … RETURNING` statement, and a conditional write reads, checks
-//!   and writes inside one `BEGIN IMMEDIATE` transaction, which takes the write lock before
-//!   reading, so no other writer can come between the check and the write.
+//!   takes: `take` is one `DELETE … RETURNING` statement, and a conditional write (and every
+//!   `update`, which merges into the stored attributes) reads, checks and writes inside one
+//!   `BEGIN IMMEDIATE` transaction, which takes the write lock before reading, so no other
+//!   writer can come between the read and the write.
 //! - A caller that finds the file locked waits for it up to [`BUSY_TIMEOUT`]; past that the call
 //!   fails with [`StoreError::Unavailable`].
 //!
@@ -25,7 +26,9 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value};
 
-use super::{Condition, Item, Key, Store, StoreError, check_key, check_pk, check_put, now};
+use super::{
+    Condition, Item, Key, Store, StoreError, check_key, check_pk, check_put, check_update, now,
+};
 
 /// How long a call waits for another connection's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -230,6 +233,45 @@ impl Store for EmbeddedStore {
                 return Err(StoreError::ConditionFailed.into());
             }
             write(&txn)?;
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        key: &Key,
+        set: &Map<String, Value>,
+        condition: Condition,
+    ) -> Result<(), StoreError> {
+        check_update(key, set, &condition)?;
+        let key = key.clone();
+        let set = set.clone();
+        self.run(move |conn| {
+            // As a conditional put: the write lock is taken before the read, so the merge is
+            // made on what is stored when it lands, and no other writer's change is lost.
+            let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current = txn
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk = ?2"),
+                    params![key.pk, key.sk],
+                    row_item,
+                )
+                .optional()?
+                .transpose()?
+                .filter(|item| item.is_live(now()));
+            let Some(mut item) = current.filter(|item| holds(&condition, Some(item))) else {
+                return Err(StoreError::ConditionFailed.into());
+            };
+            item.attrs.extend(set);
+            let attrs = serde_json::to_string(&item.attrs)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            // Only the attributes change: the expiry stays as stored.
+            txn.execute(
+                "UPDATE items SET attrs = ?3 WHERE pk = ?1 AND sk = ?2",
+                params![key.pk, key.sk, attrs],
+            )?;
             txn.commit()?;
             Ok(())
         })

@@ -13,6 +13,10 @@
 //!   creators exactly one succeeds.
 //! - [`Condition::AttrEquals`] replaces only if the live item's attribute equals the value
 //!   (optimistic concurrency, state transitions).
+//! - [`Store::update`] sets some attributes of a live item in place, leaving its other attributes
+//!   and its expiry as they are, atomically with its condition: two writers that change
+//!   different attributes of one item never undo each other's change, and of concurrent updates
+//!   conditioned on one version, exactly one succeeds.
 //! - [`Store::take`] removes the item and returns it if it was live: of any number of concurrent
 //!   takers exactly one gets `Some`. One-time flow state is consumed this way.
 
@@ -84,12 +88,13 @@ impl Item {
     }
 }
 
-/// When a [`Store::put`] may write.
+/// When a [`Store::put`] or [`Store::update`] may write.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
-    /// Always: create or replace.
+    /// Always: create or replace. For [`Store::update`]: whenever a live item has the key.
     Always,
-    /// Only if no live item has the key.
+    /// Only if no live item has the key. Meaningless for [`Store::update`], which refuses it as
+    /// [`StoreError::Invalid`].
     Absent,
     /// Only if a live item has the key and its attribute `.0` equals `.1`.
     AttrEquals(String, Value),
@@ -117,6 +122,18 @@ pub trait Store: Send + Sync + 'static {
     async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError>;
     /// Writes `item` if `condition` holds, else [`StoreError::ConditionFailed`] and no change.
     async fn put(&self, item: &Item, condition: Condition) -> Result<(), StoreError>;
+    /// Sets the attributes in `set` on the live item at `key`, in place: its other attributes
+    /// and its expiry stay as they are. Writes only if a live item has the key and, for
+    /// [`Condition::AttrEquals`], its attribute equals the value; otherwise (absent or expired
+    /// item, mismatch) [`StoreError::ConditionFailed`] and no change, and nothing is created.
+    /// [`Condition::Absent`], reserved attribute names and an empty `set` are
+    /// [`StoreError::Invalid`]. There is no removal: a writer that means "no value" sets `null`.
+    async fn update(
+        &self,
+        key: &Key,
+        set: &Map<String, Value>,
+        condition: Condition,
+    ) -> Result<(), StoreError>;
     /// Removes the item at `key` and returns it if it was live. Exactly one of concurrent
     /// callers gets `Some`. Removing an absent key is not an error.
     async fn take(&self, key: &Key) -> Result<Option<Item>, StoreError>;
@@ -125,10 +142,10 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Rejects attribute names the store reserves for itself.
-pub(crate) fn check_attrs(item: &Item) -> Result<(), StoreError> {
+pub(crate) fn check_attrs(attrs: &Map<String, Value>) -> Result<(), StoreError> {
     match RESERVED_ATTRIBUTES
         .iter()
-        .find(|name| item.attrs.contains_key(**name))
+        .find(|name| attrs.contains_key(**name))
     {
         Some(name) => Err(StoreError::Invalid(format!(
             "attribute name `{name}` is reserved"
@@ -142,7 +159,35 @@ pub(crate) fn check_attrs(item: &Item) -> Result<(), StoreError> {
 /// name would compare the key or TTL instead, on the embedded store nothing, so both refuse it).
 pub(crate) fn check_put(item: &Item, condition: &Condition) -> Result<(), StoreError> {
     check_key(&item.key)?;
-    check_attrs(item)?;
+    check_attrs(&item.attrs)?;
+    check_condition(condition)
+}
+
+/// Everything a [`Store::update`] checks before touching the backend: as [`check_put`] does,
+/// that there is something to set (DynamoDB refuses an empty `SET`), and that the condition is
+/// not [`Condition::Absent`] (an update needs an item to update).
+pub(crate) fn check_update(
+    key: &Key,
+    set: &Map<String, Value>,
+    condition: &Condition,
+) -> Result<(), StoreError> {
+    check_key(key)?;
+    check_attrs(set)?;
+    if set.is_empty() {
+        return Err(StoreError::Invalid(
+            "an update must set some attribute".into(),
+        ));
+    }
+    if *condition == Condition::Absent {
+        return Err(StoreError::Invalid(
+            "an update needs an item: `Absent` is not a condition it can take".into(),
+        ));
+    }
+    check_condition(condition)
+}
+
+/// Refuses a [`Condition::AttrEquals`] on a reserved name.
+fn check_condition(condition: &Condition) -> Result<(), StoreError> {
     match condition {
         Condition::AttrEquals(name, _) if RESERVED_ATTRIBUTES.contains(&name.as_str()) => Err(
             StoreError::Invalid(format!("attribute name `{name}` is reserved")),
