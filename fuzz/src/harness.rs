@@ -8,17 +8,11 @@ use gatehouse::store::{Condition, EmbeddedStore, Item, Key, Store, StoreError};
 use gatehouse_local::routes::Handler;
 use lambda_http::Request;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Where every platform is said to be: a port nothing listens on, so an outbound call fails at
 /// once (502) instead of waiting for a timeout.
 const NOWHERE: &str = "http://127.0.0.1:9";
-
-/// The repository's `events/` folder.
-pub fn events_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
-}
 
 /// A store that remembers, for every key a request wrote or removed, the item that was there
 /// before, so that a test can ask what the request changed on balance.
@@ -113,18 +107,7 @@ pub struct Fixture {
 
 /// The configuration of `events/local.env`, with the platforms nowhere and the data in `data`.
 fn vars(data: &std::path::Path) -> Vars {
-    let env = std::fs::read_to_string(events_dir().join("local.env")).expect("events/local.env");
-    let mut vars = Vars::from_pairs(env.lines().filter_map(|line| {
-        let line = line.trim();
-        (!line.is_empty() && !line.starts_with('#'))
-            .then(|| line.split_once('='))
-            .flatten()
-    }));
-    vars.set(
-        "GATEHOUSE_SECRETS_FILE",
-        events_dir().join("secrets.json").to_string_lossy(),
-    );
-    vars.set("GATEHOUSE_DATA_DIR", data.to_string_lossy());
+    let mut vars = gatehouse_local::events::local_vars(data);
     for (name, path) in [
         ("SESAMI_API_BASE", "/sesami"),
         ("HARAVAN_JWKS_URL", "/haravan/jwks.json"),
@@ -167,7 +150,8 @@ pub fn fixture() -> &'static Fixture {
         });
         let app = App::with_store(&vars, config, journal.clone(), None).expect("an app");
         let secrets_json: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(events_dir().join("secrets.json")).expect("secrets.json"),
+            &std::fs::read_to_string(gatehouse_local::events::dir().join("secrets.json"))
+                .expect("secrets.json"),
         )
         .expect("secrets.json is JSON");
         let mut secrets = Vec::new();

@@ -4,15 +4,14 @@
 
 use crate::harness::query_param;
 use gatehouse::App;
-use gatehouse::config::Vars;
 use gatehouse::haravan::{install_key, org_sessions_partition, sid_partition};
 use gatehouse::refresh::{Grant, seal};
 use gatehouse::store::{Condition, Item, Key, now};
+use gatehouse_local::events::dir as events_dir;
 use gatehouse_local::routes::{self, Resolved};
 use gatehouse_local::simulators::sesami::SesamiSim;
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const STATE_ID: &str = "events-state-0123456789abcdefghijklmnopqrstu";
@@ -53,10 +52,6 @@ fn haravan_state_key(case: &str) -> Key {
     Key::new("state#haravan", id)
 }
 
-fn events_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../events")
-}
-
 /// An app configured as events/local.env says, on a fresh embedded store, with the Sesami
 /// simulator (over real HTTP) standing in for Sesami's token endpoint, and events/haravan-jwks.json
 /// served over real HTTP as Haravan's signing keys (nothing else of Haravan is served there: the
@@ -74,7 +69,6 @@ struct EventBench {
 impl EventBench {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let env = std::fs::read_to_string(events_dir().join("local.env")).unwrap();
         let secrets: Value = serde_json::from_str(
             &std::fs::read_to_string(events_dir().join("secrets.json")).unwrap(),
         )
@@ -140,19 +134,7 @@ impl EventBench {
         );
         tokio::spawn(async move { axum::serve(listener, router).await });
 
-        let mut vars = Vars::default();
-        for line in env
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        {
-            let (k, v) = line.split_once('=').expect("KEY=VALUE");
-            vars.set(k, v);
-        }
-        vars.set(
-            "GATEHOUSE_SECRETS_FILE",
-            events_dir().join("secrets.json").to_string_lossy(),
-        );
-        vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
+        let mut vars = gatehouse_local::events::local_vars(dir.path());
         vars.set("SESAMI_API_BASE", sim_base);
         vars.set("SAISON_API_BASE", saison_base);
         vars.set("MOMO_BASE_URL", &momo_base);

@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod events;
 pub mod load;
 pub mod routes;
 pub mod server;
