@@ -362,9 +362,7 @@ async fn token_call(
         .credentials(PLATFORM)
         .await
         .map_err(|e| RefreshError::Failed(e.into()))?;
-    let mut body: Vec<(&str, &str)> = form.to_vec();
-    body.push(("client_id", &creds.client_id));
-    body.push(("client_secret", creds.client_secret.expose_secret()));
+    let body = creds.with_client_credentials(form);
     let encoded = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(body)
         .finish();

@@ -78,6 +78,18 @@ impl Credentials {
             .map(|s| s.expose_secret().as_bytes())
             .collect()
     }
+
+    /// `form` with this app's `client_id` and `client_secret` added, for token endpoints that
+    /// take the client's credentials in the body.
+    pub fn with_client_credentials<'a>(
+        &'a self,
+        form: &[(&'a str, &'a str)],
+    ) -> Vec<(&'a str, &'a str)> {
+        let mut body = form.to_vec();
+        body.push(("client_id", &self.client_id));
+        body.push(("client_secret", self.client_secret.expose_secret()));
+        body
+    }
 }
 
 #[derive(Deserialize)]
