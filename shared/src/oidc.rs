@@ -157,7 +157,7 @@ pub async fn verify_id_token(
 ) -> Result<serde_json::Map<String, Value>> {
     let kid = key_id(token)?;
     let key = jwks.key(http, &kid).await?;
-    verify_with_key(token, &key, expect)
+    check_signature_and_claims(token, &key, expect)
 }
 
 /// The pre-checks made before any key is fetched: a well-formed RS256 JWT that names its key.
@@ -172,13 +172,23 @@ pub fn key_id(token: &str) -> Result<String> {
     header.kid.ok_or_else(|| refused("names no key (kid)"))
 }
 
-/// Verifies `token`'s signature under `key` and its claims against `expect`, now.
+/// Verifies `token` under `key`, as [`verify_id_token`] does once it has the key: the
+/// pre-checks of [`key_id`], then the signature and the claims against `expect`, now.
 pub fn verify_with_key(
     token: &str,
     key: &DecodingKey,
     expect: &Expect<'_>,
 ) -> Result<serde_json::Map<String, Value>> {
-    check_alg(token)?;
+    key_id(token)?;
+    check_signature_and_claims(token, key, expect)
+}
+
+/// The signature and the claims, for a token that passed [`key_id`].
+fn check_signature_and_claims(
+    token: &str,
+    key: &DecodingKey,
+    expect: &Expect<'_>,
+) -> Result<serde_json::Map<String, Value>> {
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_issuer(expect.issuers);
     validation.set_audience(expect.audiences);
