@@ -89,6 +89,12 @@ impl Store for Journal {
     async fn query(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
         self.inner.query(pk).await
     }
+    async fn transact(&self, writes: &[gatehouse::store::Write]) -> Result<(), StoreError> {
+        for write in writes {
+            self.touch(write.key()).await?;
+        }
+        self.inner.transact(writes).await
+    }
 }
 
 /// The process's app and what the targets need to judge its answers.

@@ -53,7 +53,9 @@ pub enum Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::ConditionFailed => Error::Conflict("this was done already".into()),
+            StoreError::ConditionFailed | StoreError::Cancelled(_) => {
+                Error::Conflict("this was done already".into())
+            }
             StoreError::Invalid(detail) => Error::Internal(format!("store: {detail}")),
             StoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "store unavailable");

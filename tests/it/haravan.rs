@@ -909,6 +909,13 @@ impl gatehouse::store::Store for Counting {
         self.called();
         self.inner.query(pk).await
     }
+    async fn transact(
+        &self,
+        writes: &[gatehouse::store::Write],
+    ) -> Result<(), gatehouse::store::StoreError> {
+        self.called();
+        self.inner.transact(writes).await
+    }
 }
 
 /// A `shop/update` delivery for an installed org costs two store calls (the delivery mark, one

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue::{self, Bool, L, M, N, S};
 use gatehouse::store::{
-    Condition, DynamoStore, EmbeddedStore, Item, Key, Store, StoreError, create_table, now,
+    Condition, DynamoStore, EmbeddedStore, Item, Key, MAX_TRANSACT_WRITES, Store, StoreError,
+    Write as W, create_table, now,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::Barrier;
@@ -102,6 +103,13 @@ conformance!(
     update_invalid,
     concurrent_versioned_updates,
     concurrent_disjoint_updates,
+    transact_all_or_nothing,
+    transact_every_failed_condition,
+    transact_conditions,
+    transact_expired,
+    transact_invalid,
+    concurrent_transactions_one_mark,
+    concurrent_transactions_one_version,
 );
 
 conformance_pairs!(
@@ -110,6 +118,7 @@ conformance_pairs!(
     pair_concurrent_creates,
     pair_concurrent_versioned_updates,
     pair_concurrent_disjoint_updates,
+    pair_concurrent_transactions,
 );
 
 // ---- the checks ----
@@ -639,6 +648,397 @@ async fn creates_race(stores: &[Shared], state: &str) {
     for store in stores {
         let stored = store.get(&winners[0].key).await.expect("get");
         assert_eq!(stored.as_ref(), winners.first());
+    }
+}
+
+// ---- transactions ----
+
+fn key(sk: &str) -> Key {
+    Key::new("tx-test", sk)
+}
+
+fn plain(sk: &str, attrs: Value) -> Item {
+    Item::new(key(sk), object(attrs))
+}
+
+#[track_caller]
+fn assert_cancelled(result: Result<(), StoreError>, expected: &[usize]) {
+    match result {
+        Err(StoreError::Cancelled(failed)) => assert_eq!(failed, expected),
+        other => panic!("expected Cancelled({expected:?}), got {other:?}"),
+    }
+}
+
+/// Every write of the partition, for comparing before and after.
+async fn snapshot(store: &Shared) -> Vec<Item> {
+    store.query("tx-test").await.expect("query")
+}
+
+/// A transaction whose one condition fails writes nothing of its other writes; once every
+/// condition holds, all of them land (a put, an in-place update, a delete, a check).
+async fn transact_all_or_nothing(store: Shared) {
+    let expiring = plain("c", json!({"gone": "soon"})).expiring_at(now() + 3600);
+    store.put(&expiring, Condition::Always).await.expect("put");
+    store
+        .put(&plain("d", json!({"v": 1})), Condition::Always)
+        .await
+        .expect("put");
+    let writes = vec![
+        W::Put(plain("mark", json!({"by": "first"})), Condition::Absent),
+        W::Update {
+            key: key("install"),
+            set: object(json!({"shop": {"name": "New"}})),
+            condition: Condition::Exists,
+        },
+        W::Delete(key("c"), Condition::Exists),
+        W::Check(key("d"), Condition::AttrEquals("v".into(), json!(1))),
+    ];
+    let before = snapshot(&store).await;
+    assert_cancelled(store.transact(&writes).await, &[1]);
+    assert_eq!(snapshot(&store).await, before, "nothing was written");
+
+    let install =
+        plain("install", json!({"shop": {"name": "Old"}, "token": "t"})).expiring_at(now() + 7200);
+    store.put(&install, Condition::Always).await.expect("put");
+    store.transact(&writes).await.expect("all conditions hold");
+    assert_eq!(
+        store.get(&key("mark")).await.expect("get"),
+        Some(plain("mark", json!({"by": "first"})))
+    );
+    let updated = store
+        .get(&key("install"))
+        .await
+        .expect("get")
+        .expect("there");
+    assert_eq!(
+        updated.attrs,
+        object(json!({"shop": {"name": "New"}, "token": "t"})),
+        "set in place, the rest kept"
+    );
+    assert_eq!(updated.expires_at, install.expires_at, "expiry kept");
+    assert_eq!(store.get(&key("c")).await.expect("get"), None);
+    assert_eq!(
+        store.get(&key("d")).await.expect("get"),
+        Some(plain("d", json!({"v": 1})))
+    );
+
+    // The same transaction again: its mark is there now, so it is refused whole.
+    let before = snapshot(&store).await;
+    assert_cancelled(store.transact(&writes).await, &[0, 2]);
+    assert_eq!(snapshot(&store).await, before);
+}
+
+/// Every write whose condition fails is named, in order.
+async fn transact_every_failed_condition(store: Shared) {
+    store
+        .put(
+            &plain("here", json!({"status": "PENDING"})),
+            Condition::Always,
+        )
+        .await
+        .expect("put");
+    let writes = vec![
+        W::Put(plain("here", json!({})), Condition::Absent),
+        W::Put(plain("new", json!({})), Condition::Absent),
+        W::Update {
+            key: key("missing"),
+            set: object(json!({"a": 1})),
+            condition: Condition::Always,
+        },
+        W::Check(
+            key("other"),
+            Condition::AttrEquals("status".into(), json!("PENDING")),
+        ),
+        W::Delete(key("gone"), Condition::Always),
+    ];
+    let before = snapshot(&store).await;
+    assert_cancelled(store.transact(&writes).await, &[0, 2, 3]);
+    assert_eq!(snapshot(&store).await, before);
+}
+
+/// Each kind of write under each condition it takes, alone in a transaction, against a present
+/// and an absent item.
+async fn transact_conditions(store: Shared) {
+    let present = plain("p", json!({"status": "PENDING"}));
+    store.put(&present, Condition::Always).await.expect("put");
+    let pending = || Condition::AttrEquals("status".into(), json!("PENDING"));
+    let done = || Condition::AttrEquals("status".into(), json!("DONE"));
+    // (write, whether it must succeed)
+    let cases: Vec<(W, bool)> = vec![
+        (W::Check(key("p"), Condition::Exists), true),
+        (W::Check(key("x"), Condition::Exists), false),
+        (W::Check(key("p"), Condition::Absent), false),
+        (W::Check(key("x"), Condition::Absent), true),
+        (W::Check(key("p"), pending()), true),
+        (W::Check(key("p"), done()), false),
+        (W::Check(key("x"), pending()), false),
+        (
+            W::Put(plain("p", json!({"status": "PENDING"})), pending()),
+            true,
+        ),
+        (
+            W::Put(plain("p", json!({"status": "PENDING"})), done()),
+            false,
+        ),
+        (
+            W::Put(plain("p", json!({"status": "PENDING"})), Condition::Exists),
+            true,
+        ),
+        (W::Put(plain("x", json!({})), Condition::Exists), false),
+        (
+            W::Update {
+                key: key("p"),
+                set: object(json!({"n": 1})),
+                condition: pending(),
+            },
+            true,
+        ),
+        (
+            W::Update {
+                key: key("p"),
+                set: object(json!({"n": 2})),
+                condition: done(),
+            },
+            false,
+        ),
+        (
+            W::Update {
+                key: key("x"),
+                set: object(json!({"n": 1})),
+                condition: Condition::Exists,
+            },
+            false,
+        ),
+        (W::Delete(key("x"), Condition::Exists), false),
+        (W::Delete(key("x"), Condition::Always), true),
+        (W::Delete(key("p"), done()), false),
+    ];
+    for (write, succeeds) in cases {
+        let result = store.transact(std::slice::from_ref(&write)).await;
+        if succeeds {
+            result.unwrap_or_else(|e| panic!("{write:?} must succeed: {e:?}"));
+        } else {
+            assert_cancelled(result, &[0]);
+        }
+    }
+    assert_eq!(
+        store
+            .get(&key("p"))
+            .await
+            .expect("get")
+            .expect("there")
+            .attrs,
+        object(json!({"status": "PENDING", "n": 1}))
+    );
+    assert_eq!(
+        store.get(&key("x")).await.expect("get"),
+        None,
+        "nothing created"
+    );
+    store
+        .transact(&[W::Delete(key("p"), pending())])
+        .await
+        .expect("delete on its condition");
+    assert_eq!(store.get(&key("p")).await.expect("get"), None);
+}
+
+/// An expired item is absent to every condition of a transaction.
+async fn transact_expired(store: Shared) {
+    let expired = plain("old", json!({"status": "PENDING"})).expiring_at(now() - 5);
+    store.put(&expired, Condition::Always).await.expect("put");
+    for write in [
+        W::Check(key("old"), Condition::Exists),
+        W::Delete(key("old"), Condition::Exists),
+        W::Update {
+            key: key("old"),
+            set: object(json!({"a": 1})),
+            condition: Condition::Always,
+        },
+        W::Put(
+            plain("old", json!({})),
+            Condition::AttrEquals("status".into(), json!("PENDING")),
+        ),
+    ] {
+        assert_cancelled(store.transact(std::slice::from_ref(&write)).await, &[0]);
+    }
+    let fresh = plain("old", json!({"status": "NEW"}));
+    store
+        .transact(&[W::Put(fresh.clone(), Condition::Absent)])
+        .await
+        .expect("an expired item may be replaced as absent");
+    assert_eq!(store.get(&key("old")).await.expect("get"), Some(fresh));
+}
+
+/// Transactions DynamoDB would refuse are refused by both stores before anything is written.
+async fn transact_invalid(store: Shared) {
+    let many: Vec<W> = (0..=MAX_TRANSACT_WRITES)
+        .map(|i| W::Put(plain(&format!("k{i}"), json!({})), Condition::Always))
+        .collect();
+    let cases: Vec<Vec<W>> = vec![
+        vec![],
+        many,
+        vec![
+            W::Put(plain("a", json!({})), Condition::Always),
+            W::Delete(key("a"), Condition::Always),
+        ],
+        vec![W::Delete(key("a"), Condition::Absent)],
+        vec![W::Check(key("a"), Condition::Always)],
+        vec![W::Update {
+            key: key("a"),
+            set: Map::new(),
+            condition: Condition::Always,
+        }],
+        vec![W::Update {
+            key: key("a"),
+            set: object(json!({"a": 1})),
+            condition: Condition::Absent,
+        }],
+        vec![W::Put(plain("a", json!({"ttl": 1})), Condition::Always)],
+        vec![W::Check(
+            key("a"),
+            Condition::AttrEquals("pk".into(), json!("x")),
+        )],
+        vec![W::Delete(Key::new("tx-test", ""), Condition::Always)],
+    ];
+    for writes in cases {
+        let n = writes.len();
+        assert_invalid(store.transact(&writes).await);
+        assert_eq!(snapshot(&store).await, vec![], "{n} writes: nothing stored");
+    }
+    // Exactly the limit is fine.
+    let limit: Vec<W> = (0..MAX_TRANSACT_WRITES)
+        .map(|i| W::Put(plain(&format!("k{i:03}"), json!({})), Condition::Absent))
+        .collect();
+    store.transact(&limit).await.expect("100 writes");
+    assert_eq!(snapshot(&store).await.len(), MAX_TRANSACT_WRITES);
+}
+
+async fn concurrent_transactions_one_mark(store: Shared) {
+    transactions_race_on_mark(&[store], "m").await;
+}
+
+async fn concurrent_transactions_one_version(store: Shared) {
+    transactions_race_on_version(&[store], "org").await;
+}
+
+async fn pair_concurrent_transactions(first: Shared, second: Shared) {
+    for round in 0..PAIR_ROUNDS {
+        let stores = [first.clone(), second.clone()];
+        transactions_race_on_mark(&stores, &format!("m{round}")).await;
+        transactions_race_on_version(&stores, &format!("org{round}")).await;
+    }
+}
+
+/// `RACERS` deliveries of one mark, each with an effect of its own: exactly one transaction
+/// lands, and the effect stored is the winner's — never a mark without its effect or the
+/// other way round.
+async fn transactions_race_on_mark(stores: &[Shared], mark: &str) {
+    let target = format!("{mark}-install");
+    stores[0]
+        .put(&plain(&target, json!({"keep": 1})), Condition::Always)
+        .await
+        .expect("put");
+    let results = race(stores, |store, i| {
+        let writes = vec![
+            W::Put(plain(mark, json!({"by": i})), Condition::Absent),
+            W::Update {
+                key: key(&target),
+                set: object(json!({"by": i})),
+                condition: Condition::Exists,
+            },
+        ];
+        async move { store.transact(&writes).await.map(|()| i) }
+    })
+    .await;
+    let mut winners = Vec::new();
+    for result in results {
+        match result {
+            Ok(i) => winners.push(i),
+            Err(StoreError::Cancelled(failed)) => assert_eq!(failed, vec![0], "the mark"),
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one transaction lands: {winners:?}"
+    );
+    let won = winners[0];
+    for store in stores {
+        assert_eq!(
+            store
+                .get(&key(mark))
+                .await
+                .expect("get")
+                .expect("mark")
+                .attrs,
+            object(json!({"by": won}))
+        );
+        assert_eq!(
+            store
+                .get(&key(&target))
+                .await
+                .expect("get")
+                .expect("effect")
+                .attrs,
+            object(json!({"keep": 1, "by": won}))
+        );
+    }
+}
+
+/// `RACERS` transactions, each with a mark of its own, all conditioned on one version of one
+/// item and bumping it: exactly one lands, and only its mark exists.
+async fn transactions_race_on_version(stores: &[Shared], sk: &str) {
+    stores[0]
+        .put(&plain(sk, json!({"version": "v0"})), Condition::Always)
+        .await
+        .expect("put");
+    let results = race(stores, |store, i| {
+        let writes = vec![
+            W::Put(
+                plain(&format!("{sk}-mark-{i}"), json!({})),
+                Condition::Absent,
+            ),
+            W::Update {
+                key: key(sk),
+                set: object(json!({"version": format!("v{i}")})),
+                condition: Condition::AttrEquals("version".into(), json!("v0")),
+            },
+        ];
+        async move { store.transact(&writes).await.map(|()| i) }
+    })
+    .await;
+    let mut winners = Vec::new();
+    for result in results {
+        match result {
+            Ok(i) => winners.push(i),
+            Err(StoreError::Cancelled(failed)) => assert_eq!(failed, vec![1], "the version"),
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one transaction lands: {winners:?}"
+    );
+    let won = winners[0];
+    for store in stores {
+        for i in 0..RACERS {
+            let mark = store
+                .get(&key(&format!("{sk}-mark-{i}")))
+                .await
+                .expect("get");
+            assert_eq!(mark.is_some(), i == won, "mark {i}");
+        }
+        assert_eq!(
+            store
+                .get(&key(sk))
+                .await
+                .expect("get")
+                .expect("there")
+                .attrs,
+            object(json!({"version": format!("v{won}")}))
+        );
     }
 }
 

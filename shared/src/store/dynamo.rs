@@ -11,15 +11,18 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement,
+    KeyType, Put, ReturnValue, ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus,
+    TransactWriteItem, Update,
 };
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_attribute_value, to_item};
 use serde_json::{Map, Value};
 
 use super::{
-    Condition, Item, Key, Store, StoreError, check_key, check_pk, check_put, check_update, now,
+    Condition, Item, Key, Store, StoreError, Write, check_key, check_pk, check_put, check_transact,
+    check_update, now,
 };
 
 /// Creates only if no live item has the key: none at all, or one whose TTL has passed
@@ -66,26 +69,15 @@ impl Store for DynamoStore {
 
     async fn put(&self, item: &Item, condition: Condition) -> Result<(), StoreError> {
         check_put(item, &condition)?;
+        let guard = Guard::of(&condition, now())?;
         let request = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(to_record(item)?));
-        let request = match condition {
-            Condition::Always => request,
-            Condition::Absent => request
-                .condition_expression(ABSENT)
-                .expression_attribute_names("#pk", "pk")
-                .expression_attribute_names("#ttl", "ttl")
-                .expression_attribute_values(":now", number(now())),
-            Condition::AttrEquals(name, value) => request
-                .condition_expression(ATTR_EQUALS)
-                .expression_attribute_names("#pk", "pk")
-                .expression_attribute_names("#ttl", "ttl")
-                .expression_attribute_names("#a", name)
-                .expression_attribute_values(":v", to_attribute_value(value).map_err(invalid)?)
-                .expression_attribute_values(":now", number(now())),
-        };
+            .set_item(Some(to_record(item)?))
+            .set_condition_expression(guard.expression)
+            .set_expression_attribute_names(guard.names)
+            .set_expression_attribute_values(guard.values);
         match request.send().await {
             Ok(_) => Ok(()),
             Err(e)
@@ -109,33 +101,16 @@ impl Store for DynamoStore {
         condition: Condition,
     ) -> Result<(), StoreError> {
         check_update(key, set, &condition)?;
-        let mut assignments = Vec::with_capacity(set.len());
-        let mut request = self
+        let change = Change::of(set, &condition, now())?;
+        let request = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key_attributes(key)))
-            .expression_attribute_names("#pk", "pk")
-            .expression_attribute_names("#ttl", "ttl")
-            .expression_attribute_values(":now", number(now()));
-        for (i, (name, value)) in set.iter().enumerate() {
-            assignments.push(format!("#a{i} = :v{i}"));
-            request = request
-                .expression_attribute_names(format!("#a{i}"), name)
-                .expression_attribute_values(
-                    format!(":v{i}"),
-                    to_attribute_value(value).map_err(invalid)?,
-                );
-        }
-        let request = request.update_expression(format!("SET {}", assignments.join(", ")));
-        let request = match condition {
-            Condition::AttrEquals(name, value) => request
-                .condition_expression(ATTR_EQUALS)
-                .expression_attribute_names("#a", name)
-                .expression_attribute_values(":v", to_attribute_value(value).map_err(invalid)?),
-            // `Absent` was refused by `check_update`.
-            Condition::Always | Condition::Absent => request.condition_expression(LIVE),
-        };
+            .update_expression(change.expression)
+            .set_condition_expression(change.guard.expression)
+            .set_expression_attribute_names(change.guard.names)
+            .set_expression_attribute_values(change.guard.values);
         match request.send().await {
             Ok(_) => Ok(()),
             Err(e)
@@ -186,6 +161,194 @@ impl Store for DynamoStore {
             }
         }
         Ok(items)
+    }
+
+    /// One TransactWriteItems with a client request token of its own, so that the SDK's
+    /// retries of it (after a timeout, say) are applied at most once: DynamoDB answers a
+    /// repeated token within 10 minutes without writing again. A transaction cancelled only
+    /// because another transaction was writing one of its items at the same moment
+    /// (`TransactionConflict`; nothing was written) is tried again, twice, with a new token.
+    async fn transact(&self, writes: &[Write]) -> Result<(), StoreError> {
+        check_transact(writes)?;
+        let now = now();
+        let items = writes
+            .iter()
+            .map(|write| self.transact_item(write, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .client_request_token(uuid::Uuid::new_v4().to_string())
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                error.as_service_error()
+            {
+                let reasons = cancelled.cancellation_reasons();
+                let failed: Vec<usize> = reasons
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                    .map(|(i, _)| i)
+                    .collect();
+                if !failed.is_empty() {
+                    return Err(StoreError::Cancelled(failed));
+                }
+                let conflict = reasons
+                    .iter()
+                    .any(|r| r.code() == Some("TransactionConflict"));
+                if conflict && attempt < 2 {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+                    continue;
+                }
+            }
+            return Err(failure("TransactWriteItems", error));
+        }
+    }
+}
+
+impl DynamoStore {
+    /// One write of a transaction as DynamoDB takes it.
+    fn transact_item(&self, write: &Write, now: i64) -> Result<TransactWriteItem, StoreError> {
+        let built = match write {
+            Write::Put(item, condition) => {
+                let guard = Guard::of(condition, now)?;
+                TransactWriteItem::builder().put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(to_record(item)?))
+                        .set_condition_expression(guard.expression)
+                        .set_expression_attribute_names(guard.names)
+                        .set_expression_attribute_values(guard.values)
+                        .build()
+                        .map_err(invalid)?,
+                )
+            }
+            Write::Update {
+                key,
+                set,
+                condition,
+            } => {
+                let change = Change::of(set, condition, now)?;
+                TransactWriteItem::builder().update(
+                    Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key_attributes(key)))
+                        .update_expression(change.expression)
+                        .set_condition_expression(change.guard.expression)
+                        .set_expression_attribute_names(change.guard.names)
+                        .set_expression_attribute_values(change.guard.values)
+                        .build()
+                        .map_err(invalid)?,
+                )
+            }
+            Write::Delete(key, condition) => {
+                let guard = Guard::of(condition, now)?;
+                TransactWriteItem::builder().delete(
+                    Delete::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key_attributes(key)))
+                        .set_condition_expression(guard.expression)
+                        .set_expression_attribute_names(guard.names)
+                        .set_expression_attribute_values(guard.values)
+                        .build()
+                        .map_err(invalid)?,
+                )
+            }
+            Write::Check(key, condition) => {
+                let guard = Guard::of(condition, now)?;
+                TransactWriteItem::builder().condition_check(
+                    ConditionCheck::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key_attributes(key)))
+                        .set_condition_expression(guard.expression)
+                        .set_expression_attribute_names(guard.names)
+                        .set_expression_attribute_values(guard.values)
+                        .build()
+                        .map_err(invalid)?,
+                )
+            }
+        };
+        Ok(built.build())
+    }
+}
+
+/// A [`Condition`] as a DynamoDB condition expression with its placeholders (none at all for
+/// [`Condition::Always`]: DynamoDB refuses placeholders that no expression uses).
+struct Guard {
+    expression: Option<String>,
+    names: Option<HashMap<String, String>>,
+    values: Option<HashMap<String, AttributeValue>>,
+}
+
+impl Guard {
+    fn of(condition: &Condition, now: i64) -> Result<Self, StoreError> {
+        let (expression, attr) = match condition {
+            Condition::Always => {
+                return Ok(Self {
+                    expression: None,
+                    names: None,
+                    values: None,
+                });
+            }
+            Condition::Absent => (ABSENT, None),
+            Condition::Exists => (LIVE, None),
+            Condition::AttrEquals(name, value) => (ATTR_EQUALS, Some((name, value))),
+        };
+        let mut names = HashMap::from([
+            ("#pk".to_owned(), "pk".to_owned()),
+            ("#ttl".to_owned(), "ttl".to_owned()),
+        ]);
+        let mut values = HashMap::from([(":now".to_owned(), number(now))]);
+        if let Some((name, value)) = attr {
+            names.insert("#a".to_owned(), name.clone());
+            values.insert(":v".to_owned(), to_attribute_value(value).map_err(invalid)?);
+        }
+        Ok(Self {
+            expression: Some(expression.to_owned()),
+            names: Some(names),
+            values: Some(values),
+        })
+    }
+}
+
+/// An in-place update: `SET #a0 = :v0, …` and its guard, which always requires a live item
+/// ([`LIVE`] for [`Condition::Always`] and [`Condition::Exists`]).
+struct Change {
+    expression: String,
+    guard: Guard,
+}
+
+impl Change {
+    fn of(set: &Map<String, Value>, condition: &Condition, now: i64) -> Result<Self, StoreError> {
+        let condition = match condition {
+            Condition::Always => &Condition::Exists,
+            other => other,
+        };
+        let mut guard = Guard::of(condition, now)?;
+        let names = guard.names.get_or_insert_with(HashMap::new);
+        let values = guard.values.get_or_insert_with(HashMap::new);
+        let mut assignments = Vec::with_capacity(set.len());
+        for (i, (name, value)) in set.iter().enumerate() {
+            assignments.push(format!("#s{i} = :s{i}"));
+            names.insert(format!("#s{i}"), name.clone());
+            values.insert(
+                format!(":s{i}"),
+                to_attribute_value(value).map_err(invalid)?,
+            );
+        }
+        Ok(Self {
+            expression: format!("SET {}", assignments.join(", ")),
+            guard,
+        })
     }
 }
 

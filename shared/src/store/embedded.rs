@@ -27,7 +27,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 use serde_json::{Map, Value};
 
 use super::{
-    Condition, Item, Key, Store, StoreError, check_key, check_pk, check_put, check_update, now,
+    Condition, Item, Key, Store, StoreError, Write, check_key, check_pk, check_put, check_transact,
+    check_update, holds, now,
 };
 
 /// How long a call waits for another connection's write lock before giving up.
@@ -315,17 +316,88 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+
+    /// One `BEGIN IMMEDIATE` transaction: the write lock is taken first, every condition is
+    /// read and checked, and only if all hold are the writes made and committed. Dropping the
+    /// transaction without commit rolls it back, so a failure at any point writes nothing.
+    async fn transact(&self, writes: &[Write]) -> Result<(), StoreError> {
+        check_transact(writes)?;
+        let writes = writes.to_vec();
+        self.run(move |conn| {
+            let txn = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut current = Vec::with_capacity(writes.len());
+            let mut failed = Vec::new();
+            for (i, write) in writes.iter().enumerate() {
+                let item = live_at(&txn, write.key())?;
+                let condition = match write {
+                    // An update needs a live item even when it is unconditional.
+                    Write::Update {
+                        condition: Condition::Always,
+                        ..
+                    } => &Condition::Exists,
+                    other => other.condition(),
+                };
+                if !holds(condition, item.as_ref()) {
+                    failed.push(i);
+                }
+                current.push(item);
+            }
+            if !failed.is_empty() {
+                return Err(StoreError::Cancelled(failed).into());
+            }
+            for (write, item) in writes.iter().zip(current) {
+                match write {
+                    Write::Put(new, _) => {
+                        txn.execute(
+                            "INSERT OR REPLACE INTO items (pk, sk, attrs, expires_at)
+                             VALUES (?1, ?2, ?3, ?4)",
+                            params![
+                                new.key.pk,
+                                new.key.sk,
+                                attrs_text(&new.attrs)?,
+                                new.expires_at
+                            ],
+                        )?;
+                    }
+                    Write::Update { key, set, .. } => {
+                        let mut attrs = item.map(|item| item.attrs).unwrap_or_default();
+                        attrs.extend(set.clone());
+                        txn.execute(
+                            "UPDATE items SET attrs = ?3 WHERE pk = ?1 AND sk = ?2",
+                            params![key.pk, key.sk, attrs_text(&attrs)?],
+                        )?;
+                    }
+                    Write::Delete(key, _) => {
+                        txn.execute(
+                            "DELETE FROM items WHERE pk = ?1 AND sk = ?2",
+                            params![key.pk, key.sk],
+                        )?;
+                    }
+                    Write::Check(..) => {}
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+        .await
+    }
 }
 
-/// Whether `condition` holds over the live item currently at the key, if any.
-fn holds(condition: &Condition, current: Option<&Item>) -> bool {
-    match condition {
-        Condition::Always => true,
-        Condition::Absent => current.is_none(),
-        Condition::AttrEquals(name, value) => {
-            current.is_some_and(|item| item.attrs.get(name) == Some(value))
-        }
-    }
+/// The live item at `key` as this connection (or its open transaction) sees it.
+fn live_at(conn: &Connection, key: &Key) -> Result<Option<Item>, Failure> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk = ?2"),
+            params![key.pk, key.sk],
+            row_item,
+        )
+        .optional()?
+        .transpose()?
+        .filter(|item| item.is_live(now())))
+}
+
+fn attrs_text(attrs: &Map<String, Value>) -> Result<String, Failure> {
+    serde_json::to_string(attrs).map_err(|e| StoreError::Invalid(e.to_string()).into())
 }
 
 /// The item in a row of [`COLUMNS`]; the outer error is SQLite's, the inner one a stored value

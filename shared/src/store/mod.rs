@@ -19,6 +19,10 @@
 //!   conditioned on one version, exactly one succeeds.
 //! - [`Store::take`] removes the item and returns it if it was live: of any number of concurrent
 //!   takers exactly one gets `Some`. One-time flow state is consumed this way.
+//! - [`Store::transact`] applies several writes, each with its own condition, all or nothing:
+//!   if any condition fails nothing is written and [`StoreError::Cancelled`] names which. This
+//!   is how a mark and its effect commit together ([`crate::once`]): a retry after any failure,
+//!   including a transaction that was applied but whose answer was lost, finds both or neither.
 
 mod dynamo;
 mod embedded;
@@ -98,6 +102,52 @@ pub enum Condition {
     Absent,
     /// Only if a live item has the key and its attribute `.0` equals `.1`.
     AttrEquals(String, Value),
+    /// Only if a live item has the key (for [`Store::update`], the same as [`Condition::Always`]).
+    Exists,
+}
+
+/// The most writes one [`Store::transact`] may hold (DynamoDB's limit).
+pub const MAX_TRANSACT_WRITES: usize = 100;
+
+/// One write of a [`Store::transact`], with its own condition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Create or replace `item`, as [`Store::put`] does.
+    Put(Item, Condition),
+    /// Set attributes of a live item in place, as [`Store::update`] does.
+    Update {
+        /// The item to change.
+        key: Key,
+        /// The attributes to set.
+        set: Map<String, Value>,
+        /// When to write ([`Condition::Absent`] is refused, as by [`Store::update`]).
+        condition: Condition,
+    },
+    /// Remove the item: with [`Condition::Always`] whether or not it exists, with
+    /// [`Condition::Exists`] or [`Condition::AttrEquals`] only if it holds.
+    /// [`Condition::Absent`] is refused.
+    Delete(Key, Condition),
+    /// Write nothing, but hold the transaction to `condition` on the item ([`Condition::Always`]
+    /// is refused: it would check nothing).
+    Check(Key, Condition),
+}
+
+impl Write {
+    /// The key the write is about.
+    pub fn key(&self) -> &Key {
+        match self {
+            Write::Put(item, _) => &item.key,
+            Write::Update { key, .. } | Write::Delete(key, _) | Write::Check(key, _) => key,
+        }
+    }
+
+    /// The write's condition.
+    pub fn condition(&self) -> &Condition {
+        match self {
+            Write::Put(_, c) | Write::Delete(_, c) | Write::Check(_, c) => c,
+            Write::Update { condition, .. } => condition,
+        }
+    }
 }
 
 /// Why a store call failed.
@@ -110,9 +160,14 @@ pub enum StoreError {
     /// value the backend cannot hold); retrying it will not help.
     #[error("the item cannot be stored: {0}")]
     Invalid(String),
-    /// The backend could not be reached or failed; the request may be retried later.
+    /// The backend could not be reached or failed; the request may be retried later. A write
+    /// that ends this way may or may not have been applied.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// A [`Store::transact`] whose conditions at these indices (in ascending order) did not
+    /// hold; nothing of it was written.
+    #[error("the conditions of writes {0:?} of the transaction did not hold")]
+    Cancelled(Vec<usize>),
 }
 
 /// The store contract. Implementations: [`DynamoStore`] (deployed) and [`EmbeddedStore`] (local).
@@ -139,6 +194,13 @@ pub trait Store: Send + Sync + 'static {
     async fn take(&self, key: &Key) -> Result<Option<Item>, StoreError>;
     /// The live items of one partition, in sort-key order.
     async fn query(&self, pk: &str) -> Result<Vec<Item>, StoreError>;
+    /// Applies every write, all or nothing, each on its own condition evaluated on what is
+    /// stored before any of them: either all conditions hold and all writes land atomically, or
+    /// [`StoreError::Cancelled`] names the writes whose condition failed and nothing is written.
+    /// 1 to [`MAX_TRANSACT_WRITES`] writes, no two on one key, else [`StoreError::Invalid`].
+    /// Retrying a call the backend applied but whose answer was lost must not apply it twice
+    /// (DynamoDB: a client request token per call).
+    async fn transact(&self, writes: &[Write]) -> Result<(), StoreError>;
 }
 
 /// Rejects attribute names the store reserves for itself.
@@ -184,6 +246,65 @@ pub(crate) fn check_update(
         ));
     }
     check_condition(condition)
+}
+
+/// Everything a [`Store::transact`] checks before touching the backend: the number of writes,
+/// distinct keys, and each write as its single-item counterpart checks it.
+pub(crate) fn check_transact(writes: &[Write]) -> Result<(), StoreError> {
+    if writes.is_empty() || writes.len() > MAX_TRANSACT_WRITES {
+        return Err(StoreError::Invalid(format!(
+            "a transaction holds 1 to {MAX_TRANSACT_WRITES} writes, not {}",
+            writes.len()
+        )));
+    }
+    let mut keys = std::collections::HashSet::with_capacity(writes.len());
+    for write in writes {
+        if !keys.insert(write.key()) {
+            return Err(StoreError::Invalid(
+                "a transaction may write each key once".into(),
+            ));
+        }
+        match write {
+            Write::Put(item, condition) => check_put(item, condition)?,
+            Write::Update {
+                key,
+                set,
+                condition,
+            } => check_update(key, set, condition)?,
+            Write::Delete(key, condition) => {
+                check_key(key)?;
+                if *condition == Condition::Absent {
+                    return Err(StoreError::Invalid(
+                        "a delete cannot be conditioned on the item being absent".into(),
+                    ));
+                }
+                check_condition(condition)?;
+            }
+            Write::Check(key, condition) => {
+                check_key(key)?;
+                if *condition == Condition::Always {
+                    return Err(StoreError::Invalid(
+                        "a check must have a condition to check".into(),
+                    ));
+                }
+                check_condition(condition)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `condition` holds over the live item currently at a key, if any: the one reading of
+/// conditions, for the embedded store and for in-memory stores in tests.
+pub fn holds(condition: &Condition, current: Option<&Item>) -> bool {
+    match condition {
+        Condition::Always => true,
+        Condition::Absent => current.is_none(),
+        Condition::Exists => current.is_some(),
+        Condition::AttrEquals(name, value) => {
+            current.is_some_and(|item| item.attrs.get(name) == Some(value))
+        }
+    }
 }
 
 /// Refuses a [`Condition::AttrEquals`] on a reserved name.
