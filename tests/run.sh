@@ -54,7 +54,8 @@ mkdir -p "$TARGET_DIR"
 MOTO_LOG=$TARGET_DIR/moto.log
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 header "starting moto server on 127.0.0.1:$PORT (log: $MOTO_LOG)"
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
+# moto's server, with DynamoDB requests serialized (see tests/moto_server.py).
+"$PY" tests/moto_server.py -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
 MOTO_PID=$!
 stop_moto() {
     kill "$MOTO_PID" 2>/dev/null || true

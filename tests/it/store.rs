@@ -1001,7 +1001,7 @@ async fn transactions_race_on_version(stores: &[Shared], sk: &str) {
             ),
             W::Update {
                 key: key(sk),
-                set: object(json!({"version": format!("v{i}")})),
+                set: object(json!({"version": format!("v-{i}")})),
                 condition: Condition::AttrEquals("version".into(), json!("v0")),
             },
         ];
@@ -1037,7 +1037,7 @@ async fn transactions_race_on_version(stores: &[Shared], sk: &str) {
                 .expect("get")
                 .expect("there")
                 .attrs,
-            object(json!({"version": format!("v{won}")}))
+            object(json!({"version": format!("v-{won}")}))
         );
     }
 }
