@@ -12,7 +12,8 @@
 use crate::app::App;
 use crate::crypto::{self, KeyRing};
 use crate::error::{Error, Result};
-use crate::store::{Condition, Item, Key, now};
+use crate::once::{CODE_MARK_SECONDS, Claim};
+use crate::store::{Condition, Item, Key, StoreError, Write, now};
 use crate::web;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -135,26 +136,40 @@ pub async fn begin(app: &App, platform: &str, data: Map<String, Value>) -> Resul
     Ok(id)
 }
 
-/// Consumes the state `id` of `platform`: its data the first time, an error every other time.
-pub async fn consume(app: &App, platform: &str, id: &str) -> Result<Map<String, Value>> {
-    match app.store.take(&state_key(platform, id)).await? {
-        Some(item) => Ok(item.attrs),
-        None => Err(Error::Conflict(
-            "this sign-in link was used already or has expired; start again".into(),
-        )),
+/// One-time state that a callback has read and checked but not yet consumed: the callback
+/// consumes it in the same transaction that stores what the flow produced ([`Bound::consume`]
+/// among the writes given to [`commit`] or [`exchange_once`]), so a callback that fails on the
+/// way leaves the state as it was and one that succeeds leaves none — never an install without
+/// its state consumed, nor a state consumed for nothing.
+#[derive(Debug)]
+pub struct Bound {
+    /// What the flow stored when it began.
+    pub data: Map<String, Value>,
+    key: Key,
+}
+
+impl Bound {
+    /// The write that consumes the state: it holds only while the state still exists, so of
+    /// concurrent callbacks for one state exactly one commits.
+    pub fn consume(&self) -> Write {
+        Write::Delete(self.key.clone(), Condition::Exists)
     }
 }
 
-/// Consumes the one-time state bound to this browser by `cookie`: the cookie must be present and
+fn used_or_expired() -> Error {
+    Error::Conflict("this sign-in link was used already or has expired; start again".into())
+}
+
+/// Reads the one-time state bound to this browser by `cookie`: the cookie must be present and
 /// signed, the `echoed` state (when the platform sends one back) must be the cookie's, and the
-/// state must still exist. Returns what the flow stored when it began.
-pub async fn consume_bound(
+/// state must still exist. Nothing is consumed yet (see [`Bound`]).
+pub async fn read_bound(
     app: &App,
     cookie: &CookieSpec,
     req: &Request,
     platform: &str,
     echoed: Option<&str>,
-) -> Result<Map<String, Value>> {
+) -> Result<Bound> {
     let keys = app.secrets.app_keys().await?;
     let bound = cookie.read(app, &keys, req)?;
     if let Some(echoed) = echoed
@@ -165,48 +180,70 @@ pub async fn consume_bound(
             "this sign-in was started in another browser or tab; start again".into(),
         ));
     }
-    consume(app, platform, &bound).await
+    let key = state_key(platform, &bound);
+    match app.store.get(&key).await? {
+        Some(item) => Ok(Bound {
+            data: item.attrs,
+            key,
+        }),
+        None => Err(used_or_expired()),
+    }
 }
 
-/// How long a spent authorization code is remembered.
-const CODE_MARK_TTL_SECONDS: i64 = 7 * 24 * 3600;
+/// Stores what a callback produced together with the consumption of its state, all or nothing.
+/// A condition that fails means another callback of the same flow won, or the state expired.
+pub async fn commit(app: &App, writes: &[Write]) -> Result<()> {
+    match app.store.transact(writes).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::Cancelled(_)) => Err(used_or_expired()),
+        Err(e) => Err(e.into()),
+    }
+}
 
-/// Runs `exchange` for `code` at most once, whatever browser or state presents the code: the
-/// code is marked spent first (a conditional create of a hash of it), and the mark is removed
-/// again if the exchange fails, since then the code was not spent by us and nothing of the
-/// attempt should remain.
-pub async fn exchange_once<T, F, Fut>(
-    app: &App,
-    platform: &str,
-    code: &str,
-    exchange: F,
-) -> Result<T>
+/// The key of the mark of `code` of `platform`: a hash, so that the code itself is never stored.
+fn code_key(platform: &str, code: &str) -> Key {
+    Key::new(
+        format!("code#{platform}"),
+        hex::encode(crypto::sha256(code.as_bytes())),
+    )
+}
+
+/// Exchanges `code` at most once, whatever browser or state presents it, and stores the result
+/// in the same transaction as the code's mark.
+///
+/// The code is claimed first ([`Claim`]: concurrent callers with the same code get a 409), then
+/// `work` exchanges it and returns its result with the writes that store it (and consume the
+/// flow's state, [`Bound::consume`]); those writes and the code's mark commit together. If
+/// `work` or the commit fails, the claim is released: the code was not spent by a stored
+/// result, so nothing of the attempt remains, and a claim whose holder died lapses by itself.
+pub async fn exchange_once<T, F, Fut>(app: &App, platform: &str, code: &str, work: F) -> Result<T>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
+    Fut: std::future::Future<Output = Result<(T, Vec<Write>)>>,
 {
-    let mark = Item::new(
-        Key::new(
-            format!("code#{platform}"),
-            hex::encode(crypto::sha256(code.as_bytes())),
-        ),
-        Map::new(),
-    )
-    .expiring_at(now() + CODE_MARK_TTL_SECONDS);
-    match app.store.put(&mark, Condition::Absent).await {
-        Ok(()) => {}
-        Err(crate::store::StoreError::ConditionFailed) => {
-            return Err(Error::Conflict(
-                "this authorization code was used already".into(),
-            ));
+    let store = app.store.as_ref();
+    let Some(claim) = Claim::take(store, code_key(platform, code), CODE_MARK_SECONDS).await? else {
+        return Err(Error::Conflict(
+            "this authorization code was used already".into(),
+        ));
+    };
+    let (result, writes) = match work().await {
+        Ok(done) => done,
+        Err(e) => {
+            claim.release(store).await;
+            return Err(e);
         }
-        Err(e) => return Err(e.into()),
+    };
+    let mut all = Vec::with_capacity(writes.len() + 1);
+    all.push(claim.commit());
+    all.extend(writes);
+    match commit(app, &all).await {
+        Ok(()) => Ok(result),
+        Err(e) => {
+            claim.release(store).await;
+            Err(e)
+        }
     }
-    let outcome = exchange().await;
-    if outcome.is_err() {
-        let _ = app.store.take(&mark.key).await;
-    }
-    outcome
 }
 
 #[cfg(test)]

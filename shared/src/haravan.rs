@@ -25,8 +25,9 @@ use crate::crypto;
 use crate::error::{Error, Result};
 use crate::flow::{self, CookieSpec};
 use crate::oidc::{self, Expect, Jwks};
+use crate::once::{self, Applied};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
-use crate::store::{Condition, Item, Key, StoreError, now};
+use crate::store::{Condition, Item, Key, Write, now};
 use crate::web::{self, Format, Params};
 use cookie::SameSite;
 use lambda_http::http::{Method, StatusCode};
@@ -41,8 +42,6 @@ pub const PLATFORM: &str = "haravan";
 pub const MAX_BODY: usize = 256 * 1024;
 /// How long an app session lasts.
 const SESSION_SECONDS: i64 = 12 * 3600;
-/// How long a processed webhook delivery is remembered.
-const DELIVERY_TTL_SECONDS: i64 = 3 * 24 * 3600;
 /// Scopes an install always requests: identity, the install grant, a refresh token, webhooks.
 const INSTALL_SCOPES: &str =
     "openid profile email org userinfo grant_service offline_access wh_api";
@@ -255,7 +254,7 @@ async fn authorize_redirect(
 /// consumed), and the verified id_token.
 struct Callback {
     code: String,
-    state: Map<String, Value>,
+    state: flow::Bound,
     identity: Identity,
 }
 
@@ -271,13 +270,13 @@ async fn read_callback(app: &App, req: &Request, purpose: &str) -> Result<Callba
     let state_id = form.require("state")?;
     let code = form.require("code")?;
     let id_token = form.require("id_token")?;
-    let state = flow::consume_bound(app, &STATE_COOKIE, req, PLATFORM, Some(state_id)).await?;
-    if state.get("purpose").and_then(Value::as_str) != Some(purpose) {
+    let state = flow::read_bound(app, &STATE_COOKIE, req, PLATFORM, Some(state_id)).await?;
+    if state.data.get("purpose").and_then(Value::as_str) != Some(purpose) {
         return Err(Error::BadRequest(
             "this answer was sent to the wrong callback; start again".into(),
         ));
     }
-    let nonce = state.get("nonce").and_then(Value::as_str);
+    let nonce = state.data.get("nonce").and_then(Value::as_str);
     let claims = verify(app, id_token, nonce, Some(code), None).await?;
     Ok(Callback {
         code: code.to_owned(),
@@ -315,12 +314,18 @@ async fn login_callback(app: &App, req: &Request) -> Result<Response<Body>> {
         .filter(|item| item.attrs.get("needs_reauth") != Some(&Value::Bool(true)));
     match installed {
         Some(install) => {
+            // The state's consumption and the session commit together.
+            let session = Session::new(&who)?;
+            let mut writes = vec![cb.state.consume()];
+            writes.extend(session.writes());
+            flow::commit(app, &writes).await?;
             let mut resp = app_page(app, &who, &install, None).await;
-            start_session(app, &who, &mut resp).await?;
+            session.set_cookie(app, &mut resp).await?;
             Ok(resp)
         }
         None if who.is_admin => {
             tracing::info!(orgid = %who.orgid, "haravan admin login of a new org: installing");
+            flow::commit(app, &[cb.state.consume()]).await?;
             authorize_redirect(app, req, "install", Some(&who.orgid)).await
         }
         None => Err(Error::Forbidden(
@@ -331,36 +336,65 @@ async fn login_callback(app: &App, req: &Request) -> Result<Response<Body>> {
     }
 }
 
-/// Records an app session for `who` and sets its cookie on `resp`.
-async fn start_session(app: &App, who: &Identity, resp: &mut Response<Body>) -> Result<()> {
-    let session_id = crypto::random_token(24)?;
-    let expires = now() + SESSION_SECONDS;
-    let sid = who.sid.clone().unwrap_or_default();
-    let mut attrs = Map::new();
-    attrs.insert("orgid".into(), who.orgid.clone().into());
-    attrs.insert("sub".into(), who.sub.clone().into());
-    attrs.insert("sid".into(), sid.clone().into());
-    attrs.insert("name".into(), who.name.clone().unwrap_or_default().into());
-    app.store
-        .put(
-            &Item::new(session_key(&who.orgid, &session_id), attrs).expiring_at(expires),
-            Condition::Absent,
-        )
-        .await?;
-    if !sid.is_empty() {
-        app.store
-            .put(
-                &Item::new(sid_key(&sid, &who.orgid, &session_id), Map::new()).expiring_at(expires),
-                Condition::Always,
-            )
-            .await?;
+/// A new app session for a signed-in user: the items that record it (written by the caller,
+/// in the transaction that consumes the sign-in's state) and the cookie that names it.
+struct Session {
+    orgid: String,
+    session_id: String,
+    sid: String,
+    attrs: Map<String, Value>,
+    expires_at: i64,
+}
+
+impl Session {
+    fn new(who: &Identity) -> Result<Self> {
+        let sid = who.sid.clone().unwrap_or_default();
+        let mut attrs = Map::new();
+        attrs.insert("orgid".into(), who.orgid.clone().into());
+        attrs.insert("sub".into(), who.sub.clone().into());
+        attrs.insert("sid".into(), sid.clone().into());
+        attrs.insert("name".into(), who.name.clone().unwrap_or_default().into());
+        Ok(Self {
+            orgid: who.orgid.clone(),
+            session_id: crypto::random_token(24)?,
+            sid,
+            attrs,
+            expires_at: now() + SESSION_SECONDS,
+        })
     }
-    let keys = app.secrets.app_keys().await?;
-    web::set_cookie(
-        resp,
-        &SESSION_COOKIE.set(app, &keys, &format!("{}:{session_id}", who.orgid)),
-    )?;
-    web::set_cookie(resp, &STATE_COOKIE.clear(app))
+
+    /// The session item and, when Haravan named a sign-in session, its sid index entry.
+    fn writes(&self) -> Vec<Write> {
+        let mut writes = vec![Write::Put(
+            Item::new(
+                session_key(&self.orgid, &self.session_id),
+                self.attrs.clone(),
+            )
+            .expiring_at(self.expires_at),
+            Condition::Absent,
+        )];
+        if !self.sid.is_empty() {
+            writes.push(Write::Put(
+                Item::new(
+                    sid_key(&self.sid, &self.orgid, &self.session_id),
+                    Map::new(),
+                )
+                .expiring_at(self.expires_at),
+                Condition::Always,
+            ));
+        }
+        writes
+    }
+
+    /// Sets the session cookie on `resp`, and clears the sign-in's state cookie.
+    async fn set_cookie(&self, app: &App, resp: &mut Response<Body>) -> Result<()> {
+        let keys = app.secrets.app_keys().await?;
+        web::set_cookie(
+            resp,
+            &SESSION_COOKIE.set(app, &keys, &format!("{}:{}", self.orgid, self.session_id)),
+        )?;
+        web::set_cookie(resp, &STATE_COOKIE.clear(app))
+    }
 }
 
 /// The org and session id of the request's valid session cookie, if its session still exists.
@@ -438,7 +472,7 @@ pub async fn install(app: &App, req: Request) -> Response<Body> {
 async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
     let cb = read_callback(app, req, "install").await?;
     let who = &cb.identity;
-    if cb.state.get("orgid").and_then(Value::as_str) != Some(who.orgid.as_str()) {
+    if cb.state.data.get("orgid").and_then(Value::as_str) != Some(who.orgid.as_str()) {
         return Err(Error::Forbidden(
             "Haravan signed in another shop than the one being installed; start again".into(),
         ));
@@ -449,7 +483,10 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
         ));
     }
     let redirect_uri = app.public_url(req, "/haravan/install/grandservice")?;
-    let reply = flow::exchange_once(app, PLATFORM, &cb.code, || async {
+    let keys = app.secrets.app_keys().await?;
+    let session = Session::new(who)?;
+    // The code's mark, the state's consumption, the install and the session commit together.
+    let (item, subscribed) = flow::exchange_once(app, PLATFORM, &cb.code, || async {
         let reply = token_call(
             app,
             &[
@@ -463,46 +500,48 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
         if let Some(id_token) = &reply.id_token {
             verify(app, id_token, None, None, Some(&reply.access_token)).await?;
         }
-        Ok(reply)
+        let key = install_key(&who.orgid);
+        let mut attrs = Map::new();
+        attrs.insert("orgid".into(), who.orgid.clone().into());
+        attrs.insert(
+            "orgname".into(),
+            who.orgname.clone().unwrap_or_default().into(),
+        );
+        attrs.insert("installed_by".into(), who.sub.clone().into());
+        attrs.insert("installed_at".into(), now().into());
+        attrs.insert(
+            "scope".into(),
+            reply
+                .scope
+                .clone()
+                .unwrap_or_else(|| app.haravan.settings.install_scopes.clone())
+                .into(),
+        );
+        let grant = Grant {
+            access_token: SecretString::from(reply.access_token.clone()),
+            refresh_token: reply.refresh_token.clone().map(SecretString::from),
+            expires_in: reply.expires_in.unwrap_or(86_400),
+            extra: Vec::new(),
+        };
+        refresh::seal(&keys, &key, &grant, &mut attrs)?;
+        let subscribed = subscribe_webhooks(app, &reply.access_token).await;
+        attrs.insert("webhooks_subscribed".into(), subscribed.into());
+        let item = Item::new(key, attrs);
+        let mut writes = vec![
+            cb.state.consume(),
+            Write::Put(item.clone(), Condition::Always),
+        ];
+        writes.extend(session.writes());
+        Ok(((item, subscribed), writes))
     })
     .await?;
-
-    let key = install_key(&who.orgid);
-    let keys = app.secrets.app_keys().await?;
-    let mut attrs = Map::new();
-    attrs.insert("orgid".into(), who.orgid.clone().into());
-    attrs.insert(
-        "orgname".into(),
-        who.orgname.clone().unwrap_or_default().into(),
-    );
-    attrs.insert("installed_by".into(), who.sub.clone().into());
-    attrs.insert("installed_at".into(), now().into());
-    attrs.insert(
-        "scope".into(),
-        reply
-            .scope
-            .clone()
-            .unwrap_or_else(|| app.haravan.settings.install_scopes.clone())
-            .into(),
-    );
-    let grant = Grant {
-        access_token: SecretString::from(reply.access_token.clone()),
-        refresh_token: reply.refresh_token.clone().map(SecretString::from),
-        expires_in: reply.expires_in.unwrap_or(86_400),
-        extra: Vec::new(),
-    };
-    refresh::seal(&keys, &key, &grant, &mut attrs)?;
-    let subscribed = subscribe_webhooks(app, &reply.access_token).await;
-    attrs.insert("webhooks_subscribed".into(), subscribed.into());
-    let item = Item::new(key, attrs);
-    app.store.put(&item, Condition::Always).await?;
     tracing::info!(orgid = %who.orgid, subscribed, "haravan install stored");
 
     let note = (!subscribed).then_some(
         "Webhooks could not be subscribed; uninstalls will not be noticed until they are.",
     );
     let mut resp = app_page(app, who, &item, note).await;
-    start_session(app, who, &mut resp).await?;
+    session.set_cookie(app, &mut resp).await?;
     Ok(resp)
 }
 
@@ -688,42 +727,25 @@ async fn delivery(app: &App, req: &Request) -> Result<Response<Body>> {
     }
     web::check_id("the delivery's org id", &orgid)?;
 
-    let mark = Item::new(
-        Key::new(
-            format!("webhook#{PLATFORM}"),
-            hex::encode(crypto::sha256(body)),
-        ),
-        Map::new(),
-    )
-    .expiring_at(now() + DELIVERY_TTL_SECONDS);
-    match app.store.put(&mark, Condition::Absent).await {
-        Ok(()) => {}
-        Err(StoreError::ConditionFailed) => {
-            return Ok(web::json(
-                StatusCode::OK,
-                &json!({"ok": true, "duplicate": true}),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
-    let outcome = match topic.as_str() {
-        "shop/update" => shop_update(app, &orgid, &payload).await,
-        "app/uninstalled" => uninstalled(app, &orgid).await,
+    // The mark and the effect commit together (see `once`).
+    let mark = once::delivery_mark(PLATFORM, &hex::encode(crypto::sha256(body)));
+    let answer = match topic.as_str() {
+        "shop/update" => shop_update(app, &mark, &orgid, &payload).await?,
+        "app/uninstalled" => uninstalled(app, &mark, &orgid).await?,
         other => {
-            tracing::info!(topic = %web::printable(other), orgid, "haravan webhook acknowledged, not handled");
-            Ok(false)
+            if once::mark_alone(app.store.as_ref(), &mark).await? {
+                tracing::info!(topic = %web::printable(other), orgid, "haravan webhook acknowledged, not handled");
+                json!({"ok": true, "handled": false})
+            } else {
+                duplicate()
+            }
         }
     };
-    match outcome {
-        Ok(handled) => Ok(web::json(
-            StatusCode::OK,
-            &json!({"ok": true, "handled": handled}),
-        )),
-        Err(e) => {
-            let _ = app.store.take(&mark.key).await;
-            Err(e)
-        }
-    }
+    Ok(web::json(StatusCode::OK, &answer))
+}
+
+fn duplicate() -> Value {
+    json!({"ok": true, "duplicate": true})
 }
 
 /// The shop fields a `shop/update` delivery may change.
@@ -736,11 +758,18 @@ const SHOP_FIELDS: [&str; 6] = [
     "shop_owner",
 ];
 
-/// One in-place update of the install: the shop details and when they came, on the condition
-/// only that the install exists. The token attributes are not touched, and a token refresh
-/// writes only those (see [`refresh`]), so neither can undo the other and no version check or
-/// retry is needed. Two deliveries for one org: the later write wins, as it always did.
-async fn shop_update(app: &App, orgid: &str, payload: &Map<String, Value>) -> Result<bool> {
+/// One in-place update of the install, in the delivery's transaction: the shop details and
+/// when they came, on the condition only that the install exists. The token attributes are not
+/// touched, and a token refresh writes only those (see [`refresh`]), so neither can undo the
+/// other and no version check or retry is needed. Two deliveries for one org: the later write
+/// wins, as it always did. An org that is not installed is refused (404) and nothing is stored,
+/// mark included, so a delivery that raced ahead of its install can still act when retried.
+async fn shop_update(
+    app: &App,
+    mark: &Item,
+    orgid: &str,
+    payload: &Map<String, Value>,
+) -> Result<Value> {
     let mut shop = Map::new();
     for field in SHOP_FIELDS {
         if let Some(v) = payload.get(field).filter(|v| v.is_string()) {
@@ -750,33 +779,65 @@ async fn shop_update(app: &App, orgid: &str, payload: &Map<String, Value>) -> Re
     let mut set = Map::new();
     set.insert("shop".into(), Value::Object(shop));
     set.insert("shop_updated_at".into(), now().into());
-    match app
-        .store
-        .update(&install_key(orgid), &set, Condition::Always)
-        .await
-    {
-        Ok(()) => Ok(true),
-        Err(StoreError::ConditionFailed) => Err(Error::NotFound("no install for this org".into())),
-        Err(e) => Err(e.into()),
+    let effect = [Write::Update {
+        key: install_key(orgid),
+        set,
+        condition: Condition::Exists,
+    }];
+    match once::apply(app.store.as_ref(), mark, &effect).await? {
+        Applied::Done => Ok(json!({"ok": true, "handled": true})),
+        Applied::Duplicate => Ok(duplicate()),
+        Applied::Refused(_) => Err(Error::NotFound("no install for this org".into())),
     }
 }
 
-async fn uninstalled(app: &App, orgid: &str) -> Result<bool> {
-    let removed = app.store.take(&install_key(orgid)).await?;
-    if removed.is_none() {
-        return Err(Error::NotFound("no install for this org".into()));
-    }
-    for session in app.store.query(&org_sessions_partition(orgid)).await? {
-        let _ = app.store.take(&session.key).await?;
+/// Removes the install, its tokens and the org's sessions, in the delivery's transaction. An
+/// org with no install has been uninstalled already: that holds, so the delivery is recorded
+/// (with whatever sessions are left) and answered as done, and Haravan stops retrying it.
+async fn uninstalled(app: &App, mark: &Item, orgid: &str) -> Result<Value> {
+    let store = app.store.as_ref();
+    let mut sessions = Vec::new();
+    for session in store.query(&org_sessions_partition(orgid)).await? {
         if let Some(sid) = session.str("sid").filter(|s| !s.is_empty()) {
-            let _ = app
-                .store
-                .take(&sid_key(sid, orgid, &session.key.sk))
-                .await?;
+            sessions.push(Write::Delete(
+                sid_key(sid, orgid, &session.key.sk),
+                Condition::Always,
+            ));
+        }
+        sessions.push(Write::Delete(session.key, Condition::Always));
+    }
+    // A transaction holds at most 100 writes: the mark, the install, and as many sessions as
+    // fit; any left over (an org with dozens of open sessions) are removed after the commit,
+    // and would lapse within the session lifetime anyway.
+    let room = crate::store::MAX_TRANSACT_WRITES - 2;
+    let rest = sessions.split_off(sessions.len().min(room));
+    let mut effect = vec![Write::Delete(install_key(orgid), Condition::Exists)];
+    effect.extend(sessions.iter().cloned());
+    let answer = match once::apply(store, mark, &effect).await? {
+        Applied::Done => {
+            tracing::info!(orgid, "haravan install, tokens and sessions removed");
+            json!({"ok": true, "handled": true})
+        }
+        Applied::Duplicate => return Ok(duplicate()),
+        Applied::Refused(_) => {
+            let done = if sessions.is_empty() {
+                once::mark_alone(store, mark).await?
+            } else {
+                once::apply(store, mark, &sessions).await? == Applied::Done
+            };
+            if !done {
+                return Ok(duplicate());
+            }
+            tracing::info!(orgid, "haravan uninstall for an org not installed");
+            json!({"ok": true, "handled": true, "already_done": true})
+        }
+    };
+    for write in rest {
+        if let Err(e) = store.transact(&[write]).await {
+            tracing::warn!(error = %e, orgid, "a session of an uninstalled org was left to lapse");
         }
     }
-    tracing::info!(orgid, "haravan install, tokens and sessions removed");
-    Ok(true)
+    Ok(answer)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ pub mod http;
 pub mod lambda;
 pub mod momo;
 pub mod oidc;
+pub mod once;
 pub mod refresh;
 pub mod saison;
 pub mod secrets;

@@ -18,15 +18,16 @@
 use crate::app::App;
 use crate::crypto::KeyRing;
 use crate::error::{Error, Result};
+use crate::once::{Lease, Patience};
 use crate::store::{Condition, Item, Key, StoreError, now};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Refresh when fewer than this many seconds of validity are left.
 pub const MARGIN: i64 = 300;
 /// How long a refresh lease lasts if its holder dies.
-pub const LEASE_SECONDS: i64 = 30;
+pub const LEASE_SECONDS: i64 = crate::once::LEASE_SECONDS;
 /// How long a caller waits for a sibling's refresh before giving up.
 const WAIT: Duration = Duration::from_secs(20);
 /// How often a waiting caller re-reads.
@@ -225,7 +226,7 @@ pub async fn access_token(app: &App, key: &Key, refresher: &dyn Refresher) -> Re
 /// the two always belong together.
 pub async fn fresh_item(app: &App, key: &Key, refresher: &dyn Refresher) -> Result<Item> {
     let keys = app.secrets.app_keys().await?;
-    let deadline = Instant::now() + WAIT;
+    let patience = Patience::new(WAIT, POLL);
     loop {
         let item =
             app.store.get(key).await?.ok_or_else(|| {
@@ -245,26 +246,23 @@ pub async fn fresh_item(app: &App, key: &Key, refresher: &dyn Refresher) -> Resu
                 Err(reauth_error())
             };
         }
-        let lease = Item::new(lease_key(key), Map::new()).expiring_at(now() + LEASE_SECONDS);
-        match app.store.put(&lease, Condition::Absent).await {
-            Ok(()) => {
+        match Lease::try_take(app.store.as_ref(), lease_key(key)).await? {
+            Some(lease) => {
                 let outcome = refresh_under_lease(app, &keys, key, refresher).await;
-                let _ = app.store.take(&lease.key).await;
+                lease.release(app.store.as_ref()).await;
                 match outcome {
                     Ok(Some(item)) => return Ok(item),
                     Ok(None) => continue,
                     Err(e) => return Err(e),
                 }
             }
-            Err(StoreError::ConditionFailed) => {
-                if Instant::now() > deadline {
+            None => {
+                if !patience.wait().await {
                     return Err(Error::Unavailable(
                         "the platform's token refresh is taking too long; try again".into(),
                     ));
                 }
-                tokio::time::sleep(POLL).await;
             }
-            Err(e) => return Err(e.into()),
         }
     }
 }

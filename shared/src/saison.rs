@@ -23,7 +23,7 @@ use crate::crypto;
 use crate::error::{Error, Result};
 use crate::flow::{self, CookieSpec};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
-use crate::store::{Condition, Item, Key, now};
+use crate::store::{Condition, Item, Key, Write, now};
 use crate::web::{self, Format, Params};
 use base64::Engine as _;
 use lambda_http::http::StatusCode;
@@ -271,29 +271,33 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     if app.saison.send_state && q.get("state").is_none() {
         return Err(Error::BadRequest("parameter `state` is missing".into()));
     }
-    let state = flow::consume_bound(app, &STATE_COOKIE, req, PLATFORM, q.get("state")).await?;
+    let state = flow::read_bound(app, &STATE_COOKIE, req, PLATFORM, q.get("state")).await?;
     let keys = app.secrets.app_keys().await?;
     let member = state
+        .data
         .get("member")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::Internal("state without member".into()))?
         .to_owned();
 
-    let grant = flow::exchange_once(app, PLATFORM, code, || async {
-        token_call(app, &[("grant_type", "authorization_code"), ("code", code)])
+    // The code's mark, the state's consumption and the connection commit together.
+    flow::exchange_once(app, PLATFORM, code, || async {
+        let grant = token_call(app, &[("grant_type", "authorization_code"), ("code", code)])
             .await
             .map(grant_of)
-            .map_err(|e| e.for_code("Saison"))
+            .map_err(|e| e.for_code("Saison"))?;
+        let key = connection_key(&member);
+        let mut attrs = Map::new();
+        attrs.insert("member".into(), member.clone().into());
+        attrs.insert("connected_at".into(), now().into());
+        refresh::seal(&keys, &key, &grant, &mut attrs)?;
+        let writes = vec![
+            state.consume(),
+            Write::Put(Item::new(key, attrs), Condition::Always),
+        ];
+        Ok(((), writes))
     })
     .await?;
-    let key = connection_key(&member);
-    let mut attrs = Map::new();
-    attrs.insert("member".into(), member.clone().into());
-    attrs.insert("connected_at".into(), now().into());
-    refresh::seal(&keys, &key, &grant, &mut attrs)?;
-    app.store
-        .put(&Item::new(key, attrs), Condition::Always)
-        .await?;
     tracing::info!(member, "saison connection stored");
 
     let profile = match call(app, &member, "GET", "/auth/account/profile", None).await {

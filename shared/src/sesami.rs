@@ -20,13 +20,14 @@ use crate::config::{ConfigError, Vars};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::flow::{self, CookieSpec};
-use crate::store::{Condition, Item, Key, now};
+use crate::once::{self, Applied};
+use crate::store::{Condition, Item, Key, Write, now};
 use crate::web::{self, Format, Params};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use std::time::Duration;
 use url::Url;
 
@@ -35,9 +36,6 @@ pub const PLATFORM: &str = "sesami";
 
 /// The most a webhook body may be.
 pub const MAX_WEBHOOK_BYTES: usize = 256 * 1024;
-
-/// How long a processed webhook is remembered.
-const MARK_TTL_SECONDS: i64 = 7 * 24 * 3600;
 
 const STATE_COOKIE: CookieSpec = flow::state_cookie("gh-sesami-state");
 
@@ -291,33 +289,38 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     verify_query(app, &params).await?;
     let shop_id = params.require("shopId")?;
 
-    let state = flow::consume_bound(app, &STATE_COOKIE, req, PLATFORM, None).await?;
+    let state = flow::read_bound(app, &STATE_COOKIE, req, PLATFORM, None).await?;
     let keys = app.secrets.app_keys().await?;
-    if state.get("shop_id").and_then(Value::as_str) != Some(shop_id) {
+    if state.data.get("shop_id").and_then(Value::as_str) != Some(shop_id) {
         return Err(Error::Forbidden(
             "this callback is for another shop than the one whose install this browser started"
                 .into(),
         ));
     }
 
-    let reply = flow::exchange_once(app, PLATFORM, code, || exchange(app, shop_id, code)).await?;
-
-    let key = install_key(shop_id);
-    let install = Install {
-        shop_id: shop_id.to_owned(),
-        name: reply.name.clone(),
-        token_sealed: keys.encrypt(&reply.token, &format!("{}/{}", key.pk, key.sk))?,
-        expire_at: reply.expire_at,
-        scopes: app.sesami.scopes.clone(),
-        installed_at: now(),
-    };
-    let attrs = match serde_json::to_value(&install) {
-        Ok(Value::Object(map)) => map,
-        _ => return Err(Error::Internal("install did not serialise".into())),
-    };
-    app.store
-        .put(&Item::new(key, attrs), Condition::Always)
-        .await?;
+    // The code's mark, the state's consumption and the install commit together.
+    let reply = flow::exchange_once(app, PLATFORM, code, || async {
+        let reply = exchange(app, shop_id, code).await?;
+        let key = install_key(shop_id);
+        let install = Install {
+            shop_id: shop_id.to_owned(),
+            name: reply.name.clone(),
+            token_sealed: keys.encrypt(&reply.token, &format!("{}/{}", key.pk, key.sk))?,
+            expire_at: reply.expire_at.clone(),
+            scopes: app.sesami.scopes.clone(),
+            installed_at: now(),
+        };
+        let attrs = match serde_json::to_value(&install) {
+            Ok(Value::Object(map)) => map,
+            _ => return Err(Error::Internal("install did not serialise".into())),
+        };
+        let writes = vec![
+            state.consume(),
+            Write::Put(Item::new(key, attrs), Condition::Always),
+        ];
+        Ok((reply, writes))
+    })
+    .await?;
     tracing::info!(shop_id, "sesami install stored");
 
     let mut resp = match &app.sesami.after_install_url {
@@ -423,64 +426,51 @@ async fn webhook_flow(app: &App, req: &Request) -> Result<Response<Body>> {
 
     // A delivery is acted on once, whatever `event` says beside it: `event` is not signed, so
     // the mark is the signature over `data`, and signed data replayed under another event name
-    // is a duplicate, not a new instruction.
-    let mark = Item::new(
-        Key::new(
-            format!("webhook#{PLATFORM}"),
-            hook.hmac.to_ascii_lowercase(),
-        ),
-        Map::new(),
-    )
-    .expiring_at(now() + MARK_TTL_SECONDS);
-    match app.store.put(&mark, Condition::Absent).await {
-        Ok(()) => {}
-        Err(crate::store::StoreError::ConditionFailed) => {
-            return Ok(web::json(
-                StatusCode::OK,
-                &serde_json::json!({"ok": true, "duplicate": true}),
-            ));
+    // is a duplicate, not a new instruction. The mark and the effect commit together.
+    let mark = once::delivery_mark(PLATFORM, &hook.hmac.to_ascii_lowercase());
+    let store = app.store.as_ref();
+    let answer = match hook.event.as_str() {
+        "uninstall_app" => {
+            let shop_id = uninstalled_shop(&hook)?;
+            let effect = [Write::Delete(install_key(&shop_id), Condition::Exists)];
+            match once::apply(store, &mark, &effect).await? {
+                Applied::Done => {
+                    tracing::info!(shop_id, "sesami install removed");
+                    json!({"ok": true, "handled": true})
+                }
+                Applied::Duplicate => json!({"ok": true, "duplicate": true}),
+                // No install: the uninstall holds already. Sesami stops retrying on a 2xx.
+                Applied::Refused(_) => {
+                    if once::mark_alone(store, &mark).await? {
+                        tracing::info!(shop_id, "sesami uninstall for a shop not installed");
+                        json!({"ok": true, "handled": true, "already_done": true})
+                    } else {
+                        json!({"ok": true, "duplicate": true})
+                    }
+                }
+            }
         }
-        Err(e) => return Err(e.into()),
-    }
-    let outcome = match hook.event.as_str() {
-        "uninstall_app" => uninstall(app, &hook).await,
         other => {
-            tracing::info!(event = %web::printable(other), "sesami webhook acknowledged, not handled");
-            Ok(web::json(
-                StatusCode::OK,
-                &serde_json::json!({"ok": true, "handled": false}),
-            ))
+            if once::mark_alone(store, &mark).await? {
+                tracing::info!(event = %web::printable(other), "sesami webhook acknowledged, not handled");
+                json!({"ok": true, "handled": false})
+            } else {
+                json!({"ok": true, "duplicate": true})
+            }
         }
     };
-    if outcome.is_err() {
-        let _ = app.store.take(&mark.key).await;
-    }
-    outcome
+    Ok(web::json(StatusCode::OK, &answer))
 }
 
-async fn uninstall(app: &App, hook: &Webhook) -> Result<Response<Body>> {
+/// The shop an `uninstall_app` delivery names, checked before anything is written.
+fn uninstalled_shop(hook: &Webhook) -> Result<String> {
     let shop_id = match hook.data.get("shopId") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         _ => return Err(Error::BadRequest("`data.shopId` is missing".into())),
     };
     web::check_id("`data.shopId`", &shop_id)?;
-    match app.store.take(&install_key(&shop_id)).await {
-        Ok(Some(_)) => {
-            tracing::info!(shop_id, "sesami install removed");
-            Ok(web::json(
-                StatusCode::OK,
-                &serde_json::json!({"ok": true, "handled": true}),
-            ))
-        }
-        other => {
-            other?;
-            Err(Error::NotFound(format!(
-                "no install for shop `{}`",
-                web::printable(&shop_id)
-            )))
-        }
-    }
+    Ok(shop_id)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::flow::{self, CookieSpec};
 use crate::oidc::{self, Expect, Jwks};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
-use crate::store::{Condition, Item, Key, now};
+use crate::store::{Condition, Item, Key, Write, now};
 use crate::web::{self, Format, Params};
 use base64::Engine as _;
 use lambda_http::http::{HeaderValue, StatusCode, header};
@@ -426,10 +426,11 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     }
     let code = q.require("code")?;
     let state_id = q.require("state")?;
-    let state = flow::consume_bound(app, &STATE_COOKIE, req, PLATFORM, Some(state_id)).await?;
+    let state = flow::read_bound(app, &STATE_COOKIE, req, PLATFORM, Some(state_id)).await?;
     let keys = app.secrets.app_keys().await?;
     let text = |name: &str| {
         state
+            .data
             .get(name)
             .and_then(Value::as_str)
             .unwrap_or_default()
@@ -505,12 +506,18 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         extra: Vec::new(),
     };
     refresh::seal(&keys, &key, &grant, &mut attrs)?;
-    app.store
-        .put(
-            &Item::new(key, attrs).expiring_at(now() + SESSION_SECONDS),
-            Condition::Absent,
-        )
-        .await?;
+    // The state's consumption and the session commit together.
+    flow::commit(
+        app,
+        &[
+            state.consume(),
+            Write::Put(
+                Item::new(key, attrs).expiring_at(now() + SESSION_SECONDS),
+                Condition::Absent,
+            ),
+        ],
+    )
+    .await?;
     tracing::info!(portal, "weblink session started");
 
     let who = if name.is_empty() {

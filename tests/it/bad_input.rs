@@ -171,11 +171,11 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
                 400,
             )
         }
-        // A signed uninstall of a shop that is not installed: the delivery mark is written and
-        // released again.
+        // A signed uninstall that names no shop: refused after the signature is checked and
+        // before anything is written. (An uninstall of a shop that is not installed is done
+        // already, and answered 200.)
         ("POST", "/sesami/webhooks") => {
-            let data: BTreeMap<String, Value> =
-                BTreeMap::from([("shopId".to_string(), json!("bad-input-shop"))]);
+            let data: BTreeMap<String, Value> = BTreeMap::from([("shopId".to_string(), json!(""))]);
             Spec {
                 checks_content_type: true,
                 // Sesami signs `data` only; a delivery of an event the app does not handle
@@ -184,7 +184,7 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
                 ..s(
                     Input::Json(object(h.server.sesami.webhook_body("uninstall_app", data))),
                     &["event", "data", "hmac"],
-                    404,
+                    400,
                 )
             }
         }
@@ -227,10 +227,11 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
             &["hub.verify_token", "hub.challenge"],
             401,
         ),
-        // A signed app/uninstalled for an org that is not installed: the delivery mark is
-        // written and released again.
+        // A signed shop/update for an org that is not installed: refused, and nothing is written
+        // (the mark commits only with its effect). (An app/uninstalled for such an org is done
+        // already, and answered 200.)
         ("POST", "/haravan/webhooks") => {
-            let body = json!({"id": 1_000_999_999u64, "org_id": "1000999999", "event_type": "app/uninstalled"});
+            let body = json!({"id": 1_000_999_999u64, "org_id": "1000999999", "name": "Bad input"});
             let creds = h.server.app.secrets.credentials("haravan").await.unwrap();
             let signature = gatehouse_local::simulators::haravan::webhook_signature(
                 secrecy::ExposeSecret::expose_secret(&creds.client_secret),
@@ -242,7 +243,7 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
                 headers: vec![
                     ("content-type", JSON.into()),
                     ("x-haravan-hmacsha256", signature),
-                    ("x-haravan-topic", "app/uninstalled".into()),
+                    ("x-haravan-topic", "shop/update".into()),
                     ("x-haravan-org-id", "1000999999".into()),
                 ],
                 ..s(

@@ -918,8 +918,9 @@ impl gatehouse::store::Store for Counting {
     }
 }
 
-/// A `shop/update` delivery for an installed org costs two store calls (the delivery mark, one
-/// in-place update), and one for an org that is not installed (404, the mark taken back: three).
+/// A `shop/update` delivery costs one store call: the delivery mark and the in-place update of
+/// the install in one transaction. For an org that is not installed the transaction is refused
+/// (404) and nothing is stored, mark included: still one call.
 #[tokio::test]
 async fn shop_update_makes_two_store_calls() {
     let counting: Arc<std::sync::OnceLock<Arc<Counting>>> = Arc::default();
@@ -952,7 +953,11 @@ async fn shop_update_makes_two_store_calls() {
     let (status, text) = sim.send_webhook("shop/update", ADMIN_ORG, &body).await;
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("\"handled\":true"), "{text}");
-    assert_eq!(counting.count() - start, 2, "the mark and one update");
+    assert_eq!(
+        counting.count() - start,
+        1,
+        "the mark and the update, in one transaction"
+    );
 
     let after = h
         .server
@@ -976,16 +981,14 @@ async fn shop_update_makes_two_store_calls() {
     was.remove("shop_updated_at");
     assert_eq!(unchanged, was);
 
-    // An org that is not installed: 404, nothing created, the mark taken back.
+    // An org that is not installed: 404, nothing created, no mark.
+    let marks = h.items("webhook#haravan").await.len();
     let body = sim.webhook_body("shop/update", STAFF_ORG);
     let start = counting.count();
     let (status, text) = sim.send_webhook("shop/update", STAFF_ORG, &body).await;
     assert_eq!(status, 404, "{text}");
-    assert_eq!(
-        counting.count() - start,
-        3,
-        "the mark, the update, the mark back"
-    );
+    assert_eq!(counting.count() - start, 1, "one refused transaction");
+    assert_eq!(h.items("webhook#haravan").await.len(), marks, "no mark");
     assert!(
         h.server
             .app
@@ -1067,4 +1070,66 @@ async fn refresh_keeps_a_concurrent_shop_update_on_dynamodb() {
         return;
     };
     refresh_keeps_a_concurrent_shop_update(h).await;
+}
+
+/// Twenty distinct `app/uninstalled` deliveries for one org (Haravan sends one per event, and
+/// retries each until it gets a 2xx): the first removes the install; the other nineteen find
+/// it gone, which is what they ask for, so they are answered 200 (`already_done`) and recorded,
+/// and Haravan stops retrying them. Their replays are duplicates. None answers 404.
+async fn distinct_uninstalls_all_succeed(h: Harness) {
+    let sim = h.server.haravan.clone();
+    let mut b = Browser::new();
+    assert_eq!(install(&h, &mut b, ADMIN).await.status, 200);
+    assert_eq!(count(&h, "install#haravan").await, 1);
+    let deliveries: Vec<Value> = (0..20)
+        .map(|i| {
+            let mut body = sim.webhook_body("app/uninstalled", ADMIN_ORG);
+            body["user_id"] = json!(200_000_000_000u64 + i);
+            body
+        })
+        .collect();
+    let sends: Vec<_> = deliveries
+        .iter()
+        .map(|body| {
+            let sim = sim.clone();
+            let body = body.clone();
+            tokio::spawn(async move { sim.send_webhook("app/uninstalled", ADMIN_ORG, &body).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for send in sends {
+        answers.push(send.await.unwrap());
+    }
+    let mut removed = 0;
+    for (status, text) in &answers {
+        assert_eq!(*status, 200, "{text}");
+        let v: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(v["handled"], json!(true), "{text}");
+        if v.get("already_done").is_none() {
+            removed += 1;
+        }
+    }
+    assert_eq!(removed, 1, "one delivery removed the install: {answers:?}");
+    assert_eq!(count(&h, "install#haravan").await, 0);
+    assert_eq!(count(&h, &org_sessions_partition(ADMIN_ORG)).await, 0);
+    assert_eq!(count(&h, "webhook#haravan").await, 20, "each recorded once");
+    for body in &deliveries {
+        let (status, text) = sim.send_webhook("app/uninstalled", ADMIN_ORG, body).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("duplicate"), "{text}");
+    }
+    assert_eq!(count(&h, "webhook#haravan").await, 20);
+}
+
+#[tokio::test]
+async fn distinct_uninstalls_all_succeed_on_the_embedded_store() {
+    distinct_uninstalls_all_succeed(Harness::embedded().await).await;
+}
+
+#[tokio::test]
+async fn distinct_uninstalls_all_succeed_on_dynamodb() {
+    let Some(h) = Harness::start(Backend::Dynamo, Vars::default()).await else {
+        return;
+    };
+    distinct_uninstalls_all_succeed(h).await;
 }

@@ -165,12 +165,15 @@ async fn bad_callbacks_are_refused_and_store_nothing() {
     assert!(stored(&h).await.is_none());
     assert!(h.items("code#saison").await.is_empty());
 
-    // A member the app does not serve.
+    // A member the app does not serve: no state stored. (The refused callback above left
+    // its flow's state as it was: a callback stores with the state's consumption, or nothing.)
+    let states = h.items("state#saison").await.len();
+    assert_eq!(states, 1, "the refused callback's state is not consumed");
     let page = Browser::new()
         .get(&h.url("/saison/authorize?member=other"))
         .await;
     assert_eq!(page.status, 404, "{}", page.body);
-    assert!(h.items("state#saison").await.is_empty());
+    assert_eq!(h.items("state#saison").await.len(), states);
 
     // Reused state: a second callback with the cookie of a flow that already completed.
     let mut b = Browser::new();
