@@ -10,6 +10,7 @@ mod momo;
 mod saison;
 mod secrets;
 mod sesami;
+mod simulation;
 mod store;
 mod support;
 mod template;
