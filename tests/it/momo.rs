@@ -828,3 +828,23 @@ async fn concurrent_reconcilers_and_a_callback_record_the_outcome_once_on_dynamo
     };
     concurrent_confirmations(h, recording).await;
 }
+
+/// The local server runs the reconciler on a timer, as the deployment's schedule does.
+#[tokio::test]
+async fn the_local_server_reconciles_on_a_timer() {
+    let mut vars = Vars::default();
+    vars.set("MOMO_LOCAL_RECONCILE_SECONDS", "1");
+    vars.set("MOMO_RECONCILE_AFTER_SECONDS", "0");
+    let (h, _) = start(Backend::Embedded, vars).await.unwrap();
+    h.server.momo.set_drop_callbacks(true);
+    let (status, answer) = request_to_pay(&h, &payment("46733123450", "order-timer"), None).await;
+    assert_eq!(status, 202, "{answer}");
+    let reference = answer["referenceId"].as_str().unwrap().to_owned();
+    for _ in 0..100 {
+        if status_of(&h, &reference).await.unwrap().str("status") == Some("SUCCESSFUL") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the local reconciler did not confirm the payment in 10 s");
+}
