@@ -39,6 +39,10 @@ pub enum Error {
     /// The body is not of a type the route accepts (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The request is well-formed but contradicts an earlier one, e.g. an idempotency key
+    /// reused for another body (422).
+    #[error("{0}")]
+    Unprocessable(String),
     /// A platform refused or failed a call we made (502); the message is safe to show.
     #[error("{0}")]
     Upstream(String),
@@ -90,6 +94,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Upstream(_) => StatusCode::BAD_GATEWAY,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

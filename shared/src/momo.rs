@@ -11,6 +11,11 @@
 //! status reply, fetched with our token. A transaction moves from PENDING to SUCCESSFUL or FAILED
 //! once (a condition on the stored status); nothing moves it back.
 //!
+//! A request to pay whose answer is lost may still have been taken by MoMo, so such a payment
+//! is kept, marked unconfirmed, and never sent again under the same Idempotency-Key; MoMo's
+//! status resolves it, asked by the caller's retry, the callback or the reconciler
+//! ([`reconcile`], run on a schedule), which also catches callbacks that never came.
+//!
 //! The secret `momo` is `{"client_id": <API user>, "client_secret": <API key>,
 //! "subscription_keys": {"collection": ..., ...}}`; [`provision`] fills in the first two in the
 //! sandbox.
@@ -18,7 +23,7 @@
 use crate::app::App;
 use crate::config::{ConfigError, Vars};
 use crate::error::{Error, Result};
-use crate::store::{Condition, Item, Key, StoreError, now};
+use crate::store::{Condition, Item, Key, StoreError, Write, now};
 use crate::web::{self, Format};
 use base64::Engine as _;
 use lambda_http::http::StatusCode;
@@ -48,6 +53,10 @@ pub struct Settings {
     pub target_environment: String,
     /// `MOMO_PRODUCTS`: the products the app uses (default `collection`).
     pub products: Vec<String>,
+    /// `MOMO_RECONCILE_AFTER_SECONDS` (default 120): how old a PENDING payment must be before
+    /// the reconciler asks MoMo's status of it, giving MoMo's callback time to come first; also
+    /// how old it must be before MoMo's "no such payment" means the request never arrived.
+    pub reconcile_after: i64,
 }
 
 impl Settings {
@@ -77,6 +86,13 @@ impl Settings {
                 .to_owned(),
             target_environment: vars.get_or("MOMO_TARGET_ENVIRONMENT", "sandbox").to_owned(),
             products,
+            reconcile_after: i64::try_from(
+                vars.seconds("MOMO_RECONCILE_AFTER_SECONDS", 120)?.as_secs(),
+            )
+            .map_err(|_| ConfigError {
+                name: "MOMO_RECONCILE_AFTER_SECONDS".into(),
+                problem: "is too large".into(),
+            })?,
         })
     }
 }
@@ -263,13 +279,77 @@ async fn fetch_token(app: &App, product: &str) -> Result<(SecretString, i64)> {
 
 // ---------------------------------------------------------------------------------------------
 // Request to pay
+//
+// A payment is stored before MoMo is asked, so that MoMo's callback always finds it, and it is
+// removed only when MoMo certainly did not take it (a definite refusal, or no connection at
+// all). Any other failure of the request to pay (a timeout, a 5xx, a dropped connection, an
+// answer that is not MoMo's) may hide a payment MoMo took: the payment stays PENDING with
+// `submitted: "unknown"` and is confirmed with MoMo's status, by the caller's retry, by the
+// callback, or by the reconciler. One Idempotency-Key sends at most one request to pay, so a
+// retry never charges twice.
 
 /// The store key of a transaction.
 pub fn transaction_key(reference: &str) -> Key {
     Key::new(format!("tx#{PLATFORM}"), reference)
 }
 
-#[derive(Deserialize)]
+/// The partition indexing the payments still PENDING, in creation order, so that the
+/// reconciler finds them with one query instead of a scan. An entry is written in the same
+/// transaction as its payment and removed in the same transaction as its outcome.
+pub const PENDING_PK: &str = "pending#momo";
+
+/// The index entry of a pending payment: `<created_at, 12 digits>#<reference>`, so that the
+/// sort-key order is the creation order.
+fn pending_key(created_at: i64, reference: &str) -> Key {
+    Key::new(PENDING_PK, format!("{created_at:012}#{reference}"))
+}
+
+/// The store key of the idempotency record of an externalId and an Idempotency-Key.
+fn idempotency_key(external_id: &str, idempotency: &str) -> Key {
+    Key::new(
+        format!("idem#{PLATFORM}"),
+        hex::encode(crate::crypto::sha256(
+            format!("{external_id}\n{idempotency}").as_bytes(),
+        )),
+    )
+}
+
+/// What a transaction's `submitted` attribute says of whether MoMo has the payment.
+mod submitted {
+    /// Stored before the request to pay goes out: MoMo may or may not have it (a sender that
+    /// stopped in between leaves this), so it is read as [`UNKNOWN`].
+    pub const SENDING: &str = "sending";
+    /// MoMo answered 202, or its status or callback knows the payment.
+    pub const ACCEPTED: &str = "accepted";
+    /// The request went out and its answer was lost, late, a 5xx or not MoMo's.
+    pub const UNKNOWN: &str = "unknown";
+    /// Long after it was sent, MoMo's status still had no record of it: recorded FAILED.
+    pub const NOT_RECEIVED: &str = "not_received";
+}
+
+/// The `submitted` of a transaction, [`submitted::SENDING`] read as unknown. A transaction
+/// without one was stored by a version that kept only payments MoMo had accepted.
+fn submitted_of(tx: &Item) -> &'static str {
+    match tx.str("submitted") {
+        None | Some(submitted::ACCEPTED) => submitted::ACCEPTED,
+        Some(submitted::NOT_RECEIVED) => submitted::NOT_RECEIVED,
+        Some(_) => submitted::UNKNOWN,
+    }
+}
+
+fn created_at_of(item: &Item) -> i64 {
+    item.attrs
+        .get("created_at")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+}
+
+/// What the caller is told while MoMo's answer is unknown.
+const UNCONFIRMED_MESSAGE: &str = "MoMo's answer to the request to pay was lost; the payment is \
+     kept and is being confirmed with MoMo. Do not send it under a new Idempotency-Key: send the \
+     same request with the same Idempotency-Key to learn its status; it is never sent twice";
+
+#[derive(Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PaymentRequest {
     amount: String,
@@ -335,9 +415,25 @@ impl PaymentRequest {
         }
         Ok(())
     }
+
+    /// SHA-256 (hex) of the request in canonical form: the parsed fields re-serialized in a
+    /// fixed order, so that the same request spelled otherwise (key order, spacing, an absent
+    /// or null optional field) has the same fingerprint and any changed value another.
+    fn fingerprint(&self) -> Result<String> {
+        let canonical = serde_json::to_vec(self)
+            .map_err(|e| Error::Internal(format!("a payment request does not serialize: {e}")))?;
+        Ok(hex::encode(crate::crypto::sha256(&canonical)))
+    }
 }
 
 /// `POST /momo/requesttopay` (IAM-authorized): starts a collection and returns its reference.
+///
+/// Answers: `202 {"referenceId", "status": "PENDING", "submitted": "accepted"}` when MoMo took
+/// it; `202 {..., "submitted": "unknown", "message"}` when MoMo's answer was lost and the
+/// payment is being confirmed; `200 {"referenceId", "status", "duplicate": true, ...}` to a
+/// repeat (same externalId and Idempotency-Key, same body); 422 to the same key with another
+/// body; 400 (or 502 for the app's own credentials, 503 when MoMo limits requests) when MoMo
+/// refused it, with nothing kept; 502 when MoMo could not be reached at all, nothing kept.
 pub async fn request_to_pay(app: &App, req: Request) -> Response<Body> {
     web::respond(Format::Json, request_to_pay_flow(app, &req).await)
 }
@@ -358,41 +454,27 @@ async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>>
             "the Idempotency-Key header is too long".into(),
         ));
     }
+    let fingerprint = payment.fingerprint()?;
 
     // The same externalId and idempotency key name one payment, whoever asks again.
-    let reference = uuid::Uuid::new_v4().to_string();
-    let idem_key = Key::new(
-        format!("idem#{PLATFORM}"),
-        hex::encode(crate::crypto::sha256(
-            format!("{}\n{idempotency}", payment.external_id).as_bytes(),
-        )),
-    );
-    let mut idem_attrs = Map::new();
-    idem_attrs.insert("reference".into(), reference.clone().into());
-    let idem = Item::new(idem_key, idem_attrs).expiring_at(now() + IDEMPOTENCY_TTL_SECONDS);
-    match app.store.put(&idem, Condition::Absent).await {
-        Ok(()) => {}
-        Err(StoreError::ConditionFailed) => {
-            let earlier = app.store.get(&idem.key).await?;
-            let earlier = earlier
-                .as_ref()
-                .and_then(|i| i.str("reference"))
-                .unwrap_or_default();
-            let tx = app.store.get(&transaction_key(earlier)).await?;
-            let status = tx
-                .as_ref()
-                .and_then(|t| t.str("status"))
-                .unwrap_or("PENDING");
-            return Ok(web::json(
-                StatusCode::OK,
-                &json!({"referenceId": earlier, "status": status, "duplicate": true}),
-            ));
-        }
-        Err(e) => return Err(e.into()),
+    let idem_key = idempotency_key(&payment.external_id, idempotency);
+    if let Some(earlier) = app.store.get(&idem_key).await? {
+        return repeat(app, &earlier, &fingerprint).await;
     }
 
+    // Everything that can fail short of MoMo (token, credentials, callback URL) comes before
+    // anything is stored, so that such a failure leaves nothing behind.
+    let reference = uuid::Uuid::new_v4().to_string();
+    let call = prepare_request_to_pay(app, req, &reference, &payment).await?;
+
+    let created_at = now();
+    let mut idem_attrs = Map::new();
+    idem_attrs.insert("reference".into(), reference.clone().into());
+    idem_attrs.insert("body_sha256".into(), fingerprint.clone().into());
+    let idem = Item::new(idem_key.clone(), idem_attrs).expiring_at(now() + IDEMPOTENCY_TTL_SECONDS);
     let mut tx = Map::new();
     tx.insert("status".into(), "PENDING".into());
+    tx.insert("submitted".into(), submitted::SENDING.into());
     tx.insert("amount".into(), payment.amount.clone().into());
     tx.insert("currency".into(), payment.currency.clone().into());
     tx.insert("external_id".into(), payment.external_id.clone().into());
@@ -400,27 +482,167 @@ async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>>
         "payer".into(),
         serde_json::to_value(&payment.payer).unwrap_or(Value::Null),
     );
-    tx.insert("created_at".into(), now().into());
-    let tx_item = Item::new(transaction_key(&reference), tx);
-    if let Err(e) = app.store.put(&tx_item, Condition::Absent).await {
-        let _ = app.store.take(&idem.key).await;
-        return Err(e.into());
+    tx.insert("created_at".into(), created_at.into());
+    let mut entry = Map::new();
+    entry.insert("reference".into(), reference.clone().into());
+    entry.insert("created_at".into(), created_at.into());
+    let stored = app
+        .store
+        .transact(&[
+            Write::Put(idem, Condition::Absent),
+            Write::Put(
+                Item::new(transaction_key(&reference), tx),
+                Condition::Absent,
+            ),
+            Write::Put(
+                Item::new(pending_key(created_at, &reference), entry),
+                Condition::Absent,
+            ),
+        ])
+        .await;
+    match stored {
+        Ok(()) => {}
+        Err(StoreError::Cancelled(failed)) if failed.contains(&0) => {
+            // A concurrent request with the same key stored its payment first: that one is it.
+            return match app.store.get(&idem_key).await? {
+                Some(earlier) => repeat(app, &earlier, &fingerprint).await,
+                None => Err(Error::Conflict(
+                    "a request with this Idempotency-Key was refused meanwhile; send it again"
+                        .into(),
+                )),
+            };
+        }
+        Err(StoreError::Unavailable(detail)) => {
+            // The payment may or may not be stored; it is not sent either way, since MoMo's
+            // callback and the caller's retry must find what was sent. Withdrawing what may
+            // have landed lets the retry send it; should that fail too, the retry finds it
+            // unconfirmed and the reconciler ends it as never received.
+            withdraw(app, &reference, created_at, &idem_key).await;
+            return Err(StoreError::Unavailable(detail).into());
+        }
+        Err(e) => return Err(e.into()),
     }
 
-    match send_request_to_pay(app, req, &reference, &payment).await {
-        Ok(()) => {
+    match send_request_to_pay(call).await {
+        Sent::Accepted => {
             tracing::info!(reference, "momo request to pay sent");
+            mark_submitted(app, &reference, submitted::ACCEPTED).await;
             Ok(web::json(
                 StatusCode::ACCEPTED,
-                &json!({"referenceId": reference, "status": "PENDING"}),
+                &json!({"referenceId": reference, "status": "PENDING",
+                        "submitted": submitted::ACCEPTED}),
             ))
         }
-        Err(e) => {
-            // MoMo did not take the request: nothing of it is kept, so it can be sent again.
-            let _ = app.store.take(&tx_item.key).await;
-            let _ = app.store.take(&idem.key).await;
+        Sent::NotTaken(e) => {
+            // MoMo certainly does not have it: nothing of it is kept, so it can be sent again
+            // (with the same key too, once the caller has fixed what MoMo refused).
+            withdraw(app, &reference, created_at, &idem_key).await;
             Err(e)
         }
+        Sent::Unknown(why) => {
+            tracing::warn!(
+                reference,
+                why,
+                "momo request to pay unconfirmed; kept PENDING"
+            );
+            mark_submitted(app, &reference, submitted::UNKNOWN).await;
+            Ok(web::json(
+                StatusCode::ACCEPTED,
+                &json!({"referenceId": reference, "status": "PENDING",
+                        "submitted": submitted::UNKNOWN, "message": UNCONFIRMED_MESSAGE}),
+            ))
+        }
+    }
+}
+
+/// The answer to a repeat of an earlier request: the same reference and what is known of it,
+/// after asking MoMo's status if whether MoMo has it is unknown. Nothing is ever sent again.
+async fn repeat(app: &App, earlier: &Item, fingerprint: &str) -> Result<Response<Body>> {
+    // A record without a fingerprint predates them; its key alone decides.
+    if earlier
+        .str("body_sha256")
+        .is_some_and(|stored| stored != fingerprint)
+    {
+        return Err(Error::Unprocessable(
+            "this Idempotency-Key was used with this externalId for a different payment \
+             request; nothing was sent. A new payment needs a new Idempotency-Key"
+                .into(),
+        ));
+    }
+    let reference = earlier.str("reference").unwrap_or_default();
+    let key = transaction_key(reference);
+    let Some(mut tx) = app.store.get(&key).await? else {
+        // The record and the payment are removed together, when MoMo refused the request.
+        return Err(Error::Conflict(
+            "the earlier request with this Idempotency-Key was refused by MoMo; send it again"
+                .into(),
+        ));
+    };
+    if tx.str("status") == Some("PENDING") && submitted_of(&tx) == submitted::UNKNOWN {
+        match confirm(app, &tx, now()).await {
+            Ok(_) => tx = app.store.get(&key).await?.unwrap_or(tx),
+            Err(e) => tracing::warn!(reference, error = %e, "momo: could not confirm a repeat"),
+        }
+    }
+    Ok(web::json(StatusCode::OK, &describe_payment(&tx)))
+}
+
+/// A stored payment as the caller sees it.
+fn describe_payment(tx: &Item) -> Value {
+    let status = tx.str("status").unwrap_or("PENDING");
+    let mut out = json!({"referenceId": tx.key.sk, "status": status, "duplicate": true});
+    if status == "PENDING" {
+        let submitted = submitted_of(tx);
+        out["submitted"] = submitted.into();
+        if submitted == submitted::UNKNOWN {
+            out["message"] = UNCONFIRMED_MESSAGE.into();
+        }
+    } else if let Some(reason) = tx.attrs.get("reason").filter(|r| !r.is_null()) {
+        out["reason"] = reason.clone();
+    }
+    out
+}
+
+/// Sets `submitted` of a payment still marked as being sent. Best effort: a payment left
+/// [`submitted::SENDING`] is read as unknown and confirmed with MoMo later, which is safe.
+async fn mark_submitted(app: &App, reference: &str, value: &str) {
+    let mut set = Map::new();
+    set.insert("submitted".into(), value.into());
+    let marked = app
+        .store
+        .update(
+            &transaction_key(reference),
+            &set,
+            Condition::AttrEquals("submitted".into(), submitted::SENDING.into()),
+        )
+        .await;
+    match marked {
+        Ok(()) | Err(StoreError::ConditionFailed) => {}
+        Err(e) => tracing::warn!(reference, error = %e, "momo: could not mark the payment"),
+    }
+}
+
+/// Removes a payment MoMo certainly does not have, its idempotency record and its index entry,
+/// together and only while it is still marked as being sent. Best effort: what is left is
+/// confirmed with MoMo later and ends FAILED as never received.
+async fn withdraw(app: &App, reference: &str, created_at: i64, idem_key: &Key) {
+    let withdrawn = app
+        .store
+        .transact(&[
+            Write::Delete(
+                transaction_key(reference),
+                Condition::AttrEquals("submitted".into(), submitted::SENDING.into()),
+            ),
+            Write::Delete(
+                idem_key.clone(),
+                Condition::AttrEquals("reference".into(), reference.into()),
+            ),
+            Write::Delete(pending_key(created_at, reference), Condition::Always),
+        ])
+        .await;
+    match withdrawn {
+        Ok(()) | Err(StoreError::Cancelled(_)) => {}
+        Err(e) => tracing::warn!(reference, error = %e, "momo: could not withdraw the payment"),
     }
 }
 
@@ -428,12 +650,13 @@ fn short(e: &serde_json::Error) -> String {
     e.to_string().chars().take(120).collect()
 }
 
-async fn send_request_to_pay(
+/// The request to pay, ready to send: everything that can fail without MoMo is done.
+async fn prepare_request_to_pay(
     app: &App,
     req: &Request,
     reference: &str,
     payment: &PaymentRequest,
-) -> Result<()> {
+) -> Result<reqwest::RequestBuilder> {
     let token = access_token(app, "collection").await?;
     let creds = app.secrets.credentials(PLATFORM).await?;
     let callback = app.public_url(req, &format!("/momo/callback/{reference}"))?;
@@ -445,7 +668,7 @@ async fn send_request_to_pay(
         "payerMessage": payment.payer_message.clone().unwrap_or_default(),
         "payeeNote": payment.payee_note.clone().unwrap_or_default(),
     });
-    let resp = app
+    Ok(app
         .http
         .post(format!(
             "{}/collection/v1_0/requesttopay",
@@ -462,13 +685,34 @@ async fn send_request_to_pay(
             "Ocp-Apim-Subscription-Key",
             subscription_key(&creds, "collection")?,
         )
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| Error::Upstream(format!("MoMo {}", crate::http::describe(&e))))?;
-    let status = resp.status();
-    if status.as_u16() == 202 {
-        return Ok(());
+        .json(&body))
+}
+
+/// What became of a request to pay.
+enum Sent {
+    /// MoMo answered 202.
+    Accepted,
+    /// MoMo certainly did not take it: the error to answer.
+    NotTaken(Error),
+    /// MoMo may have taken it: why we cannot tell.
+    Unknown(String),
+}
+
+async fn send_request_to_pay(call: reqwest::RequestBuilder) -> Sent {
+    let resp = match call.send().await {
+        Ok(resp) => resp,
+        // No connection was made: not a byte of the request left.
+        Err(e) if e.is_connect() || e.is_builder() => {
+            tracing::warn!(error = %e, "momo request to pay could not connect");
+            return Sent::NotTaken(Error::Upstream(
+                "MoMo could not be reached; the payment was not sent and can be sent again".into(),
+            ));
+        }
+        Err(e) => return Sent::Unknown(format!("MoMo {}", crate::http::describe(&e))),
+    };
+    let status = resp.status().as_u16();
+    if status == 202 {
+        return Sent::Accepted;
     }
     let detail: Value = resp.json().await.unwrap_or(Value::Null);
     let message = detail
@@ -476,26 +720,35 @@ async fn send_request_to_pay(
         .and_then(Value::as_str)
         .map(web::printable)
         .unwrap_or_default();
-    tracing::warn!(
-        status = status.as_u16(),
-        message,
-        "momo refused the request to pay"
-    );
-    if status.is_client_error() {
-        Err(Error::BadRequest(format!(
-            "MoMo refused the payment request ({}): {message}",
-            status.as_u16()
-        )))
-    } else {
-        Err(Error::Upstream(format!(
-            "MoMo answered {}",
-            status.as_u16()
-        )))
+    tracing::warn!(status, message, "momo did not accept the request to pay");
+    match refusal(status, &message) {
+        Some(e) => Sent::NotTaken(e),
+        None => Sent::Unknown(format!("MoMo answered {status}")),
+    }
+}
+
+/// The error for a request-to-pay answer that says MoMo did not take the payment, or `None`
+/// when MoMo may have taken it. Only a 4xx is a refusal, and not all of them: 408 is a gateway
+/// giving up on a request it may have passed on, and 409 means MoMo already has this reference
+/// id, that is, an earlier attempt of this very request reached it.
+fn refusal(status: u16, message: &str) -> Option<Error> {
+    match status {
+        408 | 409 => None,
+        401 | 403 => Some(Error::Upstream(format!(
+            "MoMo refused the app's credentials ({status}); the payment was not taken"
+        ))),
+        429 => Some(Error::Unavailable(
+            "MoMo is limiting requests; the payment was not taken; try again shortly".into(),
+        )),
+        400..=499 => Some(Error::BadRequest(format!(
+            "MoMo refused the payment request ({status}): {message}"
+        ))),
+        _ => None,
     }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Callback
+// Confirmation with MoMo's status: the callback, a repeat, the reconciler
 
 #[derive(Deserialize)]
 struct StatusReply {
@@ -505,75 +758,131 @@ struct StatusReply {
     financial_transaction_id: Option<String>,
 }
 
-/// `PUT|POST /momo/callback/{referenceId}`: the outcome, confirmed by MoMo's status reply.
-pub async fn callback(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Json, callback_flow(app, &req).await)
+/// What confirming a PENDING payment with MoMo found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Confirmed {
+    /// This call recorded the outcome.
+    Recorded,
+    /// Another caller (callback, repeat, reconciler) recorded an outcome first.
+    AlreadyRecorded,
+    /// MoMo has the payment, still pending.
+    Pending,
+    /// MoMo has no record of it, but it is too recent to conclude that it never arrived.
+    NotYetKnown,
 }
 
-async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
-    let reference = req
-        .uri()
-        .path()
-        .strip_prefix("/momo/callback/")
-        .filter(|r| !r.contains('/'))
-        .ok_or_else(|| Error::NotFound("no such callback".into()))?;
-    let reference = uuid::Uuid::parse_str(reference)
-        .map_err(|_| Error::NotFound("no such payment".into()))?
-        .hyphenated()
-        .to_string();
-    let body = web::body(req, MAX_BODY)?;
-    let hint: Map<String, Value> = serde_json::from_slice(body)
-        .map_err(|_| Error::BadRequest("the callback body is not a JSON object".into()))?;
-    let key = transaction_key(&reference);
-    let tx = app
-        .store
-        .get(&key)
-        .await?
-        .ok_or_else(|| Error::NotFound("no such payment".into()))?;
-    let current = tx.str("status").unwrap_or("PENDING").to_owned();
-    if current != "PENDING" {
-        return Ok(web::json(
-            StatusCode::OK,
-            &json!({"ok": true, "status": current}),
-        ));
-    }
-    tracing::info!(reference, hint = ?hint.get("status"), "momo callback; confirming with MoMo");
-
-    let confirmed = fetch_status(app, &reference).await?;
-    if !matches!(confirmed.status.as_str(), "SUCCESSFUL" | "FAILED") {
-        return Ok(web::json(
-            StatusCode::OK,
-            &json!({"ok": true, "status": "PENDING"}),
-        ));
-    }
-    let mut attrs = tx.attrs.clone();
-    attrs.insert("status".into(), confirmed.status.clone().into());
-    attrs.insert("completed_at".into(), now().into());
-    if let Some(reason) = confirmed.reason {
-        attrs.insert("reason".into(), reason);
-    }
-    if let Some(id) = confirmed.financial_transaction_id {
-        attrs.insert("financial_transaction_id".into(), id.into());
-    }
-    match app
-        .store
-        .put(
-            &Item::new(key, attrs),
-            Condition::AttrEquals("status".into(), "PENDING".into()),
-        )
-        .await
-    {
-        Ok(()) | Err(StoreError::ConditionFailed) => {}
-        Err(e) => return Err(e.into()),
-    }
-    tracing::info!(reference, status = %confirmed.status, "momo payment recorded");
-    Ok(web::json(
-        StatusCode::OK,
-        &json!({"ok": true, "status": confirmed.status}),
-    ))
+/// How old a payment must be before MoMo's "no such payment" means it never arrived: the
+/// reconciler's age, and at least twice the HTTP timeout, past any request still in flight.
+fn never_received_after(app: &App) -> i64 {
+    let in_flight = i64::try_from(app.config.http_timeout.as_secs()).unwrap_or(i64::MAX);
+    app.momo
+        .settings
+        .reconcile_after
+        .max(in_flight.saturating_mul(2))
 }
 
-async fn fetch_status(app: &App, reference: &str) -> Result<StatusReply> {
+/// Asks MoMo's status of a PENDING payment and records a final one, as of `at` (unix seconds).
+async fn confirm(app: &App, tx: &Item, at: i64) -> Result<(Confirmed, String)> {
+    let reference = tx.key.sk.as_str();
+    let Some(reply) = fetch_status(app, reference).await? else {
+        if submitted_of(tx) == submitted::ACCEPTED {
+            // MoMo said 202 once: its "no such payment" is MoMo's mistake, not an outcome.
+            return Err(Error::Upstream(format!(
+                "MoMo's status has no record of payment {reference}, which it accepted"
+            )));
+        }
+        if at - created_at_of(tx) < never_received_after(app) {
+            return Ok((Confirmed::NotYetKnown, "PENDING".into()));
+        }
+        let reason = json!({"code": "NOT_RECEIVED",
+                            "message": "MoMo has no record of this request to pay"});
+        let recorded = record(
+            app,
+            tx,
+            "FAILED",
+            Some(reason),
+            None,
+            submitted::NOT_RECEIVED,
+        );
+        return Ok((recorded.await?, "FAILED".into()));
+    };
+    if matches!(reply.status.as_str(), "SUCCESSFUL" | "FAILED") {
+        let recorded = record(
+            app,
+            tx,
+            &reply.status,
+            reply.reason,
+            reply.financial_transaction_id,
+            submitted::ACCEPTED,
+        );
+        return Ok((recorded.await?, reply.status));
+    }
+    if submitted_of(tx) != submitted::ACCEPTED {
+        let mut set = Map::new();
+        set.insert("submitted".into(), submitted::ACCEPTED.into());
+        let marked = app
+            .store
+            .update(
+                &tx.key,
+                &set,
+                Condition::AttrEquals("status".into(), "PENDING".into()),
+            )
+            .await;
+        match marked {
+            Ok(()) | Err(StoreError::ConditionFailed) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((Confirmed::Pending, "PENDING".into()))
+}
+
+/// Records a payment's outcome once: the transition from PENDING, and the removal of its index
+/// entry, in one transaction. Of concurrent recorders (callback, repeats, reconcilers) exactly
+/// one succeeds; the others find the status no longer PENDING and change nothing.
+async fn record(
+    app: &App,
+    tx: &Item,
+    status: &str,
+    reason: Option<Value>,
+    financial_transaction_id: Option<String>,
+    submitted: &str,
+) -> Result<Confirmed> {
+    let mut set = Map::new();
+    set.insert("status".into(), status.into());
+    set.insert("completed_at".into(), now().into());
+    set.insert("submitted".into(), submitted.into());
+    if let Some(reason) = reason {
+        set.insert("reason".into(), reason);
+    }
+    if let Some(id) = financial_transaction_id {
+        set.insert("financial_transaction_id".into(), id.into());
+    }
+    let reference = tx.key.sk.as_str();
+    let outcome = app
+        .store
+        .transact(&[
+            Write::Update {
+                key: tx.key.clone(),
+                set,
+                condition: Condition::AttrEquals("status".into(), "PENDING".into()),
+            },
+            Write::Delete(pending_key(created_at_of(tx), reference), Condition::Always),
+        ])
+        .await;
+    match outcome {
+        Ok(()) => {
+            tracing::info!(reference, status, "momo payment recorded");
+            Ok(Confirmed::Recorded)
+        }
+        Err(StoreError::Cancelled(_)) => Ok(Confirmed::AlreadyRecorded),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// MoMo's status of a payment; `None` when MoMo answers that it has no such payment (404 with
+/// its `RESOURCE_NOT_FOUND`). A 404 without that code (a wrong base URL, say) is an error, so
+/// that a misconfiguration never turns payments into "never received".
+async fn fetch_status(app: &App, reference: &str) -> Result<Option<StatusReply>> {
     let token = access_token(app, "collection").await?;
     let creds = app.secrets.credentials(PLATFORM).await?;
     let resp = app
@@ -594,15 +903,165 @@ async fn fetch_status(app: &App, reference: &str) -> Result<StatusReply> {
         .send()
         .await
         .map_err(|e| Error::Upstream(format!("MoMo's status {}", crate::http::describe(&e))))?;
+    let status = resp.status().as_u16();
+    if status == 404 {
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if body.get("code").and_then(Value::as_str) == Some("RESOURCE_NOT_FOUND") {
+            return Ok(None);
+        }
+        return Err(Error::Upstream(
+            "MoMo's status answered 404 without naming the payment unknown".into(),
+        ));
+    }
     if !resp.status().is_success() {
-        return Err(Error::Upstream(format!(
-            "MoMo's status answered {}",
-            resp.status().as_u16()
-        )));
+        return Err(Error::Upstream(format!("MoMo's status answered {status}")));
     }
     resp.json()
         .await
+        .map(Some)
         .map_err(|_| Error::Upstream("MoMo's status answered unreadably".into()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Callback
+
+/// `PUT|POST /momo/callback/{referenceId}`: the outcome, confirmed by MoMo's status reply.
+pub async fn callback(app: &App, req: Request) -> Response<Body> {
+    web::respond(Format::Json, callback_flow(app, &req).await)
+}
+
+async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+    let reference = req
+        .uri()
+        .path()
+        .strip_prefix("/momo/callback/")
+        .filter(|r| !r.contains('/'))
+        .ok_or_else(|| Error::NotFound("no such callback".into()))?;
+    let reference = uuid::Uuid::parse_str(reference)
+        .map_err(|_| Error::NotFound("no such payment".into()))?
+        .hyphenated()
+        .to_string();
+    let body = web::body(req, MAX_BODY)?;
+    let hint: Map<String, Value> = serde_json::from_slice(body)
+        .map_err(|_| Error::BadRequest("the callback body is not a JSON object".into()))?;
+    let tx = app
+        .store
+        .get(&transaction_key(&reference))
+        .await?
+        .ok_or_else(|| Error::NotFound("no such payment".into()))?;
+    let current = tx.str("status").unwrap_or("PENDING").to_owned();
+    if current != "PENDING" {
+        return Ok(web::json(
+            StatusCode::OK,
+            &json!({"ok": true, "status": current}),
+        ));
+    }
+    tracing::info!(reference, hint = ?hint.get("status"), "momo callback; confirming with MoMo");
+    let (_, status) = confirm(app, &tx, now()).await?;
+    Ok(web::json(
+        StatusCode::OK,
+        &json!({"ok": true, "status": status}),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reconciler (the scheduled `momo-reconcile` function, and the local server's timer)
+
+/// How long one reconciler run keeps starting status checks; what is left waits for the next
+/// run, so that a run ends well within its function's timeout.
+const RECONCILE_BUDGET: Duration = Duration::from_secs(60);
+
+/// What one reconciler run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Reconciled {
+    /// Pending payments old enough that were confirmed with MoMo's status.
+    pub checked: usize,
+    /// Outcomes this run recorded.
+    pub recorded: usize,
+    /// Payments still pending at MoMo, or not yet known there.
+    pub pending: usize,
+    /// Checks that failed (MoMo or the store unreachable); the next run tries again.
+    pub failed: usize,
+    /// Index entries removed because their payment had ended or was gone.
+    pub stale: usize,
+}
+
+/// Confirms every payment still PENDING [`Settings::reconcile_after`] after it was created,
+/// since MoMo's callbacks can be lost and answers to requests to pay can be: MoMo's status
+/// decides, recorded once as the callback records it.
+pub async fn reconcile(app: &App) -> Result<Reconciled> {
+    reconcile_at(app, now()).await
+}
+
+/// [`reconcile`] as of `at` (unix seconds): what is old enough and what counts as never
+/// received are judged against it.
+pub async fn reconcile_at(app: &App, at: i64) -> Result<Reconciled> {
+    let started = Instant::now();
+    let cutoff = at.saturating_sub(app.momo.settings.reconcile_after);
+    let mut run = Reconciled::default();
+    for entry in app.store.query(PENDING_PK).await? {
+        if created_at_of(&entry) > cutoff {
+            break; // in creation order: the rest are younger still
+        }
+        if started.elapsed() > RECONCILE_BUDGET {
+            tracing::warn!("momo reconcile: out of time; the rest waits for the next run");
+            break;
+        }
+        let reference = entry.str("reference").unwrap_or_default().to_owned();
+        let tx = match app.store.get(&transaction_key(&reference)).await {
+            Ok(tx) => tx,
+            Err(e) => {
+                run.failed += 1;
+                tracing::warn!(reference, error = %e, "momo reconcile: the payment is unreadable");
+                continue;
+            }
+        };
+        let Some(tx) = tx.filter(|tx| tx.str("status") == Some("PENDING")) else {
+            if let Err(e) = app.store.take(&entry.key).await {
+                tracing::warn!(reference, error = %e, "momo reconcile: a stale entry stays");
+            }
+            run.stale += 1;
+            continue;
+        };
+        run.checked += 1;
+        match confirm(app, &tx, at).await {
+            Ok((Confirmed::Recorded, _)) => run.recorded += 1,
+            Ok((Confirmed::AlreadyRecorded, _)) => {}
+            Ok((Confirmed::Pending | Confirmed::NotYetKnown, _)) => run.pending += 1,
+            Err(e) => {
+                run.failed += 1;
+                tracing::warn!(reference, error = %e, "momo reconcile: could not confirm");
+            }
+        }
+    }
+    if run != Reconciled::default() {
+        tracing::info!(
+            checked = run.checked,
+            recorded = run.recorded,
+            pending = run.pending,
+            failed = run.failed,
+            stale = run.stale,
+            "momo reconcile run"
+        );
+    }
+    Ok(run)
+}
+
+/// The `momo-reconcile` Lambda function: every scheduled event (whatever it holds) is one
+/// [`reconcile`] run, answered with its [`Reconciled`] counts; a run that cannot read the index
+/// fails, and the next scheduled run tries again.
+pub async fn run_reconciler() -> Result<(), lambda_runtime::Error> {
+    crate::telemetry::init();
+    let app = std::sync::Arc::new(App::from_env().await?);
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |_: lambda_runtime::LambdaEvent<Value>| {
+            let app = app.clone();
+            let run: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+                Box::pin(async move { reconcile(&app).await.map_err(lambda_runtime::Error::from) });
+            run
+        },
+    ))
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -714,4 +1173,47 @@ pub async fn provision(
     }
     app.secrets.write_json(PLATFORM, &secret).await?;
     Ok(Provisioned::Created(user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_definite_refusals_remove_a_payment() {
+        for status in [200, 201, 204, 302, 408, 409, 500, 502, 503, 504] {
+            assert!(refusal(status, "").is_none(), "{status}");
+        }
+        for (status, answer) in [(400, 400), (404, 400), (422, 400), (401, 502), (403, 502)] {
+            let e = refusal(status, "m").unwrap_or_else(|| panic!("{status} is a refusal"));
+            assert_eq!(e.status().as_u16(), answer, "{status}");
+        }
+        assert_eq!(refusal(429, "").map(|e| e.status().as_u16()), Some(503));
+    }
+
+    #[test]
+    fn the_fingerprint_is_of_the_request_not_its_spelling() {
+        let parse = |s: &str| serde_json::from_str::<PaymentRequest>(s).unwrap();
+        let a = parse(
+            r#"{"amount":"1","currency":"EUR","externalId":"x",
+                "payer":{"partyIdType":"MSISDN","partyId":"123456"}}"#,
+        );
+        let b = parse(
+            r#"{ "payer": {"partyId": "123456", "partyIdType": "MSISDN"}, "payeeNote": null,
+                 "externalId": "x", "currency": "EUR", "amount": "1" }"#,
+        );
+        let c = parse(
+            r#"{"amount":"1","currency":"EUR","externalId":"x","payeeNote":"",
+                "payer":{"partyIdType":"MSISDN","partyId":"123456"}}"#,
+        );
+        assert_eq!(a.fingerprint().unwrap(), b.fingerprint().unwrap());
+        assert_ne!(a.fingerprint().unwrap(), c.fingerprint().unwrap());
+    }
+
+    #[test]
+    fn pending_entries_sort_in_creation_order() {
+        let (a, b) = (pending_key(999, "z"), pending_key(1000, "a"));
+        assert!(a.sk < b.sk, "{} {}", a.sk, b.sk);
+        assert_eq!(b.sk, "000000001000#a");
+    }
 }

@@ -1,6 +1,6 @@
 //! template.yaml and the code agree: the local server's route table is exactly the template's
 //! routes, each served by the function whose binary the table names, and every binary in
-//! functions/ is deployed.
+//! functions/ is deployed (behind its routes, or on a schedule).
 
 use gatehouse_local::routes;
 use std::collections::BTreeSet;
@@ -53,9 +53,25 @@ fn local_routes_are_exactly_the_templates() {
 /// Binaries that operators run by hand, not functions behind routes.
 const OPERATOR_COMMANDS: &[&str] = &["momo-provision"];
 
+/// Every binary the template deploys: behind routes, or on a schedule (`momo-reconcile`).
+fn template_binaries() -> BTreeSet<String> {
+    read("template.yaml")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Binary:"))
+        .map(|b| b.trim().to_owned())
+        .collect()
+}
+
 #[test]
 fn every_function_binary_is_deployed() {
-    let deployed: BTreeSet<String> = template_routes().into_iter().map(|(_, _, b)| b).collect();
+    let deployed = template_binaries();
+    let routed: BTreeSet<String> = template_routes().into_iter().map(|(_, _, b)| b).collect();
+    let scheduled: BTreeSet<String> = deployed.difference(&routed).cloned().collect();
+    assert_eq!(
+        scheduled,
+        BTreeSet::from(["momo-reconcile".to_owned()]),
+        "the functions without a route"
+    );
     let built: BTreeSet<String> = read("functions/Cargo.toml")
         .lines()
         .filter_map(|l| l.trim().strip_prefix("name = "))

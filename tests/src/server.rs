@@ -43,11 +43,16 @@ pub struct LocalServer {
     /// The Administrate WebLink simulator.
     pub weblink: WeblinkSim,
     task: tokio::task::JoinHandle<()>,
+    /// The MoMo reconciler's timer, when it runs.
+    reconciler: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for LocalServer {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(reconciler) = &self.reconciler {
+            reconciler.abort();
+        }
     }
 }
 
@@ -175,6 +180,7 @@ where
             tracing::error!(error = %e, "local server stopped");
         }
     });
+    let reconciler = reconcile_every(&app, vars.seconds("MOMO_LOCAL_RECONCILE_SECONDS", 30)?);
     Ok(LocalServer {
         addr,
         app,
@@ -184,7 +190,31 @@ where
         momo,
         weblink,
         task,
+        reconciler,
     })
+}
+
+/// Runs the MoMo reconciler every `period` (none for zero), as the deployment's schedule runs
+/// the `momo-reconcile` function, so that lost callbacks and unconfirmed payments resolve on a
+/// laptop too. The first run is one period after the start.
+fn reconcile_every(
+    app: &Arc<App>,
+    period: std::time::Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if period.is_zero() {
+        return None;
+    }
+    let app = app.clone();
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = gatehouse::momo::reconcile(&app).await {
+                tracing::warn!(error = %e, "the local MoMo reconciler run failed");
+            }
+        }
+    }))
 }
 
 /// Serves a template.yaml route: the request becomes a `lambda_http::Request` exactly as the
@@ -268,11 +298,19 @@ async fn index(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Axu
             .iter()
             .map(|tx| {
                 format!(
-                    "<tr><td><code>{}</code></td><td>{} {}</td><td>{}</td></tr>",
+                    "<tr><td><code>{}</code></td><td>{} {}</td><td>{}{}</td></tr>",
                     web::escape(&tx.key.sk),
                     web::escape(tx.str("amount").unwrap_or("")),
                     web::escape(tx.str("currency").unwrap_or("")),
                     web::escape(tx.str("status").unwrap_or("")),
+                    // MoMo's answer was lost: the reconciler confirms it.
+                    if tx.str("status") == Some("PENDING")
+                        && matches!(tx.str("submitted"), Some("sending" | "unknown"))
+                    {
+                        " (unconfirmed)"
+                    } else {
+                        ""
+                    },
                 )
             })
             .collect(),

@@ -46,6 +46,16 @@
 //! shows. A payment that is still PENDING when its callback is due gets no second one when it
 //! later ends (MoMo sends one callback); [`MomoSim::send_callback`] replays on demand.
 //!
+//! # Faults
+//!
+//! [`MomoSim::fault_next_request_to_pay`] makes the next request to pay misbehave the way a real
+//! network and gateway can ([`RequestToPayFault`]): MoMo takes the payment and the answer is
+//! late past the app's timeout, a 5xx, a dropped connection or not MoMo's; or MoMo does not take
+//! it and answers a 5xx or a 4xx. [`MomoSim::set_drop_callbacks`] loses the automatic callbacks
+//! (they count as sent for [`MomoSim::set_status`], but never arrive).
+//! [`MomoSim::requests_to_pay_received`] counts every request to pay that arrived, whatever
+//! became of it, so that a test can tell whether the app sent a second one.
+//!
 //! Everything is written from the documents, not from `gatehouse::momo`, so that the two
 //! implementations check each other.
 
@@ -59,7 +69,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -76,6 +86,24 @@ const TARGET_ENVIRONMENT: &str = "sandbox";
 /// padding).
 pub fn basic_authorization(api_user: &str, api_key: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{api_user}:{api_key}")))
+}
+
+/// How the next request to pay misbehaves ([`MomoSim::fault_next_request_to_pay`]). The
+/// `Accept…` faults take the payment as MoMo would (it is stored, its callback goes out, its
+/// status answers) and only the answer to the app goes wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestToPayFault {
+    /// MoMo takes the payment, then answers 202 only after this long: past the app's timeout.
+    AcceptThenStall(Duration),
+    /// MoMo takes the payment, then its gateway answers this (5xx) status.
+    AcceptThenFail(u16),
+    /// MoMo takes the payment, then the connection closes without an answer.
+    AcceptThenDrop,
+    /// MoMo takes the payment, then an answer that is not MoMo's comes back (200, an HTML page).
+    AcceptThenGarble,
+    /// MoMo does not take it and answers this status: a 5xx (failing before it took anything)
+    /// or a 4xx (a refusal).
+    Refuse(u16),
 }
 
 /// The simulated MoMo sandbox: its API users, tokens and payments.
@@ -101,6 +129,13 @@ struct Inner {
     callbacks_sent: AtomicUsize,
     callback_answers: Mutex<Vec<(String, u16)>>,
     requests_to_pay: AtomicUsize,
+    /// Every request to pay that arrived, accepted or not.
+    requests_received: AtomicUsize,
+    /// How the next request to pay misbehaves, once.
+    fault: Mutex<Option<RequestToPayFault>>,
+    /// Whether automatic callbacks are lost instead of delivered.
+    drop_callbacks: AtomicBool,
+    callbacks_dropped: AtomicUsize,
     last_refusal: Mutex<Option<String>>,
 }
 
@@ -397,6 +432,10 @@ impl MomoSim {
                 callbacks_sent: AtomicUsize::new(0),
                 callback_answers: Mutex::new(Vec::new()),
                 requests_to_pay: AtomicUsize::new(0),
+                requests_received: AtomicUsize::new(0),
+                fault: Mutex::new(None),
+                drop_callbacks: AtomicBool::new(false),
+                callbacks_dropped: AtomicUsize::new(0),
                 last_refusal: Mutex::new(None),
             }),
         }
@@ -488,9 +527,30 @@ impl MomoSim {
         lock(&self.inner.callback_answers).clone()
     }
 
-    /// How many requests to pay were accepted (202).
+    /// How many requests to pay were accepted (202, or taken under an `Accept…` fault).
     pub fn requests_to_pay(&self) -> usize {
         self.inner.requests_to_pay.load(Ordering::SeqCst)
+    }
+
+    /// How many requests to pay arrived, whatever became of them.
+    pub fn requests_to_pay_received(&self) -> usize {
+        self.inner.requests_received.load(Ordering::SeqCst)
+    }
+
+    /// The next request to pay that passes MoMo's checks misbehaves as `fault`, once.
+    pub fn fault_next_request_to_pay(&self, fault: RequestToPayFault) {
+        *lock(&self.inner.fault) = Some(fault);
+    }
+
+    /// From now on automatic callbacks are lost (`true`) or delivered (`false`, the default).
+    /// A lost callback still counts as the payment's one callback.
+    pub fn set_drop_callbacks(&self, drop: bool) {
+        self.inner.drop_callbacks.store(drop, Ordering::SeqCst);
+    }
+
+    /// How many automatic callbacks were lost.
+    pub fn callbacks_dropped(&self) -> usize {
+        self.inner.callbacks_dropped.load(Ordering::SeqCst)
     }
 
     /// The status reply for `reference`, as `GET .../requesttopay/{reference}` would give it.
@@ -608,6 +668,11 @@ impl MomoSim {
                     _ => None,
                 }
             };
+            if due.is_some() && sim.inner.drop_callbacks.load(Ordering::SeqCst) {
+                sim.inner.callbacks_dropped.fetch_add(1, Ordering::SeqCst);
+                tracing::info!(reference, "momo simulator: the callback is lost");
+                return;
+            }
             if let Some((url, body)) = due {
                 let method = lock(&sim.inner.callback_method).clone();
                 sim.deliver(&reference, &url, method, &body).await;
@@ -936,6 +1001,7 @@ async fn token(
 
 /// `POST /collection/v1_0/requesttopay`.
 async fn request_to_pay(State(sim): State<MomoSim>, headers: HeaderMap, body: Bytes) -> Response {
+    sim.inner.requests_received.fetch_add(1, Ordering::SeqCst);
     if let Err(resp) = sim
         .check_subscription(&headers, Some("collection"))
         .and_then(|()| sim.check_bearer(&headers, "collection"))
@@ -975,6 +1041,20 @@ async fn request_to_pay(State(sim): State<MomoSim>, headers: HeaderMap, body: By
     }
     payment.callback_url = callback_url;
     let schedule = decided.callback && payment.callback_url.is_some();
+    let fault = lock(&sim.inner.fault).take();
+    if let Some(RequestToPayFault::Refuse(status)) = fault {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let resp = if status.is_client_error() {
+            momo_error(status, "BAD_REQUEST", "The request was refused.")
+        } else {
+            (
+                status,
+                Json(json!({"statusCode": status.as_u16(), "message": "Internal server error"})),
+            )
+                .into_response()
+        };
+        return sim.refuse(format!("told to refuse with {status}"), resp);
+    }
     {
         let mut state = lock(&sim.inner.state);
         if state.payments.contains_key(&reference) {
@@ -994,7 +1074,29 @@ async fn request_to_pay(State(sim): State<MomoSim>, headers: HeaderMap, body: By
     if schedule {
         sim.schedule_callback(reference);
     }
-    StatusCode::ACCEPTED.into_response()
+    match fault {
+        Some(RequestToPayFault::AcceptThenStall(delay)) => {
+            tokio::time::sleep(delay).await;
+            StatusCode::ACCEPTED.into_response()
+        }
+        Some(RequestToPayFault::AcceptThenFail(status)) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Json(json!({"statusCode": status, "message": "Internal server error"})),
+        )
+            .into_response(),
+        // Unwinding ends the connection's task: the socket closes with no answer written.
+        // `resume_unwind` skips the panic hook, so nothing is printed.
+        Some(RequestToPayFault::AcceptThenDrop) => std::panic::resume_unwind(Box::new(
+            "momo simulator: the connection is dropped after the payment was taken",
+        )),
+        Some(RequestToPayFault::AcceptThenGarble) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body>502 Bad Gateway</body></html>",
+        )
+            .into_response(),
+        Some(RequestToPayFault::Refuse(_)) | None => StatusCode::ACCEPTED.into_response(),
+    }
 }
 
 /// `GET /collection/v1_0/requesttopay/{referenceId}`.

@@ -2,7 +2,7 @@
 //! would, with a stub of the app on the same server receiving the callbacks. The Basic header
 //! is checked against the value python3 computes from the document's API user and key.
 
-use super::{MomoSim, basic_authorization};
+use super::{MomoSim, RequestToPayFault, basic_authorization};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -877,4 +877,111 @@ async fn pending_payments() {
         (pending.clone(), json!({"status": "SUCCESSFUL"}))
     );
     assert_eq!(env.status(&token, &pending).await.1["status"], "PENDING");
+}
+
+/// Each fault of the next request to pay: what the app gets, and whether MoMo took the payment
+/// (its status answers, its callback goes out). Every request arriving is counted.
+#[tokio::test]
+async fn faults_of_the_next_request_to_pay() {
+    let env = start().await;
+    let token = env.collection_token().await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let send = |r: &Rtp| {
+        client
+            .post(env.url("/collection/v1_0/requesttopay"))
+            .header(header::AUTHORIZATION, format!("Bearer {}", r.token))
+            .header(header::CONTENT_TYPE, r.content_type)
+            .header("X-Reference-Id", r.reference.clone().unwrap())
+            .header("X-Target-Environment", "sandbox")
+            .header("X-Callback-Url", r.callback.clone().unwrap())
+            .header("Ocp-Apim-Subscription-Key", COLLECTION_KEY)
+            .body(r.body.clone())
+            .send()
+    };
+
+    // Taken, answered too late: the client gives up, the payment exists and calls back.
+    env.sim
+        .fault_next_request_to_pay(RequestToPayFault::AcceptThenStall(Duration::from_secs(2)));
+    let r = env.rtp(&token, "25677000000");
+    let err = send(&r)
+        .await
+        .expect_err("the answer comes after the timeout");
+    assert!(err.is_timeout(), "{err}");
+    let reference = r.reference.unwrap();
+    assert_eq!(env.status(&token, &reference).await.0, 200);
+    assert_eq!(env.callbacks(1).await[0].reference, reference);
+
+    // Taken, answered 503.
+    env.sim
+        .fault_next_request_to_pay(RequestToPayFault::AcceptThenFail(503));
+    let r = env.rtp(&token, "25677000000");
+    assert_eq!(send(&r).await.unwrap().status().as_u16(), 503);
+    assert_eq!(
+        env.status(&token, r.reference.as_deref().unwrap()).await.0,
+        200
+    );
+
+    // Taken, the connection closed without an answer.
+    env.sim
+        .fault_next_request_to_pay(RequestToPayFault::AcceptThenDrop);
+    let r = env.rtp(&token, "25677000000");
+    let err = send(&r).await.expect_err("no answer");
+    assert!(!err.is_timeout() && !err.is_connect(), "{err}");
+    assert_eq!(
+        env.status(&token, r.reference.as_deref().unwrap()).await.0,
+        200
+    );
+
+    // Taken, an answer that is not MoMo's.
+    env.sim
+        .fault_next_request_to_pay(RequestToPayFault::AcceptThenGarble);
+    let r = env.rtp(&token, "25677000000");
+    let resp = send(&r).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.text().await.unwrap().contains("<html>"));
+    assert_eq!(
+        env.status(&token, r.reference.as_deref().unwrap()).await.0,
+        200
+    );
+    assert_eq!(env.sim.requests_to_pay(), 4, "all four were taken");
+
+    // Not taken: 500, then a 400 refusal. The status does not know them; no callback.
+    for code in [500, 400] {
+        env.sim
+            .fault_next_request_to_pay(RequestToPayFault::Refuse(code));
+        let r = env.rtp(&token, "25677000000");
+        assert_eq!(send(&r).await.unwrap().status().as_u16(), code);
+        assert_eq!(
+            env.status(&token, r.reference.as_deref().unwrap()).await.0,
+            404
+        );
+    }
+    assert_eq!(env.sim.requests_to_pay(), 4);
+    assert_eq!(env.sim.requests_to_pay_received(), 6);
+
+    // The fault was for one request only.
+    let r = env.rtp(&token, "25677000000");
+    assert_eq!(send(&r).await.unwrap().status().as_u16(), 202);
+    assert_eq!(env.sim.requests_to_pay_received(), 7);
+}
+
+/// Lost callbacks never arrive, and a later status change sends none either.
+#[tokio::test]
+async fn dropped_callbacks() {
+    let env = start().await;
+    let token = env.collection_token().await;
+    env.sim.set_drop_callbacks(true);
+    env.pay(&token, "25677000000").await;
+    let silent = env.pay(&token, "25677000004").await;
+    env.sim.set_status(&silent, "SUCCESSFUL", None);
+    assert!(env.callbacks_settled().await.is_empty());
+    assert_eq!(env.sim.callbacks_dropped(), 2);
+    assert_eq!(env.sim.callbacks_sent(), 0);
+
+    env.sim.set_drop_callbacks(false);
+    env.pay(&token, "25677000000").await;
+    assert_eq!(env.callbacks(1).await.len(), 1);
 }
