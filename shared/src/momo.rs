@@ -23,6 +23,7 @@
 use crate::app::App;
 use crate::config::{ConfigError, Vars};
 use crate::error::{Error, Result};
+use crate::once::{Lease, Patience};
 use crate::store::{Condition, Item, Key, StoreError, Write, now};
 use crate::web::{self, Format};
 use base64::Engine as _;
@@ -40,7 +41,6 @@ pub const PLATFORM: &str = "momo";
 pub const MAX_BODY: usize = 16 * 1024;
 /// Reuse a token until this many seconds before it expires.
 const TOKEN_MARGIN: i64 = 120;
-const LEASE_SECONDS: i64 = 30;
 const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3600;
 
 /// MoMo settings (`MOMO_*` variables).
@@ -180,35 +180,25 @@ async fn stored_token(app: &App, product: &str) -> Result<Option<(SecretString, 
 }
 
 async fn shared_token(app: &App, product: &str) -> Result<(SecretString, i64)> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let lease = Item::new(
-        Key::new(format!("lease#token#{PLATFORM}"), product),
-        Map::new(),
-    );
+    let patience = Patience::new(Duration::from_secs(20), Duration::from_millis(100));
+    let lease_key = Key::new(format!("lease#token#{PLATFORM}"), product);
     loop {
         if let Some(found) = stored_token(app, product).await? {
             return Ok(found);
         }
-        let lease = lease.clone().expiring_at(now() + LEASE_SECONDS);
-        match app.store.put(&lease, Condition::Absent).await {
-            Ok(()) => {
-                let outcome = match stored_token(app, product).await {
-                    Ok(Some(found)) => Ok(found),
-                    Ok(None) => fetch_token(app, product).await,
-                    Err(e) => Err(e),
-                };
-                let _ = app.store.take(&lease.key).await;
-                return outcome;
-            }
-            Err(StoreError::ConditionFailed) => {
-                if Instant::now() > deadline {
-                    return Err(Error::Unavailable(
-                        "MoMo's token is taking too long to obtain; try again".into(),
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e.into()),
+        if let Some(lease) = Lease::try_take(app.store.as_ref(), lease_key.clone()).await? {
+            let outcome = match stored_token(app, product).await {
+                Ok(Some(found)) => Ok(found),
+                Ok(None) => fetch_token(app, product).await,
+                Err(e) => Err(e),
+            };
+            lease.release(app.store.as_ref()).await;
+            return outcome;
+        }
+        if !patience.wait().await {
+            return Err(Error::Unavailable(
+                "MoMo's token is taking too long to obtain; try again".into(),
+            ));
         }
     }
 }
