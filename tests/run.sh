@@ -2,9 +2,9 @@
 # The test command of Gatehouse: ./tests/run.sh (from anywhere).
 #
 # Steps, in order: rustfmt check, cfn-lint of template.yaml, clippy, then every test of the
-# workspace with a moto server (DynamoDB and Secrets Manager) on 127.0.0.1. The Python tools live
-# in a project-local .venv, installed on the first run. Every step runs even if an earlier one
-# failed; the script exits non-zero if any did.
+# workspace with two moto servers (DynamoDB, Secrets Manager, IAM) on 127.0.0.1, one open and one
+# that enforces IAM. The Python tools live in a project-local .venv, installed on the first run.
+# Every step runs even if an earlier one failed; the script exits non-zero if any did.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,24 +49,37 @@ if [ -n "$missing" ]; then
     "$PY" -m pip install --quiet --disable-pip-version-check $missing
 fi
 
-# --- moto server -------------------------------------------------------------------------------
+# --- moto servers ------------------------------------------------------------------------------
+# Two: the one every DynamoDB and Secrets Manager test uses, which allows every call, and one that
+# enforces IAM (INITIAL_NO_AUTH_ACTION_COUNT, see tests/moto_iam_admin.py), on which
+# tests/it/iam.rs runs each function under its template policy.
 mkdir -p "$TARGET_DIR"
-MOTO_LOG=$TARGET_DIR/moto.log
-PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-header "starting moto server on 127.0.0.1:$PORT (log: $MOTO_LOG)"
-# moto's server, with DynamoDB requests serialized (see tests/moto_server.py).
-"$PY" tests/moto_server.py -H 127.0.0.1 -p "$PORT" >"$MOTO_LOG" 2>&1 &
-MOTO_PID=$!
+free_port() {
+    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+MOTO_PIDS=()
 stop_moto() {
-    kill "$MOTO_PID" 2>/dev/null || true
-    wait "$MOTO_PID" 2>/dev/null || true
+    local pid
+    for pid in "${MOTO_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
 }
 trap stop_moto EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Wait until it answers HTTP (any status), at most 30 s.
-if ! "$PY" - "$PORT" "$MOTO_PID" <<'EOF'
+# start_moto PORT LOG [VAR=VALUE...]: starts moto server on 127.0.0.1:PORT with the given
+# environment and waits until it answers HTTP (any status), at most 30 s.
+start_moto() {
+    local port=$1 log=$2
+    shift 2
+    header "starting moto server on 127.0.0.1:$port${*:+ ($*)} (log: $log)"
+    # moto's server, with DynamoDB requests serialized (see tests/moto_server.py).
+    env "$@" "$PY" tests/moto_server.py -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+    local pid=$!
+    MOTO_PIDS+=("$pid")
+    if ! "$PY" - "$port" "$pid" <<'EOF'
 import os, sys, time, urllib.error, urllib.request
 port, pid = sys.argv[1], int(sys.argv[2])
 deadline = time.monotonic() + 30
@@ -84,14 +97,31 @@ while time.monotonic() < deadline:
         time.sleep(0.2)
 sys.exit("moto server did not answer within 30 s")
 EOF
-then
-    echo "error: moto server on 127.0.0.1:$PORT is not usable; the end of $MOTO_LOG:" >&2
-    tail -n 20 "$MOTO_LOG" >&2 || true
+    then
+        echo "error: moto server on 127.0.0.1:$port is not usable; the end of $log:" >&2
+        tail -n 20 "$log" >&2 || true
+        exit 1
+    fi
+}
+
+MOTO_LOG=$TARGET_DIR/moto.log
+PORT=$(free_port)
+start_moto "$PORT" "$MOTO_LOG"
+IAM_MOTO_LOG=$TARGET_DIR/moto-iam.log
+IAM_PORT=$(free_port)
+start_moto "$IAM_PORT" "$IAM_MOTO_LOG" INITIAL_NO_AUTH_ACTION_COUNT=3
+# The admin principal, made in the three unauthenticated requests; its keys come back as exports.
+if ! iam_admin=$("$PY" tests/moto_iam_admin.py "http://127.0.0.1:$IAM_PORT"); then
+    echo "error: could not create the admin principal of the IAM-enforcing moto; the end of $IAM_MOTO_LOG:" >&2
+    tail -n 20 "$IAM_MOTO_LOG" >&2 || true
     exit 1
 fi
+eval "$iam_admin"
+export GATEHOUSE_IAM_ENDPOINT_URL=http://127.0.0.1:$IAM_PORT
 
-# What the Rust tests use to reach moto; GATEHOUSE_REQUIRE_MOTO makes them fail, not skip,
-# when it cannot be reached. Nothing from the caller's AWS configuration may leak in.
+# What the Rust tests use to reach moto (GATEHOUSE_IAM_* above for the enforcing one);
+# GATEHOUSE_REQUIRE_MOTO makes them fail, not skip, when either cannot be reached. Nothing from
+# the caller's AWS configuration may leak in.
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_DEFAULT_PROFILE
 export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT
 export AWS_ACCESS_KEY_ID=testing

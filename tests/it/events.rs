@@ -4,6 +4,7 @@
 
 use crate::harness::query_param;
 use gatehouse::App;
+use gatehouse::config::Vars;
 use gatehouse::haravan::{install_key, org_sessions_partition, sid_partition};
 use gatehouse::refresh::{Grant, seal};
 use gatehouse::store::{Condition, Item, Key, now};
@@ -12,7 +13,10 @@ use gatehouse_local::routes::{self, Resolved};
 use gatehouse_local::simulators::sesami::SesamiSim;
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 const STATE_ID: &str = "events-state-0123456789abcdefghijklmnopqrstu";
 const CODE: &str = "events-code-0123456789";
@@ -56,18 +60,70 @@ fn haravan_state_key(case: &str) -> Key {
 /// simulator (over real HTTP) standing in for Sesami's token endpoint, and events/haravan-jwks.json
 /// served over real HTTP as Haravan's signing keys (nothing else of Haravan is served there: the
 /// app page's shop call gets a 404).
-struct EventBench {
-    app: Arc<App>,
+pub(crate) struct EventBench {
+    /// The app the cases seed and inspect the store with (and, without [`Self::functions`], the
+    /// one every event runs on).
+    pub(crate) app: Arc<App>,
+    /// The app each function's events run on, by binary name, when the bench was built with
+    /// [`Self::with_apps`] (the IAM tests: one principal per function).
+    functions: HashMap<String, Arc<App>>,
+    /// The functions that served an event.
+    dispatched: Mutex<BTreeSet<String>>,
     sesami: SesamiSim,
-    saison: gatehouse_local::simulators::saison::SaisonSim,
+    pub(crate) saison: gatehouse_local::simulators::saison::SaisonSim,
     momo: gatehouse_local::simulators::momo::MomoSim,
     momo_base: String,
     weblink: gatehouse_local::simulators::weblink::WeblinkSim,
     _dir: tempfile::TempDir,
 }
 
+/// The apps of a bench: the one that seeds and inspects, and one per function binary (may be
+/// empty: then every event runs on the first).
+pub(crate) type Apps = (Arc<App>, HashMap<String, Arc<App>>);
+
+/// One case of this module, runnable on any bench (tests/it/iam.rs runs each under IAM).
+pub(crate) type Scenario =
+    for<'a> fn(&'a EventBench) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+macro_rules! scenario {
+    ($name:ident) => {
+        (stringify!($name), |b| {
+            Box::pin($name(b)) as Pin<Box<dyn Future<Output = ()> + Send + '_>>
+        })
+    };
+}
+
+/// Every case that runs events, by name.
+pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![
+        scenario!(sesami_install_scenario),
+        scenario!(sesami_callback_scenario),
+        scenario!(sesami_webhook_scenario),
+        scenario!(haravan_login_start_scenario),
+        scenario!(haravan_login_callback_scenario),
+        scenario!(haravan_install_callback_scenario),
+        scenario!(haravan_webhook_scenario),
+        scenario!(haravan_logout_scenario),
+        scenario!(saison_scenario),
+        scenario!(momo_scenario),
+        scenario!(weblink_scenario),
+    ]
+}
+
 impl EventBench {
     async fn new() -> Self {
+        Self::with_apps(async |vars| {
+            (
+                Arc::new(App::from_vars(&vars).await.unwrap()),
+                HashMap::new(),
+            )
+        })
+        .await
+    }
+
+    /// A bench whose apps `make` builds from the events' configuration (simulators' URLs
+    /// included).
+    pub(crate) async fn with_apps(make: impl AsyncFnOnce(Vars) -> Apps) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let secrets: Value = serde_json::from_str(
             &std::fs::read_to_string(events_dir().join("secrets.json")).unwrap(),
@@ -157,13 +213,17 @@ impl EventBench {
             format!("{haravan_base}/haravan-jwks.json"),
         );
         vars.set("HARAVAN_API_BASE", format!("{haravan_base}/api"));
-        let app = Arc::new(App::from_vars(&vars).await.unwrap());
-        assert!(
-            app.config.public_base_url.is_none(),
-            "events derive the base URL"
-        );
+        let (app, functions) = make(vars).await;
+        for app in functions.values().chain([&app]) {
+            assert!(
+                app.config.public_base_url.is_none(),
+                "events derive the base URL"
+            );
+        }
         Self {
             app,
+            functions,
+            dispatched: Mutex::new(BTreeSet::new()),
             sesami,
             saison,
             momo,
@@ -173,13 +233,21 @@ impl EventBench {
         }
     }
 
-    /// Runs one event file; returns the status and the JSON API Gateway would get back.
+    /// Runs one event file on its function's app; returns the status and the JSON API Gateway
+    /// would get back.
     async fn run(&self, name: &str) -> (u16, Value) {
         let text = std::fs::read_to_string(events_dir().join(format!("{name}.json"))).unwrap();
         let all = routes::all();
         let resp = match gatehouse::lambda::request_from_json(&text) {
             Ok(req) => match routes::resolve(&all, req.method(), req.uri().path()) {
-                Resolved::Route(route) => (route.handler)(&self.app, req).await,
+                Resolved::Route(route) => {
+                    let app = self.functions.get(route.function).unwrap_or(&self.app);
+                    self.dispatched
+                        .lock()
+                        .unwrap()
+                        .insert(route.function.to_owned());
+                    (route.handler)(app, req).await
+                }
                 _ => panic!("{name}: no route"),
             },
             Err(e) => e.into_response(gatehouse::web::Format::Json),
@@ -187,6 +255,11 @@ impl EventBench {
         let out = gatehouse::lambda::response_into_event(resp);
         let status = out.status_code as u16;
         (status, serde_json::to_value(out).unwrap())
+    }
+
+    /// The functions that served an event so far.
+    pub(crate) fn dispatched(&self) -> BTreeSet<String> {
+        self.dispatched.lock().unwrap().clone()
     }
 
     async fn count(&self, pk: &str) -> usize {
@@ -348,7 +421,10 @@ const COVERED: &[&str] = &[
 
 #[tokio::test]
 async fn sesami_install_events() {
-    let b = EventBench::new().await;
+    sesami_install_scenario(&EventBench::new().await).await;
+}
+
+pub(crate) async fn sesami_install_scenario(b: &EventBench) {
     let (status, out) = b.run("sesami-install").await;
     assert_eq!(status, 302, "{out}");
     let location = out["headers"]["location"].as_str().unwrap();
@@ -377,7 +453,10 @@ async fn sesami_install_events() {
 
 #[tokio::test]
 async fn sesami_callback_events() {
-    let b = EventBench::new().await;
+    sesami_callback_scenario(&EventBench::new().await).await;
+}
+
+pub(crate) async fn sesami_callback_scenario(b: &EventBench) {
     b.seed_state().await;
     b.sesami.register_code(CODE, SHOP);
 
@@ -409,7 +488,10 @@ async fn sesami_callback_events() {
 
 #[tokio::test]
 async fn sesami_webhook_events() {
-    let b = EventBench::new().await;
+    sesami_webhook_scenario(&EventBench::new().await).await;
+}
+
+pub(crate) async fn sesami_webhook_scenario(b: &EventBench) {
     for (name, expected) in [
         ("sesami-webhooks-bad-hmac", 401),
         ("sesami-webhooks-not-json", 400),
@@ -447,7 +529,10 @@ fn location(out: &Value) -> String {
 
 #[tokio::test]
 async fn haravan_login_start_events() {
-    let b = EventBench::new().await;
+    haravan_login_start_scenario(&EventBench::new().await).await;
+}
+
+pub(crate) async fn haravan_login_start_scenario(b: &EventBench) {
     let (status, out) = b.run("haravan-login-start").await;
     assert_eq!(status, 302, "{out}");
     let to = location(&out);
@@ -481,7 +566,10 @@ async fn haravan_login_start_events() {
 
 #[tokio::test]
 async fn haravan_login_callback_events() {
-    let b = EventBench::new().await;
+    haravan_login_callback_scenario(&EventBench::new().await).await;
+}
+
+pub(crate) async fn haravan_login_callback_scenario(b: &EventBench) {
     b.seed_haravan_states().await;
     b.seed_haravan_install(ORG_INSTALLED).await;
     let installed_state = haravan_state_key("login-installed");
@@ -625,7 +713,10 @@ async fn haravan_login_callback_events() {
 
 #[tokio::test]
 async fn haravan_install_callback_events() {
-    let b = EventBench::new().await;
+    haravan_install_callback_scenario(&EventBench::new().await).await;
+}
+
+pub(crate) async fn haravan_install_callback_scenario(b: &EventBench) {
     b.seed_haravan_states().await;
 
     let (status, out) = b.run("haravan-install-callback-no-cookie").await;
@@ -662,7 +753,10 @@ async fn haravan_install_callback_events() {
 
 #[tokio::test]
 async fn haravan_webhook_events() {
-    let b = EventBench::new().await;
+    haravan_webhook_scenario(&EventBench::new().await).await;
+}
+
+pub(crate) async fn haravan_webhook_scenario(b: &EventBench) {
     let (status, out) = b.run("haravan-webhooks-challenge").await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["body"], "events-challenge-7f3a9c");
@@ -765,7 +859,10 @@ async fn haravan_webhook_events() {
 
 #[tokio::test]
 async fn haravan_logout_events() {
-    let b = EventBench::new().await;
+    haravan_logout_scenario(&EventBench::new().await).await;
+}
+
+pub(crate) async fn haravan_logout_scenario(b: &EventBench) {
     b.seed_haravan_session(ORG_INSTALLED, "events-session-a", SID_LOGOUT)
         .await;
     b.seed_haravan_session(ORG_OTHER, "events-session-b", SID_LOGOUT)
@@ -799,9 +896,12 @@ async fn haravan_logout_events() {
 
 #[tokio::test]
 async fn saison_events() {
+    saison_scenario(&EventBench::new().await).await;
+}
+
+pub(crate) async fn saison_scenario(b: &EventBench) {
     const STATE: &str = "events-saison-state-0123456789abcdefghijklmn";
     const CODE: &str = "events-saison-code-0123456789";
-    let b = EventBench::new().await;
     let (status, out) = b.run("saison-authorize").await;
     assert_eq!(status, 302, "{out}");
     let location = out["headers"]["location"].as_str().unwrap();
@@ -839,8 +939,11 @@ async fn saison_events() {
 
 #[tokio::test]
 async fn momo_events() {
+    momo_scenario(&EventBench::new().await).await;
+}
+
+pub(crate) async fn momo_scenario(b: &EventBench) {
     const REFERENCE: &str = "0b6f8a52-3c1d-4e7a-9f20-6d5c4b3a2910";
-    let b = EventBench::new().await;
     for (name, expected) in [
         ("momo-requesttopay-invalid-amount", 400),
         ("momo-requesttopay-not-json", 400),
@@ -912,21 +1015,24 @@ async fn momo_events() {
                 .map(str::to_owned)
         }
     };
-    assert_eq!(stored(&b).await.as_deref(), Some("PENDING"));
+    assert_eq!(stored(b).await.as_deref(), Some("PENDING"));
     let (status, out) = b.run("momo-callback").await;
     assert_eq!(status, 200, "{out}");
-    assert_eq!(stored(&b).await.as_deref(), Some("SUCCESSFUL"));
+    assert_eq!(stored(b).await.as_deref(), Some("SUCCESSFUL"));
     let (status, out) = b.run("momo-callback-post").await;
     assert_eq!(
         status, 200,
         "a replay is answered, and changes nothing: {out}"
     );
-    assert_eq!(stored(&b).await.as_deref(), Some("SUCCESSFUL"));
+    assert_eq!(stored(b).await.as_deref(), Some("SUCCESSFUL"));
 }
 
 #[tokio::test]
 async fn weblink_events() {
-    let b = EventBench::new().await;
+    weblink_scenario(&EventBench::new().await).await;
+}
+
+pub(crate) async fn weblink_scenario(b: &EventBench) {
     let (status, out) = b.run("weblink-guest-token").await;
     assert_eq!(status, 200, "{out}");
     assert!(out["body"].as_str().unwrap().contains("portal_token"));

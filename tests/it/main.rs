@@ -5,6 +5,7 @@ mod events;
 mod faults;
 mod haravan;
 mod harness;
+mod iam;
 mod load;
 mod momo;
 mod saison;

@@ -53,3 +53,65 @@ pub async fn sdk_config() -> Option<aws_config::SdkConfig> {
     }
     Some(loader.load().await)
 }
+
+/// The moto server that enforces IAM (tests/run.sh starts it beside the open one) and the keys
+/// of its admin principal, made in its unauthenticated window (tests/moto_iam_admin.py).
+pub struct IamMoto {
+    /// Its endpoint, e.g. `http://127.0.0.1:41234`.
+    pub endpoint: String,
+    /// The admin principal: everything allowed. Seeding and setting up principals use it.
+    pub admin: aws_sdk_dynamodb::config::Credentials,
+}
+
+/// The IAM-enforcing moto named by `GATEHOUSE_IAM_ENDPOINT_URL`, or `None` (the IAM tests are
+/// skipped) when it is unset, unless `GATEHOUSE_REQUIRE_MOTO` is set, as in CI: then a missing
+/// one fails the run.
+pub fn iam_moto() -> Option<IamMoto> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let Some(endpoint) = var("GATEHOUSE_IAM_ENDPOINT_URL") else {
+        assert!(
+            var("GATEHOUSE_REQUIRE_MOTO").is_none(),
+            "GATEHOUSE_REQUIRE_MOTO is set but GATEHOUSE_IAM_ENDPOINT_URL is not: start a moto \
+             server with INITIAL_NO_AUTH_ACTION_COUNT=3, create its admin with \
+             tests/moto_iam_admin.py and point GATEHOUSE_IAM_ENDPOINT_URL at it (tests/run.sh \
+             does all three)"
+        );
+        static SKIPPED: Once = Once::new();
+        SKIPPED.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "GATEHOUSE_IAM_ENDPOINT_URL is not set: the IAM tests are skipped (run tests/run.sh)"
+            );
+        });
+        return None;
+    };
+    let (Some(key_id), Some(secret)) = (
+        var("GATEHOUSE_IAM_ADMIN_ACCESS_KEY_ID"),
+        var("GATEHOUSE_IAM_ADMIN_SECRET_ACCESS_KEY"),
+    ) else {
+        panic!(
+            "GATEHOUSE_IAM_ENDPOINT_URL is set but GATEHOUSE_IAM_ADMIN_ACCESS_KEY_ID or \
+             GATEHOUSE_IAM_ADMIN_SECRET_ACCESS_KEY is not (tests/moto_iam_admin.py prints them)"
+        );
+    };
+    Some(IamMoto {
+        endpoint,
+        admin: aws_sdk_dynamodb::config::Credentials::new(key_id, secret, None, None, "iam-admin"),
+    })
+}
+
+/// The SDK configuration for `endpoint` under `credentials`, whatever the environment names
+/// (the open moto, other keys): endpoint and credentials set in code win over both.
+pub async fn sdk_config_for(
+    endpoint: &str,
+    credentials: aws_sdk_dynamodb::config::Credentials,
+    timeouts: aws_config::timeout::TimeoutConfig,
+) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::from_static("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(credentials)
+        .timeout_config(timeouts)
+        .load()
+        .await
+}

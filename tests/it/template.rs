@@ -92,3 +92,270 @@ fn the_local_server_is_the_default_run() {
     );
     assert!(read("README.md").contains("cargo run -p gatehouse-local "));
 }
+
+// ---------------------------------------------------------------------------------------------
+// template.yaml as data, for the tests that deploy parts of it on moto (tests/it/iam.rs)
+
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// template.yaml as JSON, with CloudFormation's short-form tags in their long form (`!Ref X` is
+/// `{"Ref": "X"}`, `!GetAtt A.B` is `{"Fn::GetAtt": ["A", "B"]}`, `!Sub s` is `{"Fn::Sub": s}`),
+/// as CloudFormation itself reads it.
+pub(crate) fn template() -> Value {
+    let yaml: serde_norway::Value =
+        serde_norway::from_str(&read("template.yaml")).expect("template.yaml is YAML");
+    long_form(yaml)
+}
+
+fn long_form(yaml: serde_norway::Value) -> Value {
+    use serde_norway::Value as Y;
+    match yaml {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => serde_json::to_value(&n).expect("a YAML number is a JSON number"),
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(long_form).collect()),
+        Y::Mapping(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let k = k.as_str().expect("template keys are strings").to_owned();
+                    (k, long_form(v))
+                })
+                .collect(),
+        ),
+        Y::Tagged(tagged) => {
+            let tag = tagged.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            let value = long_form(tagged.value);
+            let (key, value) = match (name, value) {
+                ("Ref", v) => ("Ref".to_owned(), v),
+                ("Condition", v) => ("Condition".to_owned(), v),
+                ("GetAtt", Value::String(s)) => {
+                    let (resource, attribute) =
+                        s.split_once('.').expect("!GetAtt names Resource.Attribute");
+                    (
+                        "Fn::GetAtt".to_owned(),
+                        serde_json::json!([resource, attribute]),
+                    )
+                }
+                (other, v) => (format!("Fn::{other}"), v),
+            };
+            Value::Object(Map::from_iter([(key, value)]))
+        }
+    }
+}
+
+/// One `AWS::Serverless::Function` of the template.
+pub(crate) struct Function {
+    /// The binary it runs (`Metadata.BuildProperties.Binary`), e.g. `haravan-webhooks`.
+    pub binary: String,
+    /// Its environment: the `Globals` ones, then its own over them, unresolved.
+    pub environment: Map<String, Value>,
+    /// Its `Policies`, unresolved (none: the function may call nothing).
+    pub policies: Vec<Value>,
+}
+
+/// Every function of the template, in the template's order.
+pub(crate) fn functions() -> Vec<Function> {
+    let t = template();
+    let globals = t["Globals"]["Function"]["Environment"]["Variables"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let resources = t["Resources"].as_object().expect("Resources");
+    resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .map(|(id, r)| {
+            let mut environment = globals.clone();
+            if let Some(own) = r["Properties"]["Environment"]["Variables"].as_object() {
+                environment.extend(own.clone());
+            }
+            let policies = match &r["Properties"]["Policies"] {
+                Value::Null => Vec::new(),
+                Value::Array(list) => list.clone(),
+                // SAM takes a single policy (a document or a managed policy's name) as well.
+                one => vec![one.clone()],
+            };
+            Function {
+                binary: r["Metadata"]["BuildProperties"]["Binary"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{id} names its binary"))
+                    .to_owned(),
+                environment,
+                policies,
+            }
+        })
+        .collect()
+}
+
+/// What a template's `Ref`, `Fn::GetAtt` and `Fn::Sub` stand for in one deployment of it.
+#[derive(Default, Clone)]
+pub(crate) struct Stack {
+    /// `Ref` of a resource: e.g. the table's name, a secret's ARN.
+    pub refs: HashMap<String, String>,
+    /// `Fn::GetAtt` of a resource's attribute, e.g. `("Table", "Arn")`.
+    pub attributes: HashMap<(String, String), String>,
+    /// `AWS::Region`, `AWS::AccountId`, `AWS::Partition`, ...
+    pub pseudo: HashMap<String, String>,
+}
+
+/// A value of the template with its intrinsic functions resolved in `stack`.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Resolved {
+    /// A value the stack determines.
+    Value(Value),
+    /// The value of a template parameter (chosen at deploy time).
+    Parameter(String),
+}
+
+impl Stack {
+    /// `value` with every intrinsic function resolved. A `Ref` of a parameter at the top level
+    /// is [`Resolved::Parameter`]; anywhere deeper, and any intrinsic this reader does not know
+    /// (`Fn::If`, `Fn::Select`, ...), is an error, so that a test never reads a guess.
+    pub(crate) fn resolve(&self, value: &Value) -> Result<Resolved, String> {
+        if let Some(name) = value.get("Ref").and_then(Value::as_str)
+            && value.as_object().is_some_and(|o| o.len() == 1)
+            && !self.refs.contains_key(name)
+            && !self.pseudo.contains_key(name)
+        {
+            return Ok(Resolved::Parameter(name.to_owned()));
+        }
+        self.resolve_value(value).map(Resolved::Value)
+    }
+
+    fn resolve_value(&self, value: &Value) -> Result<Value, String> {
+        match value {
+            Value::Array(items) => items
+                .iter()
+                .map(|v| self.resolve_value(v))
+                .collect::<Result<_, _>>()
+                .map(Value::Array),
+            Value::Object(map) if map.len() == 1 => {
+                let (key, arg) = map.iter().next().expect("one entry");
+                match key.as_str() {
+                    "Ref" => {
+                        let name = arg.as_str().ok_or("Ref of a non-string")?;
+                        self.refs
+                            .get(name)
+                            .or_else(|| self.pseudo.get(name))
+                            .map(|s| Value::String(s.clone()))
+                            .ok_or_else(|| format!("Ref {name}: not a resource of the stack"))
+                    }
+                    "Fn::GetAtt" => {
+                        let parts: Vec<&str> = arg
+                            .as_array()
+                            .ok_or("Fn::GetAtt of a non-list")?
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .collect();
+                        let [resource, attribute] = parts[..] else {
+                            return Err(format!("Fn::GetAtt {arg}: not [Resource, Attribute]"));
+                        };
+                        self.attribute(resource, attribute).map(Value::String)
+                    }
+                    "Fn::Sub" => {
+                        let text = arg.as_str().ok_or("Fn::Sub with variables is not read")?;
+                        self.substitute(text).map(Value::String)
+                    }
+                    other if other.starts_with("Fn::") || other == "Condition" => {
+                        Err(format!("{other} is not resolved by the tests"))
+                    }
+                    _ => self.resolve_object(map),
+                }
+            }
+            Value::Object(map) => self.resolve_object(map),
+            other => Ok(other.clone()),
+        }
+    }
+
+    fn resolve_object(&self, map: &Map<String, Value>) -> Result<Value, String> {
+        map.iter()
+            .map(|(k, v)| Ok((k.clone(), self.resolve_value(v)?)))
+            .collect::<Result<Map<_, _>, String>>()
+            .map(Value::Object)
+    }
+
+    fn attribute(&self, resource: &str, attribute: &str) -> Result<String, String> {
+        self.attributes
+            .get(&(resource.to_owned(), attribute.to_owned()))
+            .cloned()
+            .ok_or_else(|| format!("Fn::GetAtt {resource}.{attribute}: not known to the stack"))
+    }
+
+    /// `${Name}` and `${Resource.Attribute}` replaced (`${!Literal}` stays `${Literal}`).
+    fn substitute(&self, text: &str) -> Result<String, String> {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..]
+                .find('}')
+                .map(|e| start + e)
+                .ok_or_else(|| format!("Fn::Sub {text}: unclosed ${{"))?;
+            let name = &rest[start + 2..end];
+            if let Some(literal) = name.strip_prefix('!') {
+                out.push_str(&format!("${{{literal}}}"));
+            } else if let Some((resource, attribute)) = name.split_once('.') {
+                out.push_str(&self.attribute(resource, attribute)?);
+            } else {
+                let value = self
+                    .refs
+                    .get(name)
+                    .or_else(|| self.pseudo.get(name))
+                    .ok_or_else(|| format!("Fn::Sub {text}: ${{{name}}} is not known"))?;
+                out.push_str(value);
+            }
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+/// The two readers of the template agree: the functions read as YAML are the binaries the
+/// routes name, and every one of them names its binary.
+#[test]
+fn the_yaml_reading_finds_every_routed_function() {
+    let routed: BTreeSet<String> = template_routes().into_iter().map(|(_, _, b)| b).collect();
+    let read: BTreeSet<String> = functions().into_iter().map(|f| f.binary).collect();
+    assert!(routed.is_subset(&read), "{routed:?} ⊄ {read:?}");
+}
+
+#[test]
+fn intrinsics_resolve_or_refuse() {
+    let mut stack = Stack::default();
+    stack.refs.insert("Table".into(), "t-1".into());
+    stack.attributes.insert(
+        ("Table".into(), "Arn".into()),
+        "arn:aws:dynamodb:us-east-1:1:table/t-1".into(),
+    );
+    stack
+        .pseudo
+        .insert("AWS::Region".into(), "us-east-1".into());
+    let t = |v: Value| stack.resolve(&v);
+    use serde_json::json;
+    assert_eq!(
+        t(json!({"Ref": "Table"})),
+        Ok(Resolved::Value(json!("t-1")))
+    );
+    assert_eq!(
+        t(json!({"Ref": "LogLevel"})),
+        Ok(Resolved::Parameter("LogLevel".into()))
+    );
+    assert_eq!(
+        t(json!([{"Fn::GetAtt": ["Table", "Arn"]}, {"Fn::Sub": "${Table.Arn}/index/*"}])),
+        Ok(Resolved::Value(json!([
+            "arn:aws:dynamodb:us-east-1:1:table/t-1",
+            "arn:aws:dynamodb:us-east-1:1:table/t-1/index/*"
+        ])))
+    );
+    assert_eq!(
+        t(json!({"Fn::Sub": "${AWS::Region}-${!Literal}"})),
+        Ok(Resolved::Value(json!("us-east-1-${Literal}")))
+    );
+    assert!(t(json!([{"Ref": "LogLevel"}])).is_err());
+    assert!(t(json!({"Fn::If": ["C", 1, 2]})).is_err());
+    assert!(t(json!({"Fn::GetAtt": ["Other", "Arn"]})).is_err());
+}
