@@ -257,6 +257,13 @@ impl EventBench {
         (status, serde_json::to_value(out).unwrap())
     }
 
+    /// The app of `function` (a binary that serves no route, such as the MoMo reconciler),
+    /// noted as having run.
+    fn function_app(&self, function: &str) -> &Arc<App> {
+        self.dispatched.lock().unwrap().insert(function.to_owned());
+        self.functions.get(function).unwrap_or(&self.app)
+    }
+
     /// The functions that served an event so far.
     pub(crate) fn dispatched(&self) -> BTreeSet<String> {
         self.dispatched.lock().unwrap().clone()
@@ -1025,6 +1032,21 @@ pub(crate) async fn momo_scenario(b: &EventBench) {
         "a replay is answered, and changes nothing: {out}"
     );
     assert_eq!(stored(b).await.as_deref(), Some("SUCCESSFUL"));
+
+    // The reconciler (scheduled, no route), run as if its minutes had passed: it confirms the
+    // payment the first request to pay left pending (MoMo's callback for it is held back) and
+    // records its outcome once; a second run finds nothing left.
+    assert_eq!(b.count("pending#momo").await, 1);
+    let later = gatehouse::store::now() + 3600;
+    let run = gatehouse::momo::reconcile_at(b.function_app("momo-reconcile"), later)
+        .await
+        .unwrap();
+    assert_eq!((run.checked, run.recorded), (1, 1), "{run:?}");
+    assert_eq!(b.count("pending#momo").await, 0);
+    let run = gatehouse::momo::reconcile_at(b.function_app("momo-reconcile"), later)
+        .await
+        .unwrap();
+    assert_eq!(run.checked, 0, "{run:?}");
 }
 
 #[tokio::test]
