@@ -922,7 +922,7 @@ impl gatehouse::store::Store for Counting {
 /// the install in one transaction. For an org that is not installed the transaction is refused
 /// (404) and nothing is stored, mark included: still one call.
 #[tokio::test]
-async fn shop_update_makes_two_store_calls() {
+async fn shop_update_makes_one_store_call() {
     let counting: Arc<std::sync::OnceLock<Arc<Counting>>> = Arc::default();
     let slot = counting.clone();
     let h = Harness::start_with(Vars::default(), move |vars| async move {
