@@ -1,12 +1,49 @@
 //! Logging: JSON lines on Lambda (CloudWatch adds the time), compact text on a laptop.
 //! The filter is `RUST_LOG` (default `info`). Nothing secret is ever a field: secrets are
 //! `SecretString`s whose `Debug` is redacted, and handlers log ids, never tokens.
+//!
+//! The AWS SDK and the HTTP stack under it are another matter: at `debug` and `trace` they log
+//! request and response bodies, and a Secrets Manager answer's body is the secret. So their
+//! targets are pinned at `warn` whatever `RUST_LOG` says ([`PINNED`]).
 
 use tracing_subscriber::EnvFilter;
 
+/// Targets whose verbose levels can print what they carry: the AWS SDK and runtime, hyper, h2,
+/// rustls, reqwest. Each is held at `warn`.
+pub const PINNED: [&str; 12] = [
+    "aws_config",
+    "aws_runtime",
+    "aws_sdk_dynamodb",
+    "aws_sdk_secretsmanager",
+    "aws_sigv4",
+    "aws_smithy_http_client",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "rustls",
+];
+
+/// The filter for `rust_log` (the value of `RUST_LOG`, if set): its directives, then every
+/// [`PINNED`] target at `warn`, which overrides whatever it said about them. A directive that
+/// does not parse is dropped rather than failing the start (none left: `info`).
+pub fn filter(rust_log: Option<&str>) -> EnvFilter {
+    let spec = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    let mut filter = EnvFilter::builder()
+        .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+        .parse_lossy(spec);
+    for target in PINNED.iter().chain(["reqwest"].iter()) {
+        if let Ok(directive) = format!("{target}=warn").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
+}
+
 /// Installs the global subscriber once; later calls do nothing.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter(std::env::var("RUST_LOG").ok().as_deref());
     let on_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if on_lambda {
@@ -20,4 +57,64 @@ pub fn init() {
     } else {
         builder.compact().try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// Whether an event of `target` at `level` passes the filter for `rust_log`.
+    fn passes(rust_log: &str, target: &'static str, level: Level) -> bool {
+        let subscriber = tracing_subscriber::registry().with(filter(Some(rust_log)));
+        tracing::subscriber::with_default(subscriber, || match (target, level) {
+            ("aws_smithy_runtime", Level::TRACE) => {
+                tracing::enabled!(target: "aws_smithy_runtime", Level::TRACE)
+            }
+            ("aws_smithy_runtime", Level::WARN) => {
+                tracing::enabled!(target: "aws_smithy_runtime", Level::WARN)
+            }
+            ("hyper::proto", Level::DEBUG) => {
+                tracing::enabled!(target: "hyper::proto", Level::DEBUG)
+            }
+            ("gatehouse::haravan", Level::DEBUG) => {
+                tracing::enabled!(target: "gatehouse::haravan", Level::DEBUG)
+            }
+            ("gatehouse::haravan", Level::INFO) => {
+                tracing::enabled!(target: "gatehouse::haravan", Level::INFO)
+            }
+            _ => unreachable!("a case the test names"),
+        })
+    }
+
+    #[test]
+    fn the_sdk_and_http_stack_stay_at_warn_whatever_rust_log_says() {
+        for rust_log in [
+            "trace",
+            "debug",
+            "aws_smithy_runtime=trace,trace",
+            "hyper=trace",
+        ] {
+            assert!(
+                !passes(rust_log, "aws_smithy_runtime", Level::TRACE),
+                "{rust_log}"
+            );
+            assert!(
+                !passes(rust_log, "hyper::proto", Level::DEBUG),
+                "{rust_log}"
+            );
+            assert!(
+                passes(rust_log, "aws_smithy_runtime", Level::WARN),
+                "{rust_log}"
+            );
+        }
+        assert!(passes("debug", "gatehouse::haravan", Level::DEBUG));
+        assert!(!passes("info", "gatehouse::haravan", Level::DEBUG));
+        assert!(passes(
+            "not a directive ===",
+            "gatehouse::haravan",
+            Level::INFO
+        ));
+    }
 }

@@ -359,3 +359,52 @@ fn intrinsics_resolve_or_refuse() {
     assert!(t(json!({"Fn::If": ["C", 1, 2]})).is_err());
     assert!(t(json!({"Fn::GetAtt": ["Other", "Arn"]})).is_err());
 }
+
+/// The template's hardening: a log level that cannot ask the SDK for raw answers, logs kept a
+/// bounded time, access logs without query strings (they carry codes and signatures), and a
+/// table that cannot be deleted by accident.
+#[test]
+fn logs_and_the_table_are_hardened() {
+    let t = template();
+    assert_eq!(
+        t["Parameters"]["LogLevel"]["AllowedValues"],
+        serde_json::json!(["error", "warn", "info", "debug"])
+    );
+    let resources = &t["Resources"];
+    assert_eq!(
+        resources["Table"]["Properties"]["DeletionProtectionEnabled"],
+        true
+    );
+    for group in ["FunctionLogs", "ApiAccessLogs"] {
+        assert_eq!(resources[group]["Type"], "AWS::Logs::LogGroup", "{group}");
+        assert_eq!(
+            resources[group]["Properties"]["RetentionInDays"],
+            serde_json::json!({"Ref": "LogRetentionDays"}),
+            "{group}"
+        );
+    }
+    assert_eq!(
+        t["Globals"]["Function"]["LoggingConfig"]["LogGroup"],
+        serde_json::json!({"Ref": "FunctionLogs"})
+    );
+    let access = &resources["HttpApi"]["Properties"]["AccessLogSettings"];
+    let format = access["Format"].as_str().expect("an access log format");
+    assert!(format.contains("$context.routeKey"), "{format}");
+    for leak in ["querystring", "$context.path", "$input", "$request"] {
+        assert!(
+            !format
+                .to_ascii_lowercase()
+                .contains(&leak.to_ascii_lowercase()),
+            "{leak}"
+        );
+    }
+    // Every function logs to the shared group: none overrides it.
+    for (name, resource) in resources.as_object().unwrap() {
+        if resource["Type"] == "AWS::Serverless::Function" {
+            assert!(
+                resource["Properties"].get("LoggingConfig").is_none(),
+                "{name} logs elsewhere"
+            );
+        }
+    }
+}
