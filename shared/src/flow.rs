@@ -256,6 +256,190 @@ mod tests {
         KeyRing::new([(id, &s)]).unwrap()
     }
 
+    /// An app on a fresh embedded store, with the events' test secrets.
+    fn app(dir: &tempfile::TempDir) -> App {
+        let mut vars = crate::config::Vars::default();
+        vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
+        vars.set(
+            "GATEHOUSE_SECRETS_FILE",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../events/secrets.json"),
+        );
+        let config = crate::config::Config::from_vars(&vars).expect("config");
+        let store = std::sync::Arc::new(
+            crate::store::EmbeddedStore::open(dir.path().join("store.sqlite3")).expect("store"),
+        );
+        App::with_store(&vars, config, store, None).expect("app")
+    }
+
+    const TEST_COOKIE: CookieSpec = state_cookie("gh-test-state");
+
+    /// A request carrying the cookie a `Set-Cookie` value sets.
+    fn request_with(set_cookie: &str) -> Request {
+        let pair = set_cookie.split(';').next().expect("name=value");
+        let mut req = Request::default();
+        req.headers_mut()
+            .insert("cookie", pair.parse().expect("a header value"));
+        req
+    }
+
+    /// The state cookie lives as long as the state, and no longer: its signed expiry is the
+    /// moment of signing plus its max age.
+    #[tokio::test]
+    async fn a_state_cookie_expires_with_its_max_age() {
+        let dir = tempfile::tempdir().expect("dir");
+        let app = app(&dir);
+        let keys = app.secrets.app_keys().await.expect("keys");
+        let set = TEST_COOKIE.set(&app, &keys, "state-id");
+        assert!(
+            set.contains(&format!("Max-Age={STATE_TTL_SECONDS}")),
+            "{set}"
+        );
+        let value = set
+            .split(';')
+            .next()
+            .and_then(|p| p.split_once('='))
+            .map(|(_, v)| v.to_owned())
+            .expect("a value");
+        let name = TEST_COOKIE.wire_name(app.config.secure_cookies());
+        let at = now();
+        assert_eq!(
+            open_cookie(&keys, &name, &value, at + STATE_TTL_SECONDS - 2).as_deref(),
+            Some("state-id")
+        );
+        assert_eq!(
+            open_cookie(&keys, &name, &value, at + STATE_TTL_SECONDS + 2),
+            None,
+            "expired with the state"
+        );
+    }
+
+    /// One-time state is stored for its minutes, not longer.
+    #[tokio::test]
+    async fn begun_state_expires_in_ten_minutes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let app = app(&dir);
+        let id = begin(&app, "t", Map::new()).await.expect("begin");
+        let item = app
+            .store
+            .get(&state_key("t", &id))
+            .await
+            .expect("get")
+            .expect("stored");
+        let left = item.expires_at.expect("it expires") - now();
+        assert!(
+            (STATE_TTL_SECONDS - 5..=STATE_TTL_SECONDS).contains(&left),
+            "{left}"
+        );
+        assert_eq!(STATE_TTL_SECONDS, 600);
+    }
+
+    /// Bound state is read, not consumed, until the commit that stores the flow's result; the
+    /// commit consumes it once, and a second commit or read is refused.
+    #[tokio::test]
+    async fn bound_state_is_consumed_by_its_commit_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let app = app(&dir);
+        let keys = app.secrets.app_keys().await.expect("keys");
+        let mut data = Map::new();
+        data.insert("shop".into(), "s1".into());
+        let id = begin(&app, "t", data.clone()).await.expect("begin");
+        let req = request_with(&TEST_COOKIE.set(&app, &keys, &id));
+
+        let other = read_bound(&app, &TEST_COOKIE, &req, "t", Some("another-state")).await;
+        assert!(matches!(other, Err(Error::BadRequest(_))), "{other:?}");
+        let bound = read_bound(&app, &TEST_COOKIE, &req, "t", Some(&id))
+            .await
+            .expect("bound");
+        assert_eq!(bound.data, data);
+        let again = read_bound(&app, &TEST_COOKIE, &req, "t", None)
+            .await
+            .expect("reading consumes nothing");
+        let result = Item::new(Key::new("install#t", "s1"), Map::new());
+        commit(
+            &app,
+            &[
+                bound.consume(),
+                Write::Put(result.clone(), Condition::Always),
+            ],
+        )
+        .await
+        .expect("commit");
+        assert!(app.store.get(&result.key).await.expect("get").is_some());
+        let second = Item::new(Key::new("install#t", "s2"), Map::new());
+        let replay = commit(
+            &app,
+            &[
+                again.consume(),
+                Write::Put(second.clone(), Condition::Always),
+            ],
+        )
+        .await;
+        assert!(matches!(replay, Err(Error::Conflict(_))), "{replay:?}");
+        assert_eq!(
+            app.store.get(&second.key).await.expect("get"),
+            None,
+            "nothing of a refused commit is written"
+        );
+        let gone = read_bound(&app, &TEST_COOKIE, &req, "t", None).await;
+        assert!(matches!(gone, Err(Error::Conflict(_))), "{gone:?}");
+        let missing = read_bound(&app, &TEST_COOKIE, &Request::default(), "t", None).await;
+        assert!(matches!(missing, Err(Error::BadRequest(_))), "{missing:?}");
+    }
+
+    /// A code is exchanged at most once; a failed exchange or commit leaves it free again, and
+    /// a stored result's code is marked for seven days.
+    #[tokio::test]
+    async fn a_code_is_exchanged_once_and_freed_when_nothing_was_stored() {
+        let dir = tempfile::tempdir().expect("dir");
+        let app = app(&dir);
+        let failed: Result<()> = exchange_once(&app, "t", "code-1", || async {
+            Err(Error::Upstream("the platform failed".into()))
+        })
+        .await;
+        assert!(matches!(failed, Err(Error::Upstream(_))), "{failed:?}");
+        assert_eq!(
+            app.store.get(&code_key("t", "code-1")).await.expect("get"),
+            None,
+            "released"
+        );
+
+        // The commit's own condition fails (the state it consumes is gone): released too.
+        let gone = Write::Delete(state_key("t", "no-such-state"), Condition::Exists);
+        let refused: Result<()> =
+            exchange_once(&app, "t", "code-1", || async { Ok(((), vec![gone])) }).await;
+        assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+        assert_eq!(
+            app.store.get(&code_key("t", "code-1")).await.expect("get"),
+            None
+        );
+
+        let stored = Item::new(Key::new("install#t", "s1"), Map::new());
+        let write = Write::Put(stored.clone(), Condition::Always);
+        exchange_once(&app, "t", "code-1", || async { Ok(((), vec![write])) })
+            .await
+            .expect("exchanged and stored");
+        assert!(app.store.get(&stored.key).await.expect("get").is_some());
+        let mark = app
+            .store
+            .get(&code_key("t", "code-1"))
+            .await
+            .expect("get")
+            .expect("marked");
+        assert!(mark.expires_at.expect("expires") - now() > CODE_MARK_SECONDS - 5);
+        let mut ran = false;
+        let replay: Result<()> = exchange_once(&app, "t", "code-1", || async {
+            ran = true;
+            Ok(((), Vec::new()))
+        })
+        .await;
+        assert!(matches!(replay, Err(Error::Conflict(_))), "{replay:?}");
+        assert!(!ran, "a used code is not exchanged again");
+        assert!(
+            !format!("{mark:?}").contains("code-1"),
+            "the code itself is never stored"
+        );
+    }
+
     #[test]
     fn signed_cookie_round_trips_and_resists_tampering() {
         let k = keys("k1");
