@@ -106,19 +106,13 @@ impl Claim {
         key: Key,
         mark_seconds: i64,
     ) -> Result<Option<Claim>, StoreError> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut attrs = Map::new();
-        attrs.insert("claim".into(), Value::String(id.clone()));
-        let item = Item::new(key.clone(), attrs).expiring_at(now() + CLAIM_SECONDS);
-        match store.put(&item, Condition::Absent).await {
-            Ok(()) => Ok(Some(Claim {
+        Ok(hold(store, &key, "claim", CLAIM_SECONDS)
+            .await?
+            .map(|id| Claim {
                 key,
                 id,
                 mark_seconds,
-            })),
-            Err(StoreError::ConditionFailed) => Ok(None),
-            Err(e) => Err(e),
-        }
+            }))
     }
 
     /// The write that turns this claim into the mark, for the transaction that stores the
@@ -135,15 +129,7 @@ impl Claim {
     /// Removes the claim if it is still this one's (never a mark it became, nor another
     /// caller's claim). Best effort: a claim left behind lapses after [`CLAIM_SECONDS`].
     pub async fn release(&self, store: &dyn Store) {
-        let write = Write::Delete(
-            self.key.clone(),
-            Condition::AttrEquals("claim".into(), Value::String(self.id.clone())),
-        );
-        if let Err(e) = store.transact(&[write]).await
-            && !matches!(e, StoreError::Cancelled(_))
-        {
-            tracing::warn!(error = %e, "a claim could not be released; it lapses by itself");
-        }
+        let_go(store, &self.key, "claim", &self.id).await;
     }
 }
 
@@ -157,29 +143,49 @@ pub struct Lease {
 impl Lease {
     /// Takes the lease at `key` if no one holds it; `None` if someone does.
     pub async fn try_take(store: &dyn Store, key: Key) -> Result<Option<Lease>, StoreError> {
-        let holder = uuid::Uuid::new_v4().simple().to_string();
-        let mut attrs = Map::new();
-        attrs.insert("holder".into(), Value::String(holder.clone()));
-        let item = Item::new(key.clone(), attrs).expiring_at(now() + LEASE_SECONDS);
-        match store.put(&item, Condition::Absent).await {
-            Ok(()) => Ok(Some(Lease { key, holder })),
-            Err(StoreError::ConditionFailed) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(hold(store, &key, "holder", LEASE_SECONDS)
+            .await?
+            .map(|holder| Lease { key, holder }))
     }
 
     /// Gives the lease back, if it is still this holder's: a lease that lapsed and was taken by
     /// another is left to its new holder. Best effort: a lease left behind lapses by itself.
     pub async fn release(self, store: &dyn Store) {
-        let write = Write::Delete(
-            self.key,
-            Condition::AttrEquals("holder".into(), Value::String(self.holder)),
-        );
-        if let Err(e) = store.transact(&[write]).await
-            && !matches!(e, StoreError::Cancelled(_))
-        {
-            tracing::warn!(error = %e, "a lease could not be released; it lapses by itself");
-        }
+        let_go(store, &self.key, "holder", &self.holder).await;
+    }
+}
+
+/// Creates the item at `key`, naming a new random holder in attribute `attr`, for `seconds`,
+/// if no live item is there: the holder's id, or `None` when another holds it (or its mark is
+/// there).
+async fn hold(
+    store: &dyn Store,
+    key: &Key,
+    attr: &str,
+    seconds: i64,
+) -> Result<Option<String>, StoreError> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let mut attrs = Map::new();
+    attrs.insert(attr.into(), Value::String(id.clone()));
+    let item = Item::new(key.clone(), attrs).expiring_at(now() + seconds);
+    match store.put(&item, Condition::Absent).await {
+        Ok(()) => Ok(Some(id)),
+        Err(StoreError::ConditionFailed) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the item at `key` if its attribute `attr` still names `id`. Best effort: an item
+/// left behind lapses by itself.
+async fn let_go(store: &dyn Store, key: &Key, attr: &str, id: &str) {
+    let write = Write::Delete(
+        key.clone(),
+        Condition::AttrEquals(attr.into(), Value::String(id.to_owned())),
+    );
+    if let Err(e) = store.transact(&[write]).await
+        && !matches!(e, StoreError::Cancelled(_))
+    {
+        tracing::warn!(error = %e, attr, "could not be released; it lapses by itself");
     }
 }
 
