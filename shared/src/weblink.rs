@@ -524,13 +524,6 @@ fn client_of(req: &Request) -> String {
 }
 
 async fn guest_token_flow(app: &App, req: &Request) -> Result<Response<Body>> {
-    // Every request counts, good or bad, before any work is done for it.
-    if let Err(wait) = app.weblink.limiter.spend(&client_of(req)) {
-        return Ok(too_many_requests(
-            "too many guest-token requests from this client; retry later",
-            wait,
-        ));
-    }
     web::require_content_type(req, "application/json")?;
     let body: Map<String, Value> = serde_json::from_slice(web::body(req, 4096)?).map_err(|_| {
         Error::BadRequest("the body must be a JSON object `{\"portal\": ...}`".into())
@@ -541,6 +534,14 @@ async fn guest_token_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         .and_then(Value::as_str)
         .ok_or_else(|| Error::BadRequest("`portal` is missing".into()))?;
     app.weblink.allowed(portal)?;
+    // The requests that can reach Administrate count against the client's budget; those refused
+    // above cost nothing upstream and are answered as what they are.
+    if let Err(wait) = app.weblink.limiter.spend(&client_of(req)) {
+        return Ok(too_many_requests(
+            "too many guest-token requests from this client; retry later",
+            wait,
+        ));
+    }
     let portal = portal.to_ascii_lowercase();
     match cached_guest_token(app, &portal).await? {
         GuestOutcome::Token { token, expires_at } => Ok(web::json(

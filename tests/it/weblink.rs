@@ -629,8 +629,8 @@ async fn administrates_rate_limit_is_remembered_and_failures_are_not_cached() {
     assert_eq!(sim.guest_requests(), 2, "the lock is remembered");
 }
 
-/// A client (by source IP) over `WEBLINK_GUEST_REQUESTS_PER_MINUTE` gets a 429 with
-/// `Retry-After`, and costs nothing upstream. The local server carries no source IP, so all
+/// A client (by source IP) over `WEBLINK_GUEST_REQUESTS_PER_MINUTE` requests for served portals
+/// gets a 429 with `Retry-After`, and costs nothing upstream. The local server carries no source IP, so all
 /// its callers are one client.
 #[tokio::test]
 async fn a_client_over_its_guest_token_limit_gets_429() {
@@ -652,4 +652,8 @@ async fn a_client_over_its_guest_token_limit_gets_429() {
         "{body}"
     );
     assert_eq!(sim.guest_requests(), 1);
+    // Requests refused before any upstream work are answered as what they are, and not counted.
+    let (status, _, body) = guest_from(&h, "evil.example.com").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(guest(&h, "not json").await.0, 400);
 }
