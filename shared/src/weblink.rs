@@ -734,8 +734,8 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
             .to_owned()
     };
     let (portal, verifier, nonce) = (text("portal"), text("verifier"), text("nonce"));
-    let client_id = text("client_id");
-    if [&portal, &verifier, &nonce, &client_id]
+    let (client_id, pinned) = (text("client_id"), text("idp_domain"));
+    if [&portal, &verifier, &nonce, &client_id, &pinned]
         .iter()
         .any(|v| v.is_empty())
     {
@@ -743,7 +743,8 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
             "this sign-in was started by an older version of the app; start again".into(),
         ));
     }
-    let domain = app.weblink.idp_domain(&text("idp_domain"))?;
+    // Pinned at login; checked again so that a narrowed allow-list holds for flows under way.
+    let domain = app.weblink.idp_domain(&pinned)?;
     let redirect_uri = app.public_url(req, "/weblink/callback")?;
     let reply = token_call(
         app,

@@ -516,6 +516,25 @@ async fn the_state_holds_the_nonce_and_the_idp() {
     );
     assert_eq!(state.str("idp_domain"), Some(IDP));
     assert_eq!(state.str("client_id"), Some("demo-client"));
+
+    // A state without them (an older app's) is refused as such, not looked up again.
+    for field in ["nonce", "idp_domain", "client_id"] {
+        let mut b = Browser::new();
+        let callback = sign_in(&h, &mut b).await;
+        let mut item = state_of(&h, &callback).await;
+        item.attrs.remove(field);
+        h.server
+            .app
+            .store
+            .put(&item, gatehouse::store::Condition::Always)
+            .await
+            .unwrap();
+        let lookups = h.server.weblink.host_lookups();
+        let page = b.get(&callback).await;
+        assert_eq!(page.status, 400, "{field}: {}", page.body);
+        assert_eq!(h.server.weblink.host_lookups(), lookups, "{field}");
+        assert_eq!(sessions(&h).await, 0, "{field}");
+    }
 }
 
 /// An id_token without this sign-in's nonce (none at all, or another one: a token replayed from
