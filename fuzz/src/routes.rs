@@ -151,6 +151,7 @@ pub fn run(data: &[u8]) {
     req.extensions_mut().insert(RequestInfo {
         domain_name: input.domain.then(|| "gatehouse.example.com".to_owned()),
         request_id: Some("fuzz".into()),
+        ..Default::default()
     });
 
     let outcome = fixture().call(req, route.handler);

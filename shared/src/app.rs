@@ -47,6 +47,9 @@ pub struct RequestInfo {
     pub domain_name: Option<String>,
     /// API Gateway's request id, for logs.
     pub request_id: Option<String>,
+    /// The client's IP address as API Gateway saw it (`requestContext.http.sourceIp`), for
+    /// per-client limits; not a header a client could set.
+    pub source_ip: Option<String>,
 }
 
 impl App {

@@ -61,6 +61,7 @@ pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Err
     req.extensions_mut().insert(RequestInfo {
         domain_name: event.request_context.domain_name,
         request_id: event.request_context.request_id,
+        source_ip: event.request_context.http.source_ip,
     });
     Ok(req)
 }

@@ -7,16 +7,24 @@
 //! a portal (brand, client id, IDP domain) come from Administrate's host lookup service and are
 //! cached per container.
 //!
-//! Portals are never taken freely from a request: only those in `WEBLINK_PORTALS` are served,
-//! and the IDP domain must be a plain host name.
+//! Portals are never taken freely from a request: only those in `WEBLINK_PORTALS` are served.
+//! The IDP domain comes from a third party (the host lookup) and is where the code, the PKCE
+//! verifier and later the refresh tokens are sent, so it must be a host name (no IP literal, no
+//! `localhost`, no port or userinfo) inside the operator's allow-list `WEBLINK_IDP_DOMAINS`; the
+//! login pins it (and the client id) in the flow state and the session, and the callback and
+//! refreshes use what was pinned, never a second lookup.
 //!
-//! - `POST /weblink/guest-token` `{"portal"}` → `{"portal_token", "expires_at"}`.
-//! - `GET /weblink/login?portal=` → verifier and S256 challenge, one-time state (holding the
-//!   verifier) bound to the browser, redirect to `https://<domain>/authorize`.
+//! - `POST /weblink/guest-token` `{"portal"}` → `{"portal_token", "expires_at"}`: the portal
+//!   token cached per container until shortly before it expires (one fetch per portal however
+//!   many callers), each client (source IP) limited to `WEBLINK_GUEST_REQUESTS_PER_MINUTE`.
+//! - `GET /weblink/login?portal=` → verifier and S256 challenge, a nonce, one-time state
+//!   (verifier, nonce, IDP domain, client id) bound to the browser, redirect to
+//!   `https://<domain>/authorize` with `scope` (`WEBLINK_SCOPES`, `openid` included).
 //! - `GET /weblink/callback?code&state` → state consumed once, code exchanged with the
-//!   verifier, id_token verified, session stored with its tokens sealed, session cookie set.
-//! - `POST /weblink/refresh` (session cookie) → a fresh access token, refreshed once across
-//!   containers by the shared machinery.
+//!   verifier at the pinned IDP, id_token verified (its `nonce` the state's), session stored
+//!   with its tokens sealed, session cookie set.
+//! - `POST /weblink/refresh` (session cookie) → a fresh access token from the session's IDP,
+//!   refreshed once across containers by the shared machinery.
 
 use crate::app::App;
 use crate::config::{ConfigError, Vars};
@@ -34,6 +42,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The platform's name: its store partitions, its routes.
@@ -49,6 +58,14 @@ const SESSION_COOKIE: CookieSpec = CookieSpec {
 const LOOKUP_TTL: Duration = Duration::from_secs(600);
 /// A guest portal token lives an hour.
 const GUEST_TOKEN_SECONDS: i64 = 3600;
+/// A cached portal token is handed out only while it has more than this many seconds left, so
+/// that a guest always gets one it can use for a while.
+const GUEST_TOKEN_MARGIN: i64 = 300;
+/// Past this many tracked clients, the limiter forgets those whose budget is full again (idle
+/// clients), so its memory follows the clients of the last minute.
+const LIMITER_MAX_CLIENTS: usize = 10_000;
+/// The default of `WEBLINK_IDP_DOMAINS`: Administrate's identity service and its own zone.
+pub const DEFAULT_IDP_DOMAINS: &str = "identity.getadministrate.com,*.getadministrate.com";
 /// The characters RFC 7636 allows in a verifier.
 const VERIFIER_ALPHABET: &[u8] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~";
@@ -84,6 +101,48 @@ pub struct Settings {
     pub token_encoding: Encoding,
     /// `WEBLINK_CLOCK_SKEW_SECONDS` (default 60).
     pub skew: u64,
+    /// `WEBLINK_SCOPES`: the authorization request's scope, space-separated (default
+    /// `openid profile email offline_access`). It must include `openid`: an OpenID provider
+    /// refuses an authorization request without it, and the callback needs the id_token.
+    pub scope: String,
+    /// `WEBLINK_IDP_DOMAINS`: where a portal's IDP may be, comma-separated exact hosts or
+    /// `*.suffix` (any host under the suffix, not the suffix itself); default
+    /// [`DEFAULT_IDP_DOMAINS`].
+    pub idp_domains: Vec<DomainPattern>,
+    /// `WEBLINK_GUEST_REQUESTS_PER_MINUTE`: guest-token requests a client (source IP) may make
+    /// per minute, in bursts of as many (default 30; 0: no limit).
+    pub guest_per_minute: u32,
+}
+
+/// One entry of `WEBLINK_IDP_DOMAINS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainPattern {
+    /// This host exactly.
+    Exact(String),
+    /// Any host ending in `.<suffix>`: at least one label more than the suffix.
+    Under(String),
+}
+
+impl DomainPattern {
+    /// An entry: `host` or `*.suffix`, each a host name as [`idp_host`] accepts it; a suffix
+    /// needs two labels at least, so that `*.com` cannot allow the whole internet.
+    pub fn parse(entry: &str) -> Option<Self> {
+        match entry.strip_prefix("*.") {
+            Some(suffix) => idp_host(suffix)
+                .filter(|s| s.contains('.'))
+                .map(Self::Under),
+            None => idp_host(entry).map(Self::Exact),
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            Self::Exact(h) => host == h,
+            Self::Under(suffix) => host
+                .strip_suffix(suffix.as_str())
+                .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+        }
+    }
 }
 
 impl Settings {
@@ -141,8 +200,81 @@ impl Settings {
                 }
             },
             skew: vars.seconds("WEBLINK_CLOCK_SKEW_SECONDS", 60)?.as_secs(),
+            scope: scope(vars)?,
+            idp_domains: idp_domains(vars)?,
+            guest_per_minute: vars
+                .get_or("WEBLINK_GUEST_REQUESTS_PER_MINUTE", "30")
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError {
+                    name: "WEBLINK_GUEST_REQUESTS_PER_MINUTE".into(),
+                    problem: "must be a whole number (0: no limit)".into(),
+                })?,
         })
     }
+}
+
+/// `WEBLINK_SCOPES`, normalised to single spaces; it must include `openid`.
+fn scope(vars: &Vars) -> Result<String, ConfigError> {
+    let scopes: Vec<&str> = vars
+        .get_or("WEBLINK_SCOPES", "openid profile email offline_access")
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !scopes.contains(&"openid") {
+        return Err(ConfigError {
+            name: "WEBLINK_SCOPES".into(),
+            problem: "must include `openid` (the sign-in is OpenID Connect)".into(),
+        });
+    }
+    Ok(scopes.join(" "))
+}
+
+/// `WEBLINK_IDP_DOMAINS`: every entry must be valid (a typo must not silently allow nothing, or
+/// more than meant), and the list must not be empty.
+fn idp_domains(vars: &Vars) -> Result<Vec<DomainPattern>, ConfigError> {
+    let problem = |problem: String| ConfigError {
+        name: "WEBLINK_IDP_DOMAINS".into(),
+        problem,
+    };
+    let patterns = vars
+        .get_or("WEBLINK_IDP_DOMAINS", DEFAULT_IDP_DOMAINS)
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            DomainPattern::parse(e).ok_or_else(|| {
+                problem(format!(
+                    "`{}` is neither a host name nor `*.` and a domain of two labels or more",
+                    web::printable(e)
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if patterns.is_empty() {
+        return Err(problem("must name at least one domain".into()));
+    }
+    Ok(patterns)
+}
+
+/// `domain`, lower-case, if it is a plain DNS host name: letters, digits and hyphens in dotted
+/// labels, at least two labels, which `url::Host` reads as a domain (so no IPv4 literal in any
+/// of its spellings, such as `0x7f.1`, nor IPv6), and not `localhost`. A URL built from it
+/// (`https://{domain}/token`) therefore names that host and nothing else: no port, userinfo,
+/// path or trailing dot.
+pub fn idp_host(domain: &str) -> Option<String> {
+    let lower = domain.to_ascii_lowercase();
+    if !is_host_name(&lower) || !lower.contains('.') {
+        return None;
+    }
+    match url::Host::parse(&lower) {
+        Ok(url::Host::Domain(d)) if d == lower => {}
+        _ => return None,
+    }
+    if lower == "localhost" || lower.ends_with(".localhost") {
+        return None;
+    }
+    Some(lower)
 }
 
 /// A portal's IDP settings, as the host lookup service gives them.
@@ -163,13 +295,82 @@ pub struct Idp {
     pub domain: String,
 }
 
-/// WebLink's per-container state: settings, the IDP keys, and cached portal lookups.
+/// What asking Administrate for a portal token came to, cached per portal.
+#[derive(Clone)]
+enum GuestOutcome {
+    /// A token, valid until `expires_at` (unix seconds).
+    Token {
+        token: SecretString,
+        expires_at: i64,
+    },
+    /// Administrate rate-limits the portal until `until`: asking again before would only
+    /// prolong it.
+    Locked { until: i64 },
+}
+
+impl GuestOutcome {
+    fn usable(&self, now: i64) -> bool {
+        match self {
+            Self::Token { expires_at, .. } => expires_at - GUEST_TOKEN_MARGIN > now,
+            Self::Locked { until } => *until > now,
+        }
+    }
+}
+
+/// One portal's slot: the first caller fetches, concurrent callers wait for that fetch (the
+/// cell, not a lock on the whole cache, is what they wait on). A failed fetch leaves it empty.
+type GuestSlot = Arc<tokio::sync::OnceCell<GuestOutcome>>;
+
+/// Token buckets per client: `per_minute` requests a minute, in bursts of as many.
+struct Limiter {
+    per_minute: u32,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl Limiter {
+    /// Spends one request of `client`'s budget, or says in how many seconds one is available.
+    fn spend(&self, client: &str) -> std::result::Result<(), u64> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let capacity = f64::from(self.per_minute);
+        let rate = capacity / 60.0;
+        let now = Instant::now();
+        let mut buckets = relock(&self.buckets);
+        if buckets.len() >= LIMITER_MAX_CLIENTS && !buckets.contains_key(client) {
+            buckets
+                .retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * rate < capacity);
+        }
+        let (tokens, at) = buckets.entry(client.to_owned()).or_insert((capacity, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(capacity);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((((1.0 - *tokens) / rate).ceil() as u64).max(1))
+        }
+    }
+}
+
+/// A std mutex's guard even if a panicking holder poisoned it: the maps it guards stay
+/// consistent at every step, so what a panic left behind is still usable.
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// WebLink's per-container state: settings, the IDP keys, cached portal lookups and tokens,
+/// and the guest-token limiter.
 pub struct Weblink {
     /// The settings.
     pub settings: Settings,
     /// The IDP's signing keys.
     pub jwks: Jwks,
     lookups: tokio::sync::Mutex<HashMap<String, (Instant, PortalConfig)>>,
+    /// By portal (only allowed portals ever get a slot, so this stays small). The std mutex is
+    /// held only to find or replace a slot, never across a call.
+    guest_tokens: Mutex<HashMap<String, GuestSlot>>,
+    limiter: Limiter,
 }
 
 impl Weblink {
@@ -178,9 +379,35 @@ impl Weblink {
         let settings = Settings::from_vars(vars)?;
         Ok(Self {
             jwks: Jwks::new(settings.jwks_url.clone()),
+            limiter: Limiter {
+                per_minute: settings.guest_per_minute,
+                buckets: Mutex::new(HashMap::new()),
+            },
             settings,
             lookups: tokio::sync::Mutex::new(HashMap::new()),
+            guest_tokens: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// `domain` as a host inside `WEBLINK_IDP_DOMAINS`, or why not. Checked when the lookup
+    /// answers, and again where a pinned domain is used (the callback, refreshes), so that
+    /// narrowing the list takes effect at once.
+    pub fn idp_domain(&self, domain: &str) -> Result<String> {
+        idp_host(domain)
+            .filter(|host| self.settings.idp_domains.iter().any(|p| p.matches(host)))
+            .ok_or_else(|| {
+                Error::Upstream(format!(
+                    "Administrate's host lookup gave an IDP domain (`{}`) that is not a host \
+                     name allowed by WEBLINK_IDP_DOMAINS",
+                    web::printable(domain)
+                ))
+            })
+    }
+
+    /// Drops the cached portal lookups, as a fresh container starts without them: the next
+    /// login asks the host lookup again.
+    pub async fn forget_lookups(&self) {
+        self.lookups.lock().await.clear();
     }
 
     fn allowed(&self, portal: &str) -> Result<()> {
@@ -261,11 +488,8 @@ pub async fn portal_config(app: &App, portal: &str) -> Result<PortalConfig> {
         .json()
         .await
         .map_err(|_| Error::Upstream("Administrate's host lookup answered unreadably".into()))?;
-    if !is_host_name(&config.idp.domain) {
-        return Err(Error::Upstream(
-            "Administrate's host lookup gave an IDP domain that is not a host name".into(),
-        ));
-    }
+    let mut config = config;
+    config.idp.domain = w.idp_domain(&config.idp.domain)?;
     cache.insert(portal.to_owned(), (Instant::now(), config.clone()));
     Ok(config)
 }
@@ -276,6 +500,27 @@ pub async fn portal_config(app: &App, portal: &str) -> Result<PortalConfig> {
 /// `POST /weblink/guest-token`.
 pub async fn guest_token(app: &App, req: Request) -> Response<Body> {
     web::respond(Format::Json, guest_token_flow(app, &req).await)
+}
+
+/// A 429 with `Retry-After: wait` and a JSON body saying why.
+fn too_many_requests(message: &str, wait: u64) -> Response<Body> {
+    let mut resp = web::json(
+        StatusCode::TOO_MANY_REQUESTS,
+        &json!({"error": "Too Many Requests", "message": message, "retry_after": wait}),
+    );
+    if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// Who is asking, for the per-client limit: API Gateway's source IP. Requests that carry none
+/// (the local server, hand-made events) are one client together.
+fn client_of(req: &Request) -> String {
+    req.extensions()
+        .get::<crate::app::RequestInfo>()
+        .and_then(|info| info.source_ip.clone())
+        .unwrap_or_default()
 }
 
 async fn guest_token_flow(app: &App, req: &Request) -> Result<Response<Body>> {
@@ -289,6 +534,54 @@ async fn guest_token_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         .and_then(Value::as_str)
         .ok_or_else(|| Error::BadRequest("`portal` is missing".into()))?;
     app.weblink.allowed(portal)?;
+    // The requests that can reach Administrate count against the client's budget; those refused
+    // above cost nothing upstream and are answered as what they are.
+    if let Err(wait) = app.weblink.limiter.spend(&client_of(req)) {
+        return Ok(too_many_requests(
+            "too many guest-token requests from this client; retry later",
+            wait,
+        ));
+    }
+    let portal = portal.to_ascii_lowercase();
+    match cached_guest_token(app, &portal).await? {
+        GuestOutcome::Token { token, expires_at } => Ok(web::json(
+            StatusCode::OK,
+            &json!({ "portal_token": token.expose_secret(), "expires_at": expires_at }),
+        )),
+        GuestOutcome::Locked { until } => Ok(too_many_requests(
+            "Administrate is rate limiting guest tokens for this portal",
+            u64::try_from(until - now()).unwrap_or(1).max(1),
+        )),
+    }
+}
+
+/// The portal's token (or Administrate's lock) from the cache, fetched once when missing or
+/// stale. The cache's mutex is held only to find, insert or drop the portal's slot; callers of
+/// one portal wait on that slot for its one fetch, and other portals are never held up.
+async fn cached_guest_token(app: &App, portal: &str) -> Result<GuestOutcome> {
+    let cache = &app.weblink.guest_tokens;
+    let mut outcome = None;
+    // A stale slot is replaced once; a freshly fetched outcome is used as it is.
+    for _ in 0..2 {
+        let slot = relock(cache).entry(portal.to_owned()).or_default().clone();
+        let got = slot
+            .get_or_try_init(|| fetch_guest_token(app, portal))
+            .await?
+            .clone();
+        if got.usable(now()) {
+            return Ok(got);
+        }
+        let mut map = relock(cache);
+        if map.get(portal).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+            map.remove(portal);
+        }
+        outcome = Some(got);
+    }
+    outcome.ok_or_else(|| Error::Internal("no guest token outcome".into()))
+}
+
+/// Asks Administrate's portal auth for a token of `portal`.
+async fn fetch_guest_token(app: &App, portal: &str) -> Result<GuestOutcome> {
     let resp = app
         .http
         .post(&app.weblink.settings.guest_url)
@@ -308,13 +601,14 @@ async fn guest_token_flow(app: &App, req: &Request) -> Result<Response<Body>> {
             let token = answer
                 .get("portal_token")
                 .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
                 .ok_or_else(|| {
                     Error::Upstream("Administrate's portal auth gave no token".into())
                 })?;
-            Ok(web::json(
-                StatusCode::OK,
-                &json!({ "portal_token": token, "expires_at": now() + GUEST_TOKEN_SECONDS }),
-            ))
+            Ok(GuestOutcome::Token {
+                token: SecretString::from(token.to_owned()),
+                expires_at: now() + GUEST_TOKEN_SECONDS,
+            })
         }
         404 => Err(Error::NotFound(
             "Administrate does not know this portal".into(),
@@ -322,16 +616,12 @@ async fn guest_token_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         403 => {
             let wait = answer
                 .get("lock_duration")
-                .and_then(Value::as_u64)
-                .unwrap_or(60);
-            let mut resp = web::json(
-                StatusCode::TOO_MANY_REQUESTS,
-                &json!({"error": "Too Many Requests", "message": "Administrate is rate limiting guest tokens for this portal", "retry_after": wait}),
-            );
-            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            Ok(resp)
+                .and_then(Value::as_i64)
+                .unwrap_or(60)
+                .clamp(1, 24 * 3600);
+            Ok(GuestOutcome::Locked {
+                until: now() + wait,
+            })
         }
         _ => Err(Error::Upstream(format!(
             "Administrate's portal auth answered {status}"
@@ -362,9 +652,14 @@ async fn login_flow(app: &App, req: &Request) -> Result<Response<Body>> {
             )
         })?;
     let verifier = new_verifier()?;
+    let nonce = crypto::random_token(32)?;
+    // What the callback uses: the IDP and client pinned here, never looked up again.
     let mut data = Map::new();
     data.insert("portal".into(), portal.clone().into());
     data.insert("verifier".into(), verifier.clone().into());
+    data.insert("nonce".into(), nonce.clone().into());
+    data.insert("idp_domain".into(), config.idp.domain.clone().into());
+    data.insert("client_id".into(), config.idp.client_id.clone().into());
     let state = flow::begin(app, PLATFORM, data).await?;
     url.query_pairs_mut()
         .append_pair("brand", &config.brand)
@@ -373,7 +668,9 @@ async fn login_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         .append_pair("code_challenge_method", "S256")
         .append_pair("redirect_uri", &redirect_uri)
         .append_pair("response_type", "code")
-        .append_pair("state", &state);
+        .append_pair("scope", &app.weblink.settings.scope)
+        .append_pair("state", &state)
+        .append_pair("nonce", &nonce);
     let mut resp = web::redirect(url.as_str())?;
     web::set_cookie(&mut resp, &STATE_COOKIE.set(app, &keys, &state))?;
     Ok(resp)
@@ -436,16 +733,26 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
             .unwrap_or_default()
             .to_owned()
     };
-    let (portal, verifier) = (text("portal"), text("verifier"));
-    let config = portal_config(app, &portal).await?;
+    let (portal, verifier, nonce) = (text("portal"), text("verifier"), text("nonce"));
+    let (client_id, pinned) = (text("client_id"), text("idp_domain"));
+    if [&portal, &verifier, &nonce, &client_id, &pinned]
+        .iter()
+        .any(|v| v.is_empty())
+    {
+        return Err(Error::BadRequest(
+            "this sign-in was started by an older version of the app; start again".into(),
+        ));
+    }
+    // Pinned at login; checked again so that a narrowed allow-list holds for flows under way.
+    let domain = app.weblink.idp_domain(&pinned)?;
     let redirect_uri = app.public_url(req, "/weblink/callback")?;
     let reply = token_call(
         app,
-        &config.idp.domain,
+        &domain,
         &[
             ("grant_type", "authorization_code"),
             ("code", code),
-            ("client_id", &config.idp.client_id),
+            ("client_id", &client_id),
             ("code_verifier", &verifier),
             ("redirect_uri", &redirect_uri),
         ],
@@ -462,7 +769,7 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     })?;
     let s = &app.weblink.settings;
     let mut audiences = s.audiences.clone();
-    audiences.push(config.idp.client_id.clone());
+    audiences.push(client_id.clone());
     let claims = oidc::verify_id_token(
         &app.http,
         &app.weblink.jwks,
@@ -470,7 +777,7 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         &Expect {
             issuers: &s.issuers,
             audiences: &audiences,
-            nonce: None,
+            nonce: Some(&nonce),
             code: None,
             access_token: Some(&reply.access_token),
             skew: s.skew,
@@ -497,8 +804,8 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     attrs.insert("sub".into(), claim("sub").into());
     attrs.insert("email".into(), claim("email").into());
     attrs.insert("name".into(), name.clone().into());
-    attrs.insert("idp_domain".into(), config.idp.domain.clone().into());
-    attrs.insert("client_id".into(), config.idp.client_id.clone().into());
+    attrs.insert("idp_domain".into(), domain.clone().into());
+    attrs.insert("client_id".into(), client_id.clone().into());
     let grant = Grant {
         access_token: SecretString::from(reply.access_token),
         refresh_token: reply.refresh_token.map(SecretString::from),
@@ -553,9 +860,16 @@ impl Refresher for WeblinkRefresher<'_> {
         app: &App,
         refresh_token: &SecretString,
     ) -> std::result::Result<Grant, RefreshError> {
+        // The session's IDP, pinned at sign-in; still inside the allow-list, or no refresh token
+        // is sent there.
+        let domain = app.weblink.idp_domain(self.domain).map_err(|_| {
+            RefreshError::Failed(Error::Unauthorized(
+                "the session's identity provider is not allowed any more; sign in again".into(),
+            ))
+        })?;
         let reply = token_call(
             app,
-            self.domain,
+            &domain,
             &[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh_token.expose_secret()),
@@ -638,5 +952,128 @@ mod tests {
         for bad in ["", "evil.com/x", "a@b.com", "b.com:443", "a..b", "x y"] {
             assert!(!is_host_name(bad), "{bad}");
         }
+        assert_eq!(
+            idp_host("Identity.GetAdministrate.com").as_deref(),
+            Some("identity.getadministrate.com")
+        );
+        for bad in [
+            "127.0.0.1",
+            "169.254.169.254",
+            "0x7f.1",
+            "2130706433",
+            "1.2.3",
+            "[::1]",
+            "::1",
+            "localhost",
+            "a.localhost",
+            "identity",
+            "identity.getadministrate.com.",
+            "identity.getadministrate.com:443",
+            "u@identity.getadministrate.com",
+            "https://identity.getadministrate.com",
+            "ídentity.getadministrate.com",
+            "xn--.com",
+        ] {
+            assert_eq!(idp_host(bad), None, "{bad}");
+        }
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> std::result::Result<Settings, ConfigError> {
+        Settings::from_vars(&Vars::from_pairs(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn the_idp_allow_list() {
+        let w = Weblink::from_vars(&Vars::default()).unwrap();
+        assert_eq!(
+            w.settings.idp_domains,
+            [
+                DomainPattern::Exact("identity.getadministrate.com".into()),
+                DomainPattern::Under("getadministrate.com".into())
+            ]
+        );
+        for good in [
+            "identity.getadministrate.com",
+            "demo.identity.getadministrate.com",
+            "IDENTITY.getadministrate.com",
+        ] {
+            assert!(w.idp_domain(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "getadministrate.com",
+            "evilgetadministrate.com",
+            "getadministrate.com.evil.com",
+            "identity.getadministrate.co",
+            "127.0.0.1",
+            "localhost",
+            "",
+        ] {
+            let err = w.idp_domain(bad).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_GATEWAY, "{bad}");
+        }
+        for bad in [
+            "*", "*.com", "*.", "**.a.com", "1.2.3.4", "a.com:1", ",", " ",
+        ] {
+            assert!(
+                settings(&[("WEBLINK_IDP_DOMAINS", bad)]).is_err(),
+                "`{bad}` is refused"
+            );
+        }
+        let s = settings(&[("WEBLINK_IDP_DOMAINS", " a.example.com , *.Example.org ")]).unwrap();
+        assert_eq!(
+            s.idp_domains,
+            [
+                DomainPattern::Exact("a.example.com".into()),
+                DomainPattern::Under("example.org".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn scope_and_limit_settings() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.scope, "openid profile email offline_access");
+        assert_eq!(s.guest_per_minute, 30);
+        let s = settings(&[("WEBLINK_SCOPES", "profile,openid")]).unwrap();
+        assert_eq!(s.scope, "profile openid");
+        assert!(settings(&[("WEBLINK_SCOPES", "profile email")]).is_err());
+        assert!(settings(&[("WEBLINK_GUEST_REQUESTS_PER_MINUTE", "-1")]).is_err());
+        assert!(settings(&[("WEBLINK_GUEST_REQUESTS_PER_MINUTE", "many")]).is_err());
+    }
+
+    /// Each client has its own budget: one client spending all of it does not limit another.
+    #[test]
+    fn the_limiter_counts_per_client() {
+        let limiter = Limiter {
+            per_minute: 3,
+            buckets: Mutex::new(HashMap::new()),
+        };
+        for _ in 0..3 {
+            assert_eq!(limiter.spend("203.0.113.7"), Ok(()));
+        }
+        let wait = limiter.spend("203.0.113.7").unwrap_err();
+        assert!((1..=20).contains(&wait), "{wait}");
+        assert_eq!(limiter.spend("198.51.100.1"), Ok(()));
+        let unlimited = Limiter {
+            per_minute: 0,
+            buckets: Mutex::new(HashMap::new()),
+        };
+        assert!((0..100).all(|_| unlimited.spend("x").is_ok()));
+    }
+
+    /// The client is API Gateway's source IP, carried from the event; a header cannot set it.
+    #[test]
+    fn the_client_is_the_events_source_ip() {
+        let event = json!({
+            "version": "2.0", "routeKey": "POST /weblink/guest-token",
+            "rawPath": "/weblink/guest-token", "rawQueryString": "",
+            "headers": {"x-forwarded-for": "192.0.2.99", "content-type": "application/json"},
+            "requestContext": {"http": {"method": "POST", "path": "/weblink/guest-token",
+                                        "sourceIp": "203.0.113.7"}},
+            "isBase64Encoded": false, "body": "{}"
+        });
+        let req = crate::lambda::request_from_json(&event.to_string()).unwrap();
+        assert_eq!(client_of(&req), "203.0.113.7");
+        assert_eq!(client_of(&Request::new(Body::Empty)), "");
     }
 }

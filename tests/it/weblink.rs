@@ -6,6 +6,10 @@ use gatehouse_local::simulators::haravan::HaravanSim;
 use serde_json::{Value, json};
 
 const PORTAL: &str = "demo.administrateweblink.com";
+/// The demo portal's IDP, as the simulator's host lookup names it.
+const IDP: &str = "demo.identity.getadministrate.com";
+/// Another IDP the simulator serves (the other portal's), inside the default allow-list.
+const OTHER_IDP: &str = "other.identity.getadministrate.com";
 
 /// login → the IDP's sign-in → the redirect back. Returns the callback URL (not yet visited).
 async fn sign_in(h: &Harness, b: &mut Browser) -> String {
@@ -19,6 +23,7 @@ async fn sign_in(h: &Harness, b: &mut Browser) -> String {
         ("response_type", Some("code")),
         ("brand", Some("demo-brand")),
         ("client_id", Some("demo-client")),
+        ("scope", Some("openid profile email offline_access")),
     ] {
         assert_eq!(query_param(&authorize, name).as_deref(), want, "{name}");
     }
@@ -31,6 +36,10 @@ async fn sign_in(h: &Harness, b: &mut Browser) -> String {
         Some(43)
     );
     assert!(query_param(&authorize, "state").is_some());
+    assert!(
+        query_param(&authorize, "nonce").is_some_and(|n| n.len() >= 32),
+        "a fresh nonce: {authorize}"
+    );
     let page = b.get(&authorize).await;
     assert_eq!(page.status, 200, "{}", page.body);
     let (action, mut fields) = HaravanSim::parse_form_post(&page.body);
@@ -303,7 +312,7 @@ async fn guest_tokens_for_allowed_portals_only() {
     let mut vars = Vars::default();
     vars.set(
         "WEBLINK_PORTALS",
-        format!("{PORTAL},ghost.administrateweblink.com"),
+        format!("{PORTAL},ghost.administrateweblink.com,other.administrateweblink.com"),
     );
     let h = Harness::start(Backend::Embedded, vars).await.unwrap();
     let sim = h.server.weblink.clone();
@@ -332,13 +341,14 @@ async fn guest_tokens_for_allowed_portals_only() {
     )
     .await;
     assert_eq!(status, 404, "unknown to Administrate: {body}");
+    // Administrate's failures for a portal not yet cached (a cached one is not asked).
+    sim.fail_next_guest(500);
+    let (status, _, body) = guest_from(&h, "other.administrateweblink.com").await;
+    assert_eq!(status, 502, "{body}");
     sim.rate_limit_next(42);
-    let (status, retry, body) = guest(&h, &json!({"portal": PORTAL}).to_string()).await;
+    let (status, retry, body) = guest_from(&h, "other.administrateweblink.com").await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(retry.as_deref(), Some("42"));
-    sim.fail_next_guest(500);
-    let (status, _, body) = guest(&h, &json!({"portal": PORTAL}).to_string()).await;
-    assert_eq!(status, 502, "{body}");
 }
 
 #[tokio::test]
@@ -354,4 +364,315 @@ async fn the_host_lookup_is_cached() {
         .await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert!(h.items("state#weblink").await.len() == 2);
+}
+
+/// The state of the sign-in a callback URL belongs to.
+async fn state_of(h: &Harness, callback: &str) -> gatehouse::store::Item {
+    let state = query_param(callback, "state").unwrap();
+    let key = gatehouse::store::Key::new("state#weblink", state);
+    h.server.app.store.get(&key).await.unwrap().unwrap()
+}
+
+/// An IDP domain from the host lookup that is not a host name inside `WEBLINK_IDP_DOMAINS` is
+/// refused before anything is stored or sent there: code, verifier and refresh tokens go only to
+/// the identity provider the operator allowed.
+#[tokio::test]
+async fn idp_domains_outside_the_allow_list_are_refused_at_login() {
+    let h = Harness::embedded().await;
+    let sim = h.server.weblink.clone();
+    for bad in [
+        "127.0.0.1",
+        "169.254.169.254",
+        "localhost",
+        "[::1]",
+        "0x7f.1",
+        "evil.example.com",
+        "getadministrate.com.evil.example.com",
+        "identity.getadministrate.com:8443",
+        "user@identity.getadministrate.com",
+        "identity.getadministrate.com/x",
+        "identity.getadministrate.com.",
+        "",
+    ] {
+        sim.add_portal(PORTAL, "demo-brand", "demo-client", bad);
+        h.server.app.weblink.forget_lookups().await;
+        let page = Browser::new()
+            .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
+            .await;
+        assert_eq!(page.status, 502, "{bad}: {}", page.body);
+        assert!(page.location.is_none(), "{bad}");
+        assert!(page.body.contains("IDP domain"), "{bad}: {}", page.body);
+        assert!(h.items("state#weblink").await.is_empty(), "{bad}");
+    }
+    // Inside the allow-list (the default: Administrate's identity domains) it goes through.
+    sim.add_portal(PORTAL, "demo-brand", "demo-client", IDP);
+    h.server.app.weblink.forget_lookups().await;
+    let mut b = Browser::new();
+    sign_in(&h, &mut b).await;
+}
+
+/// The allow-list is configurable: exact hosts and `*.suffix` patterns.
+#[tokio::test]
+async fn the_idp_allow_list_is_configurable() {
+    let mut vars = Vars::default();
+    vars.set("WEBLINK_IDP_DOMAINS", format!("{OTHER_IDP}, *.example.com"));
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let page = Browser::new()
+        .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
+        .await;
+    assert_eq!(
+        page.status, 502,
+        "{IDP} is no longer allowed: {}",
+        page.body
+    );
+    let sim = h.server.weblink.clone();
+    sim.add_portal(PORTAL, "demo-brand", "demo-client", OTHER_IDP);
+    h.server.app.weblink.forget_lookups().await;
+    let page = Browser::new()
+        .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
+        .await;
+    assert_eq!(page.status, 302, "{}", page.body);
+    for bad in [
+        "*",
+        "*.com",
+        "127.0.0.1",
+        "a.example.com:443",
+        "*.",
+        "https://a.example.com",
+    ] {
+        let mut vars = Vars::default();
+        vars.set("WEBLINK_IDP_DOMAINS", bad);
+        assert!(
+            gatehouse::weblink::Settings::from_vars(&vars).is_err(),
+            "{bad} is not a valid allow-list entry"
+        );
+    }
+}
+
+/// The callback exchanges the code where the login sent the user, with the client id the login
+/// used, whatever the host lookup says by then (another container, or Administrate's answer
+/// changed); and refreshes go to the session's IDP.
+#[tokio::test]
+async fn a_lookup_that_changes_after_login_does_not_move_the_code_exchange() {
+    let h = Harness::embedded().await;
+    let sim = h.server.weblink.clone();
+    let mut b = Browser::new();
+    let callback = sign_in(&h, &mut b).await;
+    // Another portal's IDP and client now, as far as the lookup is concerned; the IDP the user
+    // signed in at still serves its client (for another portal).
+    sim.add_portal(
+        "kept.administrateweblink.com",
+        "demo-brand",
+        "demo-client",
+        IDP,
+    );
+    sim.add_portal(PORTAL, "demo-brand", "other-client", OTHER_IDP);
+    h.server.app.weblink.forget_lookups().await;
+    let page = b.get(&callback).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(sim.token_requests_at(IDP, "authorization_code"), 1);
+    assert_eq!(sim.token_requests_at(OTHER_IDP, "authorization_code"), 0);
+    let session = h.items("session#weblink").await.remove(0);
+    assert_eq!(session.str("idp_domain"), Some(IDP));
+    assert_eq!(session.str("client_id"), Some("demo-client"));
+
+    let mut item = session;
+    item.attrs
+        .insert("expires_at".into(), (gatehouse::store::now() + 10).into());
+    h.server
+        .app
+        .store
+        .put(&item, gatehouse::store::Condition::Always)
+        .await
+        .unwrap();
+    let (status, body) = refresh(&h, &b).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sim.token_requests_at(IDP, "refresh_token"), 1);
+    assert_eq!(sim.token_requests_at(OTHER_IDP, "refresh_token"), 0);
+}
+
+/// The login keeps what the callback needs in its state: the nonce sent, and the IDP and
+/// client it sent the user to.
+#[tokio::test]
+async fn the_state_holds_the_nonce_and_the_idp() {
+    let h = Harness::embedded().await;
+    let mut b = Browser::new();
+    let start = b
+        .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
+        .await;
+    let authorize = start.location.unwrap();
+    let state = state_of(
+        &h,
+        &format!(
+            "{}?state={}",
+            h.url("/weblink/callback"),
+            query_param(&authorize, "state").unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(
+        state.str("nonce"),
+        query_param(&authorize, "nonce").as_deref()
+    );
+    assert_eq!(state.str("idp_domain"), Some(IDP));
+    assert_eq!(state.str("client_id"), Some("demo-client"));
+
+    // A state without them (an older app's) is refused as such, not looked up again.
+    for field in ["nonce", "idp_domain", "client_id"] {
+        let mut b = Browser::new();
+        let callback = sign_in(&h, &mut b).await;
+        let mut item = state_of(&h, &callback).await;
+        item.attrs.remove(field);
+        h.server
+            .app
+            .store
+            .put(&item, gatehouse::store::Condition::Always)
+            .await
+            .unwrap();
+        let lookups = h.server.weblink.host_lookups();
+        let page = b.get(&callback).await;
+        assert_eq!(page.status, 400, "{field}: {}", page.body);
+        assert_eq!(h.server.weblink.host_lookups(), lookups, "{field}");
+        assert_eq!(sessions(&h).await, 0, "{field}");
+    }
+}
+
+/// An id_token without this sign-in's nonce (none at all, or another one: a token replayed from
+/// another sign-in) is refused, and nothing is stored.
+#[tokio::test]
+async fn id_tokens_without_this_sign_ins_nonce_are_refused() {
+    let h = Harness::embedded().await;
+    let sim = h.server.weblink.clone();
+    for forged in [None, Some("another-sign-ins-nonce")] {
+        let mut b = Browser::new();
+        let callback = sign_in(&h, &mut b).await;
+        sim.forge_next_nonce(forged);
+        let page = b.get(&callback).await;
+        assert_eq!(page.status, 401, "{forged:?}: {}", page.body);
+        assert!(page.body.contains("nonce"), "{forged:?}: {}", page.body);
+        assert_eq!(sessions(&h).await, 0, "{forged:?}");
+    }
+    let mut b = Browser::new();
+    let callback = sign_in(&h, &mut b).await;
+    assert_eq!(b.get(&callback).await.status, 200);
+}
+
+/// `WEBLINK_SCOPES` is what the authorization request asks for; it must include `openid`,
+/// which an OpenID provider requires (the simulator, as one, sends a request without it back
+/// with `invalid_scope`).
+#[tokio::test]
+async fn the_scope_is_configurable_and_must_include_openid() {
+    let mut vars = Vars::default();
+    vars.set("WEBLINK_SCOPES", "openid email");
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let start = Browser::new()
+        .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
+        .await;
+    assert_eq!(start.status, 302, "{}", start.body);
+    assert_eq!(
+        query_param(&start.location.unwrap(), "scope").as_deref(),
+        Some("openid email")
+    );
+    for bad in ["profile email", "openidx", "email,profile"] {
+        let mut vars = Vars::default();
+        vars.set("WEBLINK_SCOPES", bad);
+        assert!(
+            gatehouse::weblink::Settings::from_vars(&vars).is_err(),
+            "{bad:?} lacks openid"
+        );
+    }
+}
+
+async fn guest_from(h: &Harness, portal: &str) -> (u16, Option<String>, Value) {
+    guest(h, &json!({ "portal": portal }).to_string()).await
+}
+
+/// Twenty guests of one portal, all at once, cost Administrate one call: the portal token is
+/// cached per container until shortly before it expires, and concurrent callers wait for the
+/// one fetch.
+#[tokio::test]
+async fn twenty_guest_tokens_for_one_portal_make_one_call() {
+    let h = Harness::embedded().await;
+    let sim = h.server.weblink.clone();
+    let url = h.url("/weblink/guest-token");
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let resp = reqwest::Client::new()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(json!({ "portal": PORTAL }).to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for handle in handles {
+        answers.push(handle.await.unwrap());
+    }
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    let token = &answers[0].1["portal_token"];
+    assert!(answers.iter().all(|(_, v)| &v["portal_token"] == token));
+    assert!(
+        answers
+            .iter()
+            .all(|(_, v)| v["expires_at"] == answers[0].1["expires_at"])
+    );
+    assert_eq!(sim.guest_requests(), 1);
+    assert_eq!(
+        sim.guest_token_portal(token.as_str().unwrap()).as_deref(),
+        Some(PORTAL)
+    );
+}
+
+/// Administrate's rate limiting of a portal is remembered until it ends, so callers do not
+/// keep asking (and extending it); failures are not cached.
+#[tokio::test]
+async fn administrates_rate_limit_is_remembered_and_failures_are_not_cached() {
+    let h = Harness::embedded().await;
+    let sim = h.server.weblink.clone();
+    sim.fail_next_guest(500);
+    assert_eq!(guest_from(&h, PORTAL).await.0, 502);
+    sim.rate_limit_next(42);
+    let (status, retry, _) = guest_from(&h, PORTAL).await;
+    assert_eq!((status, retry.as_deref()), (429, Some("42")));
+    let (status, retry, _) = guest_from(&h, PORTAL).await;
+    assert_eq!(status, 429);
+    let retry: u64 = retry.unwrap().parse().unwrap();
+    assert!((40..=42).contains(&retry), "{retry}");
+    assert_eq!(sim.guest_requests(), 2, "the lock is remembered");
+}
+
+/// A client (by source IP) over `WEBLINK_GUEST_REQUESTS_PER_MINUTE` requests for served portals
+/// gets a 429 with `Retry-After`, and costs nothing upstream. The local server carries no source IP, so all
+/// its callers are one client.
+#[tokio::test]
+async fn a_client_over_its_guest_token_limit_gets_429() {
+    let mut vars = Vars::default();
+    vars.set("WEBLINK_GUEST_REQUESTS_PER_MINUTE", "5");
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let sim = h.server.weblink.clone();
+    for _ in 0..5 {
+        assert_eq!(guest_from(&h, PORTAL).await.0, 200);
+    }
+    let (status, retry, body) = guest_from(&h, PORTAL).await;
+    assert_eq!(status, 429, "{body}");
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("too many")),
+        "{body}"
+    );
+    assert_eq!(sim.guest_requests(), 1);
+    // Requests refused before any upstream work are answered as what they are, and not counted.
+    let (status, _, body) = guest_from(&h, "evil.example.com").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(guest(&h, "not json").await.0, 400);
 }

@@ -8,9 +8,12 @@
 //!   portal; 404 for an unknown one, 400 for a bad body; 403 `{"error","lock_duration"}` (rate
 //!   limited) or any other status when a test asks for it.
 //! - `GET  /portal_config?host=<portal>` — the host lookup: `{"brand","idp":{"client_id","domain"}}`.
-//! - `GET  /idp/{domain}/authorize?brand&client_id&code_challenge&code_challenge_method=S256&redirect_uri&response_type=code&state`
+//! - `GET  /idp/{domain}/authorize?brand&client_id&code_challenge&code_challenge_method=S256&redirect_uri&response_type=code&scope&state[&nonce]`
 //!   — validates the request and shows a sign-in page (email and password) whose form POSTs to
-//!   `login`. `/idp/{domain}` stands in for `https://{domain}`.
+//!   `login`. `/idp/{domain}` stands in for `https://{domain}`. As an OpenID provider does
+//!   (OpenID Connect Core §3.1.2.6), a request whose `scope` lacks `openid` is sent back to the
+//!   (valid) redirect URI with `error=invalid_scope` and the state; a `nonce` is echoed into the
+//!   id_token of the code it yields.
 //! - `POST /idp/{domain}/login` — a known user with the password `password`: 302 to the redirect
 //!   URI with `code` and `state`. Each code is honoured once, within ten minutes.
 //! - `POST /idp/{domain}/token` — a JSON body as the document shows it, or a form: the code with
@@ -118,7 +121,11 @@ struct Inner {
     guest_requests: AtomicUsize,
     host_lookups: AtomicUsize,
     jwks_fetches: AtomicUsize,
-    token_requests: Mutex<HashMap<String, usize>>,
+    /// By (IDP domain, grant type).
+    token_requests: Mutex<HashMap<(String, String), usize>>,
+    /// When set, the next code exchange's id_token carries this nonce (`None`: no nonce claim)
+    /// instead of the one of its authorize request.
+    nonce_override: Mutex<Option<Option<String>>>,
     access_token_lifetime: AtomicU64,
     token_delay: Mutex<Duration>,
 }
@@ -145,6 +152,8 @@ struct Subject {
 
 struct CodeGrant {
     subject: Subject,
+    /// The authorize request's nonce, echoed into the id_token.
+    nonce: Option<String>,
     redirect_uri: String,
     code_challenge: String,
     expires_at: u64,
@@ -156,8 +165,10 @@ impl WeblinkSim {
     /// `app_base` (`http://127.0.0.1:3000`, whose redirect URI `{app_base}/weblink/callback` is
     /// registered with every portal's client). It knows two portals:
     /// `demo.administrateweblink.com` (brand `demo-brand`, client `demo-client`, IDP
-    /// `identity.demo`) and `other.administrateweblink.com` (`other-brand`, `other-client`,
-    /// `identity.other`), and two users, `jane@example.com` and `john@example.com`.
+    /// `demo.identity.getadministrate.com`) and `other.administrateweblink.com` (`other-brand`,
+    /// `other-client`, `other.identity.getadministrate.com`), and two users, `jane@example.com`
+    /// and `john@example.com`. The IDP domains are Administrate's, as the app's default
+    /// allow-list expects.
     ///
     /// # Panics
     /// If no RSA key can be generated.
@@ -176,6 +187,7 @@ impl WeblinkSim {
                 host_lookups: AtomicUsize::new(0),
                 jwks_fetches: AtomicUsize::new(0),
                 token_requests: Mutex::new(HashMap::new()),
+                nonce_override: Mutex::new(None),
                 access_token_lifetime: AtomicU64::new(DEFAULT_ACCESS_TOKEN_LIFETIME),
                 token_delay: Mutex::new(Duration::ZERO),
             }),
@@ -184,13 +196,13 @@ impl WeblinkSim {
             "demo.administrateweblink.com",
             "demo-brand",
             "demo-client",
-            "identity.demo",
+            "demo.identity.getadministrate.com",
         );
         sim.add_portal(
             "other.administrateweblink.com",
             "other-brand",
             "other-client",
-            "identity.other",
+            "other.identity.getadministrate.com",
         );
         sim
     }
@@ -298,9 +310,25 @@ impl WeblinkSim {
     /// that could not be read.
     pub fn token_requests(&self, grant: &str) -> usize {
         lock(&self.inner.token_requests)
-            .get(grant)
+            .iter()
+            .filter(|((_, g), _)| g == grant)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// As [`token_requests`](Self::token_requests), counting only those that arrived at the IDP
+    /// of `domain`: where the app sent its codes and refresh tokens.
+    pub fn token_requests_at(&self, domain: &str, grant: &str) -> usize {
+        lock(&self.inner.token_requests)
+            .get(&(domain.to_owned(), grant.to_owned()))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The next code exchange's id_token carries `nonce` (`None`: no `nonce` claim at all)
+    /// instead of its authorize request's: for tests of an app's nonce check.
+    pub fn forge_next_nonce(&self, nonce: Option<&str>) {
+        *lock(&self.inner.nonce_override) = Some(nonce.map(str::to_owned));
     }
 
     /// Holds every token request this long before handling it, to widen races in tests.
@@ -449,13 +477,16 @@ impl WeblinkSim {
             portal,
             redirect_uri: redirect_uri.to_owned(),
             code_challenge: code_challenge.to_owned(),
+            scope: p.get("scope").unwrap_or_default().to_owned(),
+            nonce: p.get("nonce").map(str::to_owned),
             state: state.to_owned(),
         })
     }
 
-    /// An id_token for `subject`, issued at `iat`, with the document's claims in its order.
-    fn id_token(&self, subject: &Subject, iat: u64) -> String {
-        self.sign_id_token(&json!({
+    /// An id_token for `subject`, issued at `iat`, with the document's claims in its order, and
+    /// the authorize request's `nonce` when it had one (OpenID Connect Core §2).
+    fn id_token(&self, subject: &Subject, nonce: Option<&str>, iat: u64) -> String {
+        let mut claims = json!({
             "iss": ISSUER,
             "sub": subject.sub,
             "aud": AUDIENCE,
@@ -464,11 +495,16 @@ impl WeblinkSim {
             "email": subject.user.email,
             "given_name": subject.user.given_name,
             "family_name": subject.user.family_name,
-        }))
+        });
+        if let Some(nonce) = nonce {
+            claims["nonce"] = json!(nonce);
+        }
+        self.sign_id_token(&claims)
     }
 
-    /// Fresh access, id and refresh tokens for `subject`, as the token endpoint's answer.
-    fn issue_tokens(&self, subject: Subject) -> Response {
+    /// Fresh access, id and refresh tokens for `subject`, as the token endpoint's answer; the
+    /// id_token carries `nonce` (a code's; refreshed id_tokens carry none).
+    fn issue_tokens(&self, subject: Subject, nonce: Option<&str>) -> Response {
         let lifetime = self.inner.access_token_lifetime.load(Ordering::SeqCst);
         let iat = now();
         // The document calls them all JWTs, verifiable with the IDP's key.
@@ -480,7 +516,7 @@ impl WeblinkSim {
             "iat": iat,
             "jti": random_hex(16),
         }));
-        let id_token = self.id_token(&subject, iat);
+        let id_token = self.id_token(&subject, nonce, iat);
         let refresh_token = random_hex(32);
         let mut grants = lock(&self.inner.grants);
         grants
@@ -532,9 +568,11 @@ impl WeblinkSim {
             if !Self::valid_verifier(verifier) || Self::challenge(verifier) != c.code_challenge {
                 return invalid_grant("PKCE verification failed");
             }
-            c.subject.clone()
+            (c.subject.clone(), c.nonce.clone())
         };
-        self.issue_tokens(subject)
+        let (subject, nonce) = subject;
+        let nonce = lock(&self.inner.nonce_override).take().unwrap_or(nonce);
+        self.issue_tokens(subject, nonce.as_deref())
     }
 
     fn redeem_refresh(&self, domain: &str, client_id: &str, p: &Params) -> Response {
@@ -558,7 +596,7 @@ impl WeblinkSim {
             }
             subject
         };
-        self.issue_tokens(subject)
+        self.issue_tokens(subject, None)
     }
 }
 
@@ -589,21 +627,46 @@ struct AuthRequest {
     portal: Portal,
     redirect_uri: String,
     code_challenge: String,
+    /// As sent (possibly empty); [`AuthRequest::scope_error`] judges it.
+    scope: String,
+    nonce: Option<String>,
     state: String,
 }
 
 impl AuthRequest {
     /// The request again, as the sign-in form's hidden fields.
-    fn fields(&self) -> [(&'static str, &str); 7] {
-        [
-            ("brand", &self.portal.brand),
+    fn fields(&self) -> Vec<(&'static str, &str)> {
+        let mut fields = vec![
+            ("brand", self.portal.brand.as_str()),
             ("client_id", &self.portal.client_id),
             ("code_challenge", &self.code_challenge),
             ("code_challenge_method", "S256"),
             ("redirect_uri", &self.redirect_uri),
             ("response_type", "code"),
+            ("scope", &self.scope),
             ("state", &self.state),
-        ]
+        ];
+        if let Some(nonce) = &self.nonce {
+            fields.push(("nonce", nonce));
+        }
+        fields
+    }
+
+    /// The redirect an OpenID provider answers a request without the `openid` scope with: an
+    /// OpenID Connect request must carry it (Core §3.1.2.1), and the error goes back to the
+    /// client, whose redirect URI is known good by now (§3.1.2.6).
+    fn scope_error(&self) -> Option<Response> {
+        if self.scope.split(' ').any(|s| s == "openid") {
+            return None;
+        }
+        Some(found(&with_query(
+            &self.redirect_uri,
+            &[
+                ("error", "invalid_scope"),
+                ("error_description", "the scope must include openid"),
+                ("state", &self.state),
+            ],
+        )))
     }
 }
 
@@ -800,7 +863,9 @@ async fn authorize(
     let req = Params::parse(raw.unwrap_or_default().as_bytes())
         .and_then(|p| sim.check_authorize(&domain, &p));
     match req {
-        Ok(req) => sign_in_page(&sim, &domain, &req, None),
+        Ok(req) => req
+            .scope_error()
+            .unwrap_or_else(|| sign_in_page(&sim, &domain, &req, None)),
         Err(why) => error_page(StatusCode::BAD_REQUEST, &why),
     }
 }
@@ -817,6 +882,9 @@ async fn login(State(sim): State<WeblinkSim>, Path(domain): Path<String>, body: 
         Ok(req) => req,
         Err(why) => return error_page(StatusCode::BAD_REQUEST, &why),
     };
+    if let Some(refusal) = req.scope_error() {
+        return refusal;
+    }
     if params.get("cancel").is_some() {
         return found(&with_query(
             &req.redirect_uri,
@@ -851,6 +919,7 @@ async fn login(State(sim): State<WeblinkSim>, Path(domain): Path<String>, body: 
                 sub: user.sub(req.portal.tenant()),
                 user,
             },
+            nonce: req.nonce.clone(),
             redirect_uri: req.redirect_uri.clone(),
             code_challenge: req.code_challenge.clone(),
             expires_at: now() + CODE_LIFETIME,
@@ -877,7 +946,7 @@ async fn token(
         .unwrap_or_default()
         .to_owned();
     *lock(&sim.inner.token_requests)
-        .entry(grant_type.clone())
+        .entry((domain.clone(), grant_type.clone()))
         .or_default() += 1;
     let delay = *lock(&sim.inner.token_delay);
     if !delay.is_zero() {

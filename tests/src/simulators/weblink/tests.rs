@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 const PORTAL: &str = "demo.administrateweblink.com";
 const BRAND: &str = "demo-brand";
 const CLIENT_ID: &str = "demo-client";
-const IDP: &str = "identity.demo";
+const IDP: &str = "demo.identity.getadministrate.com";
 const JANE: &str = "jane@example.com";
 const STATE: &str = "st<&>ate";
+/// The scope an OpenID Connect client sends.
+const SCOPE: &str = "openid profile email offline_access";
+const NONCE: &str = "n-0S6_WzA2Mj";
 
 /// The simulator mounted at `/_sim/weblink` on its own server.
 struct Env {
@@ -128,7 +131,9 @@ impl Env {
             ("code_challenge_method", "S256".into()),
             ("redirect_uri", self.redirect_uri()),
             ("response_type", "code".into()),
+            ("scope", SCOPE.into()),
             ("state", STATE.into()),
+            ("nonce", NONCE.into()),
         ]
     }
 
@@ -403,7 +408,7 @@ async fn host_lookup() {
         env.host_lookup("other.administrateweblink.com").await,
         (
             200,
-            json!({"brand": "other-brand", "idp": {"client_id": "other-client", "domain": "identity.other"}})
+            json!({"brand": "other-brand", "idp": {"client_id": "other-client", "domain": "other.identity.getadministrate.com"}})
         )
     );
     assert_eq!(
@@ -454,6 +459,10 @@ async fn code_flow_with_the_documents_json_request() {
     assert_eq!(claims["email"], JANE);
     assert_eq!(claims["given_name"], "Jane");
     assert_eq!(claims["family_name"], "Smith");
+    assert_eq!(
+        claims["nonce"], NONCE,
+        "the authorize request's nonce, echoed"
+    );
     let iat = claims["iat"].as_u64().unwrap();
     assert_eq!(claims["exp"].as_u64().unwrap(), iat + 36_000);
     let now = std::time::SystemTime::now()
@@ -481,10 +490,15 @@ async fn code_flow_with_a_form_request_at_another_portal() {
         ("code_challenge_method", "S256".into()),
         ("redirect_uri", env.redirect_uri()),
         ("response_type", "code".into()),
+        ("scope", "openid".into()),
         ("state", STATE.into()),
     ];
     let code = env
-        .sign_in_at("identity.other", &params, "JOHN@example.com")
+        .sign_in_at(
+            "other.identity.getadministrate.com",
+            &params,
+            "JOHN@example.com",
+        )
         .await;
     let redirect_uri = env.redirect_uri();
     let form = [
@@ -494,10 +508,12 @@ async fn code_flow_with_a_form_request_at_another_portal() {
         ("code_verifier", &verifier),
         ("redirect_uri", &redirect_uri),
     ];
-    // The code belongs to identity.other's client, not to identity.demo.
+    // The code belongs to other.identity.getadministrate.com's client, not to demo.identity.getadministrate.com.
     let (status, body) = env.token_form(IDP, &form).await;
     assert_eq!((status, &body["error"]), (401, &json!("invalid_client")));
-    let (status, body) = env.token_form("identity.other", &form).await;
+    let (status, body) = env
+        .token_form("other.identity.getadministrate.com", &form)
+        .await;
     assert_eq!(status, 200, "{body}");
     let claims = env
         .verify(body["id_token"].as_str().unwrap())
@@ -511,6 +527,10 @@ async fn code_flow_with_a_form_request_at_another_portal() {
             &claims["family_name"]
         ),
         (&json!("john@example.com"), &json!("John"), &json!("Doe"))
+    );
+    assert!(
+        claims.get("nonce").is_none(),
+        "no nonce asked for, none given"
     );
     assert_eq!(env.sim.token_requests("authorization_code"), 2);
 }
@@ -624,8 +644,13 @@ async fn authorize_refusals() {
         .authorize(IDP, &with("code_challenge_method", Some("plain")))
         .await;
     assert!(plain.text().await.unwrap().contains("S256"));
-    // demo-client is not a client of identity.other; no portal's IDP is at identity.nowhere.
-    assert_eq!(env.authorize("identity.other", &good).await.status(), 400);
+    // demo-client is not a client of other.identity.getadministrate.com; no portal's IDP is at identity.nowhere.
+    assert_eq!(
+        env.authorize("other.identity.getadministrate.com", &good)
+            .await
+            .status(),
+        400
+    );
     assert_eq!(env.authorize("identity.nowhere", &good).await.status(), 404);
 }
 
@@ -665,7 +690,7 @@ async fn refresh_rotates() {
     // Another client cannot use it, and the refusal does not spend it.
     let (status, body) = env
         .token_json(
-            "identity.other",
+            "other.identity.getadministrate.com",
             &json!({"grant_type": "refresh_token", "refresh_token": old_refresh, "client_id": "other-client"}),
         )
         .await;
@@ -828,4 +853,107 @@ async fn token_settings() {
         .await
         .unwrap();
     assert_eq!(claims["given_name"], "Ann");
+}
+
+/// An OpenID provider answers a request without `openid` in its scope by sending the error
+/// back to the (registered) redirect URI, never with a sign-in page; with it, the page.
+#[tokio::test]
+async fn authorize_without_openid_is_sent_back_with_invalid_scope() {
+    let env = start().await;
+    let good = env.authorize_params(&independent_challenge(&verifier()));
+    let with_scope = |scope: Option<&str>| -> Vec<(&'static str, String)> {
+        let mut params: Vec<_> = good
+            .iter()
+            .filter(|(k, _)| *k != "scope")
+            .cloned()
+            .collect();
+        if let Some(scope) = scope {
+            params.push(("scope", scope.to_owned()));
+        }
+        params
+    };
+    for scope in [
+        None,
+        Some(""),
+        Some("profile email"),
+        Some("openidx profile"),
+    ] {
+        let resp = env.authorize(IDP, &with_scope(scope)).await;
+        let query = location_query(&resp, &format!("{}?", env.redirect_uri()));
+        assert_eq!(query["error"], "invalid_scope", "{scope:?}");
+        assert_eq!(query["state"], STATE, "{scope:?}");
+        assert!(!query.contains_key("code"), "{scope:?}");
+    }
+    // The same check when the form is posted: a stripped hidden field yields no code.
+    let page = env.authorize(IDP, &good).await;
+    let resp = env
+        .submit(
+            page,
+            IDP,
+            &[
+                ("email", JANE),
+                ("password", "password"),
+                ("scope", "profile"),
+            ],
+        )
+        .await;
+    let query = location_query(&resp, &format!("{}?", env.redirect_uri()));
+    assert_eq!(query["error"], "invalid_scope");
+    for scope in ["openid", "profile openid"] {
+        let resp = env.authorize(IDP, &with_scope(Some(scope))).await;
+        assert_eq!(resp.status(), 200, "{scope}");
+    }
+}
+
+/// The id_token carries the nonce of the authorize request its code came from, unless a test
+/// forges it for one exchange.
+#[tokio::test]
+async fn the_nonce_is_echoed_and_can_be_forged_once() {
+    let env = start().await;
+    let verifier = verifier();
+    let nonce_of = |body: &Value| -> Option<String> {
+        let token = body["id_token"].as_str().unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        claims["nonce"].as_str().map(str::to_owned)
+    };
+    let code = env.sign_in(&verifier).await;
+    env.sim.forge_next_nonce(None);
+    let (status, body) = env.exchange(&code, &verifier).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(nonce_of(&body), None);
+    let code = env.sign_in(&verifier).await;
+    env.sim.forge_next_nonce(Some("another"));
+    assert_eq!(
+        nonce_of(&env.exchange(&code, &verifier).await.1).as_deref(),
+        Some("another")
+    );
+    let code = env.sign_in(&verifier).await;
+    assert_eq!(
+        nonce_of(&env.exchange(&code, &verifier).await.1).as_deref(),
+        Some(NONCE)
+    );
+}
+
+/// Token requests are counted per IDP domain, so a test can tell where the app sent a code.
+#[tokio::test]
+async fn token_requests_are_counted_per_domain() {
+    let env = start().await;
+    let verifier = verifier();
+    let code = env.sign_in(&verifier).await;
+    env.exchange(&code, &verifier).await;
+    env.token_json(
+        "other.identity.getadministrate.com",
+        &json!({"code": "x", "client_id": "other-client"}),
+    )
+    .await;
+    assert_eq!(env.sim.token_requests_at(IDP, "authorization_code"), 1);
+    assert_eq!(
+        env.sim
+            .token_requests_at("other.identity.getadministrate.com", "authorization_code"),
+        1
+    );
+    assert_eq!(env.sim.token_requests("authorization_code"), 2);
+    assert_eq!(env.sim.token_requests_at(IDP, "refresh_token"), 0);
 }
