@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod budget;
 pub mod config;
 pub mod crypto;
 pub mod error;

@@ -1,6 +1,7 @@
 //! Gatehouse's integration tests, in one binary so that they build once.
 
 mod bad_input;
+mod budget;
 mod events;
 mod faults;
 mod haravan;
