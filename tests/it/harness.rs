@@ -2,6 +2,7 @@
 //! and a minimal browser: a cookie jar, no redirects followed, so each hop can be asserted.
 
 use gatehouse::config::Vars;
+use gatehouse_local::faultproxy::FaultProxy;
 use gatehouse_local::server::{self, LocalServer};
 use std::collections::HashMap;
 
@@ -9,6 +10,13 @@ use std::collections::HashMap;
 pub struct Harness {
     pub server: LocalServer,
     _dir: tempfile::TempDir,
+}
+
+/// The table of a server on DynamoDB, reached around the fault proxy: what the tests read and
+/// seed directly, not through the app.
+pub struct Table {
+    /// The table as a store (the app's item layout), on a client of the proxy's direct address.
+    pub store: gatehouse::store::DynamoStore,
 }
 
 /// Which store the server runs on.
@@ -56,6 +64,46 @@ impl Harness {
             .await
             .expect("local server starts");
         Harness { server, _dir: dir }
+    }
+
+    /// A server whose app keeps its store in a fresh table on the DynamoDB-compatible server,
+    /// reached through a fault proxy seeded with `seed` (the app's own AWS configuration and
+    /// timeouts otherwise). Also a client of the table that goes around the faults (the proxy's
+    /// direct address). `None` when no such server is configured (the test is skipped).
+    pub async fn on_proxied_dynamo(vars: Vars, seed: u64) -> Option<(Harness, FaultProxy, Table)> {
+        let sdk = crate::support::sdk_config().await?;
+        let proxy = crate::support::fault_proxy(seed).await?;
+        let name = format!("gatehouse-it-{}", uuid::Uuid::new_v4().simple());
+        let direct = crate::support::dynamo_client_at(
+            &sdk,
+            &proxy.direct_endpoint(),
+            3,
+            std::time::Duration::from_secs(10),
+        );
+        gatehouse::store::create_table(&direct, &name)
+            .await
+            .expect("create table");
+        let endpoint = proxy.endpoint();
+        let table = name.clone();
+        let h = Harness::start_with(vars, move |vars| async move {
+            let config = gatehouse::config::Config::from_vars(&vars)?;
+            let sdk = gatehouse::app::aws_sdk_config(&config).await;
+            let client = aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&sdk)
+                    .endpoint_url(endpoint)
+                    .build(),
+            );
+            let store = std::sync::Arc::new(gatehouse::store::DynamoStore::new(client, table));
+            Ok(gatehouse::App::with_store(
+                &vars,
+                config,
+                store,
+                Some(&sdk),
+            )?)
+        })
+        .await;
+        let store = gatehouse::store::DynamoStore::new(direct, name);
+        Some((h, proxy, Table { store }))
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -3,6 +3,7 @@
 mod bad_input;
 mod budget;
 mod events;
+mod exactly_once;
 mod fault_proxy;
 mod faults;
 mod haravan;
