@@ -324,3 +324,130 @@ async fn requests_are_selected_by_operation_count_and_seeded_chance() {
     let hits = a.iter().filter(|x| **x).count();
     assert!((10..=30).contains(&hits), "{hits} of 40 at p = 0.5");
 }
+
+/// The same transactions, through `gatehouse::store::DynamoStore`, on a fresh table: what each
+/// answered and what the table holds afterwards.
+async fn transactions(emulated: bool) -> Option<(Vec<String>, Vec<String>)> {
+    use gatehouse::store::{Condition, DynamoStore, Item, Key, Store, Write};
+    use serde_json::{Map, json};
+    let (proxy, table, sdk, direct) = setup(8).await?;
+    proxy.emulate_transactions(emulated);
+    let store = DynamoStore::new(
+        dynamo_client_at(&sdk, &proxy.endpoint(), 1, Duration::from_secs(10)),
+        table.clone(),
+    );
+    let seeded = DynamoStore::new(direct, table);
+    let attrs = |pairs: &[(&str, serde_json::Value)]| -> Map<String, serde_json::Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    };
+    let mark = |n: &str| {
+        Write::Put(
+            Item::new(Key::new("mark", n), Map::new()),
+            Condition::Absent,
+        )
+    };
+    let install = Key::new("install", "org");
+    let set_shop = |shop: &str| Write::Update {
+        key: install.clone(),
+        set: attrs(&[("shop", json!({"name": shop})), ("at", json!(1))]),
+        condition: Condition::Always,
+    };
+    let mut answers = Vec::new();
+    let mut note = |r: Result<(), gatehouse::store::StoreError>| answers.push(format!("{r:?}"));
+    // No install yet: the update's condition fails, the mark is not written.
+    note(store.transact(&[mark("1"), set_shop("a")]).await);
+    seeded
+        .put(
+            &Item::new(install.clone(), attrs(&[("version", json!(1))])),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    note(store.transact(&[mark("1"), set_shop("a")]).await);
+    // Again: the mark is there now.
+    note(store.transact(&[mark("1"), set_shop("b")]).await);
+    note(
+        store
+            .transact(&[
+                Write::Update {
+                    key: install.clone(),
+                    set: attrs(&[("version", json!(2))]),
+                    condition: Condition::AttrEquals("version".into(), json!(1)),
+                },
+                mark("2"),
+            ])
+            .await,
+    );
+    note(
+        store
+            .transact(&[
+                Write::Check(
+                    install.clone(),
+                    Condition::AttrEquals("version".into(), json!(1)),
+                ),
+                mark("3"),
+            ])
+            .await,
+    );
+    // An expired item is absent.
+    seeded
+        .put(
+            &Item::new(Key::new("mark", "old"), Map::new()).expiring_at(1),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    note(store.transact(&[mark("old")]).await);
+    note(
+        store
+            .transact(&[
+                Write::Delete(install.clone(), Condition::Exists),
+                Write::Check(Key::new("mark", "1"), Condition::Exists),
+                Write::Put(
+                    Item::new(Key::new("other", "x"), Map::new()),
+                    Condition::Always,
+                ),
+            ])
+            .await,
+    );
+    note(
+        store
+            .transact(&[Write::Delete(install.clone(), Condition::Exists), mark("4")])
+            .await,
+    );
+    let mut held = Vec::new();
+    for pk in ["mark", "install", "other"] {
+        for item in seeded.query(pk).await.unwrap() {
+            held.push(format!(
+                "{:?} {:?} {:?}",
+                item.key, item.attrs, item.expires_at
+            ));
+        }
+    }
+    Some((answers, held))
+}
+
+#[tokio::test]
+async fn emulated_transactions_answer_and_write_as_motos_own() {
+    let Some(native) = transactions(false).await else {
+        return;
+    };
+    let emulated = transactions(true).await.unwrap();
+    assert_eq!(
+        native.0,
+        [
+            "Err(Cancelled([1]))",
+            "Ok(())",
+            "Err(Cancelled([0]))",
+            "Ok(())",
+            "Err(Cancelled([0]))",
+            "Ok(())",
+            "Ok(())",
+            "Err(Cancelled([0]))",
+        ]
+    );
+    assert_eq!(emulated, native);
+}
