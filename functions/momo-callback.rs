@@ -3,6 +3,8 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    gatehouse::lambda::run(|app, req| async move { gatehouse::momo::callback(&app, req).await })
-        .await
+    gatehouse::lambda::run(gatehouse::web::Format::Json, |app, req| async move {
+        gatehouse::momo::callback(&app, req).await
+    })
+    .await
 }

@@ -129,6 +129,19 @@ pub struct Config {
     pub http_timeout: Duration,
     /// The overall timeout of one DynamoDB or Secrets Manager call, retries included.
     pub aws_timeout: Duration,
+    /// The time budget of one request, every call it makes included (see [`crate::budget`]).
+    pub request_timeout: Duration,
+}
+
+/// A timeout of at least one second: zero would fail every call at once.
+fn at_least_a_second(vars: &Vars, name: &str, default: u64) -> Result<Duration, ConfigError> {
+    match vars.seconds(name, default)? {
+        d if d.is_zero() => Err(ConfigError {
+            name: name.into(),
+            problem: "must be at least one second".into(),
+        }),
+        d => Ok(d),
+    }
 }
 
 /// The names of the secrets: the app's own and one per platform.
@@ -161,15 +174,8 @@ impl Config {
             secret_ids,
             secrets_ttl: vars.seconds("GATEHOUSE_SECRETS_TTL_SECONDS", 300)?,
             http_timeout: vars.seconds("GATEHOUSE_HTTP_TIMEOUT_SECONDS", 10)?,
-            aws_timeout: match vars.seconds("GATEHOUSE_AWS_TIMEOUT_SECONDS", 5)? {
-                d if d.is_zero() => {
-                    return Err(ConfigError {
-                        name: "GATEHOUSE_AWS_TIMEOUT_SECONDS".into(),
-                        problem: "must be at least one second".into(),
-                    });
-                }
-                d => d,
-            },
+            aws_timeout: at_least_a_second(vars, "GATEHOUSE_AWS_TIMEOUT_SECONDS", 5)?,
+            request_timeout: at_least_a_second(vars, "GATEHOUSE_REQUEST_TIMEOUT_SECONDS", 20)?,
         })
     }
 
@@ -243,5 +249,24 @@ mod tests {
         );
         let zero = Vars::from_pairs([("GATEHOUSE_AWS_TIMEOUT_SECONDS", "0")]);
         assert!(Config::from_vars(&zero).is_err());
+    }
+
+    #[test]
+    fn a_request_has_a_budget_between_a_platform_call_and_the_lambda_timeout() {
+        let config = Config::from_vars(&Vars::default()).unwrap();
+        assert_eq!(config.request_timeout, Duration::from_secs(20));
+        // One platform call fits in it, and the functions' Lambda timeout (29 s) leaves room.
+        assert!(config.request_timeout > config.http_timeout);
+        assert!(config.request_timeout + crate::budget::LAMBDA_MARGIN < Duration::from_secs(29));
+        let two = Vars::from_pairs([("GATEHOUSE_REQUEST_TIMEOUT_SECONDS", "2")]);
+        assert_eq!(
+            Config::from_vars(&two).unwrap().request_timeout,
+            Duration::from_secs(2)
+        );
+        for bad in ["0", "1.5", "soon"] {
+            let vars = Vars::from_pairs([("GATEHOUSE_REQUEST_TIMEOUT_SECONDS", bad)]);
+            let err = Config::from_vars(&vars).unwrap_err();
+            assert_eq!(err.name, "GATEHOUSE_REQUEST_TIMEOUT_SECONDS", "{bad}");
+        }
     }
 }

@@ -103,9 +103,11 @@ pub fn response_into_event(resp: Response<Body>) -> ApiGatewayV2httpResponse {
     out
 }
 
-/// Runs a function: logging, the [`App`] built once, then every event through `handler`.
-/// A configuration error stops the container at init, where Lambda reports it.
-pub async fn run<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+/// Runs a function: logging, the [`App`] built once, then every event through `handler`, each
+/// within its deadline ([`crate::budget`]); `format` is the route's (a 503 for a request out
+/// of time is a page on a browser route, JSON on a platform's). A configuration error stops the
+/// container at init, where Lambda reports it.
+pub async fn run<F, Fut>(format: Format, handler: F) -> Result<(), lambda_runtime::Error>
 where
     F: Fn(Arc<App>, Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send,
@@ -119,14 +121,39 @@ where
             // Boxed: the handler's future type is deep, and nesting it inside the runtime's
             // own futures would exceed the compiler's type-layout recursion limit.
             let fut: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
-                let resp = match request_from_event(event.payload) {
-                    Ok(req) => handler(app, req).await,
-                    Err(e) => e.into_response(Format::Json),
-                };
-                Ok::<_, std::convert::Infallible>(response_into_event(resp))
+                Ok::<_, std::convert::Infallible>(
+                    invoke(app, event, format, |app, req| handler(app, req)).await,
+                )
             });
             fut
         },
     ))
     .await
+}
+
+/// One invocation, as [`run`] serves it: the event becomes a request (or a 400), the handler
+/// answers it within the request's deadline, the sooner of the configured budget and the
+/// invocation's own deadline less [`crate::budget::LAMBDA_MARGIN`], and the answer goes back in
+/// API Gateway's shape.
+pub async fn invoke<F, Fut>(
+    app: Arc<App>,
+    event: LambdaEvent<ApiGatewayV2httpRequest>,
+    format: Format,
+    handler: F,
+) -> ApiGatewayV2httpResponse
+where
+    F: FnOnce(Arc<App>, Request) -> Fut,
+    Fut: Future<Output = Response<Body>>,
+{
+    let deadline = crate::budget::deadline(
+        std::time::Instant::now(),
+        app.config.request_timeout,
+        crate::budget::lambda_deadline(&event.context),
+        std::time::SystemTime::now(),
+    );
+    let resp = match request_from_event(event.payload) {
+        Ok(req) => crate::budget::within(deadline, format, handler(app, req)).await,
+        Err(e) => e.into_response(format),
+    };
+    response_into_event(resp)
 }

@@ -1,9 +1,10 @@
 //! Gatehouse's common crate: everything the Lambda functions, the local server and the tests
 //! share, and each platform's flows.
 //!
-//! A function's binary calls [`lambda::run`] with one handler from a platform module; the
-//! [`App`] (configuration, store, secrets, HTTP client) is built once per container. The local
-//! server and the tests call the very same handlers.
+//! A function's binary calls [`lambda::run`] with one handler from a platform module and its
+//! route's error format; the [`App`] (configuration, store, secrets, HTTP client) is built once
+//! per container, and each request runs within its deadline ([`budget`]). The local server and
+//! the tests call the very same handlers.
 //!
 //! Security rules every flow follows (DESIGN.md): signatures are checked over the raw bytes
 //! received, in constant time, before anything is parsed further or stored; every redirect flow
@@ -13,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod budget;
 pub mod config;
 pub mod crypto;
 pub mod error;

@@ -4,18 +4,18 @@
 //!   ends on a clear 502 naming the platform (never the secret), nothing partial is stored (no
 //!   install or session; the state is consumed and the code mark released, as the handlers do),
 //!   and the token request was sent exactly once (a code exchange is never retried);
-//! - the store (DynamoDB on moto) gone in the middle of flows: every route that needs it answers
-//!   a clear 503, the others keep working;
+//! - the store (DynamoDB on moto, behind the fault proxy) gone in the middle of flows, or no
+//!   longer answering: every route that needs it answers a clear 503 in time, the others keep
+//!   working;
 //! - Secrets Manager gone under a warm container: the values fetched before keep serving, within
 //!   their TTL and past it.
 
 use crate::harness::{Browser, Harness, Page, query_param, resolve};
 use axum::response::IntoResponse;
-use gatehouse::App;
-use gatehouse::config::{Config, Vars};
+use gatehouse::config::Vars;
+use gatehouse_local::faultproxy::{Fault, Rule};
 use gatehouse_local::simulators::haravan::HaravanSim;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -375,116 +375,6 @@ async fn momo_token_endpoint_failures() {
 // ---------------------------------------------------------------------------------------------
 // The store gone
 
-/// A TCP relay to the DynamoDB-compatible server that the test can take away: `cut` closes its
-/// listener (nothing listens on the port any more) and drops every open connection; `hang`
-/// drops the open connections and then accepts new ones but never answers on them.
-struct Relay {
-    addr: SocketAddr,
-    state: Arc<Mutex<RelayState>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-#[derive(Default)]
-struct RelayState {
-    hanging: bool,
-    connections: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Relay {
-    async fn start(target: SocketAddr) -> Relay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(RelayState::default()));
-        let shared = state.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let task = if lock(&shared).hanging {
-                    tokio::spawn(async move {
-                        let _held = inbound;
-                        std::future::pending::<()>().await;
-                    })
-                } else {
-                    tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    })
-                };
-                lock(&shared).connections.push(task);
-            }
-        });
-        Relay {
-            addr,
-            state,
-            accept,
-        }
-    }
-
-    fn drop_connections(&self) {
-        for task in lock(&self.state).connections.drain(..) {
-            task.abort();
-        }
-    }
-
-    fn cut(&self) {
-        self.accept.abort();
-        self.drop_connections();
-    }
-
-    fn hang(&self) {
-        lock(&self.state).hanging = true;
-        self.drop_connections();
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.cut();
-    }
-}
-
-/// The address of the DynamoDB-compatible server the tests use.
-async fn dynamo_addr() -> SocketAddr {
-    let endpoint = ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-        .expect("an endpoint is configured");
-    let url = url::Url::parse(&endpoint).unwrap();
-    let host = format!(
-        "{}:{}",
-        url.host_str().unwrap(),
-        url.port_or_known_default().unwrap()
-    );
-    tokio::net::lookup_host(host).await.unwrap().next().unwrap()
-}
-
-/// A local server whose app keeps its store in a fresh table on moto, reached through a relay.
-/// `None` when no DynamoDB-compatible server is configured (the test is skipped).
-async fn on_relayed_dynamo(vars: Vars) -> Option<(Harness, Relay)> {
-    let sdk = crate::support::sdk_config().await?;
-    let table = format!("gatehouse-it-{}", uuid::Uuid::new_v4().simple());
-    gatehouse::store::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
-        .await
-        .expect("create table");
-    let relay = Relay::start(dynamo_addr().await).await;
-    let endpoint = format!("http://{}", relay.addr);
-    // The app's own AWS configuration (its timeouts), with DynamoDB reached through the relay.
-    let h = Harness::start_with(vars, move |vars| async move {
-        let config = Config::from_vars(&vars)?;
-        let sdk = gatehouse::app::aws_sdk_config(&config).await;
-        let client = aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(&sdk)
-                .endpoint_url(endpoint)
-                .build(),
-        );
-        let store = Arc::new(gatehouse::store::DynamoStore::new(client, table));
-        Ok(App::with_store(&vars, config, store, Some(&sdk))?)
-    })
-    .await;
-    Some((h, relay))
-}
-
 /// One request of the outage, ready to send.
 struct Probe {
     what: String,
@@ -777,7 +667,7 @@ async fn expect_outage_answers(h: &Harness, probes: Vec<Probe>, within: Duration
 
 #[tokio::test]
 async fn the_store_gone_mid_flow_answers_503() {
-    let Some((h, relay)) = on_relayed_dynamo(Vars::default()).await else {
+    let Some((h, proxy, _)) = Harness::on_proxied_dynamo(Vars::default(), 0).await else {
         return;
     };
     let prepared = prepare(&h).await;
@@ -786,7 +676,7 @@ async fn the_store_gone_mid_flow_answers_503() {
         "the flows were started on the store"
     );
     let probes = probes(&h, &prepared).await;
-    relay.cut();
+    proxy.go(None);
     expect_outage_answers(&h, probes, Duration::from_secs(15)).await;
 }
 
@@ -794,12 +684,12 @@ async fn the_store_gone_mid_flow_answers_503() {
 async fn a_store_that_stops_answering_answers_503_in_time() {
     let mut vars = Vars::default();
     vars.set("GATEHOUSE_AWS_TIMEOUT_SECONDS", "1");
-    let Some((h, relay)) = on_relayed_dynamo(vars).await else {
+    let Some((h, proxy, _)) = Harness::on_proxied_dynamo(vars, 0).await else {
         return;
     };
     let prepared = prepare(&h).await;
     let probes = probes(&h, &prepared).await;
-    relay.hang();
+    proxy.set(vec![Rule::every(Fault::Hang)]);
     // Each call gives up after 1 s; without that bound they would wait for ever.
     expect_outage_answers(&h, probes, Duration::from_secs(8)).await;
 }

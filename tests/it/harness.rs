@@ -2,6 +2,7 @@
 //! and a minimal browser: a cookie jar, no redirects followed, so each hop can be asserted.
 
 use gatehouse::config::Vars;
+use gatehouse_local::faultproxy::FaultProxy;
 use gatehouse_local::server::{self, LocalServer};
 use std::collections::HashMap;
 
@@ -9,12 +10,26 @@ use std::collections::HashMap;
 pub struct Harness {
     pub server: LocalServer,
     _dir: tempfile::TempDir,
+    /// On DynamoDB, what the app reaches moto through: one request at a time (see
+    /// [`Backend::Dynamo`]).
+    _proxy: Option<FaultProxy>,
+}
+
+/// The table of a server on DynamoDB, reached around the fault proxy: what the tests read and
+/// seed directly, not through the app.
+pub struct Table {
+    /// The table as a store (the app's item layout), on a client of the proxy's direct address.
+    pub store: gatehouse::store::DynamoStore,
 }
 
 /// Which store the server runs on.
 pub enum Backend {
     Embedded,
-    /// A fresh table on the DynamoDB-compatible server (moto).
+    /// A fresh table on the DynamoDB-compatible server (moto), reached through the fault
+    /// proxy's direct address, which never faults: moto serves requests on threads without
+    /// locks (racing conditional writes can all pass, a cancelled transaction restores a copy
+    /// of the table), and the proxy forwards one at a time, so that concurrent requests meet
+    /// DynamoDB's atomicity, as deployed.
     Dynamo,
 }
 
@@ -31,16 +46,46 @@ impl Harness {
     pub async fn start(backend: Backend, mut vars: Vars) -> Option<Harness> {
         let dir = tempfile::tempdir().expect("tempdir");
         vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
-        if let Backend::Dynamo = backend {
-            let client = crate::support::dynamo_client().await?;
-            let table = format!("gatehouse-it-{}", uuid::Uuid::new_v4().simple());
-            gatehouse::store::create_table(&client, &table)
-                .await
-                .expect("create table");
-            vars.set("TABLE_NAME", table);
-        }
-        let server = server::start(0, vars).await.expect("local server starts");
-        Some(Harness { server, _dir: dir })
+        let Backend::Dynamo = backend else {
+            let server = server::start(0, vars).await.expect("local server starts");
+            return Some(Harness {
+                server,
+                _dir: dir,
+                _proxy: None,
+            });
+        };
+        let sdk = crate::support::sdk_config().await?;
+        let proxy = crate::support::fault_proxy(0).await?;
+        let endpoint = proxy.direct_endpoint();
+        let client = crate::support::dynamo_client_at(
+            &sdk,
+            &endpoint,
+            3,
+            std::time::Duration::from_secs(10),
+        );
+        let table = format!("gatehouse-it-{}", uuid::Uuid::new_v4().simple());
+        gatehouse::store::create_table(&client, &table)
+            .await
+            .expect("create table");
+        vars.set("TABLE_NAME", &table);
+        let server = server::start_with(0, vars, move |vars| async move {
+            let config = gatehouse::config::Config::from_vars(&vars)?;
+            let sdk = gatehouse::app::aws_sdk_config(&config).await;
+            let client = aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&sdk)
+                    .endpoint_url(endpoint)
+                    .build(),
+            );
+            let store = std::sync::Arc::new(gatehouse::store::DynamoStore::new(client, table));
+            gatehouse::App::with_store(&vars, config, store, Some(&sdk))
+        })
+        .await
+        .expect("local server starts");
+        Some(Harness {
+            server,
+            _dir: dir,
+            _proxy: Some(proxy),
+        })
     }
 
     /// A server on a fresh data dir whose app `build` makes from the completed configuration
@@ -55,7 +100,51 @@ impl Harness {
         let server = server::start_with(0, vars, build)
             .await
             .expect("local server starts");
-        Harness { server, _dir: dir }
+        Harness {
+            server,
+            _dir: dir,
+            _proxy: None,
+        }
+    }
+
+    /// A server whose app keeps its store in a fresh table on the DynamoDB-compatible server,
+    /// reached through a fault proxy seeded with `seed` (the app's own AWS configuration and
+    /// timeouts otherwise). Also a client of the table that goes around the faults (the proxy's
+    /// direct address). `None` when no such server is configured (the test is skipped).
+    pub async fn on_proxied_dynamo(vars: Vars, seed: u64) -> Option<(Harness, FaultProxy, Table)> {
+        let sdk = crate::support::sdk_config().await?;
+        let proxy = crate::support::fault_proxy(seed).await?;
+        let name = format!("gatehouse-it-{}", uuid::Uuid::new_v4().simple());
+        let direct = crate::support::dynamo_client_at(
+            &sdk,
+            &proxy.direct_endpoint(),
+            3,
+            std::time::Duration::from_secs(10),
+        );
+        gatehouse::store::create_table(&direct, &name)
+            .await
+            .expect("create table");
+        let endpoint = proxy.endpoint();
+        let table = name.clone();
+        let h = Harness::start_with(vars, move |vars| async move {
+            let config = gatehouse::config::Config::from_vars(&vars)?;
+            let sdk = gatehouse::app::aws_sdk_config(&config).await;
+            let client = aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&sdk)
+                    .endpoint_url(endpoint)
+                    .build(),
+            );
+            let store = std::sync::Arc::new(gatehouse::store::DynamoStore::new(client, table));
+            Ok(gatehouse::App::with_store(
+                &vars,
+                config,
+                store,
+                Some(&sdk),
+            )?)
+        })
+        .await;
+        let store = gatehouse::store::DynamoStore::new(direct, name);
+        Some((h, proxy, Table { store }))
     }
 
     pub fn url(&self, path: &str) -> String {

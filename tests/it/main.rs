@@ -1,7 +1,10 @@
 //! Gatehouse's integration tests, in one binary so that they build once.
 
 mod bad_input;
+mod budget;
 mod events;
+mod exactly_once;
+mod fault_proxy;
 mod faults;
 mod haravan;
 mod harness;

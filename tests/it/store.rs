@@ -989,8 +989,10 @@ async fn transactions_race_on_mark(stores: &[Shared], mark: &str) {
 /// `RACERS` transactions, each with a mark of its own, all conditioned on one version of one
 /// item and bumping it: exactly one lands, and only its mark exists.
 async fn transactions_race_on_version(stores: &[Shared], sk: &str) {
+    // Not `v0`, the value racer 0 writes: a racer that left the version as it found it would
+    // let another land after it.
     stores[0]
-        .put(&plain(sk, json!({"version": "v0"})), Condition::Always)
+        .put(&plain(sk, json!({"version": "initial"})), Condition::Always)
         .await
         .expect("put");
     let results = race(stores, |store, i| {
@@ -1002,7 +1004,7 @@ async fn transactions_race_on_version(stores: &[Shared], sk: &str) {
             W::Update {
                 key: key(sk),
                 set: object(json!({"version": format!("v-{i}")})),
-                condition: Condition::AttrEquals("version".into(), json!("v0")),
+                condition: Condition::AttrEquals("version".into(), json!("initial")),
             },
         ];
         async move { store.transact(&writes).await.map(|()| i) }
@@ -1502,18 +1504,39 @@ fn embedded_store(dir: &tempfile::TempDir) -> Shared {
     Arc::new(EmbeddedStore::open(dir.path().join("store.sqlite3")).expect("open embedded store"))
 }
 
-/// A fresh DynamoDB table for one test.
+/// A fresh DynamoDB table for one test, reached through the fault proxy's direct address (no
+/// faults). moto serves requests on threads without locks: conditional writes racing on one
+/// item can all pass their condition, and a cancelled transaction puts back a copy of the
+/// table taken before it, undoing its neighbours' writes (on moto alone the transaction races
+/// here saw three winners, a loser's mark, a lost write). DynamoDB applies each request
+/// atomically; the proxy, forwarding one at a time, makes moto do so too, so that the races
+/// test the store and not moto.
 struct DynamoTable {
     client: aws_sdk_dynamodb::Client,
     name: String,
+    proxy: gatehouse_local::faultproxy::FaultProxy,
 }
 
 impl DynamoTable {
     async fn create() -> Option<Self> {
-        let client = support::dynamo_client().await?;
+        let proxy = support::fault_proxy(0).await?;
+        let client = Self::client(&proxy).await;
         let name = format!("gatehouse-test-{}", uuid::Uuid::new_v4());
         create_table(&client, &name).await.expect("create table");
-        Some(Self { client, name })
+        Some(Self {
+            client,
+            name,
+            proxy,
+        })
+    }
+
+    async fn client(proxy: &gatehouse_local::faultproxy::FaultProxy) -> aws_sdk_dynamodb::Client {
+        let sdk = support::sdk_config().await.expect("DynamoDB configuration");
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .endpoint_url(proxy.direct_endpoint())
+                .build(),
+        )
     }
 
     fn store(&self) -> Shared {
@@ -1522,7 +1545,7 @@ impl DynamoTable {
 
     /// A store on the same table through a client of its own (its own connections).
     async fn second_store(&self) -> Shared {
-        let client = support::dynamo_client().await.expect("DynamoDB client");
+        let client = Self::client(&self.proxy).await;
         Arc::new(DynamoStore::new(client, &self.name))
     }
 

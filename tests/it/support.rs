@@ -115,3 +115,36 @@ pub async fn sdk_config_for(
         .load()
         .await
 }
+
+/// A fault proxy in front of the DynamoDB-compatible server, if one is configured (else `None`,
+/// as for [`dynamo_client`]).
+pub async fn fault_proxy(seed: u64) -> Option<gatehouse_local::faultproxy::FaultProxy> {
+    sdk_config().await?;
+    let upstream = gatehouse_local::faultproxy::endpoint_from_env()?;
+    Some(
+        gatehouse_local::faultproxy::FaultProxy::start(&upstream, seed)
+            .await
+            .expect("the fault proxy starts"),
+    )
+}
+
+/// A DynamoDB client of `sdk` reaching `endpoint`, with at most `attempts` attempts per call,
+/// each bounded by `attempt_timeout`.
+pub fn dynamo_client_at(
+    sdk: &aws_config::SdkConfig,
+    endpoint: &str,
+    attempts: u32,
+    attempt_timeout: std::time::Duration,
+) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .endpoint_url(endpoint)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(attempt_timeout)
+                    .build(),
+            )
+            .build(),
+    )
+}

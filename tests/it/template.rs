@@ -408,3 +408,25 @@ fn logs_and_the_table_are_hardened() {
         }
     }
 }
+
+/// A request out of time is answered by the adapter, not its handler, in the format the binary
+/// passes to `gatehouse::lambda::run`: the local server's table must say the same, so that a 503
+/// for a browser route is a page in both.
+#[test]
+fn every_function_runs_with_its_routes_format() {
+    for route in routes::all() {
+        let source = read(&format!("functions/{}.rs", route.function));
+        let formats: Vec<&str> = ["Format::Html", "Format::Json"]
+            .into_iter()
+            .filter(|f| source.contains(f))
+            .collect();
+        assert_eq!(
+            formats,
+            vec![format!("Format::{:?}", route.format)],
+            "{} {}: functions/{}.rs",
+            route.method,
+            route.path,
+            route.function
+        );
+    }
+}

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod events;
+pub mod faultproxy;
 pub mod load;
 pub mod routes;
 pub mod server;

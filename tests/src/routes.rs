@@ -2,6 +2,7 @@
 //! the event tests dispatch through. A test holds it equal to template.yaml's routes.
 
 use gatehouse::App;
+use gatehouse::web::Format;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use std::future::Future;
@@ -20,16 +21,21 @@ pub struct Route {
     pub path: &'static str,
     /// The Lambda binary (functions/) that serves it.
     pub function: &'static str,
+    /// How its errors are shown (a page for a browser route, JSON for a platform's), also a
+    /// 503 for a request out of time, which its handler never gets to answer itself. The
+    /// binary passes the same to `gatehouse::lambda::run` (a test holds them equal).
+    pub format: Format,
     /// The handler.
     pub handler: Handler,
 }
 
 macro_rules! route {
-    ($method:ident $path:literal => $function:literal, $($handler:ident)::+) => {
+    ($method:ident $path:literal => $function:literal, $format:ident, $($handler:ident)::+) => {
         Route {
             method: Method::$method,
             path: $path,
             function: $function,
+            format: Format::$format,
             handler: |app, req| Box::pin($($handler)::+(app, req)),
         }
     };
@@ -38,24 +44,24 @@ macro_rules! route {
 /// All routes.
 pub fn all() -> Vec<Route> {
     vec![
-        route!(GET "/sesami/install" => "sesami-install", gatehouse::sesami::install),
-        route!(GET "/sesami/callback" => "sesami-callback", gatehouse::sesami::callback),
-        route!(POST "/sesami/webhooks" => "sesami-webhooks", gatehouse::sesami::webhooks),
-        route!(GET "/haravan/install/login" => "haravan-login", gatehouse::haravan::login),
-        route!(POST "/haravan/install/login" => "haravan-login", gatehouse::haravan::login),
-        route!(POST "/haravan/install/grandservice" => "haravan-install", gatehouse::haravan::install),
-        route!(GET "/haravan/webhooks" => "haravan-webhooks", gatehouse::haravan::webhooks),
-        route!(POST "/haravan/webhooks" => "haravan-webhooks", gatehouse::haravan::webhooks),
-        route!(GET "/haravan/logout" => "haravan-logout", gatehouse::haravan::logout),
-        route!(GET "/saison/authorize" => "saison-authorize", gatehouse::saison::authorize),
-        route!(GET "/saison/callback" => "saison-callback", gatehouse::saison::callback),
-        route!(POST "/momo/requesttopay" => "momo-requesttopay", gatehouse::momo::request_to_pay),
-        route!(PUT "/momo/callback/{referenceId}" => "momo-callback", gatehouse::momo::callback),
-        route!(POST "/momo/callback/{referenceId}" => "momo-callback", gatehouse::momo::callback),
-        route!(POST "/weblink/guest-token" => "weblink-guest-token", gatehouse::weblink::guest_token),
-        route!(GET "/weblink/login" => "weblink-login", gatehouse::weblink::login),
-        route!(GET "/weblink/callback" => "weblink-callback", gatehouse::weblink::callback),
-        route!(POST "/weblink/refresh" => "weblink-refresh", gatehouse::weblink::refresh),
+        route!(GET "/sesami/install" => "sesami-install", Html, gatehouse::sesami::install),
+        route!(GET "/sesami/callback" => "sesami-callback", Html, gatehouse::sesami::callback),
+        route!(POST "/sesami/webhooks" => "sesami-webhooks", Json, gatehouse::sesami::webhooks),
+        route!(GET "/haravan/install/login" => "haravan-login", Html, gatehouse::haravan::login),
+        route!(POST "/haravan/install/login" => "haravan-login", Html, gatehouse::haravan::login),
+        route!(POST "/haravan/install/grandservice" => "haravan-install", Html, gatehouse::haravan::install),
+        route!(GET "/haravan/webhooks" => "haravan-webhooks", Json, gatehouse::haravan::webhooks),
+        route!(POST "/haravan/webhooks" => "haravan-webhooks", Json, gatehouse::haravan::webhooks),
+        route!(GET "/haravan/logout" => "haravan-logout", Json, gatehouse::haravan::logout),
+        route!(GET "/saison/authorize" => "saison-authorize", Html, gatehouse::saison::authorize),
+        route!(GET "/saison/callback" => "saison-callback", Html, gatehouse::saison::callback),
+        route!(POST "/momo/requesttopay" => "momo-requesttopay", Json, gatehouse::momo::request_to_pay),
+        route!(PUT "/momo/callback/{referenceId}" => "momo-callback", Json, gatehouse::momo::callback),
+        route!(POST "/momo/callback/{referenceId}" => "momo-callback", Json, gatehouse::momo::callback),
+        route!(POST "/weblink/guest-token" => "weblink-guest-token", Json, gatehouse::weblink::guest_token),
+        route!(GET "/weblink/login" => "weblink-login", Html, gatehouse::weblink::login),
+        route!(GET "/weblink/callback" => "weblink-callback", Html, gatehouse::weblink::callback),
+        route!(POST "/weblink/refresh" => "weblink-refresh", Json, gatehouse::weblink::refresh),
     ]
 }
 

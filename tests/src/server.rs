@@ -10,7 +10,7 @@ use crate::simulators::sesami::SesamiSim;
 use crate::simulators::weblink::WeblinkSim;
 use axum::Router;
 use axum::body::Body as AxumBody;
-use axum::response::{IntoResponse, Response as AxumResponse};
+use axum::response::Response as AxumResponse;
 use gatehouse::config::Vars;
 use gatehouse::web::{self, Format};
 use gatehouse::{App, Error};
@@ -233,6 +233,13 @@ async fn dispatch(
             return to_axum(Error::NotFound("no such route".into()).into_response(Format::Json));
         }
     };
+    // The request's deadline runs from its arrival, as on Lambda; the body is read within it.
+    let deadline = gatehouse::budget::deadline(
+        std::time::Instant::now(),
+        app.config.request_timeout,
+        None,
+        std::time::SystemTime::now(),
+    );
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
@@ -248,7 +255,7 @@ async fn dispatch(
     *lreq.headers_mut() = parts.headers;
     lreq.extensions_mut()
         .insert(gatehouse::app::RequestInfo::default());
-    to_axum((route.handler)(&app, lreq).await)
+    to_axum(gatehouse::budget::within(deadline, route.format, (route.handler)(&app, lreq)).await)
 }
 
 fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
@@ -269,13 +276,24 @@ const INSTALLS: &[(&str, &str, &str)] = &[
     ("Saison connect", "install#saison", "member"),
 ];
 
-/// `/`: the flows to click through and what is stored, tokens redacted.
+/// `/`: the flows to click through and what is stored, tokens redacted; within the request
+/// budget like every route, since it reads the store.
 async fn index(axum::extract::State(app): axum::extract::State<Arc<App>>) -> AxumResponse {
+    let deadline = gatehouse::budget::deadline(
+        std::time::Instant::now(),
+        app.config.request_timeout,
+        None,
+        std::time::SystemTime::now(),
+    );
+    to_axum(gatehouse::budget::within(deadline, Format::Html, index_page(&app)).await)
+}
+
+async fn index_page(app: &App) -> lambda_http::Response<Body> {
     let mut rows = String::new();
     for (platform, pk, name_attr) in INSTALLS {
         let items = match app.store.query(pk).await {
             Ok(items) => items,
-            Err(e) => return to_axum(Error::from(e).into_response(Format::Html)),
+            Err(e) => return Error::from(e).into_response(Format::Html),
         };
         for item in items {
             rows.push_str(&format!(
@@ -314,7 +332,7 @@ async fn index(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Axu
                 )
             })
             .collect(),
-        Err(e) => return to_axum(Error::from(e).into_response(Format::Html)),
+        Err(e) => return Error::from(e).into_response(Format::Html),
     };
     let payments_html = if payments.is_empty() {
         String::new()
@@ -366,5 +384,5 @@ async fn index(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Axu
             "uninstall from demo-one (signed app/uninstalled)",
         ),
     );
-    to_axum(web::html_page(StatusCode::OK, "Gatehouse (local)", &body)).into_response()
+    web::html_page(StatusCode::OK, "Gatehouse (local)", &body)
 }

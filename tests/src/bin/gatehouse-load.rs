@@ -1,33 +1,49 @@
-//! `cargo run --release -p gatehouse-local --bin gatehouse-load -- [--deliveries N] [--concurrency C]`:
-//! the load run of `gatehouse_local::load` (defaults 10,000 deliveries, 50 at once). Prints a
-//! Markdown table for the README and exits non-zero if any valid delivery was not processed
-//! exactly once, any bad one was not refused, or anything answered 5xx.
+//! `cargo run --release -p gatehouse-local --bin gatehouse-load -- [--deliveries N]
+//! [--concurrency C] [--orgs O] [--dynamo] [--hang-seconds S]`: the load run of
+//! `gatehouse_local::load` (defaults 10,000 deliveries, 50 at once, twice as many orgs, the
+//! embedded store). `--dynamo` runs it on a fresh table of the DynamoDB-compatible server named
+//! by `AWS_ENDPOINT_URL` (moto; the AWS region and credentials from the environment too),
+//! through the fault proxy; `--hang-seconds` hangs the store that long in the middle. Prints a
+//! Markdown table for the README and exits non-zero if any valid delivery was not applied
+//! exactly once, any bad one was not refused, or a 5xx was left unretried.
 
-use gatehouse_local::load::{self, Plan};
+use gatehouse_local::load::{self, Backend, Plan};
+use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut plan = Plan {
-        deliveries: 10_000,
-        concurrency: 50,
-    };
+    let mut plan = Plan::embedded(10_000, 50);
+    let mut orgs = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let value = args.next().ok_or("a number must follow")?.parse()?;
+        if arg == "--dynamo" {
+            let endpoint = gatehouse_local::faultproxy::endpoint_from_env()
+                .ok_or("--dynamo needs AWS_ENDPOINT_URL (moto's address)")?;
+            plan.backend = Backend::Dynamo { endpoint };
+            continue;
+        }
+        let value: usize = args.next().ok_or("a number must follow")?.parse()?;
         match arg.as_str() {
             "--deliveries" => plan.deliveries = value,
             "--concurrency" => plan.concurrency = value,
+            "--orgs" => orgs = Some(value),
+            "--hang-seconds" => plan.hang = Some(Duration::from_secs(value as u64)),
             other => return Err(format!("unknown argument `{other}`").into()),
         }
+    }
+    plan.orgs = orgs.unwrap_or(plan.concurrency.max(1) * 2);
+    if plan.hang.is_some() && matches!(plan.backend, Backend::Embedded) {
+        return Err("--hang-seconds needs --dynamo (the hang is the fault proxy's)".into());
     }
     let dir = tempfile_dir()?;
     let report = load::run(plan, &dir).await?;
     let _ = std::fs::remove_dir_all(&dir);
     print!("{}", report.table());
-    if report.holds() {
+    let problems = report.problems();
+    if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!("the run does not hold: {report:?}").into())
+        Err(format!("the run does not hold:\n{}", problems.join("\n")).into())
     }
 }
 
