@@ -708,6 +708,17 @@ async fn delivery(app: &App, req: &Request) -> Result<Response<Body>> {
     let topic = web::single_header(req.headers(), "x-haravan-topic")?
         .ok_or_else(|| Error::BadRequest("the X-Haravan-Topic header is missing".into()))?
         .to_owned();
+    // API Gateway joins a repeated header's values with commas, so a topic such as
+    // `shop/update,app/uninstalled` is a repeated header that reached us as one.
+    if topic.is_empty()
+        || !topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'))
+    {
+        return Err(Error::BadRequest(
+            "the X-Haravan-Topic header is not one topic".into(),
+        ));
+    }
     let payload: Map<String, Value> = web::json_body(body, "the body is not a JSON object")?;
     // The topic and org headers are not signed; the body is. So the org is the body's when it
     // names one (and a header naming another is refused), an uninstall must say so in its body,

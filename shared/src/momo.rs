@@ -378,6 +378,7 @@ impl PaymentRequest {
         if self.external_id.is_empty() || self.external_id.len() > 64 {
             return bad("`externalId` must be 1 to 64 characters");
         }
+        crate::web::check_id("`externalId`", &self.external_id)?;
         let id = self.payer.party_id.as_str();
         let ok = match self.payer.party_id_type.as_str() {
             "MSISDN" => (6..=15).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit()),
@@ -431,14 +432,16 @@ pub async fn request_to_pay(app: &App, req: Request) -> Response<Body> {
 async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     web::require_content_type(req, "application/json")?;
     let body = web::body(req, MAX_BODY)?;
-    let payment: PaymentRequest = serde_json::from_slice(body).map_err(|e| {
+    let body = web::json_value(body, "the body is not a valid payment request: not JSON")?;
+    let payment: PaymentRequest = serde_json::from_value(body).map_err(|e| {
         Error::BadRequest(format!(
             "the body is not a valid payment request: {}",
             short(&e)
         ))
     })?;
     payment.validate()?;
-    let idempotency = web::header(req.headers(), "idempotency-key").unwrap_or("");
+    // Two keys would name two payments; which one a proxy passes on is not agreed: refused.
+    let idempotency = web::single_header(req.headers(), "idempotency-key")?.unwrap_or("");
     if idempotency.len() > 128 {
         return Err(Error::BadRequest(
             "the Idempotency-Key header is too long".into(),
@@ -932,8 +935,7 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         .hyphenated()
         .to_string();
     let body = web::body(req, MAX_BODY)?;
-    let hint: Map<String, Value> = serde_json::from_slice(body)
-        .map_err(|_| Error::BadRequest("the callback body is not a JSON object".into()))?;
+    let hint: Map<String, Value> = web::json_body(body, "the callback body is not a JSON object")?;
     let tx = app
         .store
         .get(&transaction_key(&reference))

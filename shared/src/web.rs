@@ -207,6 +207,13 @@ pub fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'
 /// or store must read one way only. `shape` is the message for a body that is not JSON or not
 /// of `T`'s shape.
 pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8], shape: &str) -> Result<T> {
+    serde_json::from_value(json_value(bytes, shape)?)
+        .map_err(|_| Error::BadRequest(shape.to_owned()))
+}
+
+/// Parses a JSON request body strictly (see [`json_body`]) into a value, for callers that read
+/// its shape themselves. Every JSON body taken from a request goes through here.
+pub fn json_value(bytes: &[u8], shape: &str) -> Result<serde_json::Value> {
     let strict: StrictJson = serde_json::from_slice(bytes).map_err(|e| {
         let text = e.to_string();
         match text.strip_prefix(DUPLICATE_KEY) {
@@ -217,7 +224,7 @@ pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8], shape: &str) -> R
             None => Error::BadRequest(shape.to_owned()),
         }
     })?;
-    serde_json::from_value(strict.0).map_err(|_| Error::BadRequest(shape.to_owned()))
+    Ok(strict.0)
 }
 
 const DUPLICATE_KEY: &str = "duplicate key ";
