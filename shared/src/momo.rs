@@ -173,7 +173,7 @@ async fn stored_token(app: &App, product: &str) -> Result<Option<(SecretString, 
     }
     let keys = app.secrets.app_keys().await?;
     let sealed = item.str("token_sealed").unwrap_or_default();
-    match keys.decrypt(sealed, &format!("{}/{}", key.pk, key.sk)) {
+    match keys.open(sealed, &format!("{}/{}", key.pk, key.sk), "token_sealed") {
         Ok(token) => Ok(Some((token, expires_at))),
         Err(_) => Ok(None),
     }
@@ -253,8 +253,12 @@ async fn fetch_token(app: &App, product: &str) -> Result<(SecretString, i64)> {
     let mut attrs = Map::new();
     attrs.insert(
         "token_sealed".into(),
-        keys.encrypt(&reply.access_token, &format!("{}/{}", key.pk, key.sk))?
-            .into(),
+        keys.seal(
+            &reply.access_token,
+            &format!("{}/{}", key.pk, key.sk),
+            "token_sealed",
+        )?
+        .into(),
     );
     attrs.insert("expires_at".into(), expires_at.into());
     app.store

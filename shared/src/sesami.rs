@@ -86,7 +86,8 @@ pub struct Install {
     pub shop_id: String,
     /// The shop's name as the token reply gave it.
     pub name: Option<String>,
-    /// The offline token, encrypted (`v1.<key id>.<ciphertext>`).
+    /// The offline token, sealed to this item and attribute (`v2.<key id>.<ciphertext>`;
+    /// installs stored before the attribute was bound hold `v1.`, which still opens).
     pub token_sealed: String,
     /// `expireAt` as Sesami gave it (`NEVER` today).
     pub expire_at: Option<String>,
@@ -346,7 +347,11 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         let install = Install {
             shop_id: shop_id.to_owned(),
             name: reply.name.clone(),
-            token_sealed: keys.encrypt(&reply.token, &format!("{}/{}", key.pk, key.sk))?,
+            token_sealed: keys.seal(
+                &reply.token,
+                &format!("{}/{}", key.pk, key.sk),
+                "token_sealed",
+            )?,
             expire_at: reply.expire_at.clone(),
             scopes: app.sesami.scopes.clone(),
             installed_at: now(),

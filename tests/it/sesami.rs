@@ -62,7 +62,7 @@ async fn stored_token(h: &Harness, shop: &str) -> Option<String> {
     let keys = h.server.app.secrets.app_keys().await.unwrap();
     let key = install_key(shop);
     let token = keys
-        .decrypt(&sealed, &format!("{}/{}", key.pk, key.sk))
+        .open(&sealed, &format!("{}/{}", key.pk, key.sk), "token_sealed")
         .expect("token decrypts under its own key");
     Some(token.expose_secret().to_owned())
 }
