@@ -1134,6 +1134,9 @@ async fn distinct_uninstalls_all_succeed_on_dynamodb() {
     distinct_uninstalls_all_succeed(h).await;
 }
 
+/// A case's name, body, headers and the text its refusal must hold.
+type Refusal<'a> = (&'a str, Vec<u8>, Vec<(&'a str, String)>, &'a str);
+
 /// A signed POST to the webhook URL with `headers`, and the app's status and body.
 async fn post_signed(h: &Harness, body: &[u8], headers: &[(&str, String)]) -> (u16, String) {
     let mut req = reqwest::Client::new()
@@ -1195,7 +1198,7 @@ async fn webhook_deliveries_with_ambiguous_or_mistyped_input_change_nothing() {
     let topic = || ("x-haravan-topic", "shop/update".to_string());
     let org = || ("x-haravan-org-id", ADMIN_ORG.to_string());
     let good = || ("x-haravan-hmacsha256", sig.clone());
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, String)>, &str)> = vec![
+    let cases: Vec<Refusal> = vec![
         (
             "a valid signature followed by another",
             body.clone(),
