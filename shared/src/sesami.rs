@@ -5,7 +5,9 @@
 //!   an object holding every received parameter but `hmac`, top-level keys sorted, values as the
 //!   strings received. Not a `k=v&k=v` string. We sign whatever arrived, not a fixed list.
 //! - Webhooks are `{"event", "data", "hmac"}` with the hmac over `data` by the same rule (nested
-//!   objects keep their received order).
+//!   objects keep their received order). Since browser URLs are signed the same way, `data` must
+//!   name its event (`data.event`) and may not be only browser parameters (see
+//!   `check_webhook_data`).
 //! - Sesami's authorization request carries no `state` and its callback echoes none, so the state
 //!   binding lives entirely on our side: the install launch stores one-time state naming the shop
 //!   and sets a signed cookie with its id; the callback must come from that browser, for that
