@@ -104,7 +104,7 @@ def webhook_body(event_name, data, hmac_value=None):
 state_cookie = signed_cookie("__Host-gh-sesami-state", STATE_ID, FAR_FUTURE)
 launch = {"shopId": "events-shop", "timestamp": str(NOW_MS)}
 callback = {"code": CODE, "shopId": "events-shop", "timestamp": str(NOW_MS)}
-uninstall = {"shopId": "events-shop", "note": "Café ☕ / déjà vu"}
+uninstall = {"event": "uninstall_app", "shopId": "events-shop", "note": "Café ☕ / déjà vu"}
 
 EVENTS = {
     "sesami-install": event("GET", "/sesami/install", signed_query(launch)),

@@ -105,6 +105,41 @@ pub fn run(data: &[u8]) {
     );
     assert!(other.decrypt(&token, &input.context).is_err());
     assert!(ring.decrypt(&input.made_up, &input.context).is_err());
+
+    // Tokens sealed to an item and an attribute: they open there only, and a `v1.` value still
+    // opens under its item through the same reader.
+    let sealed = ring
+        .seal(&input.value, &input.context, "access_token_sealed")
+        .unwrap();
+    assert_eq!(
+        ring.open(&sealed, &input.context, "access_token_sealed")
+            .unwrap()
+            .expose_secret(),
+        input.value
+    );
+    assert!(
+        ring.open(&sealed, &input.context, "refresh_token_sealed")
+            .is_err()
+    );
+    assert!(
+        ring.open(
+            &sealed,
+            &renamed_context(&input.context),
+            "access_token_sealed"
+        )
+        .is_err()
+    );
+    assert!(ring.decrypt(&sealed, &input.context).is_err());
+    assert_eq!(
+        ring.open(&token, &input.context, "access_token_sealed")
+            .unwrap()
+            .expose_secret(),
+        input.value
+    );
+    assert!(
+        ring.open(&input.made_up, &input.context, "access_token_sealed")
+            .is_err()
+    );
 }
 
 fn renamed_context(context: &str) -> String {

@@ -1,6 +1,6 @@
 //! Query and form parsing ([`gatehouse::web::Params`]), checked against the `url` crate's
 //! `form_urlencoded`, a maintained parser: where ours accepts, both read the same pairs; ours
-//! may only be stricter (duplicates, escapes that are not UTF-8, size limits), never different.
+//! may only be stricter (duplicates, escapes that are not UTF-8 or not escapes, size limits), never different.
 
 use gatehouse::Error;
 use gatehouse::web::{MAX_PARAMS, MAX_QUERY_BYTES, Params};
@@ -46,8 +46,18 @@ pub fn run(data: &[u8]) {
                     .decode_utf8()
                     .is_err()
             });
+            // A `%` that does not start two hex digits (the `url` crate keeps it as text).
+            let bad_escape = raw.as_bytes().iter().enumerate().any(|(i, b)| {
+                *b == b'%'
+                    && !(raw.as_bytes().get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                        && raw.as_bytes().get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            });
             assert!(
-                raw.len() > MAX_QUERY_BYTES || theirs.len() > MAX_PARAMS || duplicated || lossy,
+                raw.len() > MAX_QUERY_BYTES
+                    || theirs.len() > MAX_PARAMS
+                    || duplicated
+                    || lossy
+                    || bad_escape,
                 "refused for no reason: {raw:?}"
             );
         }

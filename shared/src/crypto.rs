@@ -184,10 +184,49 @@ impl KeyRing {
             .is_some_and(|key| verify_hmac_sha256([key.cookie.as_slice()], message, tag))
     }
 
-    /// Encrypts a token for storage (AES-256-GCM, random nonce). `context` is authenticated but
-    /// not stored (e.g. the item's key), so a ciphertext copied to another item fails to decrypt.
-    /// Output: `v1.<key id>.<base64url(nonce | ciphertext | tag)>`.
+    /// Seals a token for storage in the attribute `attribute` of the item named by `context`
+    /// (AES-256-GCM, random nonce): `v2.<key id>.<base64url(nonce | ciphertext | tag)>`. Both
+    /// are authenticated and neither stored, so a ciphertext copied to another item, or to
+    /// another attribute of the same item (an access token's swapped with a refresh token's),
+    /// fails to open.
+    pub fn seal(
+        &self,
+        plaintext: &str,
+        context: &str,
+        attribute: &str,
+    ) -> Result<String, CryptoError> {
+        self.encrypt_as("v2", plaintext, &v2_aad(context, attribute))
+    }
+
+    /// Opens what [`KeyRing::seal`] produced, under the same item and attribute; also a value
+    /// sealed the older way ([`KeyRing::encrypt`], `v1.`), bound to the item only, so installs
+    /// stored before the attribute was bound stay readable (they are sealed as `v2.` when their
+    /// tokens are next written).
+    pub fn open(
+        &self,
+        sealed: &str,
+        context: &str,
+        attribute: &str,
+    ) -> Result<SecretString, CryptoError> {
+        match sealed.split('.').next() {
+            Some("v2") => self.decrypt_as("v2", sealed, &v2_aad(context, attribute)),
+            Some("v1") => self.decrypt_as("v1", sealed, context),
+            _ => Err(CryptoError::Decrypt),
+        }
+    }
+
+    /// Encrypts a token the first way (`v1.`), bound to `context` only. New values use
+    /// [`KeyRing::seal`]; this stays for what was stored with it and for its tests.
     pub fn encrypt(&self, plaintext: &str, context: &str) -> Result<String, CryptoError> {
+        self.encrypt_as("v1", plaintext, context)
+    }
+
+    fn encrypt_as(
+        &self,
+        version: &str,
+        plaintext: &str,
+        context: &str,
+    ) -> Result<String, CryptoError> {
         let key = self.current();
         let nonce_bytes = random_bytes(NONCE_LEN)?;
         let nonce =
@@ -198,15 +237,31 @@ impl KeyRing {
             .map_err(|_| CryptoError::Random)?;
         let mut out = nonce_bytes;
         out.extend_from_slice(&buf);
-        Ok(format!("v1.{}.{}", key.id, URL_SAFE_NO_PAD.encode(out)))
+        Ok(format!(
+            "{version}.{}.{}",
+            key.id,
+            URL_SAFE_NO_PAD.encode(out)
+        ))
     }
 
-    /// Decrypts what [`KeyRing::encrypt`] produced, under the same `context`.
+    /// Decrypts what [`KeyRing::encrypt`] produced (`v1.` only), under the same `context`.
     pub fn decrypt(&self, sealed: &str, context: &str) -> Result<SecretString, CryptoError> {
+        self.decrypt_as("v1", sealed, context)
+    }
+
+    fn decrypt_as(
+        &self,
+        version: &str,
+        sealed: &str,
+        context: &str,
+    ) -> Result<SecretString, CryptoError> {
         let mut parts = sealed.splitn(3, '.');
-        let (Some("v1"), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(v), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(CryptoError::Decrypt);
         };
+        if v != version {
+            return Err(CryptoError::Decrypt);
+        }
         let key = self.by_id(id).ok_or(CryptoError::Decrypt)?;
         let mut data = URL_SAFE_NO_PAD
             .decode(data)
@@ -224,6 +279,13 @@ impl KeyRing {
             .map(SecretString::from)
             .map_err(|_| CryptoError::Decrypt)
     }
+}
+
+/// The authenticated data of a `v2.` value: the version, the item and the attribute, separated
+/// by NUL, which neither an item key (ids are of [`crate::web::is_id_byte`]s) nor an attribute
+/// name holds, so no two pairs give one text.
+fn v2_aad(context: &str, attribute: &str) -> String {
+    format!("v2\0{context}\0{attribute}")
 }
 
 #[cfg(test)]
@@ -290,6 +352,45 @@ mod tests {
         tampered.pop();
         tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
         assert!(keys.decrypt(&tampered, "install#sesami/shop-1").is_err());
+    }
+
+    #[test]
+    fn sealed_values_are_bound_to_their_attribute() {
+        let keys = ring(&[("k1", A)]);
+        let ctx = "install#haravan/1000111111";
+        let access = keys.seal("access", ctx, "access_token_sealed").unwrap();
+        let refresh = keys.seal("refresh", ctx, "refresh_token_sealed").unwrap();
+        assert!(access.starts_with("v2.k1."));
+        assert_eq!(
+            keys.open(&access, ctx, "access_token_sealed")
+                .unwrap()
+                .expose_secret(),
+            "access"
+        );
+        // Swapped within the item, or moved to another item: refused.
+        assert!(keys.open(&refresh, ctx, "access_token_sealed").is_err());
+        assert!(keys.open(&access, ctx, "refresh_token_sealed").is_err());
+        assert!(
+            keys.open(&access, "install#haravan/2", "access_token_sealed")
+                .is_err()
+        );
+        // A v2 value relabelled v1 does not open as one (the AAD differs).
+        let relabelled = access.replacen("v2.", "v1.", 1);
+        assert!(keys.open(&relabelled, ctx, "access_token_sealed").is_err());
+        assert!(keys.decrypt(&access, ctx).is_err());
+        // What was stored the first way still opens, under its item.
+        let old = keys.encrypt("legacy", ctx).unwrap();
+        assert_eq!(
+            keys.open(&old, ctx, "access_token_sealed")
+                .unwrap()
+                .expose_secret(),
+            "legacy"
+        );
+        assert!(
+            keys.open(&old, "install#haravan/2", "access_token_sealed")
+                .is_err()
+        );
+        assert!(keys.open("v3.k1.AAAA", ctx, "access_token_sealed").is_err());
     }
 
     #[test]

@@ -672,15 +672,27 @@ async fn challenge(app: &App, req: &Request) -> Result<Response<Body>> {
     Ok(web::text(StatusCode::OK, challenge))
 }
 
-fn signature_header(req: &Request) -> Option<&str> {
-    ["x-haravan-hmacsha256", "x-haravan-hmac-sha256"]
-        .into_iter()
-        .find_map(|name| web::header(req.headers(), name))
+/// The signature header, under either of the names Haravan uses. Given twice, or under both
+/// names, it is refused: a valid signature followed by another must not be read either way.
+fn signature_header(req: &Request) -> Result<Option<&str>> {
+    let mut found = None;
+    for name in ["x-haravan-hmacsha256", "x-haravan-hmac-sha256"] {
+        if let Some(value) = web::single_header(req.headers(), name)? {
+            if found.is_some() {
+                return Err(Error::BadRequest(
+                    "the signature is given under both X-Haravan-Hmacsha256 and X-Haravan-Hmac-Sha256"
+                        .into(),
+                ));
+            }
+            found = Some(value);
+        }
+    }
+    Ok(found)
 }
 
 async fn delivery(app: &App, req: &Request) -> Result<Response<Body>> {
     let body = web::body(req, MAX_BODY)?;
-    let signature = signature_header(req).ok_or_else(|| {
+    let signature = signature_header(req)?.ok_or_else(|| {
         Error::Unauthorized("the X-Haravan-Hmacsha256 signature header is missing".into())
     })?;
     let tag = {
@@ -693,21 +705,40 @@ async fn delivery(app: &App, req: &Request) -> Result<Response<Body>> {
     if !crypto::verify_hmac_sha256(creds.verifying_keys(), body, &tag) {
         return Err(Error::Unauthorized("the signature does not match".into()));
     }
-    let topic = web::header(req.headers(), "x-haravan-topic")
+    let topic = web::single_header(req.headers(), "x-haravan-topic")?
         .ok_or_else(|| Error::BadRequest("the X-Haravan-Topic header is missing".into()))?
         .to_owned();
-    let payload: Map<String, Value> = serde_json::from_slice(body)
-        .map_err(|_| Error::BadRequest("the body is not a JSON object".into()))?;
+    // API Gateway joins a repeated header's values with commas, so a topic such as
+    // `shop/update,app/uninstalled` is a repeated header that reached us as one.
+    if topic.is_empty()
+        || !topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'))
+    {
+        return Err(Error::BadRequest(
+            "the X-Haravan-Topic header is not one topic".into(),
+        ));
+    }
+    let payload: Map<String, Value> = web::json_body(body, "the body is not a JSON object")?;
     // The topic and org headers are not signed; the body is. So the org is the body's when it
     // names one (and a header naming another is refused), an uninstall must say so in its body,
     // and a delivery's identity is its body alone: a signed body replayed under another topic
     // or org is a duplicate, not a new instruction.
-    let signed_org = ["org_id", "id"].iter().find_map(|k| match payload.get(*k) {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    });
-    let header_org = web::header(req.headers(), "x-haravan-org-id").map(str::to_owned);
+    let mut signed_org = None;
+    for field in ["org_id", "id"] {
+        let org = match payload.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+            None => continue,
+            Some(_) => {
+                return Err(Error::BadRequest(format!(
+                    "`{field}` is not an org id (a non-empty string or a whole number)"
+                )));
+            }
+        };
+        signed_org.get_or_insert(org);
+    }
+    let header_org = web::single_header(req.headers(), "x-haravan-org-id")?.map(str::to_owned);
     if let (Some(signed), Some(header)) = (&signed_org, &header_org)
         && signed != header
     {
@@ -726,12 +757,15 @@ async fn delivery(app: &App, req: &Request) -> Result<Response<Body>> {
         ));
     }
     web::check_id("the delivery's org id", &orgid)?;
+    if topic == "shop/update" {
+        check_shop_fields(&payload)?;
+    }
 
     // The mark and the effect commit together (see `once`).
     let mark = once::delivery_mark(PLATFORM, &hex::encode(crypto::sha256(body)));
     let answer = match topic.as_str() {
         "shop/update" => shop_update(app, &mark, &orgid, &payload).await?,
-        "app/uninstalled" => uninstalled(app, &mark, &orgid).await?,
+        "app/uninstalled" => uninstalled(app, &mark, &orgid, made_at(&payload)?).await?,
         other => {
             if once::mark_alone(app.store.as_ref(), &mark).await? {
                 tracing::info!(topic = %web::printable(other), orgid, "haravan webhook acknowledged, not handled");
@@ -757,6 +791,23 @@ const SHOP_FIELDS: [&str; 6] = [
     "customer_email",
     "shop_owner",
 ];
+
+/// A `shop/update` whose shop fields are not all text is refused (400) before anything is
+/// written: the update replaces the stored shop details, so a field of another type would
+/// otherwise have emptied them.
+fn check_shop_fields(payload: &Map<String, Value>) -> Result<()> {
+    for field in SHOP_FIELDS {
+        match payload.get(field) {
+            None | Some(Value::String(_)) | Some(Value::Null) => {}
+            Some(_) => {
+                return Err(Error::BadRequest(format!(
+                    "`{field}` of a shop/update is not a string"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// One in-place update of the install, in the delivery's transaction: the shop details and
 /// when they came, on the condition only that the install exists. The token attributes are not
@@ -791,11 +842,118 @@ async fn shop_update(
     }
 }
 
+/// When the delivery was made, where its signed body says: `updated_at`, else `created_at`
+/// (ISO 8601, as Haravan writes its times), in Unix seconds. Haravan signs no delivery time and
+/// its deliveries carry no id, so this is all there is to tell an old delivery from a new one
+/// once its mark has expired. A field present but not such a time is refused (400).
+fn made_at(payload: &Map<String, Value>) -> Result<Option<i64>> {
+    for field in ["updated_at", "created_at"] {
+        match payload.get(field) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) => {
+                return parse_iso8601(s).map(Some).ok_or_else(|| {
+                    Error::BadRequest(format!("`{field}` is not an ISO 8601 date and time"))
+                });
+            }
+            Some(_) => {
+                return Err(Error::BadRequest(format!("`{field}` is not a string")));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` in Unix seconds (the fraction dropped).
+fn parse_iso8601(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(range)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    if second > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let o = rest.as_bytes();
+            if o.len() != 6 || o[3] != b':' {
+                return None;
+            }
+            let sign = match o[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let hours: i64 = rest.get(1..3)?.parse().ok()?;
+            let minutes: i64 = rest.get(4..6)?.parse().ok()?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            sign * (hours * 3600 + minutes * 60)
+        }
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
 /// Removes the install, its tokens and the org's sessions, in the delivery's transaction. An
 /// org with no install has been uninstalled already: that holds, so the delivery is recorded
 /// (with whatever sessions are left) and answered as done, and Haravan stops retrying it.
-async fn uninstalled(app: &App, mark: &Item, orgid: &str) -> Result<Value> {
+///
+/// A delivery whose body says it was made (`made_at`) before the current install was stored
+/// (its `installed_at`, less the allowed clock skew) belongs to an earlier install: an old
+/// uninstall replayed after its mark expired (7 days) and after a reinstall. It is recorded
+/// and answered 200 `stale`, and the install stays. A body that says nothing cannot be told
+/// apart this way; see the README's Security section for that residual risk.
+async fn uninstalled(app: &App, mark: &Item, orgid: &str, made_at: Option<i64>) -> Result<Value> {
     let store = app.store.as_ref();
+    if let Some(made_at) = made_at
+        && let Some(install) = store.get(&install_key(orgid)).await?
+        && let Some(installed_at) = install.attrs.get("installed_at").and_then(Value::as_i64)
+    {
+        let skew = i64::try_from(app.haravan.settings.skew).unwrap_or(i64::MAX);
+        if made_at.saturating_add(skew) < installed_at {
+            return if once::mark_alone(store, mark).await? {
+                tracing::info!(
+                    orgid,
+                    "haravan uninstall older than the install, not acted on"
+                );
+                Ok(json!({"ok": true, "handled": false, "stale": true}))
+            } else {
+                Ok(duplicate())
+            };
+        }
+    }
     let mut sessions = Vec::new();
     for session in store.query(&org_sessions_partition(orgid)).await? {
         if let Some(sid) = session.str("sid").filter(|s| !s.is_empty()) {
@@ -858,4 +1016,48 @@ pub async fn logout(app: &App, req: Request) -> Response<Body> {
     }
     .await;
     web::respond(Format::Json, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Expected values from python3's `datetime.fromisoformat(...).timestamp()`.
+    #[test]
+    fn delivery_times_read_as_iso_8601() {
+        for (text, unix) in [
+            ("2026-11-24T20:00:00Z", 1_795_550_400),
+            ("2000-02-29T12:34:56.789+07:00", 951_802_496),
+            ("2026-11-24T20:00:00.1234567-03:30", 1_795_563_000),
+            ("1969-12-31T23:59:59Z", -1),
+        ] {
+            assert_eq!(parse_iso8601(text), Some(unix), "{text}");
+        }
+        for bad in [
+            "2026-11-24",
+            "2026-11-24T20:00:00",
+            "2026-13-01T00:00:00Z",
+            "2026-11-24T20:00:00+0700",
+            "2026-11-24T20:00:00.Z",
+            "2026-11-24T2a:00:00Z",
+            "yesterday",
+        ] {
+            assert_eq!(parse_iso8601(bad), None, "{bad}");
+        }
+        let payload = |v: Value| v.as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            made_at(&payload(json!({"created_at": "1970-01-01T00:00:10Z"}))).unwrap(),
+            Some(10)
+        );
+        assert_eq!(
+            made_at(&payload(
+                json!({"created_at": "1970-01-01T00:00:10Z", "updated_at": "1970-01-01T00:00:20Z"})
+            ))
+            .unwrap(),
+            Some(20)
+        );
+        assert_eq!(made_at(&payload(json!({"org_id": 1}))).unwrap(), None);
+        assert!(made_at(&payload(json!({"updated_at": 5}))).is_err());
+        assert!(made_at(&payload(json!({"updated_at": "soon"}))).is_err());
+    }
 }

@@ -173,7 +173,7 @@ async fn stored_token(app: &App, product: &str) -> Result<Option<(SecretString, 
     }
     let keys = app.secrets.app_keys().await?;
     let sealed = item.str("token_sealed").unwrap_or_default();
-    match keys.decrypt(sealed, &format!("{}/{}", key.pk, key.sk)) {
+    match keys.open(sealed, &format!("{}/{}", key.pk, key.sk), "token_sealed") {
         Ok(token) => Ok(Some((token, expires_at))),
         Err(_) => Ok(None),
     }
@@ -253,8 +253,12 @@ async fn fetch_token(app: &App, product: &str) -> Result<(SecretString, i64)> {
     let mut attrs = Map::new();
     attrs.insert(
         "token_sealed".into(),
-        keys.encrypt(&reply.access_token, &format!("{}/{}", key.pk, key.sk))?
-            .into(),
+        keys.seal(
+            &reply.access_token,
+            &format!("{}/{}", key.pk, key.sk),
+            "token_sealed",
+        )?
+        .into(),
     );
     attrs.insert("expires_at".into(), expires_at.into());
     app.store
@@ -378,6 +382,7 @@ impl PaymentRequest {
         if self.external_id.is_empty() || self.external_id.len() > 64 {
             return bad("`externalId` must be 1 to 64 characters");
         }
+        crate::web::check_id("`externalId`", &self.external_id)?;
         let id = self.payer.party_id.as_str();
         let ok = match self.payer.party_id_type.as_str() {
             "MSISDN" => (6..=15).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit()),
@@ -431,14 +436,16 @@ pub async fn request_to_pay(app: &App, req: Request) -> Response<Body> {
 async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     web::require_content_type(req, "application/json")?;
     let body = web::body(req, MAX_BODY)?;
-    let payment: PaymentRequest = serde_json::from_slice(body).map_err(|e| {
+    let body = web::json_value(body, "the body is not a valid payment request: not JSON")?;
+    let payment: PaymentRequest = serde_json::from_value(body).map_err(|e| {
         Error::BadRequest(format!(
             "the body is not a valid payment request: {}",
             short(&e)
         ))
     })?;
     payment.validate()?;
-    let idempotency = web::header(req.headers(), "idempotency-key").unwrap_or("");
+    // Two keys would name two payments; which one a proxy passes on is not agreed: refused.
+    let idempotency = web::single_header(req.headers(), "idempotency-key")?.unwrap_or("");
     if idempotency.len() > 128 {
         return Err(Error::BadRequest(
             "the Idempotency-Key header is too long".into(),
@@ -932,8 +939,7 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         .hyphenated()
         .to_string();
     let body = web::body(req, MAX_BODY)?;
-    let hint: Map<String, Value> = serde_json::from_slice(body)
-        .map_err(|_| Error::BadRequest("the callback body is not a JSON object".into()))?;
+    let hint: Map<String, Value> = web::json_body(body, "the callback body is not a JSON object")?;
     let tx = app
         .store
         .get(&transaction_key(&reference))

@@ -138,22 +138,19 @@ pub fn seal(
     attrs: &mut Map<String, Value>,
 ) -> Result<()> {
     let ctx = context(key);
-    attrs.insert(
-        "access_token_sealed".into(),
-        keys.encrypt(grant.access_token.expose_secret(), &ctx)?
-            .into(),
-    );
+    // Each value is bound to its item and its attribute, so that two of one item cannot be
+    // swapped (a refresh token presented as the access token, say).
+    let mut put = |attr: String, value: &SecretString| -> Result<()> {
+        let sealed = keys.seal(value.expose_secret(), &ctx, &attr)?;
+        attrs.insert(attr, sealed.into());
+        Ok(())
+    };
+    put("access_token_sealed".into(), &grant.access_token)?;
     if let Some(refresh) = &grant.refresh_token {
-        attrs.insert(
-            "refresh_token_sealed".into(),
-            keys.encrypt(refresh.expose_secret(), &ctx)?.into(),
-        );
+        put("refresh_token_sealed".into(), refresh)?;
     }
     for (name, value) in &grant.extra {
-        attrs.insert(
-            format!("{name}_sealed"),
-            keys.encrypt(value.expose_secret(), &ctx)?.into(),
-        );
+        put(format!("{name}_sealed"), value)?;
     }
     attrs.insert("expires_at".into(), (now() + grant.expires_in).into());
     attrs.insert(
@@ -172,9 +169,14 @@ pub fn open(keys: &KeyRing, item: &Item) -> Result<Tokens> {
         .ok_or_else(|| Error::Internal("stored tokens lack the access token".into()))?;
     let unreadable = |_| Error::Internal("stored tokens cannot be decrypted".into());
     Ok(Tokens {
-        access_token: keys.decrypt(access, &ctx).map_err(unreadable)?,
+        access_token: keys
+            .open(access, &ctx, "access_token_sealed")
+            .map_err(unreadable)?,
         refresh_token: match sealed("refresh_token_sealed") {
-            Some(s) => Some(keys.decrypt(s, &ctx).map_err(unreadable)?),
+            Some(s) => Some(
+                keys.open(s, &ctx, "refresh_token_sealed")
+                    .map_err(unreadable)?,
+            ),
             None => None,
         },
         expires_at: item
@@ -187,9 +189,10 @@ pub fn open(keys: &KeyRing, item: &Item) -> Result<Tokens> {
 
 /// Opens another secret stored with the tokens by [`seal`] (a [`Grant::extra`]).
 pub fn open_extra(keys: &KeyRing, item: &Item, name: &str) -> Result<Option<SecretString>> {
-    match item.str(&format!("{name}_sealed")) {
+    let attr = format!("{name}_sealed");
+    match item.str(&attr) {
         Some(sealed) => keys
-            .decrypt(sealed, &context(&item.key))
+            .open(sealed, &context(&item.key), &attr)
             .map(Some)
             .map_err(|_| Error::Internal("stored tokens cannot be decrypted".into())),
         None => Ok(None),
@@ -352,5 +355,80 @@ async fn refresh_under_lease(
             }
         }
         Err(RefreshError::Failed(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> KeyRing {
+        let secret = SecretString::from("a-secret-of-at-least-thirty-two-characters".to_string());
+        KeyRing::new([("k1", &secret)]).unwrap()
+    }
+
+    fn grant() -> Grant {
+        Grant {
+            access_token: SecretString::from("the-access-token".to_string()),
+            refresh_token: Some(SecretString::from("the-refresh-token".to_string())),
+            expires_in: 3600,
+            extra: vec![("mac_key", SecretString::from("the-mac-key".to_string()))],
+        }
+    }
+
+    #[test]
+    fn the_two_tokens_of_an_item_cannot_be_swapped() {
+        let keys = ring();
+        let key = Key::new("install#haravan", "1000111111");
+        let mut attrs = Map::new();
+        seal(&keys, &key, &grant(), &mut attrs).unwrap();
+        let item = Item::new(key.clone(), attrs.clone());
+        let tokens = open(&keys, &item).unwrap();
+        assert_eq!(tokens.access_token.expose_secret(), "the-access-token");
+        assert_eq!(
+            open_extra(&keys, &item, "mac_key")
+                .unwrap()
+                .unwrap()
+                .expose_secret(),
+            "the-mac-key"
+        );
+
+        let mut swapped = attrs.clone();
+        let access = swapped["access_token_sealed"].clone();
+        swapped["access_token_sealed"] = swapped["refresh_token_sealed"].clone();
+        swapped["refresh_token_sealed"] = access;
+        assert!(open(&keys, &Item::new(key.clone(), swapped)).is_err());
+
+        let mut moved = attrs;
+        moved["mac_key_sealed"] = moved["refresh_token_sealed"].clone();
+        assert!(open_extra(&keys, &Item::new(key, moved), "mac_key").is_err());
+    }
+
+    #[test]
+    fn tokens_sealed_the_first_way_still_open() {
+        let keys = ring();
+        let key = Key::new("install#saison", "demo");
+        let ctx = context(&key);
+        let mut attrs = Map::new();
+        for (attr, value) in [
+            ("access_token_sealed", "old-access"),
+            ("refresh_token_sealed", "old-refresh"),
+            ("mac_key_sealed", "old-mac"),
+        ] {
+            let sealed = keys.encrypt(value, &ctx).unwrap();
+            assert!(sealed.starts_with("v1."));
+            attrs.insert(attr.into(), sealed.into());
+        }
+        let item = Item::new(key, attrs);
+        let tokens = open(&keys, &item).unwrap();
+        assert_eq!(tokens.access_token.expose_secret(), "old-access");
+        assert_eq!(tokens.refresh_token.unwrap().expose_secret(), "old-refresh");
+        assert_eq!(
+            open_extra(&keys, &item, "mac_key")
+                .unwrap()
+                .unwrap()
+                .expose_secret(),
+            "old-mac"
+        );
     }
 }

@@ -5,7 +5,9 @@
 //!   an object holding every received parameter but `hmac`, top-level keys sorted, values as the
 //!   strings received. Not a `k=v&k=v` string. We sign whatever arrived, not a fixed list.
 //! - Webhooks are `{"event", "data", "hmac"}` with the hmac over `data` by the same rule (nested
-//!   objects keep their received order).
+//!   objects keep their received order). Since browser URLs are signed the same way, `data` must
+//!   name its event (`data.event`) and may not be only browser parameters (see
+//!   `check_webhook_data`).
 //! - Sesami's authorization request carries no `state` and its callback echoes none, so the state
 //!   binding lives entirely on our side: the install launch stores one-time state naming the shop
 //!   and sets a signed cookie with its id; the callback must come from that browser, for that
@@ -86,7 +88,8 @@ pub struct Install {
     pub shop_id: String,
     /// The shop's name as the token reply gave it.
     pub name: Option<String>,
-    /// The offline token, encrypted (`v1.<key id>.<ciphertext>`).
+    /// The offline token, sealed to this item and attribute (`v2.<key id>.<ciphertext>`;
+    /// installs stored before the attribute was bound hold `v1.`, which still opens).
     pub token_sealed: String,
     /// `expireAt` as Sesami gave it (`NEVER` today).
     pub expire_at: Option<String>,
@@ -101,33 +104,77 @@ pub fn install_key(shop_id: &str) -> Key {
     Key::new(format!("install#{PLATFORM}"), shop_id)
 }
 
-/// The canonical text Sesami signs: compact JSON of `object` with its top-level keys sorted,
-/// nested values in their received order, `/` and non-ASCII left unescaped (as `JSON.stringify`).
+/// The canonical text Sesami signs: `JSON.stringify` of an object built from `object` with its
+/// keys inserted in `sort()` order. So, exactly as JavaScript does it: keys compared by UTF-16
+/// code units; then, since JavaScript objects list integer-like keys (array indices, `"0"` to
+/// `"4294967294"` without leading zeros) first in ascending numeric order, those first, at the top
+/// level and in every nested object; other nested keys in their received order; `/` and non-ASCII
+/// unescaped; numbers as JavaScript prints them (see [`write_number`]).
 pub fn canonical_json(object: &Map<String, Value>) -> String {
     let mut keys: Vec<&String> = object.keys().collect();
-    keys.sort();
-    let mut out = String::from("{");
-    for (i, key) in keys.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_json(&mut out, &Value::String(key.clone()));
-        out.push(':');
-        write_json(&mut out, &object[key]);
-    }
-    out.push('}');
+    keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+    let mut out = String::new();
+    write_object(&mut out, keys.into_iter().map(|k| (k, &object[k])));
     out
 }
 
-/// Writes `value` compactly, numbers as JavaScript prints them, since Sesami computes its
-/// signatures with `JSON.stringify`: `1` for `1.0`, `0` for `-0`, `1e-7` and `1e+21` where Rust
-/// would write every digit. Integers are printed exactly as received, which is how JavaScript
-/// wrote them.
+/// A key JavaScript treats as an array index, and its value: such keys come first in an
+/// object's own-key order, ascending.
+fn array_index(key: &str) -> Option<u32> {
+    if key.is_empty() || key.len() > 10 || (key.len() > 1 && key.starts_with('0')) {
+        return None;
+    }
+    if !key.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    key.parse::<u32>().ok().filter(|n| *n < u32::MAX)
+}
+
+/// Writes an object's members in JavaScript's own-key order: integer-like keys ascending, then
+/// the others in the order given.
+fn write_object<'a>(out: &mut String, members: impl Iterator<Item = (&'a String, &'a Value)>) {
+    let (mut indices, others): (Vec<_>, Vec<_>) =
+        members.partition(|(k, _)| array_index(k).is_some());
+    indices.sort_by_key(|(k, _)| array_index(k));
+    out.push('{');
+    for (i, (k, v)) in indices.into_iter().chain(others).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(k.clone()).to_string());
+        out.push(':');
+        write_json(out, v);
+    }
+    out.push('}');
+}
+
+/// The largest integer a double holds exactly, and so the largest JavaScript reads exactly.
+const MAX_SAFE: u64 = 1 << 53;
+
+/// Writes a number as JavaScript prints it, since Sesami computes its signatures with
+/// `JSON.stringify` over values JavaScript parsed: every number is a double. So `1` for `1.0`,
+/// `0` for `-0`, `1e-7` and `1e+21` where Rust would write every digit; an integer up to 2^53
+/// exactly as received; a larger one as the double nearest to it
+/// (`9007199254740993` → `9007199254740992`, `1e21` and beyond in exponent form).
+fn write_number(out: &mut String, n: &serde_json::Number) {
+    if let Some(u) = n.as_u64()
+        && u <= MAX_SAFE
+    {
+        out.push_str(&u.to_string());
+    } else if let Some(i) = n.as_i64()
+        && i.unsigned_abs() <= MAX_SAFE
+    {
+        out.push_str(&i.to_string());
+    } else {
+        // `as_f64` is the nearest double (round half to even), as JavaScript's parse gives.
+        out.push_str(ryu_js::Buffer::new().format(n.as_f64().unwrap_or_default()));
+    }
+}
+
+/// Writes `value` compactly, as `JSON.stringify` does.
 fn write_json(out: &mut String, value: &Value) {
     match value {
-        Value::Number(n) if n.is_f64() => {
-            out.push_str(ryu_js::Buffer::new().format(n.as_f64().unwrap_or_default()));
-        }
+        Value::Number(n) => write_number(out, n),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -138,19 +185,8 @@ fn write_json(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_json(out, &Value::String(k.clone()));
-                out.push(':');
-                write_json(out, v);
-            }
-            out.push('}');
-        }
-        // Strings, integers, booleans and null: serde_json escapes exactly as JSON.stringify.
+        Value::Object(map) => write_object(out, map.iter()),
+        // Strings, booleans and null: serde_json escapes exactly as JSON.stringify.
         other => out.push_str(&other.to_string()),
     }
 }
@@ -285,6 +321,14 @@ struct TokenReply {
 
 async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     let params = Params::from_query(req)?;
+    // The merchant's Deny comes back as `?error=access_denied`, unsigned: report Sesami's
+    // refusal as such (nothing is stored), as the other platforms' callbacks do.
+    if let Some(error) = params.get("error") {
+        return Err(Error::BadRequest(format!(
+            "Sesami answered `{}`: the install was not authorized; start again",
+            web::printable(error)
+        )));
+    }
     let code = params.require("code")?;
     verify_query(app, &params).await?;
     let shop_id = params.require("shopId")?;
@@ -305,7 +349,11 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         let install = Install {
             shop_id: shop_id.to_owned(),
             name: reply.name.clone(),
-            token_sealed: keys.encrypt(&reply.token, &format!("{}/{}", key.pk, key.sk))?,
+            token_sealed: keys.seal(
+                &reply.token,
+                &format!("{}/{}", key.pk, key.sk),
+                "token_sealed",
+            )?,
             expire_at: reply.expire_at.clone(),
             scopes: app.sesami.scopes.clone(),
             installed_at: now(),
@@ -411,11 +459,13 @@ struct Webhook {
 async fn webhook_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     web::require_content_type(req, "application/json")?;
     let body = web::body(req, MAX_WEBHOOK_BYTES)?;
-    let hook: Webhook = serde_json::from_slice(body).map_err(|_| {
-        Error::BadRequest("the body is not a JSON object with `event`, `data` and `hmac`".into())
-    })?;
+    let hook: Webhook = web::json_body(
+        body,
+        "the body is not a JSON object with `event`, `data` and `hmac`",
+    )?;
     let creds = app.secrets.credentials(PLATFORM).await?;
     verify(&creds.verifying_keys(), &hook.data, &hook.hmac)?;
+    check_webhook_data(&hook)?;
     if let Some(ts) = hook.data.get("timestamp") {
         let raw = match ts {
             Value::String(s) => s.clone(),
@@ -462,12 +512,63 @@ async fn webhook_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     Ok(web::json(StatusCode::OK, &answer))
 }
 
+/// The parameters Sesami puts into the browser URLs it signs: the install launch
+/// (`shopId, timestamp`), the OAuth callback (`code, shopId, timestamp`) and the app load
+/// (`appId, locale, messageId, shopId, target, timestamp, token`).
+const BROWSER_PARAMETERS: [&str; 8] = [
+    "appId",
+    "code",
+    "locale",
+    "messageId",
+    "shopId",
+    "target",
+    "timestamp",
+    "token",
+];
+
+/// Tells a webhook's signed `data` from a signed browser URL's parameters, which Sesami signs
+/// with the same key and the same canonical form, and which anyone who sees such a URL (a
+/// browser's history, a proxy's log, a `Referer`) holds. `event` is outside the signature, so
+/// without this a fresh launch URL's `{shopId, timestamp}` and its `hmac` would make a valid
+/// `uninstall_app`. A webhook's `data` must therefore name its event (`data.event`, equal to the
+/// envelope's `event`), which no browser URL carries; and `data` made only of browser parameters
+/// is refused outright (401), whatever else is claimed. Checked after the signature and before
+/// anything is written.
+fn check_webhook_data(hook: &Webhook) -> Result<()> {
+    if hook
+        .data
+        .keys()
+        .all(|k| BROWSER_PARAMETERS.contains(&k.as_str()))
+    {
+        return Err(Error::Unauthorized(
+            "`data` holds only the parameters of a signed browser URL, not a webhook".into(),
+        ));
+    }
+    match hook.data.get("event") {
+        Some(Value::String(event)) if *event == hook.event => Ok(()),
+        Some(Value::String(_)) => Err(Error::BadRequest(
+            "`data.event` names another event than `event`".into(),
+        )),
+        Some(_) => Err(Error::BadRequest("`data.event` is not a string".into())),
+        None => Err(Error::BadRequest(
+            "`data.event` is missing: a webhook's signed data names its event".into(),
+        )),
+    }
+}
+
 /// The shop an `uninstall_app` delivery names, checked before anything is written.
 fn uninstalled_shop(hook: &Webhook) -> Result<String> {
     let shop_id = match hook.data.get("shopId") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(Error::BadRequest("`data.shopId` is missing".into())),
+        Some(Value::String(_)) | None => {
+            return Err(Error::BadRequest("`data.shopId` is missing".into()));
+        }
+        Some(_) => {
+            return Err(Error::BadRequest(
+                "`data.shopId` is neither a string nor a number".into(),
+            ));
+        }
     };
     web::check_id("`data.shopId`", &shop_id)?;
     Ok(shop_id)
@@ -566,6 +667,41 @@ mod tests {
         assert_eq!(
             sign(SECRET, &data),
             "82257072734f06d8ba55ea556a45fe7492583125d70ca23e028dd07b6b8c1144"
+        );
+    }
+
+    /// Vectors computed by Node.js (`node tests/vectors/sesami.js`): the text parsed with
+    /// `JSON.parse`, keys inserted in `sort()` order, `JSON.stringify`, `crypto.createHmac`.
+    fn node_vector(text: &str, canonical: &str, tag: &str) {
+        let data: Map<String, Value> = serde_json::from_str(text).unwrap();
+        assert_eq!(canonical_json(&data), canonical);
+        assert_eq!(sign(SECRET, &data), tag);
+    }
+
+    #[test]
+    fn integer_like_keys_come_first_as_in_javascript() {
+        node_vector(
+            r#"{"shopId":"s","10":"x","9":"y","-1":"z","z":{"b":1,"10":2,"2":3,"01":4,"a":5,"4294967295":6,"4294967294":7,"0":8}}"#,
+            r#"{"9":"y","10":"x","-1":"z","shopId":"s","z":{"0":8,"2":3,"10":2,"4294967294":7,"b":1,"01":4,"a":5,"4294967295":6}}"#,
+            "9b0554ea20ac5a7d43445bd3df22bba7ad0c3a0ebccb6822bd3d4ddec192cdde",
+        );
+    }
+
+    #[test]
+    fn integers_beyond_two_to_the_53_print_as_javascript_doubles() {
+        node_vector(
+            r#"{"shopId":"s","big":9007199254740993,"neg":-9007199254740993,"safe":9007199254740992,"u64":18446744073709551615,"bigger":123456789012345678901234567890,"e21":1000000000000000000000,"odd":9007199254740995,"list":[9007199254740993,-18446744073709551616]}"#,
+            r#"{"big":9007199254740992,"bigger":1.2345678901234568e+29,"e21":1e+21,"list":[9007199254740992,-18446744073709552000],"neg":-9007199254740992,"odd":9007199254740996,"safe":9007199254740992,"shopId":"s","u64":18446744073709552000}"#,
+            "69e63124cb51a1aa47baf1f05cb510e80a36467918f799d95331a55ac1e1017e",
+        );
+    }
+
+    #[test]
+    fn top_level_keys_sort_by_utf16_code_units() {
+        node_vector(
+            r#"{"\uff61":1,"\ud83d\ude00":2,"a":3,"shopId":"s"}"#,
+            "{\"a\":3,\"shopId\":\"s\",\"\u{1f600}\":2,\"\u{ff61}\":1}",
+            "9157090927402be8128dba0471d7f86b5e3146ddc10257d74194fac9f19ee596",
         );
     }
 

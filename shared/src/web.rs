@@ -29,12 +29,30 @@ pub const MAX_QUERY_BYTES: usize = 8 * 1024;
 /// than failing in the store as an internal error (500). Real ids are far shorter.
 pub const MAX_ID_BYTES: usize = 256;
 
-/// An identifier taken from a request, refused (400) when longer than [`MAX_ID_BYTES`]. `what`
-/// names it in the message, e.g. "parameter `sid`".
+/// Whether `b` may appear in an identifier: ASCII letters, digits and `-_.:@`. Every platform's
+/// ids fit (Sesami shop ids such as `shop-123`, Haravan's numeric org ids and hex sids, our own
+/// base64url session ids, MoMo's uuids, Saison members, WebLink portal host names), and nothing
+/// that could change how an id reads does: no `/` or `#` (our key separators), no `..` paths, no
+/// spaces, CR/LF or NUL, no lookalike letters from other scripts.
+pub fn is_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@')
+}
+
+/// An identifier taken from a request, refused (400) when empty, longer than [`MAX_ID_BYTES`],
+/// made of anything but [`is_id_byte`]s, or only dots. `what` names it in the message, e.g.
+/// "parameter `sid`".
 pub fn check_id<'a>(what: &str, id: &'a str) -> Result<&'a str> {
+    if id.is_empty() {
+        return Err(Error::BadRequest(format!("{what} is empty")));
+    }
     if id.len() > MAX_ID_BYTES {
         return Err(Error::BadRequest(format!(
             "{what} is longer than {MAX_ID_BYTES} bytes"
+        )));
+    }
+    if !id.bytes().all(is_id_byte) || id.bytes().all(|b| b == b'.') {
+        return Err(Error::BadRequest(format!(
+            "{what} may hold only ASCII letters, digits and `-_.:@`"
         )));
     }
     Ok(id)
@@ -92,8 +110,8 @@ impl Params {
         }
     }
 
-    /// A parameter that names something stored (see [`check_id`]): present, non-empty and at
-    /// most [`MAX_ID_BYTES`] long.
+    /// A parameter that names something stored (see [`check_id`]): present, non-empty, at most
+    /// [`MAX_ID_BYTES`] long, of the identifier characters only.
     pub fn require_id(&self, name: &str) -> Result<&str> {
         check_id(&format!("parameter `{name}`"), self.require(name)?)
     }
@@ -105,6 +123,19 @@ impl Params {
 }
 
 fn decode(s: &str) -> Result<String> {
+    // `%` must start an escape of two hex digits: lenient decoders keep `%zz` or a lone `%` as
+    // text, which would make two spellings of one value.
+    let bytes = s.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
+            return Err(Error::BadRequest(
+                "a parameter holds an invalid percent escape".into(),
+            ));
+        }
+    }
     let spaced = s.replace('+', " ");
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8()
@@ -132,12 +163,10 @@ pub fn body_text(req: &Request, limit: usize) -> Result<&str> {
         .map_err(|_| Error::BadRequest("the request body is not valid UTF-8".into()))
 }
 
-/// Requires the media type of the body (parameters such as `charset` are ignored).
+/// Requires the media type of the body (parameters such as `charset` are ignored). Two
+/// `Content-Type` headers are refused: which one a reader takes is not agreed on.
 pub fn require_content_type(req: &Request, expected: &str) -> Result<()> {
-    let actual = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let actual = single_header(req.headers(), header::CONTENT_TYPE.as_str())?
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase());
     match actual {
@@ -148,9 +177,129 @@ pub fn require_content_type(req: &Request, expected: &str) -> Result<()> {
     }
 }
 
-/// A single-valued header as text, if present.
+/// A single-valued header as text, if present. For headers that decide anything (signatures,
+/// topics, ids, keys) use [`single_header`], which refuses a repeated one.
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A header that must appear at most once, as text: given twice (a valid signature followed by
+/// another, say) it is refused (400) rather than resolved to the first or the last; a value that
+/// is not visible ASCII is refused too.
+pub fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Error::BadRequest(format!(
+            "the {name} header is given more than once"
+        )));
+    }
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| Error::BadRequest(format!("the {name} header is not visible ASCII")))
+}
+
+/// Parses a JSON request body strictly into `T`: an object key given twice, at any depth, is
+/// refused (400) rather than resolved to its last value as serde_json does, since what we verify
+/// or store must read one way only. `shape` is the message for a body that is not JSON or not
+/// of `T`'s shape.
+pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8], shape: &str) -> Result<T> {
+    serde_json::from_value(json_value(bytes, shape)?)
+        .map_err(|_| Error::BadRequest(shape.to_owned()))
+}
+
+/// Parses a JSON request body strictly (see [`json_body`]) into a value, for callers that read
+/// its shape themselves. Every JSON body taken from a request goes through here.
+pub fn json_value(bytes: &[u8], shape: &str) -> Result<serde_json::Value> {
+    let strict: StrictJson = serde_json::from_slice(bytes).map_err(|e| {
+        let text = e.to_string();
+        match text.strip_prefix(DUPLICATE_KEY) {
+            Some(rest) => Error::BadRequest(format!(
+                "the JSON body gives {} more than once",
+                printable(rest.split(" at line").next().unwrap_or_default())
+            )),
+            None => Error::BadRequest(shape.to_owned()),
+        }
+    })?;
+    Ok(strict.0)
+}
+
+const DUPLICATE_KEY: &str = "duplicate key ";
+
+/// A JSON value read by a visitor that refuses a repeated object key (see [`json_body`]).
+/// Numbers go through the same `u64`/`i64`/`f64` paths as serde_json's own `Value`.
+struct StrictJson(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = StrictJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> std::result::Result<StrictJson, E> {
+        Ok(StrictJson(v.into()))
+    }
+    fn visit_i64<E>(self, v: i64) -> std::result::Result<StrictJson, E> {
+        Ok(StrictJson(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> std::result::Result<StrictJson, E> {
+        Ok(StrictJson(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> std::result::Result<StrictJson, E> {
+        Ok(StrictJson(
+            serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into),
+        ))
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<StrictJson, E> {
+        Ok(StrictJson(v.into()))
+    }
+    fn visit_string<E>(self, v: String) -> std::result::Result<StrictJson, E> {
+        Ok(StrictJson(v.into()))
+    }
+    fn visit_unit<E>(self) -> std::result::Result<StrictJson, E> {
+        Ok(StrictJson(serde_json::Value::Null))
+    }
+    fn visit_none<E>(self) -> std::result::Result<StrictJson, E> {
+        Ok(StrictJson(serde_json::Value::Null))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<StrictJson, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(StrictJson(serde_json::Value::Array(items)))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<StrictJson, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "{DUPLICATE_KEY}`{}`",
+                    printable(&key)
+                )));
+            }
+            let StrictJson(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(StrictJson(serde_json::Value::Object(out)))
+    }
 }
 
 /// The value of cookie `name`, if the request carries it.
@@ -294,6 +443,91 @@ mod tests {
         assert!(matches!(p.require_id("d"), Err(Error::BadRequest(_))));
         assert!(check_id("the org", &at_limit).is_ok());
         assert!(check_id("the org", &format!("{at_limit}i")).is_err());
+    }
+
+    #[test]
+    fn ids_have_a_character_set() {
+        for good in [
+            "shop-123",
+            "1000111111",
+            "a.b_c:d@e",
+            "Zz09",
+            "550e8400-e29b-41d4",
+        ] {
+            assert!(check_id("the id", good).is_ok(), "{good}");
+        }
+        for bad in [
+            "../../x",
+            "a/b",
+            "a#b",
+            "sh\u{43e}p",
+            "a\r\nb",
+            "a\0b",
+            "a b",
+            "",
+            ".",
+            "..",
+            "caf\u{e9}",
+        ] {
+            assert!(
+                matches!(check_id("the id", bad), Err(Error::BadRequest(_))),
+                "{bad:?} is refused"
+            );
+        }
+        let p = Params::parse("shopId=..%2F..%2Fx&b=%0D%0A&c=%00").unwrap();
+        for name in ["shopId", "b", "c"] {
+            assert!(p.require_id(name).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn invalid_percent_escapes_are_refused() {
+        for bad in ["a=%zz", "a=%", "a=1%2", "%G0=1", "a=%%41"] {
+            assert!(
+                matches!(Params::parse(bad), Err(Error::BadRequest(m)) if m.contains("percent escape")),
+                "{bad}"
+            );
+        }
+        assert_eq!(Params::parse("a=%41%2f").unwrap().get("a"), Some("A/"));
+    }
+
+    #[test]
+    fn repeated_headers_are_refused() {
+        let mut h = HeaderMap::new();
+        assert_eq!(single_header(&h, "x-a").unwrap(), None);
+        h.append("x-a", HeaderValue::from_static("1"));
+        assert_eq!(single_header(&h, "x-a").unwrap(), Some("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        assert!(
+            matches!(single_header(&h, "x-a"), Err(Error::BadRequest(m)) if m.contains("more than once"))
+        );
+    }
+
+    #[test]
+    fn json_bodies_refuse_repeated_keys_at_any_depth() {
+        type M = serde_json::Map<String, serde_json::Value>;
+        let ok: M = json_body(
+            br#"{"a":1,"b":{"c":[{"d":2}]},"n":9007199254740993}"#,
+            "shape",
+        )
+        .unwrap();
+        assert_eq!(ok["n"], serde_json::json!(9007199254740993u64));
+        for bad in [
+            &br#"{"a":1,"a":2}"#[..],
+            br#"{"a":{"b":1,"b":1}}"#,
+            br#"{"a":[{"c":1,"c":2}]}"#,
+            br#"{"a":1,"a":2}"#,
+        ] {
+            assert!(
+                matches!(json_body::<M>(bad, "shape"), Err(Error::BadRequest(m)) if m.contains("more than once")),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(
+            matches!(json_body::<M>(b"[1]", "shape"), Err(Error::BadRequest(m)) if m == "shape")
+        );
+        assert!(matches!(json_body::<M>(b"{", "shape"), Err(Error::BadRequest(m)) if m == "shape"));
     }
 
     #[test]

@@ -525,9 +525,10 @@ fn client_of(req: &Request) -> String {
 
 async fn guest_token_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     web::require_content_type(req, "application/json")?;
-    let body: Map<String, Value> = serde_json::from_slice(web::body(req, 4096)?).map_err(|_| {
-        Error::BadRequest("the body must be a JSON object `{\"portal\": ...}`".into())
-    })?;
+    let body: Map<String, Value> = web::json_body(
+        web::body(req, 4096)?,
+        "the body must be a JSON object `{\"portal\": ...}`",
+    )?;
     let portal = body
         .get("portal")
         .or_else(|| body.get("domain"))

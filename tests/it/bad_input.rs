@@ -83,7 +83,12 @@ struct Spec {
     free_form: &'static [&'static str],
     /// Queries of their own (not the baseline changed) and the status each is refused with.
     extra: Vec<(&'static str, String, u16)>,
+    /// Query parameters that are ids, refused (400) unless of the id characters.
+    ids: &'static [&'static str],
 }
+
+/// Ids that must be refused: a path, a Cyrillic lookalike (`о`), CR/LF, NUL, a space.
+const BAD_IDS: [&str; 5] = ["../../x", "sh\u{43e}p-1", "a\r\nb", "a\0b", "a b"];
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const JSON: &str = "application/json";
@@ -141,21 +146,25 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
         checks_content_type: false,
         free_form: &[],
         extra: Vec::new(),
+        ids: &[],
     };
     Some(match (route.method.as_str(), route.path) {
         // A wrong hmac.
-        ("GET", "/sesami/install") => s(
-            query(&[
-                ("shopId", "bad-input-shop"),
-                (
-                    "timestamp",
-                    &gatehouse_local::simulators::sesami::now_ms().to_string(),
-                ),
-                ("hmac", &"00".repeat(32)),
-            ]),
-            &["shopId", "timestamp", "hmac"],
-            401,
-        ),
+        ("GET", "/sesami/install") => Spec {
+            ids: &["shopId"],
+            ..s(
+                query(&[
+                    ("shopId", "bad-input-shop"),
+                    (
+                        "timestamp",
+                        &gatehouse_local::simulators::sesami::now_ms().to_string(),
+                    ),
+                    ("hmac", &"00".repeat(32)),
+                ]),
+                &["shopId", "timestamp", "hmac"],
+                401,
+            )
+        },
         // Signed by Sesami, but from a browser that did not start the install (no state cookie).
         ("GET", "/sesami/callback") => {
             let signed = h
@@ -165,11 +174,14 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
             let pairs = url::form_urlencoded::parse(signed.as_bytes())
                 .into_owned()
                 .collect();
-            s(
-                Input::Query(pairs),
-                &["code", "shopId", "timestamp", "hmac"],
-                400,
-            )
+            Spec {
+                ids: &["shopId"],
+                ..s(
+                    Input::Query(pairs),
+                    &["code", "shopId", "timestamp", "hmac"],
+                    400,
+                )
+            }
         }
         // A signed uninstall that names no shop: refused after the signature is checked and
         // before anything is written. (An uninstall of a shop that is not installed is done
@@ -197,6 +209,10 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
                     400,
                 ),
                 ("an orgid that is not UTF-8", "orgid=%FF".into(), 400),
+                ("an orgid that is a path", "orgid=..%2F..%2Fx".into(), 400),
+                ("an orgid with CR/LF", "orgid=1%0D%0A2".into(), 400),
+                ("an orgid with NUL", "orgid=1%002".into(), 400),
+                ("an orgid with a lookalike", "orgid=1%D0%BE2".into(), 400),
             ],
             ..s(
                 query(&[("orgid", "1000111111"), ("orgid", "1000222222")]),
@@ -254,7 +270,15 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
             }
         }
         // An empty sid.
-        ("GET", "/haravan/logout") => s(query(&[("sid", "")]), &["sid"], 400),
+        ("GET", "/haravan/logout") => Spec {
+            extra: vec![
+                ("a sid that is a path", "sid=..%2F..%2Fx".into(), 400),
+                ("a sid with CR/LF", "sid=a%0D%0Ab".into(), 400),
+                ("a sid with NUL", "sid=a%00b".into(), 400),
+                ("a sid with a lookalike", "sid=a%D0%BEb".into(), 400),
+            ],
+            ..s(query(&[("sid", "")]), &["sid"], 400)
+        },
         // A member the app does not serve (the parameter is optional).
         ("GET", "/saison/authorize") => Spec {
             extra: vec![("an empty member", "member=".into(), 404)],
@@ -361,6 +385,15 @@ fn cases(route: &Route, spec: &Spec) -> Vec<Case> {
     };
     let is_query = matches!(spec.input, Input::Query(_));
     let is_form = matches!(spec.input, Input::Form(_));
+    // Whether the baseline's parameters parse (Haravan login's baseline repeats one, which is
+    // then the first thing refused).
+    let parses = match &spec.input {
+        Input::Query(pairs) | Input::Form(pairs) => {
+            let names: std::collections::BTreeSet<_> = pairs.iter().map(|(k, _)| k).collect();
+            names.len() == pairs.len()
+        }
+        _ => true,
+    };
     let mut out = vec![base.clone()];
     let mut add = |name: String, change: &dyn Fn(&mut Case)| {
         let mut case = base.clone();
@@ -455,10 +488,19 @@ fn cases(route: &Route, spec: &Spec) -> Vec<Case> {
                 let mut text = serde_json::to_string(map).unwrap();
                 text.pop();
                 text.push_str(&format!(",{}:{}}}", json!(name), value));
-                add(
-                    format!("`{name}` twice in the JSON"),
-                    &with_body(text.into_bytes()),
-                );
+                // Refused as such (400), except where a signature over the bytes is checked
+                // first (Haravan's webhooks: the changed body no longer verifies, 401).
+                let signed_bytes = spec
+                    .headers
+                    .iter()
+                    .any(|(k, _)| *k == "x-haravan-hmacsha256");
+                add(format!("`{name}` twice in the JSON"), &|c: &mut Case| {
+                    c.payload = Payload::Bytes(text.clone().into_bytes());
+                    if !signed_bytes {
+                        c.status = Some(400);
+                        c.message = Some("more than once");
+                    }
+                });
             }
         }
         Input::None => {}
@@ -662,6 +704,75 @@ fn cases(route: &Route, spec: &Spec) -> Vec<Case> {
                 format!("{}&{extra}", c.query)
             };
             c.via = Via::Lambda;
+            if is_query && raw.starts_with('%') {
+                c.status = Some(400);
+                c.message = parses.then_some("percent escape");
+            }
+        });
+    }
+    // Invalid percent escapes: refused, not kept as text.
+    if is_query || is_form {
+        for bad in ["%zz", "%", "%4", "100%"] {
+            add(
+                format!("a parameter with the invalid escape {bad:?}"),
+                &|c: &mut Case| {
+                    let extra = format!("escape={bad}");
+                    if is_query {
+                        c.query = format!("{}&{extra}", c.query);
+                    } else if let Payload::Bytes(body) = &mut c.payload {
+                        body.extend_from_slice(format!("&{extra}").as_bytes());
+                    }
+                    c.status = Some(400);
+                    c.message = parses.then_some("percent escape");
+                },
+            );
+        }
+    }
+
+    // --- identifiers --------------------------------------------------------------------
+    // Ids name stored items: only ASCII letters, digits and `-_.:@` (gatehouse::web::check_id).
+    if let Input::Query(pairs) = &spec.input {
+        for name in spec.ids {
+            for bad in BAD_IDS {
+                let text = pairs
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = if k == name { bad } else { v.as_str() };
+                        format!("{}={}", enc(k), enc(v))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("&");
+                add(format!("`{name}` = {bad:?}"), &|c: &mut Case| {
+                    c.query = text.clone();
+                    c.status = Some(400);
+                    c.message = Some("may hold only");
+                });
+            }
+        }
+    }
+
+    // --- repeated headers ---------------------------------------------------------------
+    // A valid header followed by another is refused, not resolved to either (over HTTP: API
+    // Gateway joins repeated headers with commas, which the values' own checks refuse).
+    for (name, _) in &spec.headers {
+        if *name == "content-type" {
+            continue;
+        }
+        add(format!("the {name} header twice"), &|c: &mut Case| {
+            c.headers.push((name.to_string(), b"1000222222".to_vec()));
+            c.via = Via::Http;
+            c.status = Some(400);
+            c.message = Some("more than once");
+        });
+    }
+    if spec.checks_content_type {
+        add("the content-type header twice".into(), &|c: &mut Case| {
+            let ct = content_type.unwrap_or(JSON);
+            c.headers
+                .push(("content-type".into(), ct.as_bytes().to_vec()));
+            c.via = Via::Http;
+            c.status = Some(400);
+            c.message = Some("more than once");
         });
     }
 

@@ -1133,3 +1133,245 @@ async fn distinct_uninstalls_all_succeed_on_dynamodb() {
     };
     distinct_uninstalls_all_succeed(h).await;
 }
+
+/// A case's name, body, headers and the text its refusal must hold.
+type Refusal<'a> = (&'a str, Vec<u8>, Vec<(&'a str, String)>, &'a str);
+
+/// A signed POST to the webhook URL with `headers`, and the app's status and body.
+async fn post_signed(h: &Harness, body: &[u8], headers: &[(&str, String)]) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(h.url("/haravan/webhooks"))
+        .body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn haravan_secret(h: &Harness) -> String {
+    h.server
+        .app
+        .secrets
+        .credentials("haravan")
+        .await
+        .unwrap()
+        .client_secret
+        .expose_secret()
+        .to_owned()
+}
+
+/// Input that a lenient reader would resolve one way or another is refused, and nothing is
+/// written: a repeated signature, topic, org or content-type header (a valid one followed by
+/// another), both signature spellings at once, a repeated JSON key, and a `shop/update` whose
+/// shop fields are not text (which used to replace the stored shop with `{}`).
+#[tokio::test]
+async fn webhook_deliveries_with_ambiguous_or_mistyped_input_change_nothing() {
+    let h = Harness::embedded().await;
+    let sim = h.server.haravan.clone();
+    let mut b = Browser::new();
+    assert_eq!(install(&h, &mut b, ADMIN).await.status, 200);
+    let (status, _) = sim
+        .send_webhook(
+            "shop/update",
+            ADMIN_ORG,
+            &sim.webhook_body("shop/update", ADMIN_ORG),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let shop_before = h
+        .server
+        .app
+        .store
+        .get(&install_key(ADMIN_ORG))
+        .await
+        .unwrap()
+        .unwrap()
+        .attrs["shop"]
+        .clone();
+    assert!(shop_before["name"].is_string(), "{shop_before}");
+    let secret = haravan_secret(&h).await;
+    let sign = |body: &[u8]| gatehouse_local::simulators::haravan::webhook_signature(&secret, body);
+    let body = serde_json::to_vec(&json!({"id": 1000111111u64, "name": "Changed"})).unwrap();
+    let sig = sign(&body);
+    let ct = || ("content-type", "application/json".to_string());
+    let topic = || ("x-haravan-topic", "shop/update".to_string());
+    let org = || ("x-haravan-org-id", ADMIN_ORG.to_string());
+    let good = || ("x-haravan-hmacsha256", sig.clone());
+    let cases: Vec<Refusal> = vec![
+        (
+            "a valid signature followed by another",
+            body.clone(),
+            vec![
+                ct(),
+                topic(),
+                org(),
+                good(),
+                ("x-haravan-hmacsha256", "AAAA".into()),
+            ],
+            "more than once",
+        ),
+        (
+            "both signature spellings",
+            body.clone(),
+            vec![
+                ct(),
+                topic(),
+                org(),
+                good(),
+                ("x-haravan-hmac-sha256", sig.clone()),
+            ],
+            "both",
+        ),
+        (
+            "the topic twice",
+            body.clone(),
+            vec![
+                ct(),
+                topic(),
+                ("x-haravan-topic", "app/uninstalled".into()),
+                org(),
+                good(),
+            ],
+            "more than once",
+        ),
+        (
+            "the org twice",
+            body.clone(),
+            vec![
+                ct(),
+                topic(),
+                org(),
+                ("x-haravan-org-id", "1000222222".into()),
+                good(),
+            ],
+            "more than once",
+        ),
+    ];
+    let dup_key = br#"{"id":1000111111,"name":"Changed","name":"Again"}"#.to_vec();
+    let mistyped: Vec<Vec<u8>> = [
+        json!({"id": 1000111111u64, "name": 7}),
+        json!({"id": 1000111111u64, "name": "ok", "email": {"a": 1}}),
+        json!({"id": 1000111111u64, "domain": ["x"]}),
+        json!({"id": true, "name": "Changed"}),
+        json!({"id": 1000111111u64, "org_id": "../../x", "name": "Changed"}),
+    ]
+    .iter()
+    .map(|v| serde_json::to_vec(v).unwrap())
+    .collect();
+    let mut cases = cases;
+    cases.push((
+        "a JSON key twice",
+        dup_key.clone(),
+        vec![
+            ct(),
+            topic(),
+            org(),
+            ("x-haravan-hmacsha256", sign(&dup_key)),
+        ],
+        "more than once",
+    ));
+    for body in &mistyped {
+        cases.push((
+            "a shop/update with a field of the wrong type",
+            body.clone(),
+            vec![ct(), topic(), ("x-haravan-hmacsha256", sign(body))],
+            "",
+        ));
+    }
+    for (name, body, headers, needle) in cases {
+        let (status, text) = post_signed(&h, &body, &headers).await;
+        assert_eq!(status, 400, "{name}: {text}");
+        assert!(text.contains(needle), "{name}: `{needle}` in {text}");
+    }
+    assert_eq!(
+        count(&h, "webhook#haravan").await,
+        1,
+        "no refusal left a mark"
+    );
+    let shop_after = h
+        .server
+        .app
+        .store
+        .get(&install_key(ADMIN_ORG))
+        .await
+        .unwrap()
+        .unwrap()
+        .attrs["shop"]
+        .clone();
+    assert_eq!(shop_after, shop_before, "the shop details are untouched");
+}
+
+/// Haravan's deliveries carry no id and no signed time, and their marks expire after 7 days:
+/// an `app/uninstalled` whose body says it was made before the current install (an old one
+/// replayed after a reinstall) is recorded and not acted on; a current one still acts.
+#[tokio::test]
+async fn webhook_uninstall_older_than_the_install_is_not_acted_on() {
+    let h = Harness::embedded().await;
+    let sim = h.server.haravan.clone();
+    let mut b = Browser::new();
+    assert_eq!(install(&h, &mut b, ADMIN).await.status, 200);
+    let mut old = sim.webhook_body("app/uninstalled", ADMIN_ORG);
+    old["created_at"] = json!("2020-01-01T00:00:00.000Z");
+    let (status, text) = sim.send_webhook("app/uninstalled", ADMIN_ORG, &old).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"stale\":true"), "{text}");
+    assert!(
+        h.server
+            .app
+            .store
+            .get(&install_key(ADMIN_ORG))
+            .await
+            .unwrap()
+            .is_some(),
+        "the install stays"
+    );
+
+    let mut bad = sim.webhook_body("app/uninstalled", ADMIN_ORG);
+    bad["created_at"] = json!("last week");
+    let (status, text) = sim.send_webhook("app/uninstalled", ADMIN_ORG, &bad).await;
+    assert_eq!(status, 400, "{text}");
+
+    let mut current = sim.webhook_body("app/uninstalled", ADMIN_ORG);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    current["created_at"] = json!(format!("{}", iso(now)));
+    let (status, text) = sim
+        .send_webhook("app/uninstalled", ADMIN_ORG, &current)
+        .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"handled\":true"), "{text}");
+    assert!(
+        h.server
+            .app
+            .store
+            .get(&install_key(ADMIN_ORG))
+            .await
+            .unwrap()
+            .is_none(),
+        "removed"
+    );
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil from days, Howard Hinnant's algorithm).
+fn iso(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}

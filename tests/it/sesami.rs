@@ -62,7 +62,7 @@ async fn stored_token(h: &Harness, shop: &str) -> Option<String> {
     let keys = h.server.app.secrets.app_keys().await.unwrap();
     let key = install_key(shop);
     let token = keys
-        .decrypt(&sealed, &format!("{}/{}", key.pk, key.sk))
+        .open(&sealed, &format!("{}/{}", key.pk, key.sk), "token_sealed")
         .expect("token decrypts under its own key");
     Some(token.expose_secret().to_owned())
 }
@@ -482,4 +482,121 @@ async fn bad_webhooks_are_refused_and_change_nothing() {
         stored_token(&h, "shop-x").await.is_some(),
         "the install is untouched"
     );
+}
+
+/// The object a signed query signs: its parameters but `hmac`, and the `hmac`.
+fn signed_params(query: &str) -> (BTreeMap<String, Value>, String) {
+    let mut data = BTreeMap::new();
+    let mut hmac = String::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()).into_owned() {
+        if k == "hmac" {
+            hmac = v;
+        } else {
+            data.insert(k, Value::from(v));
+        }
+    }
+    (data, hmac)
+}
+
+/// Whoever sees a fresh signed launch, callback or app-load URL holds an `hmac` over its
+/// parameters, by the same key and rule as a webhook's `data`; posted as `data` of an
+/// `uninstall_app` (whose `event` is unsigned), it must not remove the install.
+#[tokio::test]
+async fn a_signed_browser_url_is_not_a_webhook() {
+    let h = Harness::embedded().await;
+    let mut b = Browser::new();
+    assert_eq!(install(&h, &mut b, "shop-url").await.0.status, 200);
+    let url = h.url("/sesami/webhooks");
+    let sim = &h.server.sesami;
+    let browser_urls = [
+        sim.signed_query(&[("shopId", "shop-url")]),
+        sim.signed_query(&[("code", "c0de"), ("shopId", "shop-url")]),
+        sim.signed_query(&[
+            ("appId", "app-1"),
+            ("locale", "en"),
+            ("messageId", "m-1"),
+            ("shopId", "shop-url"),
+            ("target", "admin"),
+            ("token", "t"),
+        ]),
+    ];
+    for query in browser_urls {
+        let (data, hmac) = signed_params(&query);
+        let body = json!({"event": "uninstall_app", "data": data, "hmac": hmac});
+        let page = b
+            .post(&url, "application/json", serde_json::to_vec(&body).unwrap())
+            .await;
+        assert_eq!(page.status, 401, "{query}: {}", page.body);
+        assert!(page.body.contains("browser URL"), "{}", page.body);
+    }
+
+    // Signed webhook data must name its event, and the same one as the envelope.
+    let secret = h.server.app.secrets.credentials("sesami").await.unwrap();
+    let secret = secret.client_secret.expose_secret().to_owned();
+    for (event_in_data, message) in [
+        (None, "`data.event` is missing"),
+        (Some(json!("app_updated")), "another event"),
+        (Some(json!(7)), "not a string"),
+    ] {
+        let mut data = BTreeMap::from([
+            ("shopId".to_string(), json!("shop-url")),
+            ("deliveryId".to_string(), json!("d-1")),
+        ]);
+        if let Some(e) = event_in_data {
+            data.insert("event".into(), e);
+        }
+        let hmac = sim::sign(&secret, &data);
+        let body = json!({"event": "uninstall_app", "data": data, "hmac": hmac});
+        let page = b
+            .post(&url, "application/json", serde_json::to_vec(&body).unwrap())
+            .await;
+        assert_eq!(page.status, 400, "{}", page.body);
+        assert!(page.body.contains(message), "{message} in {}", page.body);
+    }
+    assert!(h.items("webhook#sesami").await.is_empty(), "no mark left");
+    assert!(
+        stored_token(&h, "shop-url").await.is_some(),
+        "the install stays"
+    );
+
+    // A genuine delivery, as the simulator sends it, still acts; its replay does not.
+    let body = webhook(&h, "uninstall_app", "shop-url");
+    let page = b.post(&url, "application/json", body.clone()).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(stored_token(&h, "shop-url").await.is_none());
+    let page = b.post(&url, "application/json", body).await;
+    assert!(page.body.contains("duplicate"), "{}", page.body);
+}
+
+/// The merchant's Deny on Sesami's consent page comes back as `?error=access_denied`: reported
+/// as Sesami's refusal, not as a missing `code`; nothing stored.
+#[tokio::test]
+async fn the_merchants_deny_is_reported_as_sesamis_refusal() {
+    let h = Harness::embedded().await;
+    let mut browser = Browser::new();
+    let launch = browser
+        .get(&h.url("/_sim/sesami/launch?shopId=shop-deny"))
+        .await;
+    let to_app = browser.get(&launch.location.expect("launch")).await;
+    assert_eq!(to_app.status, 302, "{}", to_app.body);
+    let consent = browser
+        .post_form(
+            &h.url("/_sim/sesami/consent"),
+            &[
+                ("shopId", "shop-deny"),
+                ("redirectUri", &h.url("/sesami/callback")),
+                ("decision", "deny"),
+            ],
+        )
+        .await;
+    let callback = consent.location.expect("callback location");
+    assert_eq!(
+        query_param(&callback, "error").as_deref(),
+        Some("access_denied")
+    );
+    let page = browser.get(&callback).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("access_denied"), "{}", page.body);
+    assert!(!page.body.contains("`code`"), "{}", page.body);
+    assert!(stored_token(&h, "shop-deny").await.is_none());
 }

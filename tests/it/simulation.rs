@@ -211,6 +211,7 @@ impl Delivery {
         match &kind {
             Kind::SesamiUninstall { shop } => {
                 let data = BTreeMap::from([
+                    ("event".to_string(), json!("uninstall_app")),
                     ("shopId".to_string(), json!(SHOPS[*shop])),
                     ("deliveryId".to_string(), json!(format!("d{index}"))),
                 ]);

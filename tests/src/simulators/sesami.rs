@@ -6,7 +6,8 @@
 //! - `POST /consent` — the merchant's decision; redirects back with `code, shopId, timestamp, hmac`.
 //! - `POST /api/v1/oauth/access-token` — JSON `{code, shopId, clientId, clientSecret}`, each code
 //!   honoured once → `{token, clientId, expireAt: "NEVER", name}`.
-//! - `POST /webhooks/send?shopId=&event=` — sends a signed webhook to the app and relays its answer.
+//! - `POST /webhooks/send?shopId=&event=` — sends a signed webhook to the app and relays its answer;
+//!   its `data` is `{event, shopId, timestamp}`: a webhook names its event inside the signature.
 //!
 //! Its signing is written independently of `gatehouse::sesami` (a sorted map serialised by
 //! serde_json), so the two implementations check each other.
@@ -138,8 +139,11 @@ impl SesamiSim {
         signed_query(&self.inner.client_secret, params, now_ms())
     }
 
-    /// A signed webhook body for `event` with `data`.
-    pub fn webhook_body(&self, event: &str, data: BTreeMap<String, Value>) -> Value {
+    /// A signed webhook body for `event` with `data`, which names the event as Sesami's webhooks
+    /// do (`data.event`, signed; see `gatehouse::sesami`), unless `data` names one already.
+    pub fn webhook_body(&self, event: &str, mut data: BTreeMap<String, Value>) -> Value {
+        data.entry("event".to_string())
+            .or_insert_with(|| Value::from(event));
         let hmac = sign(&self.inner.client_secret, &data);
         json!({ "event": event, "data": data, "hmac": hmac })
     }
