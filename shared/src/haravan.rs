@@ -79,6 +79,10 @@ pub struct Settings {
     pub install_scopes: String,
     /// `HARAVAN_CLOCK_SKEW_SECONDS` (default 60).
     pub skew: u64,
+    /// `HARAVAN_INSTALL_PROMPT`: the `prompt` of the install authorize (default `consent`;
+    /// `omit` sends none). An IdentityServer issues a refresh token for `offline_access` only
+    /// with consent, so without it a re-install may come back without one.
+    pub install_prompt: Option<String>,
 }
 
 impl Settings {
@@ -119,9 +123,32 @@ impl Settings {
                 .join(" "),
             install_scopes: install.join(" "),
             skew: vars.seconds("HARAVAN_CLOCK_SKEW_SECONDS", 60)?.as_secs(),
+            install_prompt: install_prompt(vars)?,
             accounts_base,
         })
     }
+}
+
+/// `HARAVAN_INSTALL_PROMPT`: OIDC's space-separated `prompt` values, or `omit` (an empty value
+/// counts as unset, and so as the default).
+fn install_prompt(vars: &Vars) -> Result<Option<String>, ConfigError> {
+    let raw = vars.get_or("HARAVAN_INSTALL_PROMPT", "consent");
+    if raw == "omit" {
+        return Ok(None);
+    }
+    let values: Vec<&str> = raw.split(' ').filter(|v| !v.is_empty()).collect();
+    if values.is_empty()
+        || values
+            .iter()
+            .any(|v| !matches!(*v, "none" | "login" | "consent" | "select_account"))
+    {
+        return Err(ConfigError {
+            name: "HARAVAN_INSTALL_PROMPT".into(),
+            problem: "must be `omit` or prompt values (none, login, consent, select_account)"
+                .into(),
+        });
+    }
+    Ok(Some(values.join(" ")))
 }
 
 /// Haravan's per-container state: settings and the cached signing keys.
@@ -244,6 +271,11 @@ async fn authorize_redirect(
         if let Some(org) = orgid {
             q.append_pair("orgid", org);
         }
+        if purpose == "install"
+            && let Some(prompt) = &h.install_prompt
+        {
+            q.append_pair("prompt", prompt);
+        }
     }
     let mut resp = web::redirect(url.as_str())?;
     web::set_cookie(&mut resp, &STATE_COOKIE.set(app, &keys, &state))?;
@@ -256,6 +288,8 @@ struct Callback {
     code: String,
     state: flow::Bound,
     identity: Identity,
+    /// The verified claims, which the token endpoint's id_token must agree with.
+    claims: Map<String, Value>,
 }
 
 async fn read_callback(app: &App, req: &Request, purpose: &str) -> Result<Callback> {
@@ -282,6 +316,7 @@ async fn read_callback(app: &App, req: &Request, purpose: &str) -> Result<Callba
         code: code.to_owned(),
         state,
         identity: Identity::from_claims(&claims)?,
+        claims,
     })
 }
 
@@ -498,7 +533,9 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
         .await
         .map_err(|e| e.for_code("Haravan"))?;
         if let Some(id_token) = &reply.id_token {
-            verify(app, id_token, None, None, Some(&reply.access_token)).await?;
+            let back = verify(app, id_token, None, None, Some(&reply.access_token)).await?;
+            // The code must have been redeemed for who signed in, in the org being installed.
+            oidc::same_identity(&cb.claims, &back, &["orgid"])?;
         }
         let key = install_key(&who.orgid);
         let mut attrs = Map::new();
@@ -517,6 +554,19 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
                 .unwrap_or_else(|| app.haravan.settings.install_scopes.clone())
                 .into(),
         );
+        // A grant that asked for offline_access and came back without a refresh token works
+        // until the access token expires and then needs the admin again: say so now.
+        let no_refresh_token = reply.refresh_token.is_none()
+            && app
+                .haravan
+                .settings
+                .install_scopes
+                .split(' ')
+                .any(|s| s == "offline_access");
+        if no_refresh_token {
+            tracing::warn!(orgid = %who.orgid, "haravan install granted no refresh token");
+        }
+        attrs.insert("no_refresh_token".into(), no_refresh_token.into());
         let grant = Grant {
             access_token: SecretString::from(reply.access_token.clone()),
             refresh_token: reply.refresh_token.clone().map(SecretString::from),
@@ -625,6 +675,15 @@ async fn app_page(app: &App, who: &Identity, install: &Item, note: Option<&str>)
             None
         }
     };
+    let no_refresh = (install.attrs.get("no_refresh_token") == Some(&Value::Bool(true))).then_some(
+        "Haravan granted no refresh token (offline access), so the app loses access to the shop \
+         when the current token expires. Install the app again and grant offline access.",
+    );
+    let notes: String = [note, no_refresh]
+        .into_iter()
+        .flatten()
+        .map(|n| format!("<p><em>{}</em></p>", web::escape(n)))
+        .collect();
     let body = format!(
         "<p>Signed in as <strong>{}</strong> on <strong>{}</strong> (org <code>{}</code>).</p>\
          <p>Shop, as the Haravan API reports it with the app's token: {}.</p>{}",
@@ -633,8 +692,7 @@ async fn app_page(app: &App, who: &Identity, install: &Item, note: Option<&str>)
         web::escape(&who.orgid),
         shop.map(|s| format!("<strong>{}</strong>", web::escape(&s)))
             .unwrap_or_else(|| "not available right now".into()),
-        note.map(|n| format!("<p><em>{}</em></p>", web::escape(n)))
-            .unwrap_or_default(),
+        notes,
     );
     web::html_page(StatusCode::OK, "Gatehouse for Haravan", &body)
 }
@@ -858,4 +916,29 @@ pub async fn logout(app: &App, req: Request) -> Response<Body> {
     }
     .await;
     web::respond(Format::Json, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prompt(value: Option<&str>) -> Result<Option<String>, ConfigError> {
+        let mut vars = Vars::default();
+        if let Some(v) = value {
+            vars.set("HARAVAN_INSTALL_PROMPT", v);
+        }
+        Settings::from_vars(&vars).map(|s| s.install_prompt)
+    }
+
+    #[test]
+    fn the_install_prompt_is_consent_unless_configured() {
+        assert_eq!(prompt(None).unwrap().as_deref(), Some("consent"));
+        assert_eq!(prompt(Some("")).unwrap().as_deref(), Some("consent"));
+        assert_eq!(prompt(Some("omit")).unwrap(), None);
+        assert_eq!(
+            prompt(Some("login consent")).unwrap().as_deref(),
+            Some("login consent")
+        );
+        assert!(prompt(Some("always")).is_err());
+    }
 }
