@@ -8,6 +8,7 @@ mod harness;
 mod iam;
 mod load;
 mod momo;
+mod op;
 mod saison;
 mod secrets;
 mod sesami;
