@@ -24,7 +24,7 @@ use crate::config::{ConfigError, Vars};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::flow::{self, CookieSpec};
-use crate::oidc::{self, Expect, Jwks};
+use crate::oidc::{self, Discovery, Expect, Jwks};
 use crate::once::{self, Applied};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
 use crate::store::{Condition, Item, Key, Write, now};
@@ -35,6 +35,7 @@ use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 /// The platform's name: its secret, its store partitions, its routes.
 pub const PLATFORM: &str = "haravan";
@@ -60,10 +61,26 @@ const SESSION_COOKIE: CookieSpec = CookieSpec {
 /// Haravan settings (`HARAVAN_*` variables).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `HARAVAN_ACCOUNTS_BASE`: the identity server (default `https://accounts.haravan.com`).
+    /// `HARAVAN_ACCOUNTS_BASE`: the identity server (default `https://accounts.haravan.com`),
+    /// whose metadata is read at `<accounts>/.well-known/openid-configuration`.
     pub accounts_base: String,
-    /// `HARAVAN_JWKS_URL` (default `<accounts>/.well-known/openid-configuration/jwks`).
+    /// `HARAVAN_DISCOVERY` (default `true`): take the authorize, token and key endpoints from
+    /// the identity server's metadata (its `issuer` must be an allowed one). `false`: Haravan's
+    /// documented paths under the accounts base, with no metadata fetch, for a server whose
+    /// metadata is missing or wrong.
+    pub discovery: bool,
+    /// `HARAVAN_AUTHORIZE_URL`: overrides the authorize endpoint (without discovery:
+    /// `<accounts>/connect/authorize`).
+    pub authorize_url: Option<String>,
+    /// `HARAVAN_TOKEN_URL`: overrides the token endpoint (without discovery:
+    /// `<accounts>/connect/token`).
+    pub token_url: Option<String>,
+    /// `HARAVAN_JWKS_URL`: overrides the signing keys' URL (without discovery:
+    /// `<accounts>/.well-known/openid-configuration/jwks`); `jwks_url` is what applies without
+    /// discovery, `jwks_url_set` whether it was configured and so overrides the metadata.
     pub jwks_url: String,
+    /// Whether `HARAVAN_JWKS_URL` was set.
+    pub jwks_url_set: bool,
     /// `HARAVAN_ISSUERS`: comma-separated allowed `iss` values (default the current and the old
     /// host).
     pub issuers: Vec<String>,
@@ -111,7 +128,14 @@ impl Settings {
                 .trim_end_matches('/')
                 .to_owned())
         };
+        let optional = |name: &str| -> Result<Option<String>, ConfigError> {
+            vars.get(name).map(|_| base(name, "")).transpose()
+        };
         Ok(Self {
+            discovery: vars.flag("HARAVAN_DISCOVERY", true)?,
+            authorize_url: optional("HARAVAN_AUTHORIZE_URL")?,
+            token_url: optional("HARAVAN_TOKEN_URL")?,
+            jwks_url_set: vars.get("HARAVAN_JWKS_URL").is_some(),
             jwks_url: base("HARAVAN_JWKS_URL", &jwks_default)?,
             issuers: list(
                 "HARAVAN_ISSUERS",
@@ -151,22 +175,59 @@ fn install_prompt(vars: &Vars) -> Result<Option<String>, ConfigError> {
     Ok(Some(values.join(" ")))
 }
 
-/// Haravan's per-container state: settings and the cached signing keys.
+/// Haravan's per-container state: settings, the cached metadata and the cached signing keys.
 pub struct Haravan {
     /// The settings.
     pub settings: Settings,
     /// Haravan's signing keys.
     pub jwks: Jwks,
+    /// The identity server's metadata, when discovery is on.
+    pub discovery: Option<Arc<Discovery>>,
 }
 
 impl Haravan {
     /// From the settings.
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let settings = Settings::from_vars(vars)?;
+        let discovery = settings.discovery.then(|| {
+            Arc::new(Discovery::new(
+                &settings.accounts_base,
+                settings.issuers.clone(),
+            ))
+        });
+        let jwks = match &discovery {
+            Some(d) if !settings.jwks_url_set => Jwks::discovered(d.clone()),
+            _ => Jwks::new(settings.jwks_url.clone()),
+        };
         Ok(Self {
-            jwks: Jwks::new(settings.jwks_url.clone()),
+            jwks,
+            discovery,
             settings,
         })
+    }
+
+    /// The authorize endpoint: the setting, else the metadata's, else the documented path.
+    async fn authorize_url(&self, http: &reqwest::Client) -> Result<String> {
+        let s = &self.settings;
+        if let Some(url) = &s.authorize_url {
+            return Ok(url.clone());
+        }
+        match &self.discovery {
+            Some(d) => Ok(d.metadata(http).await?.authorization_endpoint.clone()),
+            None => Ok(format!("{}/connect/authorize", s.accounts_base)),
+        }
+    }
+
+    /// The token endpoint: the setting, else the metadata's, else the documented path.
+    async fn token_url(&self, http: &reqwest::Client) -> Result<String> {
+        let s = &self.settings;
+        if let Some(url) = &s.token_url {
+            return Ok(url.clone());
+        }
+        match &self.discovery {
+            Some(d) => Ok(d.metadata(http).await?.token_endpoint.clone()),
+            None => Ok(format!("{}/connect/token", s.accounts_base)),
+        }
     }
 }
 
@@ -249,8 +310,8 @@ async fn authorize_redirect(
     let creds = app.secrets.credentials(PLATFORM).await?;
     let keys = app.secrets.app_keys().await?;
     let redirect_uri = app.public_url(req, callback)?;
-    let mut url = url::Url::parse(&format!("{}/connect/authorize", h.accounts_base))
-        .map_err(|_| Error::Internal("bad accounts base".into()))?;
+    let mut url = url::Url::parse(&app.haravan.authorize_url(&app.http).await?)
+        .map_err(|_| Error::Internal("bad authorize endpoint".into()))?;
     let nonce = crypto::random_token(24)?;
     let mut data = Map::new();
     data.insert("nonce".into(), nonce.clone().into());
@@ -467,7 +528,11 @@ async fn token_call(
         .await
         .map_err(|e| RefreshError::Failed(e.into()))?;
     let body = creds.with_client_credentials(form);
-    let url = format!("{}/connect/token", app.haravan.settings.accounts_base);
+    let url = app
+        .haravan
+        .token_url(&app.http)
+        .await
+        .map_err(|e| RefreshError::Failed(e.into()))?;
     refresh::token_request(app.http.post(&url).form(&body), "Haravan's token endpoint").await
 }
 

@@ -18,6 +18,10 @@
 //! load generator against the platform. A fetch that fails is rate-limited too: while the key
 //! endpoint is down, every sign-in would otherwise fetch again, a storm against a platform that
 //! is already struggling.
+//!
+//! [`Discovery`] reads an issuer's metadata (OpenID Connect Discovery 1.0) once per container,
+//! cached likewise, for its authorization, token and key endpoints; a platform's settings
+//! override what it says.
 
 use crate::error::{Error, Result};
 use base64::Engine as _;
@@ -36,10 +40,19 @@ const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// at once (503) without calling the platform.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
-/// A platform's signing keys, fetched from `url` and cached.
+/// How long fetched issuer metadata is trusted without refetching.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+
+/// A platform's signing keys, fetched from their URL and cached.
 pub struct Jwks {
-    url: String,
+    source: KeySource,
     state: tokio::sync::Mutex<JwksState>,
+}
+
+/// Where the keys are: a configured URL, or the `jwks_uri` of the issuer's metadata.
+enum KeySource {
+    Url(String),
+    Discovered(Arc<Discovery>),
 }
 
 #[derive(Default)]
@@ -55,13 +68,25 @@ impl Jwks {
     /// Keys served at `url`.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            source: KeySource::Url(url.into()),
+            state: tokio::sync::Mutex::new(JwksState::default()),
+        }
+    }
+
+    /// Keys served at the `jwks_uri` of the issuer's metadata.
+    pub fn discovered(discovery: Arc<Discovery>) -> Self {
+        Self {
+            source: KeySource::Discovered(discovery),
             state: tokio::sync::Mutex::new(JwksState::default()),
         }
     }
 
     async fn fetch(&self, http: &reqwest::Client) -> Result<JwkSet> {
-        let resp = http.get(&self.url).send().await.map_err(|e| {
+        let url = match &self.source {
+            KeySource::Url(url) => url.clone(),
+            KeySource::Discovered(d) => d.metadata(http).await?.jwks_uri.clone(),
+        };
+        let resp = http.get(&url).send().await.map_err(|e| {
             Error::Upstream(format!(
                 "the platform's signing keys could not be fetched ({})",
                 crate::http::describe(&e)
@@ -122,6 +147,129 @@ impl Jwks {
         Err(Error::Unauthorized(
             "the id_token is signed with a key the platform does not publish".into(),
         ))
+    }
+}
+
+/// What the flows use of an issuer's metadata (OpenID Connect Discovery 1.0, section 3).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Metadata {
+    /// The issuer, as its id_tokens name it.
+    pub issuer: String,
+    /// Where the browser is sent to sign in.
+    pub authorization_endpoint: String,
+    /// Where codes and refresh tokens are exchanged.
+    pub token_endpoint: String,
+    /// The signing keys.
+    pub jwks_uri: String,
+}
+
+/// An issuer's metadata, read from `<base>/.well-known/openid-configuration` and cached for an
+/// hour: one fetch per container in the normal case. A failed fetch is not retried for a few
+/// seconds (as for keys), and metadata that has aged past its hour keeps serving while a
+/// refetch fails: endpoints rarely move, and sign-ins should not stop with the metadata
+/// endpoint.
+pub struct Discovery {
+    url: String,
+    issuers: Vec<String>,
+    /// Whether the endpoints may be plain http (only when the base itself is, as in tests).
+    allow_http: bool,
+    state: tokio::sync::Mutex<DiscoveryState>,
+}
+
+#[derive(Default)]
+struct DiscoveryState {
+    metadata: Option<(Instant, Arc<Metadata>)>,
+    last_failure: Option<Instant>,
+}
+
+impl Discovery {
+    /// The metadata of the issuer at `base`, which must name one of `issuers` as its issuer.
+    pub fn new(base: &str, issuers: Vec<String>) -> Self {
+        let base = base.trim_end_matches('/');
+        Self {
+            url: format!("{base}/.well-known/openid-configuration"),
+            issuers,
+            allow_http: base.starts_with("http://"),
+            state: tokio::sync::Mutex::new(DiscoveryState::default()),
+        }
+    }
+
+    /// The metadata: cached, or fetched and checked.
+    pub async fn metadata(&self, http: &reqwest::Client) -> Result<Arc<Metadata>> {
+        let mut state = self.state.lock().await;
+        let stale = match &state.metadata {
+            Some((at, m)) if at.elapsed() < DISCOVERY_TTL => return Ok(m.clone()),
+            Some((_, m)) => Some(m.clone()),
+            None => None,
+        };
+        if state
+            .last_failure
+            .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
+        {
+            return stale.ok_or_else(|| {
+                Error::Unavailable(
+                    "the platform's sign-in metadata could not be read a moment ago; try again \
+                     shortly"
+                        .into(),
+                )
+            });
+        }
+        match self.fetch(http).await {
+            Ok(m) => {
+                let m = Arc::new(m);
+                state.metadata = Some((Instant::now(), m.clone()));
+                state.last_failure = None;
+                Ok(m)
+            }
+            Err(e) => {
+                state.last_failure = Some(Instant::now());
+                match stale {
+                    Some(m) => {
+                        tracing::warn!(error = %e, "issuer metadata refetch failed; keeping the last");
+                        Ok(m)
+                    }
+                    None => Err(e),
+                }
+            }
+        }
+    }
+
+    async fn fetch(&self, http: &reqwest::Client) -> Result<Metadata> {
+        let resp = http.get(&self.url).send().await.map_err(|e| {
+            Error::Upstream(format!(
+                "the platform's sign-in metadata could not be fetched ({})",
+                crate::http::describe(&e)
+            ))
+        })?;
+        if !resp.status().is_success() {
+            return Err(Error::Upstream(format!(
+                "the platform's sign-in metadata answered {}",
+                resp.status().as_u16()
+            )));
+        }
+        let m: Metadata = resp
+            .json()
+            .await
+            .map_err(|_| Error::Upstream("the platform's sign-in metadata is unreadable".into()))?;
+        // Discovery 4.3: the metadata must be the issuer's we trust; otherwise a wrong base URL
+        // (or a host answering for another) would choose our endpoints and keys.
+        if !self.issuers.iter().any(|i| i == &m.issuer) {
+            return Err(Error::Upstream(
+                "the platform's sign-in metadata names an issuer that is not allowed".into(),
+            ));
+        }
+        for url in [&m.authorization_endpoint, &m.token_endpoint, &m.jwks_uri] {
+            let ok = url::Url::parse(url).is_ok_and(|u| {
+                u.host_str().is_some()
+                    && (u.scheme() == "https" || (self.allow_http && u.scheme() == "http"))
+            });
+            if !ok {
+                return Err(Error::Upstream(
+                    "the platform's sign-in metadata names an endpoint that is not https".into(),
+                ));
+            }
+        }
+        Ok(m)
     }
 }
 
@@ -549,6 +697,92 @@ mod tests {
         assert!(matches!(first, Error::Upstream(_)), "{first}");
         let second = jwks.key(&http, "k").await.unwrap_err();
         assert!(matches!(second, Error::Unavailable(_)), "{second}");
+    }
+
+    fn metadata_of(base: &str, issuer: &str) -> String {
+        json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{base}/authorize"),
+            "token_endpoint": format!("{base}/token"),
+            "jwks_uri": format!("{base}/jwks"),
+        })
+        .to_string()
+    }
+
+    /// The base of a `key_server` URL (which answers every path alike).
+    fn base_of(url: &str) -> String {
+        url.trim_end_matches("/jwks").to_owned()
+    }
+
+    /// The metadata is fetched once and then served from the cache; its JWKS is where the
+    /// metadata says.
+    #[tokio::test]
+    async fn discovery_is_fetched_once_and_gives_the_endpoints() {
+        let (url, hits) = key_server(200, metadata_of("https://op.example", ISSUER)).await;
+        let d = Discovery::new(&base_of(&url), vec![ISSUER.into()]);
+        let http = reqwest::Client::new();
+        for _ in 0..5 {
+            let m = d.metadata(&http).await.unwrap();
+            assert_eq!(m.token_endpoint, "https://op.example/token");
+            assert_eq!(m.jwks_uri, "https://op.example/jwks");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    /// Discovery 4.3: metadata naming an issuer we do not trust is refused.
+    #[tokio::test]
+    async fn discovery_naming_another_issuer_is_refused() {
+        let (url, _) = key_server(
+            200,
+            metadata_of("https://op.example", "https://evil.example"),
+        )
+        .await;
+        let d = Discovery::new(&base_of(&url), vec![ISSUER.into()]);
+        let err = d.metadata(&reqwest::Client::new()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("issuer that is not allowed"),
+            "{err}"
+        );
+    }
+
+    /// Endpoints must be https unless the base itself is http (a test deployment).
+    #[tokio::test]
+    async fn discovered_endpoints_must_be_https_or_match_an_http_base() {
+        let (url, _) = key_server(200, metadata_of("ftp://op.example", ISSUER)).await;
+        let d = Discovery::new(&base_of(&url), vec![ISSUER.into()]);
+        let err = d.metadata(&reqwest::Client::new()).await.unwrap_err();
+        assert!(err.to_string().contains("not https"), "{err}");
+    }
+
+    /// A failing metadata endpoint is not asked again on every request.
+    #[tokio::test]
+    async fn a_failing_discovery_endpoint_is_not_refetched_on_every_request() {
+        let (url, hits) = key_server(503, "{}".into()).await;
+        let d = Discovery::new(&base_of(&url), vec![ISSUER.into()]);
+        let http = reqwest::Client::new();
+        for _ in 0..20 {
+            assert!(d.metadata(&http).await.is_err());
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    /// Keys found through discovery: the metadata once, the keys once.
+    #[tokio::test]
+    async fn keys_are_fetched_where_the_metadata_says() {
+        let (keys_url, key_hits) =
+            key_server(200, include_str!("../../events/haravan-jwks.json").into()).await;
+        let (url, meta_hits) = key_server(200, metadata_of(&base_of(&keys_url), ISSUER)).await;
+        let jwks = Jwks::discovered(Arc::new(Discovery::new(
+            &base_of(&url),
+            vec![ISSUER.into()],
+        )));
+        let http = reqwest::Client::new();
+        let kid = keys().2;
+        for _ in 0..3 {
+            assert!(jwks.key(&http, &kid).await.is_ok());
+        }
+        assert_eq!(meta_hits.load(Ordering::SeqCst), 1);
+        assert_eq!(key_hits.load(Ordering::SeqCst), 1);
     }
 
     /// A working endpoint: the kid is found with one fetch, then from the cache; a made-up kid

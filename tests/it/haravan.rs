@@ -549,6 +549,35 @@ async fn an_install_without_a_refresh_token_says_so() {
     assert_eq!(item.attrs["no_refresh_token"], json!(false));
 }
 
+/// The identity server's metadata must name an allowed issuer: otherwise no sign-in starts,
+/// and nothing is stored. Without discovery the documented paths are used and nothing is read.
+#[tokio::test]
+async fn discovery_naming_an_issuer_not_allowed_stops_the_sign_in() {
+    let mut vars = Vars::default();
+    vars.set("HARAVAN_ISSUERS", "https://accounts.haravan.com");
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let page = Browser::new().get(&h.url("/haravan/install/login")).await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(
+        page.body.contains("issuer that is not allowed"),
+        "{}",
+        page.body
+    );
+    assert!(h.items("state#haravan").await.is_empty());
+
+    let mut vars = Vars::default();
+    vars.set("HARAVAN_ISSUERS", "https://accounts.haravan.com");
+    vars.set("HARAVAN_DISCOVERY", "false");
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let page = Browser::new().get(&h.url("/haravan/install/login")).await;
+    assert_eq!(page.status, 302, "{}", page.body);
+    let location = page.location.unwrap();
+    assert!(
+        location.starts_with(&format!("{}/connect/authorize?", h.server.haravan.issuer())),
+        "{location}"
+    );
+}
+
 #[tokio::test]
 async fn state_must_come_from_this_browser() {
     let h = Harness::embedded().await;

@@ -134,11 +134,8 @@ fn free_port() -> u16 {
 async fn app_for_op(backend: Backend, port: u16, extra: &[(&str, &str)]) -> Option<Harness> {
     let issuer = format!("http://127.0.0.1:{port}");
     let mut vars = Vars::default();
+    // The endpoints and the keys' URL come from the OP's metadata (discovery).
     vars.set("HARAVAN_ACCOUNTS_BASE", &issuer);
-    vars.set(
-        "HARAVAN_JWKS_URL",
-        format!("{issuer}/.well-known/openid-configuration/jwks"),
-    );
     vars.set("HARAVAN_ISSUERS", &issuer);
     for (k, v) in extra {
         vars.set(*k, *v);
@@ -358,6 +355,8 @@ async fn install_refresh_and_rotation(backend: Backend) {
     assert_eq!(header.kid.as_deref(), Some(kid.as_str()));
     assert_eq!(op.stats().await["jwks"].as_u64().unwrap(), jwks_before + 1);
     assert_eq!(h.items(&org_sessions_partition(ORG)).await.len(), 2);
+    // The metadata was read once for all of it: two sign-ins, an install, two refreshes.
+    assert_eq!(op.stats().await["discovery"], json!(1));
 }
 
 #[tokio::test]

@@ -15,7 +15,9 @@
 //   POST /_admin/rotate  a new signing key; the JWKS then publishes only it, and every token
 //                        from then on is signed with it (sessions, grants and refresh tokens
 //                        are kept: they live in the process, not in the provider instance)
-//   GET  /_admin/stats   {"jwks": n, "token": {"<grant_type>": n}, "kid": "<current kid>"}
+//   GET  /_admin/stats   {"discovery": n, "jwks": n, "token": {"<grant_type>": n},
+//                        "kid": "<current kid>"}: requests to the metadata and the keys,
+//                        successful token requests by grant type
 
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import http from 'node:http';
@@ -23,7 +25,7 @@ import { Provider } from 'oidc-provider';
 
 const config = JSON.parse(process.env.OP_CONFIG ?? '{}');
 const accounts = new Map((config.accounts ?? []).map((a) => [a.sub, a]));
-const stats = { jwks: 0, token: {} };
+const stats = { discovery: 0, jwks: 0, token: {} };
 // Cookie keys stay the same across key rotations, so a sign-in in progress survives one.
 const cookieKeys = [randomUUID()];
 
@@ -165,6 +167,7 @@ const server = http.createServer(async (req, res) => {
     }
     const m = path.match(/^\/interaction\/([^/]+)(?:\/(login))?$/);
     if (m) return await interaction(req, res, m[1], m[2]);
+    if (path === '/.well-known/openid-configuration') stats.discovery += 1;
     if (path === '/.well-known/openid-configuration/jwks') stats.jwks += 1;
     return handler(req, res);
   } catch (err) {
