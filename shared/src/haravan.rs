@@ -532,7 +532,7 @@ async fn token_call(
         .haravan
         .token_url(&app.http)
         .await
-        .map_err(|e| RefreshError::Failed(e.into()))?;
+        .map_err(RefreshError::Failed)?;
     refresh::token_request(app.http.post(&url).form(&body), "Haravan's token endpoint").await
 }
 
