@@ -3,7 +3,9 @@
 #
 # Steps, in order: rustfmt check, cfn-lint of template.yaml, clippy, then every test of the
 # workspace with two moto servers (DynamoDB, Secrets Manager, IAM) on 127.0.0.1, one open and one
-# that enforces IAM. The Python tools live in a project-local .venv, installed on the first run.
+# that enforces IAM. The Python tools live in a project-local .venv, installed on the first run;
+# the standards OpenID Provider the Haravan tests run against (tests/op, Node) in
+# tests/op/node_modules, likewise.
 # Every step runs even if an earlier one failed; the script exits non-zero if any did.
 set -euo pipefail
 
@@ -47,6 +49,21 @@ if [ -n "$missing" ]; then
     header "installing into $VENV: $missing"
     # shellcheck disable=SC2086  # word splitting wanted: one argument per requirement
     "$PY" -m pip install --quiet --disable-pip-version-check $missing
+fi
+
+# --- the standards OP ---------------------------------------------------------------------------
+# panva's oidc-provider (tests/op), which tests/it/op.rs starts for Haravan's flows; installed
+# from the lock file when node_modules is missing or older than it (npm writes its own copy of
+# the lock, node_modules/.package-lock.json, on every install).
+OP_DIR=tests/op
+if [ ! -f "$OP_DIR/node_modules/.package-lock.json" ] \
+    || [ "$OP_DIR/package-lock.json" -nt "$OP_DIR/node_modules/.package-lock.json" ]; then
+    if ! command -v npm >/dev/null; then
+        echo "error: npm (Node 20 or later) is needed for the standards OP in $OP_DIR" >&2
+        exit 1
+    fi
+    header "installing the standards OP: npm ci --prefix $OP_DIR"
+    npm ci --prefix "$OP_DIR" --no-audit --no-fund
 fi
 
 # --- moto servers ------------------------------------------------------------------------------

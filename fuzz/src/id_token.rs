@@ -63,6 +63,7 @@ struct Input {
     iat: When,
     nonce: Matches,
     c_hash: Matches,
+    azp: Matches,
     sub: String,
     flip_at: usize,
     flip_to: u8,
@@ -123,6 +124,7 @@ fn token(input: &Input, now: i64) -> String {
     for (name, m, good) in [
         ("nonce", input.nonce, NONCE.to_owned()),
         ("c_hash", input.c_hash, half_hash(CODE)),
+        ("azp", input.azp, CLIENT.to_owned()),
     ] {
         match m {
             Matches::Yes => drop(claims.insert(name.into(), json!(good))),
@@ -172,12 +174,18 @@ fn should_accept(input: &Input) -> bool {
     input.alg == Alg::Rs256
         && input.kid
         && input.issuer_ours
-        && matches!(input.aud, Aud::Ours | Aud::ListWithOurs)
+        && match input.aud {
+            // Several audiences: `azp` must name us; one: an `azp` present must.
+            Aud::Ours => input.azp != Matches::No,
+            Aud::ListWithOurs => input.azp == Matches::Yes,
+            _ => false,
+        }
         && input.exp == When::Future
         && matches!(input.nbf, When::Past | When::Absent)
         && input.iat == When::Past
         && input.nonce == Matches::Yes
-        && input.c_hash != Matches::No
+        // A front-channel token with a code must carry its `c_hash`.
+        && input.c_hash == Matches::Yes
 }
 
 /// The target.

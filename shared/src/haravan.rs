@@ -24,7 +24,7 @@ use crate::config::{ConfigError, Vars};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::flow::{self, CookieSpec};
-use crate::oidc::{self, Expect, Jwks};
+use crate::oidc::{self, Discovery, Expect, Jwks};
 use crate::once::{self, Applied};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
 use crate::store::{Condition, Item, Key, Write, now};
@@ -35,6 +35,7 @@ use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 /// The platform's name: its secret, its store partitions, its routes.
 pub const PLATFORM: &str = "haravan";
@@ -60,10 +61,26 @@ const SESSION_COOKIE: CookieSpec = CookieSpec {
 /// Haravan settings (`HARAVAN_*` variables).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `HARAVAN_ACCOUNTS_BASE`: the identity server (default `https://accounts.haravan.com`).
+    /// `HARAVAN_ACCOUNTS_BASE`: the identity server (default `https://accounts.haravan.com`),
+    /// whose metadata is read at `<accounts>/.well-known/openid-configuration`.
     pub accounts_base: String,
-    /// `HARAVAN_JWKS_URL` (default `<accounts>/.well-known/openid-configuration/jwks`).
+    /// `HARAVAN_DISCOVERY` (default `true`): take the authorize, token and key endpoints from
+    /// the identity server's metadata (its `issuer` must be an allowed one). `false`: Haravan's
+    /// documented paths under the accounts base, with no metadata fetch, for a server whose
+    /// metadata is missing or wrong.
+    pub discovery: bool,
+    /// `HARAVAN_AUTHORIZE_URL`: overrides the authorize endpoint (without discovery:
+    /// `<accounts>/connect/authorize`).
+    pub authorize_url: Option<String>,
+    /// `HARAVAN_TOKEN_URL`: overrides the token endpoint (without discovery:
+    /// `<accounts>/connect/token`).
+    pub token_url: Option<String>,
+    /// `HARAVAN_JWKS_URL`: overrides the signing keys' URL (without discovery:
+    /// `<accounts>/.well-known/openid-configuration/jwks`); `jwks_url` is what applies without
+    /// discovery, `jwks_url_set` whether it was configured and so overrides the metadata.
     pub jwks_url: String,
+    /// Whether `HARAVAN_JWKS_URL` was set.
+    pub jwks_url_set: bool,
     /// `HARAVAN_ISSUERS`: comma-separated allowed `iss` values (default the current and the old
     /// host).
     pub issuers: Vec<String>,
@@ -79,6 +96,10 @@ pub struct Settings {
     pub install_scopes: String,
     /// `HARAVAN_CLOCK_SKEW_SECONDS` (default 60).
     pub skew: u64,
+    /// `HARAVAN_INSTALL_PROMPT`: the `prompt` of the install authorize (default `consent`;
+    /// `omit` sends none). An IdentityServer issues a refresh token for `offline_access` only
+    /// with consent, so without it a re-install may come back without one.
+    pub install_prompt: Option<String>,
 }
 
 impl Settings {
@@ -107,7 +128,14 @@ impl Settings {
                 .trim_end_matches('/')
                 .to_owned())
         };
+        let optional = |name: &str| -> Result<Option<String>, ConfigError> {
+            vars.get(name).map(|_| base(name, "")).transpose()
+        };
         Ok(Self {
+            discovery: vars.flag("HARAVAN_DISCOVERY", true)?,
+            authorize_url: optional("HARAVAN_AUTHORIZE_URL")?,
+            token_url: optional("HARAVAN_TOKEN_URL")?,
+            jwks_url_set: vars.get("HARAVAN_JWKS_URL").is_some(),
             jwks_url: base("HARAVAN_JWKS_URL", &jwks_default)?,
             issuers: list(
                 "HARAVAN_ISSUERS",
@@ -119,27 +147,87 @@ impl Settings {
                 .join(" "),
             install_scopes: install.join(" "),
             skew: vars.seconds("HARAVAN_CLOCK_SKEW_SECONDS", 60)?.as_secs(),
+            install_prompt: install_prompt(vars)?,
             accounts_base,
         })
     }
 }
 
-/// Haravan's per-container state: settings and the cached signing keys.
+/// `HARAVAN_INSTALL_PROMPT`: OIDC's space-separated `prompt` values, or `omit` (an empty value
+/// counts as unset, and so as the default).
+fn install_prompt(vars: &Vars) -> Result<Option<String>, ConfigError> {
+    let raw = vars.get_or("HARAVAN_INSTALL_PROMPT", "consent");
+    if raw == "omit" {
+        return Ok(None);
+    }
+    let values: Vec<&str> = raw.split(' ').filter(|v| !v.is_empty()).collect();
+    if values.is_empty()
+        || values
+            .iter()
+            .any(|v| !matches!(*v, "none" | "login" | "consent" | "select_account"))
+    {
+        return Err(ConfigError {
+            name: "HARAVAN_INSTALL_PROMPT".into(),
+            problem: "must be `omit` or prompt values (none, login, consent, select_account)"
+                .into(),
+        });
+    }
+    Ok(Some(values.join(" ")))
+}
+
+/// Haravan's per-container state: settings, the cached metadata and the cached signing keys.
 pub struct Haravan {
     /// The settings.
     pub settings: Settings,
     /// Haravan's signing keys.
     pub jwks: Jwks,
+    /// The identity server's metadata, when discovery is on.
+    pub discovery: Option<Arc<Discovery>>,
 }
 
 impl Haravan {
     /// From the settings.
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let settings = Settings::from_vars(vars)?;
+        let discovery = settings.discovery.then(|| {
+            Arc::new(Discovery::new(
+                &settings.accounts_base,
+                settings.issuers.clone(),
+            ))
+        });
+        let jwks = match &discovery {
+            Some(d) if !settings.jwks_url_set => Jwks::discovered(d.clone()),
+            _ => Jwks::new(settings.jwks_url.clone()),
+        };
         Ok(Self {
-            jwks: Jwks::new(settings.jwks_url.clone()),
+            jwks,
+            discovery,
             settings,
         })
+    }
+
+    /// The authorize endpoint: the setting, else the metadata's, else the documented path.
+    async fn authorize_url(&self, http: &reqwest::Client) -> Result<String> {
+        let s = &self.settings;
+        if let Some(url) = &s.authorize_url {
+            return Ok(url.clone());
+        }
+        match &self.discovery {
+            Some(d) => Ok(d.metadata(http).await?.authorization_endpoint.clone()),
+            None => Ok(format!("{}/connect/authorize", s.accounts_base)),
+        }
+    }
+
+    /// The token endpoint: the setting, else the metadata's, else the documented path.
+    async fn token_url(&self, http: &reqwest::Client) -> Result<String> {
+        let s = &self.settings;
+        if let Some(url) = &s.token_url {
+            return Ok(url.clone());
+        }
+        match &self.discovery {
+            Some(d) => Ok(d.metadata(http).await?.token_endpoint.clone()),
+            None => Ok(format!("{}/connect/token", s.accounts_base)),
+        }
     }
 }
 
@@ -222,8 +310,8 @@ async fn authorize_redirect(
     let creds = app.secrets.credentials(PLATFORM).await?;
     let keys = app.secrets.app_keys().await?;
     let redirect_uri = app.public_url(req, callback)?;
-    let mut url = url::Url::parse(&format!("{}/connect/authorize", h.accounts_base))
-        .map_err(|_| Error::Internal("bad accounts base".into()))?;
+    let mut url = url::Url::parse(&app.haravan.authorize_url(&app.http).await?)
+        .map_err(|_| Error::Internal("bad authorize endpoint".into()))?;
     let nonce = crypto::random_token(24)?;
     let mut data = Map::new();
     data.insert("nonce".into(), nonce.clone().into());
@@ -244,6 +332,11 @@ async fn authorize_redirect(
         if let Some(org) = orgid {
             q.append_pair("orgid", org);
         }
+        if purpose == "install"
+            && let Some(prompt) = &h.install_prompt
+        {
+            q.append_pair("prompt", prompt);
+        }
     }
     let mut resp = web::redirect(url.as_str())?;
     web::set_cookie(&mut resp, &STATE_COOKIE.set(app, &keys, &state))?;
@@ -256,6 +349,8 @@ struct Callback {
     code: String,
     state: flow::Bound,
     identity: Identity,
+    /// The verified claims, which the token endpoint's id_token must agree with.
+    claims: Map<String, Value>,
 }
 
 async fn read_callback(app: &App, req: &Request, purpose: &str) -> Result<Callback> {
@@ -282,6 +377,7 @@ async fn read_callback(app: &App, req: &Request, purpose: &str) -> Result<Callba
         code: code.to_owned(),
         state,
         identity: Identity::from_claims(&claims)?,
+        claims,
     })
 }
 
@@ -432,7 +528,11 @@ async fn token_call(
         .await
         .map_err(|e| RefreshError::Failed(e.into()))?;
     let body = creds.with_client_credentials(form);
-    let url = format!("{}/connect/token", app.haravan.settings.accounts_base);
+    let url = app
+        .haravan
+        .token_url(&app.http)
+        .await
+        .map_err(RefreshError::Failed)?;
     refresh::token_request(app.http.post(&url).form(&body), "Haravan's token endpoint").await
 }
 
@@ -498,7 +598,9 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
         .await
         .map_err(|e| e.for_code("Haravan"))?;
         if let Some(id_token) = &reply.id_token {
-            verify(app, id_token, None, None, Some(&reply.access_token)).await?;
+            let back = verify(app, id_token, None, None, Some(&reply.access_token)).await?;
+            // The code must have been redeemed for who signed in, in the org being installed.
+            oidc::same_identity(&cb.claims, &back, &["orgid"])?;
         }
         let key = install_key(&who.orgid);
         let mut attrs = Map::new();
@@ -517,6 +619,19 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
                 .unwrap_or_else(|| app.haravan.settings.install_scopes.clone())
                 .into(),
         );
+        // A grant that asked for offline_access and came back without a refresh token works
+        // until the access token expires and then needs the admin again: say so now.
+        let no_refresh_token = reply.refresh_token.is_none()
+            && app
+                .haravan
+                .settings
+                .install_scopes
+                .split(' ')
+                .any(|s| s == "offline_access");
+        if no_refresh_token {
+            tracing::warn!(orgid = %who.orgid, "haravan install granted no refresh token");
+        }
+        attrs.insert("no_refresh_token".into(), no_refresh_token.into());
         let grant = Grant {
             access_token: SecretString::from(reply.access_token.clone()),
             refresh_token: reply.refresh_token.clone().map(SecretString::from),
@@ -625,6 +740,15 @@ async fn app_page(app: &App, who: &Identity, install: &Item, note: Option<&str>)
             None
         }
     };
+    let no_refresh = (install.attrs.get("no_refresh_token") == Some(&Value::Bool(true))).then_some(
+        "Haravan granted no refresh token (offline access), so the app loses access to the shop \
+         when the current token expires. Install the app again and grant offline access.",
+    );
+    let notes: String = [note, no_refresh]
+        .into_iter()
+        .flatten()
+        .map(|n| format!("<p><em>{}</em></p>", web::escape(n)))
+        .collect();
     let body = format!(
         "<p>Signed in as <strong>{}</strong> on <strong>{}</strong> (org <code>{}</code>).</p>\
          <p>Shop, as the Haravan API reports it with the app's token: {}.</p>{}",
@@ -633,8 +757,7 @@ async fn app_page(app: &App, who: &Identity, install: &Item, note: Option<&str>)
         web::escape(&who.orgid),
         shop.map(|s| format!("<strong>{}</strong>", web::escape(&s)))
             .unwrap_or_else(|| "not available right now".into()),
-        note.map(|n| format!("<p><em>{}</em></p>", web::escape(n)))
-            .unwrap_or_default(),
+        notes,
     );
     web::html_page(StatusCode::OK, "Gatehouse for Haravan", &body)
 }
@@ -1059,5 +1182,25 @@ mod tests {
         assert_eq!(made_at(&payload(json!({"org_id": 1}))).unwrap(), None);
         assert!(made_at(&payload(json!({"updated_at": 5}))).is_err());
         assert!(made_at(&payload(json!({"updated_at": "soon"}))).is_err());
+    }
+
+    fn prompt(value: Option<&str>) -> Result<Option<String>, ConfigError> {
+        let mut vars = Vars::default();
+        if let Some(v) = value {
+            vars.set("HARAVAN_INSTALL_PROMPT", v);
+        }
+        Settings::from_vars(&vars).map(|s| s.install_prompt)
+    }
+
+    #[test]
+    fn the_install_prompt_is_consent_unless_configured() {
+        assert_eq!(prompt(None).unwrap().as_deref(), Some("consent"));
+        assert_eq!(prompt(Some("")).unwrap().as_deref(), Some("consent"));
+        assert_eq!(prompt(Some("omit")).unwrap(), None);
+        assert_eq!(
+            prompt(Some("login consent")).unwrap().as_deref(),
+            Some("login consent")
+        );
+        assert!(prompt(Some("always")).is_err());
     }
 }

@@ -3,13 +3,25 @@
 //! An id_token is accepted only if: its header names RS256 (never `none`, never an HMAC
 //! algorithm, so a public key can never be used as an HMAC secret) and a `kid`; the key with that
 //! `kid` in the platform's JWKS verifies the signature; `iss` is one of the allowed issuers and
-//! `aud` one of the allowed audiences; `exp`, `nbf` and `iat` hold within a small skew; `nonce`
-//! equals the one we sent; and `c_hash`/`at_hash`, when present, match the code and access token
-//! that came with it.
+//! `aud` one of the allowed audiences; when `aud` names several, `azp` is present and is one of
+//! ours, and an `azp` that is present always is (OIDC Core 2, 3.1.3.7); `exp`, `nbf` and `iat`
+//! hold within a small skew; `nonce` equals the one we sent; `c_hash` is present and matches the
+//! code when the token came with one in the front channel (the hybrid flow's `code id_token`
+//! REQUIRES it, 3.3.2.11: without it a code could be swapped under a genuine id_token); and
+//! `at_hash`, when present, matches the access token that came with it.
+//!
+//! The token endpoint's id_token of a hybrid flow must name the same issuer, subject and
+//! audience as the front channel's (3.3.3.6): [`same_identity`].
 //!
 //! The JWKS is fetched once per container and cached; a token with an unknown `kid` (the platform
 //! rotated its keys) causes one refetch, rate-limited so that made-up kids cannot turn us into a
-//! load generator against the platform.
+//! load generator against the platform. A fetch that fails is rate-limited too: while the key
+//! endpoint is down, every sign-in would otherwise fetch again, a storm against a platform that
+//! is already struggling.
+//!
+//! [`Discovery`] reads an issuer's metadata (OpenID Connect Discovery 1.0) once per container,
+//! cached likewise, for its authorization, token and key endpoints; a platform's settings
+//! override what it says.
 
 use crate::error::{Error, Result};
 use base64::Engine as _;
@@ -24,11 +36,23 @@ use std::time::{Duration, Instant};
 const JWKS_TTL: Duration = Duration::from_secs(3600);
 /// After a refetch that did not find a kid, the least time before another.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// After a fetch that failed, the least time before another: requests in between are refused
+/// at once (503) without calling the platform.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
-/// A platform's signing keys, fetched from `url` and cached.
+/// How long fetched issuer metadata is trusted without refetching.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+
+/// A platform's signing keys, fetched from their URL and cached.
 pub struct Jwks {
-    url: String,
+    source: KeySource,
     state: tokio::sync::Mutex<JwksState>,
+}
+
+/// Where the keys are: a configured URL, or the `jwks_uri` of the issuer's metadata.
+enum KeySource {
+    Url(String),
+    Discovered(Arc<Discovery>),
 }
 
 #[derive(Default)]
@@ -36,19 +60,33 @@ struct JwksState {
     keys: Option<(Instant, Arc<JwkSet>)>,
     /// When a refetch last failed to find the kid asked for.
     last_miss: Option<Instant>,
+    /// When a fetch last failed (no answer, an error status, an unreadable body).
+    last_failure: Option<Instant>,
 }
 
 impl Jwks {
     /// Keys served at `url`.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            source: KeySource::Url(url.into()),
+            state: tokio::sync::Mutex::new(JwksState::default()),
+        }
+    }
+
+    /// Keys served at the `jwks_uri` of the issuer's metadata.
+    pub fn discovered(discovery: Arc<Discovery>) -> Self {
+        Self {
+            source: KeySource::Discovered(discovery),
             state: tokio::sync::Mutex::new(JwksState::default()),
         }
     }
 
     async fn fetch(&self, http: &reqwest::Client) -> Result<JwkSet> {
-        let resp = http.get(&self.url).send().await.map_err(|e| {
+        let url = match &self.source {
+            KeySource::Url(url) => url.clone(),
+            KeySource::Discovered(d) => d.metadata(http).await?.jwks_uri.clone(),
+        };
+        let resp = http.get(&url).send().await.map_err(|e| {
             Error::Upstream(format!(
                 "the platform's signing keys could not be fetched ({})",
                 crate::http::describe(&e)
@@ -82,7 +120,24 @@ impl Jwks {
                 .last_miss
                 .is_none_or(|t| t.elapsed() >= REFETCH_INTERVAL);
         if may_refetch {
-            let set = Arc::new(self.fetch(http).await?);
+            if state
+                .last_failure
+                .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
+            {
+                return Err(Error::Unavailable(
+                    "the platform's signing keys could not be fetched a moment ago; try again \
+                     shortly"
+                        .into(),
+                ));
+            }
+            let set = match self.fetch(http).await {
+                Ok(set) => Arc::new(set),
+                Err(e) => {
+                    state.last_failure = Some(Instant::now());
+                    return Err(e);
+                }
+            };
+            state.last_failure = None;
             state.keys = Some((Instant::now(), set.clone()));
             if let Some(jwk) = set.find(kid) {
                 return decoding_key(jwk);
@@ -92,6 +147,129 @@ impl Jwks {
         Err(Error::Unauthorized(
             "the id_token is signed with a key the platform does not publish".into(),
         ))
+    }
+}
+
+/// What the flows use of an issuer's metadata (OpenID Connect Discovery 1.0, section 3).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Metadata {
+    /// The issuer, as its id_tokens name it.
+    pub issuer: String,
+    /// Where the browser is sent to sign in.
+    pub authorization_endpoint: String,
+    /// Where codes and refresh tokens are exchanged.
+    pub token_endpoint: String,
+    /// The signing keys.
+    pub jwks_uri: String,
+}
+
+/// An issuer's metadata, read from `<base>/.well-known/openid-configuration` and cached for an
+/// hour: one fetch per container in the normal case. A failed fetch is not retried for a few
+/// seconds (as for keys), and metadata that has aged past its hour keeps serving while a
+/// refetch fails: endpoints rarely move, and sign-ins should not stop with the metadata
+/// endpoint.
+pub struct Discovery {
+    url: String,
+    issuers: Vec<String>,
+    /// Whether the endpoints may be plain http (only when the base itself is, as in tests).
+    allow_http: bool,
+    state: tokio::sync::Mutex<DiscoveryState>,
+}
+
+#[derive(Default)]
+struct DiscoveryState {
+    metadata: Option<(Instant, Arc<Metadata>)>,
+    last_failure: Option<Instant>,
+}
+
+impl Discovery {
+    /// The metadata of the issuer at `base`, which must name one of `issuers` as its issuer.
+    pub fn new(base: &str, issuers: Vec<String>) -> Self {
+        let base = base.trim_end_matches('/');
+        Self {
+            url: format!("{base}/.well-known/openid-configuration"),
+            issuers,
+            allow_http: base.starts_with("http://"),
+            state: tokio::sync::Mutex::new(DiscoveryState::default()),
+        }
+    }
+
+    /// The metadata: cached, or fetched and checked.
+    pub async fn metadata(&self, http: &reqwest::Client) -> Result<Arc<Metadata>> {
+        let mut state = self.state.lock().await;
+        let stale = match &state.metadata {
+            Some((at, m)) if at.elapsed() < DISCOVERY_TTL => return Ok(m.clone()),
+            Some((_, m)) => Some(m.clone()),
+            None => None,
+        };
+        if state
+            .last_failure
+            .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
+        {
+            return stale.ok_or_else(|| {
+                Error::Unavailable(
+                    "the platform's sign-in metadata could not be read a moment ago; try again \
+                     shortly"
+                        .into(),
+                )
+            });
+        }
+        match self.fetch(http).await {
+            Ok(m) => {
+                let m = Arc::new(m);
+                state.metadata = Some((Instant::now(), m.clone()));
+                state.last_failure = None;
+                Ok(m)
+            }
+            Err(e) => {
+                state.last_failure = Some(Instant::now());
+                match stale {
+                    Some(m) => {
+                        tracing::warn!(error = %e, "issuer metadata refetch failed; keeping the last");
+                        Ok(m)
+                    }
+                    None => Err(e),
+                }
+            }
+        }
+    }
+
+    async fn fetch(&self, http: &reqwest::Client) -> Result<Metadata> {
+        let resp = http.get(&self.url).send().await.map_err(|e| {
+            Error::Upstream(format!(
+                "the platform's sign-in metadata could not be fetched ({})",
+                crate::http::describe(&e)
+            ))
+        })?;
+        if !resp.status().is_success() {
+            return Err(Error::Upstream(format!(
+                "the platform's sign-in metadata answered {}",
+                resp.status().as_u16()
+            )));
+        }
+        let m: Metadata = resp
+            .json()
+            .await
+            .map_err(|_| Error::Upstream("the platform's sign-in metadata is unreadable".into()))?;
+        // Discovery 4.3: the metadata must be the issuer's we trust; otherwise a wrong base URL
+        // (or a host answering for another) would choose our endpoints and keys.
+        if !self.issuers.iter().any(|i| i == &m.issuer) {
+            return Err(Error::Upstream(
+                "the platform's sign-in metadata names an issuer that is not allowed".into(),
+            ));
+        }
+        for url in [&m.authorization_endpoint, &m.token_endpoint, &m.jwks_uri] {
+            let ok = url::Url::parse(url).is_ok_and(|u| {
+                u.host_str().is_some()
+                    && (u.scheme() == "https" || (self.allow_http && u.scheme() == "http"))
+            });
+            if !ok {
+                return Err(Error::Upstream(
+                    "the platform's sign-in metadata names an endpoint that is not https".into(),
+                ));
+            }
+        }
+        Ok(m)
     }
 }
 
@@ -105,11 +283,13 @@ fn decoding_key(jwk: &jsonwebtoken::jwk::Jwk) -> Result<DecodingKey> {
 pub struct Expect<'a> {
     /// Allowed `iss` values.
     pub issuers: &'a [String],
-    /// Allowed `aud` values.
+    /// Allowed `aud` values; `azp`, when present or when `aud` names several, must be one of
+    /// them.
     pub audiences: &'a [String],
     /// The nonce we sent, if the token must carry it.
     pub nonce: Option<&'a str>,
-    /// The code that came with the token: checked against `c_hash` when present.
+    /// The code that came with the token in the front channel (the hybrid flow): the token must
+    /// carry a `c_hash` and it must match. `None` for a token endpoint's id_token.
     pub code: Option<&'a str>,
     /// The access token that came with the token: checked against `at_hash` when present.
     pub access_token: Option<&'a str>,
@@ -223,6 +403,10 @@ fn check_signature_and_claims(
     {
         return Err(refused("does not carry this sign-in's nonce"));
     }
+    check_azp(&claims, expect.audiences)?;
+    if expect.code.is_some() && !claims.contains_key("c_hash") {
+        return Err(refused("lacks the `c_hash` claim"));
+    }
     for (claim, value) in [("c_hash", expect.code), ("at_hash", expect.access_token)] {
         if let (Some(value), Some(hash)) = (value, claims.get(claim))
             && hash.as_str() != Some(half_hash(value).as_str())
@@ -233,9 +417,396 @@ fn check_signature_and_claims(
     Ok(claims)
 }
 
+/// `azp` (the party the token was issued to): when `aud` names several parties, it must be
+/// present, and whenever it is present it must be one of ours, so that a token issued to
+/// another client that merely lists us among its audiences is not taken as ours.
+fn check_azp(claims: &serde_json::Map<String, Value>, audiences: &[String]) -> Result<()> {
+    let several = matches!(claims.get("aud"), Some(Value::Array(a)) if a.len() > 1);
+    match claims.get("azp") {
+        None if several => Err(refused("names several audiences but no `azp`")),
+        None => Ok(()),
+        Some(Value::String(azp)) if audiences.iter().any(|a| a == azp) => Ok(()),
+        Some(_) => Err(refused("was issued to another party (azp)")),
+    }
+}
+
+/// The audiences of a token as a sorted list (`aud` is a string or an array of them).
+fn audience_set(claims: &serde_json::Map<String, Value>) -> Option<Vec<&str>> {
+    let mut list: Vec<&str> = match claims.get("aud")? {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items.iter().map(Value::as_str).collect::<Option<_>>()?,
+        _ => return None,
+    };
+    list.sort_unstable();
+    list.dedup();
+    Some(list)
+}
+
+/// OIDC Core 3.3.3.6: the id_token the token endpoint returned in a hybrid flow must name the
+/// same issuer and subject as the front channel's, for the same audience; otherwise the code
+/// was redeemed for someone else than who signed in. `also` names claims the platform
+/// identifies its tenants by (Haravan's `orgid`): they must be the same too, present in both
+/// or in neither.
+pub fn same_identity(
+    front: &serde_json::Map<String, Value>,
+    back: &serde_json::Map<String, Value>,
+    also: &[&str],
+) -> Result<()> {
+    let mismatch = |claim: &str| {
+        Err(refused(&format!(
+            "of the token endpoint names another `{claim}` than the sign-in's"
+        )))
+    };
+    for claim in ["iss", "sub"] {
+        match (front.get(claim), back.get(claim)) {
+            (Some(Value::String(a)), Some(Value::String(b))) if a == b => {}
+            _ => return mismatch(claim),
+        }
+    }
+    match (audience_set(front), audience_set(back)) {
+        (Some(a), Some(b)) if a == b => {}
+        _ => return mismatch("aud"),
+    }
+    for claim in also {
+        if front.get(*claim) != back.get(*claim) {
+            return mismatch(claim);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const ISSUER: &str = "https://op.example";
+    const CLIENT: &str = "our-client";
+    const CODE: &str = "the-code";
+    const NONCE: &str = "the-nonce";
+
+    /// The sample events' test-only key (a PKCS#8 PEM after a line of explanation; its RSA
+    /// key, PKCS#1, follows PKCS#8's fixed 26-byte header for a key of this size).
+    fn keys() -> (EncodingKey, DecodingKey, String) {
+        let pem = include_str!("../../events/haravan-test-key.pem");
+        let body: String = pem
+            .lines()
+            .skip_while(|l| !l.starts_with("-----BEGIN"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("-----END"))
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        assert_eq!(&der[22..24], &[0x04, 0x82], "PKCS#8 wrapping an RSA key");
+        let jwks: JwkSet =
+            serde_json::from_str(include_str!("../../events/haravan-jwks.json")).unwrap();
+        let jwk = &jwks.keys[0];
+        (
+            EncodingKey::from_rsa_der(&der[26..]),
+            DecodingKey::from_jwk(jwk).unwrap(),
+            jwk.common.key_id.clone().unwrap(),
+        )
+    }
+
+    /// A front-channel id_token's claims that pass every check, changed by `patch` (a `null`
+    /// removes the claim).
+    fn claims(patch: Value) -> serde_json::Map<String, Value> {
+        let now = crate::store::now();
+        let mut c = json!({
+            "iss": ISSUER, "aud": CLIENT, "sub": "u1", "orgid": "o1",
+            "iat": now, "nbf": now, "exp": now + 300,
+            "nonce": NONCE, "c_hash": half_hash(CODE),
+        });
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c.as_object().unwrap().clone()
+    }
+
+    fn sign(claims: &serde_json::Map<String, Value>) -> String {
+        let (encoding, _, kid) = keys();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid);
+        jsonwebtoken::encode(&header, claims, &encoding).unwrap()
+    }
+
+    fn front_channel(token: &str) -> Result<serde_json::Map<String, Value>> {
+        let issuers = [ISSUER.to_owned()];
+        let audiences = [CLIENT.to_owned()];
+        let expect = Expect {
+            issuers: &issuers,
+            audiences: &audiences,
+            nonce: Some(NONCE),
+            code: Some(CODE),
+            access_token: None,
+            skew: 60,
+        };
+        verify_with_key(token, &keys().1, &expect)
+    }
+
+    fn refusal(patch: Value) -> String {
+        match front_channel(&sign(&claims(patch))) {
+            Ok(_) => "accepted".into(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_good_front_channel_token_is_accepted() {
+        let claims = front_channel(&sign(&claims(json!({})))).unwrap();
+        assert_eq!(claims["sub"], json!("u1"));
+    }
+
+    /// OIDC Core 3.3.2.11: in the hybrid flow's front channel, `c_hash` is required.
+    #[test]
+    fn c_hash_is_required_with_a_front_channel_code() {
+        assert!(refusal(json!({"c_hash": null})).contains("lacks the `c_hash` claim"));
+        assert!(refusal(json!({"c_hash": half_hash("another-code")})).contains("c_hash"));
+    }
+
+    /// A token endpoint's id_token (no code given) needs no `c_hash`; its `at_hash`, when
+    /// present, must match.
+    #[test]
+    fn the_token_endpoints_id_token_needs_no_c_hash() {
+        let issuers = [ISSUER.to_owned()];
+        let audiences = [CLIENT.to_owned()];
+        let expect = |access| Expect {
+            issuers: &issuers,
+            audiences: &audiences,
+            nonce: None,
+            code: None,
+            access_token: Some(access),
+            skew: 60,
+        };
+        let token = sign(&claims(json!({"c_hash": null, "at_hash": half_hash("at")})));
+        assert!(verify_with_key(&token, &keys().1, &expect("at")).is_ok());
+        let err = verify_with_key(&token, &keys().1, &expect("other")).unwrap_err();
+        assert!(err.to_string().contains("at_hash"), "{err}");
+    }
+
+    /// OIDC Core 3.1.3.7 (4, 5): several audiences need an `azp`, and an `azp` must be ours.
+    #[test]
+    fn azp_is_checked() {
+        let several = json!(["another-client", CLIENT]);
+        assert!(refusal(json!({"aud": several})).contains("no `azp`"));
+        assert!(refusal(json!({"aud": several, "azp": "another-client"})).contains("azp"));
+        assert_eq!(refusal(json!({"aud": several, "azp": CLIENT})), "accepted");
+        assert!(refusal(json!({"azp": "another-client"})).contains("azp"));
+        assert_eq!(refusal(json!({"azp": CLIENT})), "accepted");
+        assert_eq!(refusal(json!({"aud": [CLIENT]})), "accepted");
+    }
+
+    #[test]
+    fn the_other_claims_are_checked() {
+        let now = crate::store::now();
+        for (patch, needle) in [
+            (json!({"iss": "https://evil.example"}), "issuer"),
+            (json!({"aud": "another-client"}), "audience"),
+            (json!({"exp": now - 3600}), "expired"),
+            (json!({"nbf": now + 3600}), "nbf"),
+            (json!({"iat": now + 3600}), "future"),
+            (json!({"iat": null}), "iat"),
+            (json!({"nonce": "other"}), "nonce"),
+            (json!({"nonce": null}), "nonce"),
+        ] {
+            let got = refusal(patch.clone());
+            assert!(got.contains(needle), "{patch}: {got}");
+        }
+    }
+
+    /// OIDC Core 3.3.3.6: the token endpoint's id_token names who signed in.
+    #[test]
+    fn the_token_endpoints_id_token_must_name_the_same_identity() {
+        let front = claims(json!({}));
+        let same = claims(json!({"c_hash": null, "nonce": null, "at_hash": "x"}));
+        assert!(same_identity(&front, &same, &["orgid"]).is_ok());
+        let listed = claims(json!({"aud": [CLIENT]}));
+        assert!(same_identity(&front, &listed, &["orgid"]).is_ok());
+        for (patch, claim) in [
+            (json!({"iss": "https://other.example"}), "iss"),
+            (json!({"sub": "u2"}), "sub"),
+            (json!({"sub": null}), "sub"),
+            (json!({"aud": "another-client"}), "aud"),
+            (json!({"aud": [CLIENT, "another-client"]}), "aud"),
+            (json!({"orgid": "o2"}), "orgid"),
+            (json!({"orgid": null}), "orgid"),
+        ] {
+            let err = same_identity(&front, &claims(patch.clone()), &["orgid"]).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("`{claim}`")),
+                "{patch}: {err}"
+            );
+        }
+    }
+
+    /// A one-route HTTP server on 127.0.0.1 that answers every request with `status` and
+    /// `body`, and counts the requests.
+    async fn key_server(status: u16, body: String) -> (String, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (url, hits)
+    }
+
+    /// While the key endpoint fails, sign-ins do not each fetch again: one fetch per interval.
+    #[tokio::test]
+    async fn a_failing_key_endpoint_is_not_refetched_on_every_request() {
+        let (url, hits) = key_server(500, "{}".into()).await;
+        let jwks = Jwks::new(url);
+        let http = reqwest::Client::new();
+        for _ in 0..20 {
+            assert!(jwks.key(&http, "some-kid").await.is_err());
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "one fetch while it fails");
+    }
+
+    /// An unreachable key endpoint likewise.
+    #[tokio::test]
+    async fn an_unreachable_key_endpoint_is_not_retried_on_every_request() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        drop(listener);
+        let jwks = Jwks::new(url);
+        let http = reqwest::Client::new();
+        let first = jwks.key(&http, "k").await.unwrap_err();
+        assert!(matches!(first, Error::Upstream(_)), "{first}");
+        let second = jwks.key(&http, "k").await.unwrap_err();
+        assert!(matches!(second, Error::Unavailable(_)), "{second}");
+    }
+
+    fn metadata_of(base: &str, issuer: &str) -> String {
+        json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{base}/authorize"),
+            "token_endpoint": format!("{base}/token"),
+            "jwks_uri": format!("{base}/jwks"),
+        })
+        .to_string()
+    }
+
+    /// The base of a `key_server` URL (which answers every path alike).
+    fn base_of(url: &str) -> String {
+        url.trim_end_matches("/jwks").to_owned()
+    }
+
+    /// The metadata is fetched once and then served from the cache; its JWKS is where the
+    /// metadata says.
+    #[tokio::test]
+    async fn discovery_is_fetched_once_and_gives_the_endpoints() {
+        let (url, hits) = key_server(200, metadata_of("https://op.example", ISSUER)).await;
+        let d = Discovery::new(&base_of(&url), vec![ISSUER.into()]);
+        let http = reqwest::Client::new();
+        for _ in 0..5 {
+            let m = d.metadata(&http).await.unwrap();
+            assert_eq!(m.token_endpoint, "https://op.example/token");
+            assert_eq!(m.jwks_uri, "https://op.example/jwks");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    /// Discovery 4.3: metadata naming an issuer we do not trust is refused.
+    #[tokio::test]
+    async fn discovery_naming_another_issuer_is_refused() {
+        let (url, _) = key_server(
+            200,
+            metadata_of("https://op.example", "https://evil.example"),
+        )
+        .await;
+        let d = Discovery::new(&base_of(&url), vec![ISSUER.into()]);
+        let err = d.metadata(&reqwest::Client::new()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("issuer that is not allowed"),
+            "{err}"
+        );
+    }
+
+    /// Endpoints must be https unless the base itself is http (a test deployment).
+    #[tokio::test]
+    async fn discovered_endpoints_must_be_https_or_match_an_http_base() {
+        let (url, _) = key_server(200, metadata_of("ftp://op.example", ISSUER)).await;
+        let d = Discovery::new(&base_of(&url), vec![ISSUER.into()]);
+        let err = d.metadata(&reqwest::Client::new()).await.unwrap_err();
+        assert!(err.to_string().contains("not https"), "{err}");
+    }
+
+    /// A failing metadata endpoint is not asked again on every request.
+    #[tokio::test]
+    async fn a_failing_discovery_endpoint_is_not_refetched_on_every_request() {
+        let (url, hits) = key_server(503, "{}".into()).await;
+        let d = Discovery::new(&base_of(&url), vec![ISSUER.into()]);
+        let http = reqwest::Client::new();
+        for _ in 0..20 {
+            assert!(d.metadata(&http).await.is_err());
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    /// Keys found through discovery: the metadata once, the keys once.
+    #[tokio::test]
+    async fn keys_are_fetched_where_the_metadata_says() {
+        let (keys_url, key_hits) =
+            key_server(200, include_str!("../../events/haravan-jwks.json").into()).await;
+        let (url, meta_hits) = key_server(200, metadata_of(&base_of(&keys_url), ISSUER)).await;
+        let jwks = Jwks::discovered(Arc::new(Discovery::new(
+            &base_of(&url),
+            vec![ISSUER.into()],
+        )));
+        let http = reqwest::Client::new();
+        let kid = keys().2;
+        for _ in 0..3 {
+            assert!(jwks.key(&http, &kid).await.is_ok());
+        }
+        assert_eq!(meta_hits.load(Ordering::SeqCst), 1);
+        assert_eq!(key_hits.load(Ordering::SeqCst), 1);
+    }
+
+    /// A working endpoint: the kid is found with one fetch, then from the cache; a made-up kid
+    /// refetches once per interval.
+    #[tokio::test]
+    async fn a_working_key_endpoint_is_fetched_once() {
+        let (url, hits) =
+            key_server(200, include_str!("../../events/haravan-jwks.json").into()).await;
+        let jwks = Jwks::new(url);
+        let http = reqwest::Client::new();
+        let kid = keys().2;
+        for _ in 0..5 {
+            assert!(jwks.key(&http, &kid).await.is_ok());
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        for _ in 0..5 {
+            assert!(jwks.key(&http, "made-up").await.is_err());
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            2,
+            "one refetch for made-up kids"
+        );
+    }
 
     /// The hashes carried by the Haravan document's own tokens (PLATFORMS.md).
     #[test]

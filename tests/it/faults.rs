@@ -267,7 +267,15 @@ async fn sesami_token_endpoint_failures() {
 
 #[tokio::test]
 async fn haravan_token_endpoint_failures() {
-    let (h, platform) = misbehaving("HARAVAN_ACCOUNTS_BASE", "", "haravan", "/connect/token").await;
+    // The token endpoint is the misbehaving one (an override of the discovered one); the
+    // rest comes from the simulator's metadata.
+    let (h, platform) = misbehaving(
+        "HARAVAN_TOKEN_URL",
+        "/connect/token",
+        "haravan",
+        "/connect/token",
+    )
+    .await;
     // Signs in at the (passed-on) authorize page as the admin of a new org; returns the app's
     // answer to the form_post.
     async fn sign_in(b: &mut Browser, to_authorize: &Page) -> Page {

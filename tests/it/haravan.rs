@@ -82,6 +82,11 @@ async fn install(h: &Harness, b: &mut Browser, sub: &str) -> Page {
     }
     assert!(query_param(&location, "orgid").is_some());
     assert_eq!(
+        query_param(&location, "prompt").as_deref(),
+        Some("consent"),
+        "the install asks for consent, so that offline_access gives a refresh token"
+    );
+    assert_eq!(
         query_param(&location, "redirect_uri"),
         Some(h.url("/haravan/install/grandservice"))
     );
@@ -302,7 +307,11 @@ async fn id_tokens_that_must_be_refused() {
         Box::new(move |c: &Value| {
             let mut c = c.clone();
             for (k, v) in patch.as_object().unwrap() {
-                c[k] = v.clone();
+                if v.is_null() {
+                    c.as_object_mut().unwrap().remove(k);
+                } else {
+                    c[k] = v.clone();
+                }
             }
             sim.sign_id_token(&c)
         })
@@ -345,6 +354,21 @@ async fn id_tokens_that_must_be_refused() {
             "nonce mismatch",
             with(json!({"nonce": "another-nonce"})),
             "nonce",
+        ),
+        (
+            "no c_hash",
+            with(json!({"c_hash": null})),
+            "lacks the `c_hash`",
+        ),
+        (
+            "several audiences, no azp",
+            with(json!({"aud": ["gatehouse-local-haravan", "another-app"]})),
+            "azp",
+        ),
+        (
+            "issued to another party",
+            with(json!({"azp": "another-app"})),
+            "azp",
         ),
         (
             "c_hash mismatch",
@@ -450,6 +474,108 @@ async fn at_hash_is_checked_against_the_access_token() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("at_hash"), "{err}");
+}
+
+/// OIDC Core 3.3.3.6: an install whose token endpoint's id_token names another user, org or
+/// audience than the sign-in's is refused, and nothing is stored.
+#[tokio::test]
+async fn the_token_endpoints_id_token_must_name_who_signed_in() {
+    for patch in [
+        json!({"sub": STAFF}),
+        json!({"orgid": STAFF_ORG}),
+        json!({"orgid": null}),
+        json!({"aud": ["gatehouse-local-haravan", "another-app"], "azp": "gatehouse-local-haravan"}),
+    ] {
+        let h = Harness::embedded().await;
+        let sim = h.server.haravan.clone();
+        sim.patch_token_id_tokens(&patch);
+        let mut b = Browser::new();
+        let page = install(&h, &mut b, ADMIN).await;
+        assert_eq!(page.status, 401, "{patch}: {}", page.body);
+        assert!(
+            page.body.contains("token endpoint"),
+            "{patch}: {}",
+            page.body
+        );
+        assert!(
+            h.server
+                .app
+                .store
+                .get(&install_key(ADMIN_ORG))
+                .await
+                .unwrap()
+                .is_none(),
+            "{patch}"
+        );
+        assert_eq!(count(&h, &org_sessions_partition(ADMIN_ORG)).await, 0);
+    }
+}
+
+/// An install that asked for offline_access and got no refresh token is recorded as such, and
+/// the admin is told.
+#[tokio::test]
+async fn an_install_without_a_refresh_token_says_so() {
+    let h = Harness::embedded().await;
+    let sim = h.server.haravan.clone();
+    sim.withhold_refresh_tokens(true);
+    let mut b = Browser::new();
+    let page = install(&h, &mut b, ADMIN).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("no refresh token"), "{}", page.body);
+    let item = h
+        .server
+        .app
+        .store
+        .get(&install_key(ADMIN_ORG))
+        .await
+        .unwrap()
+        .expect("installed");
+    assert_eq!(item.attrs["no_refresh_token"], json!(true));
+    // Later sign-ins see it too, until an install with a refresh token.
+    let page = login(&h, &mut Browser::new(), ADMIN).await;
+    assert!(page.body.contains("no refresh token"), "{}", page.body);
+    sim.withhold_refresh_tokens(false);
+    let h2 = Harness::embedded().await;
+    let page = install(&h2, &mut Browser::new(), ADMIN).await;
+    assert!(!page.body.contains("no refresh token"), "{}", page.body);
+    let item = h2
+        .server
+        .app
+        .store
+        .get(&install_key(ADMIN_ORG))
+        .await
+        .unwrap()
+        .expect("installed");
+    assert_eq!(item.attrs["no_refresh_token"], json!(false));
+}
+
+/// The identity server's metadata must name an allowed issuer: otherwise no sign-in starts,
+/// and nothing is stored. Without discovery the documented paths are used and nothing is read.
+#[tokio::test]
+async fn discovery_naming_an_issuer_not_allowed_stops_the_sign_in() {
+    let mut vars = Vars::default();
+    vars.set("HARAVAN_ISSUERS", "https://accounts.haravan.com");
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let page = Browser::new().get(&h.url("/haravan/install/login")).await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(
+        page.body.contains("issuer that is not allowed"),
+        "{}",
+        page.body
+    );
+    assert!(h.items("state#haravan").await.is_empty());
+
+    let mut vars = Vars::default();
+    vars.set("HARAVAN_ISSUERS", "https://accounts.haravan.com");
+    vars.set("HARAVAN_DISCOVERY", "false");
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let page = Browser::new().get(&h.url("/haravan/install/login")).await;
+    assert_eq!(page.status, 302, "{}", page.body);
+    let location = page.location.unwrap();
+    assert!(
+        location.starts_with(&format!("{}/connect/authorize?", h.server.haravan.issuer())),
+        "{location}"
+    );
 }
 
 #[tokio::test]

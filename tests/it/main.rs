@@ -11,6 +11,7 @@ mod harness;
 mod iam;
 mod load;
 mod momo;
+mod op;
 mod saison;
 mod secrets;
 mod sesami;

@@ -95,6 +95,11 @@ struct Inner {
     token_requests: Mutex<HashMap<String, usize>>,
     access_token_lifetime: AtomicU64,
     token_delay: Mutex<Duration>,
+    /// Claims set on (a `null`: removed from) the token endpoint's id_tokens, to make them
+    /// disagree with the sign-in's.
+    token_id_token_patch: Mutex<Map<String, Value>>,
+    /// Whether grants with `offline_access` come back without a refresh token.
+    withhold_refresh_tokens: std::sync::atomic::AtomicBool,
     http: reqwest::Client,
 }
 
@@ -338,6 +343,8 @@ impl HaravanSim {
                 token_requests: Mutex::new(HashMap::new()),
                 access_token_lifetime: AtomicU64::new(DEFAULT_ACCESS_TOKEN_LIFETIME),
                 token_delay: Mutex::new(Duration::ZERO),
+                token_id_token_patch: Mutex::new(Map::new()),
+                withhold_refresh_tokens: std::sync::atomic::AtomicBool::new(false),
                 http,
             }),
         }
@@ -454,6 +461,21 @@ impl HaravanSim {
     /// Holds every token request this long before handling it, to widen races in tests.
     pub fn set_token_delay(&self, delay: Duration) {
         *lock(&self.inner.token_delay) = delay;
+    }
+
+    /// Sets (a `null`: removes) these claims in the token endpoint's id_tokens from now on.
+    pub fn patch_token_id_tokens(&self, patch: &Value) {
+        if let Some(patch) = patch.as_object() {
+            lock(&self.inner.token_id_token_patch).extend(patch.clone());
+        }
+    }
+
+    /// Whether grants with `offline_access` come back without a refresh token, as an
+    /// IdentityServer's do when the user was not asked for consent.
+    pub fn withhold_refresh_tokens(&self, withhold: bool) {
+        self.inner
+            .withhold_refresh_tokens
+            .store(withhold, Ordering::SeqCst);
     }
 
     /// Revokes every refresh token issued for `orgid`'s users.
@@ -738,6 +760,15 @@ impl HaravanSim {
         c.insert("orgname".into(), user.orgname.clone().into());
         c.insert("orgcat".into(), "Other".into());
         c.insert("amr".into(), json!(["pwd"]));
+        if hash.0 == "at_hash" {
+            for (k, v) in lock(&self.inner.token_id_token_patch).iter() {
+                if v.is_null() {
+                    c.remove(k);
+                } else {
+                    c.insert(k.clone(), v.clone());
+                }
+            }
+        }
         self.sign_id_token(&Value::Object(c))
     }
 
@@ -753,7 +784,9 @@ impl HaravanSim {
             nonce,
             ("at_hash", &access_token),
         );
-        let refresh_token = grant.has_scope("offline_access").then(|| random_hex(32));
+        let refresh_token = (grant.has_scope("offline_access")
+            && !self.inner.withhold_refresh_tokens.load(Ordering::SeqCst))
+        .then(|| random_hex(32));
         let mut body = json!({
             "id_token": id_token,
             "access_token": access_token,
