@@ -57,6 +57,10 @@ pub struct Settings {
     /// `SESAMI_AFTER_INSTALL_URL`: where to send the merchant after a successful install
     /// (default: our own confirmation page).
     pub after_install_url: Option<Url>,
+    /// `SESAMI_WEBHOOK_SIGNED_EVENT`: a webhook's signed `data` must name its event (default
+    /// true, the safe reading). Sesami's document does not say that it does; off, `data` is
+    /// refused only when it is exactly a browser URL's parameters, as the document allows.
+    pub webhook_signed_event: bool,
 }
 
 impl Settings {
@@ -73,6 +77,7 @@ impl Settings {
                 .collect(),
             timestamp_window: vars.seconds("SESAMI_TIMESTAMP_WINDOW_SECONDS", 300)?,
             numeric_timestamp: vars.flag("SESAMI_NUMERIC_TIMESTAMP", false)?,
+            webhook_signed_event: vars.flag("SESAMI_WEBHOOK_SIGNED_EVENT", true)?,
             after_install_url: match vars.get("SESAMI_AFTER_INSTALL_URL") {
                 Some(_) => Some(vars.url("SESAMI_AFTER_INSTALL_URL", "")?),
                 None => None,
@@ -465,7 +470,7 @@ async fn webhook_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     )?;
     let creds = app.secrets.credentials(PLATFORM).await?;
     verify(&creds.verifying_keys(), &hook.data, &hook.hmac)?;
-    check_webhook_data(&hook)?;
+    check_webhook_data(&hook, app.sesami.webhook_signed_event)?;
     if let Some(ts) = hook.data.get("timestamp") {
         let raw = match ts {
             Value::String(s) => s.clone(),
@@ -533,8 +538,9 @@ const BROWSER_PARAMETERS: [&str; 8] = [
 /// `uninstall_app`. A webhook's `data` must therefore name its event (`data.event`, equal to the
 /// envelope's `event`), which no browser URL carries; and `data` made only of browser parameters
 /// is refused outright (401), whatever else is claimed. Checked after the signature and before
-/// anything is written.
-fn check_webhook_data(hook: &Webhook) -> Result<()> {
+/// anything is written. With `signed_event` off (`SESAMI_WEBHOOK_SIGNED_EVENT=false`, for a
+/// Sesami whose data does not name its event) only the second rule holds.
+fn check_webhook_data(hook: &Webhook, signed_event: bool) -> Result<()> {
     if hook
         .data
         .keys()
@@ -545,6 +551,7 @@ fn check_webhook_data(hook: &Webhook) -> Result<()> {
         ));
     }
     match hook.data.get("event") {
+        None if !signed_event => Ok(()),
         Some(Value::String(event)) if *event == hook.event => Ok(()),
         Some(Value::String(_)) => Err(Error::BadRequest(
             "`data.event` names another event than `event`".into(),

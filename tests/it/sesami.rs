@@ -568,6 +568,38 @@ async fn a_signed_browser_url_is_not_a_webhook() {
     assert!(page.body.contains("duplicate"), "{}", page.body);
 }
 
+/// With `SESAMI_WEBHOOK_SIGNED_EVENT=false` (a Sesami whose webhook data does not name its
+/// event), data without `event` acts, and a browser URL's parameter set is still refused.
+#[tokio::test]
+async fn without_a_signed_event_only_browser_parameter_sets_are_refused() {
+    let mut vars = Vars::default();
+    vars.set("SESAMI_WEBHOOK_SIGNED_EVENT", "false");
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let mut b = Browser::new();
+    assert_eq!(install(&h, &mut b, "shop-plain").await.0.status, 200);
+    let url = h.url("/sesami/webhooks");
+    let (data, hmac) = signed_params(&h.server.sesami.signed_query(&[("shopId", "shop-plain")]));
+    let body = json!({"event": "uninstall_app", "data": data, "hmac": hmac});
+    let page = b
+        .post(&url, "application/json", serde_json::to_vec(&body).unwrap())
+        .await;
+    assert_eq!(page.status, 401, "{}", page.body);
+    assert!(stored_token(&h, "shop-plain").await.is_some());
+
+    let secret = h.server.app.secrets.credentials("sesami").await.unwrap();
+    let data = BTreeMap::from([
+        ("shopId".to_string(), json!("shop-plain")),
+        ("uninstalledAt".to_string(), json!("2026-12-01T10:00:00Z")),
+    ]);
+    let hmac = sim::sign(secret.client_secret.expose_secret(), &data);
+    let body = json!({"event": "uninstall_app", "data": data, "hmac": hmac});
+    let page = b
+        .post(&url, "application/json", serde_json::to_vec(&body).unwrap())
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(stored_token(&h, "shop-plain").await.is_none());
+}
+
 /// The merchant's Deny on Sesami's consent page comes back as `?error=access_denied`: reported
 /// as Sesami's refusal, not as a missing `code`; nothing stored.
 #[tokio::test]
