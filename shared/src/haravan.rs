@@ -147,32 +147,10 @@ impl Settings {
                 .join(" "),
             install_scopes: install.join(" "),
             skew: vars.seconds("HARAVAN_CLOCK_SKEW_SECONDS", 60)?.as_secs(),
-            install_prompt: install_prompt(vars)?,
+            install_prompt: oidc::prompt_setting(vars, "HARAVAN_INSTALL_PROMPT")?,
             accounts_base,
         })
     }
-}
-
-/// `HARAVAN_INSTALL_PROMPT`: OIDC's space-separated `prompt` values, or `omit` (an empty value
-/// counts as unset, and so as the default).
-fn install_prompt(vars: &Vars) -> Result<Option<String>, ConfigError> {
-    let raw = vars.get_or("HARAVAN_INSTALL_PROMPT", "consent");
-    if raw == "omit" {
-        return Ok(None);
-    }
-    let values: Vec<&str> = raw.split(' ').filter(|v| !v.is_empty()).collect();
-    if values.is_empty()
-        || values
-            .iter()
-            .any(|v| !matches!(*v, "none" | "login" | "consent" | "select_account"))
-    {
-        return Err(ConfigError {
-            name: "HARAVAN_INSTALL_PROMPT".into(),
-            problem: "must be `omit` or prompt values (none, login, consent, select_account)"
-                .into(),
-        });
-    }
-    Ok(Some(values.join(" ")))
 }
 
 /// Haravan's per-container state: settings, the cached metadata and the cached signing keys.

@@ -23,6 +23,7 @@
 //! cached likewise, for its authorization, token and key endpoints; a platform's settings
 //! override what it says.
 
+use crate::config::{ConfigError, Vars};
 use crate::error::{Error, Result};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -473,6 +474,30 @@ pub fn same_identity(
         }
     }
     Ok(())
+}
+
+/// A `prompt` setting (`name`): OIDC's space-separated `prompt` values, or `omit` for none
+/// (an empty value counts as unset, and so as the default, `consent`). OIDC Core 11: an OP
+/// grants `offline_access` (a refresh token) only when `prompt` contains `consent`, unless it
+/// has other grounds; a standards OP drops the scope otherwise.
+pub fn prompt_setting(vars: &Vars, name: &str) -> Result<Option<String>, ConfigError> {
+    let raw = vars.get_or(name, "consent");
+    if raw == "omit" {
+        return Ok(None);
+    }
+    let values: Vec<&str> = raw.split(' ').filter(|v| !v.is_empty()).collect();
+    if values.is_empty()
+        || values
+            .iter()
+            .any(|v| !matches!(*v, "none" | "login" | "consent" | "select_account"))
+    {
+        return Err(ConfigError {
+            name: name.into(),
+            problem: "must be `omit` or prompt values (none, login, consent, select_account)"
+                .into(),
+        });
+    }
+    Ok(Some(values.join(" ")))
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 //!   many callers), each client (source IP) limited to `WEBLINK_GUEST_REQUESTS_PER_MINUTE`.
 //! - `GET /weblink/login?portal=` → verifier and S256 challenge, a nonce, one-time state
 //!   (verifier, nonce, IDP domain, client id) bound to the browser, redirect to
-//!   `https://<domain>/authorize` with `scope` (`WEBLINK_SCOPES`, `openid` included).
+//!   `https://<domain>/authorize` with `scope` (`WEBLINK_SCOPES`, `openid` included) and
+//!   `prompt` (`WEBLINK_PROMPT`, `consent`: what `offline_access` needs).
 //! - `GET /weblink/callback?code&state` → state consumed once, code exchanged with the
 //!   verifier at the pinned IDP, id_token verified (its `nonce` the state's), session stored
 //!   with its tokens sealed, session cookie set.
@@ -105,6 +106,11 @@ pub struct Settings {
     /// `openid profile email offline_access`). It must include `openid`: an OpenID provider
     /// refuses an authorization request without it, and the callback needs the id_token.
     pub scope: String,
+    /// `WEBLINK_PROMPT`: the authorization request's `prompt` (default `consent`; `omit` sends
+    /// none). The default scope asks `offline_access`, and an OpenID provider grants it (the
+    /// refresh token `POST /weblink/refresh` needs) only with consent: without it a standards
+    /// OP drops the scope, and the session cannot be refreshed.
+    pub prompt: Option<String>,
     /// `WEBLINK_IDP_DOMAINS`: where a portal's IDP may be, comma-separated exact hosts or
     /// `*.suffix` (any host under the suffix, not the suffix itself); default
     /// [`DEFAULT_IDP_DOMAINS`].
@@ -201,6 +207,7 @@ impl Settings {
             },
             skew: vars.seconds("WEBLINK_CLOCK_SKEW_SECONDS", 60)?.as_secs(),
             scope: scope(vars)?,
+            prompt: oidc::prompt_setting(vars, "WEBLINK_PROMPT")?,
             idp_domains: idp_domains(vars)?,
             guest_per_minute: vars
                 .get_or("WEBLINK_GUEST_REQUESTS_PER_MINUTE", "30")
@@ -672,6 +679,9 @@ async fn login_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         .append_pair("scope", &app.weblink.settings.scope)
         .append_pair("state", &state)
         .append_pair("nonce", &nonce);
+    if let Some(prompt) = &app.weblink.settings.prompt {
+        url.query_pairs_mut().append_pair("prompt", prompt);
+    }
     let mut resp = web::redirect(url.as_str())?;
     web::set_cookie(&mut resp, &STATE_COOKIE.set(app, &keys, &state))?;
     Ok(resp)
@@ -1035,6 +1045,12 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.scope, "openid profile email offline_access");
         assert_eq!(s.guest_per_minute, 30);
+        assert_eq!(s.prompt.as_deref(), Some("consent"));
+        assert_eq!(
+            settings(&[("WEBLINK_PROMPT", "omit")]).unwrap().prompt,
+            None
+        );
+        assert!(settings(&[("WEBLINK_PROMPT", "always")]).is_err());
         let s = settings(&[("WEBLINK_SCOPES", "profile,openid")]).unwrap();
         assert_eq!(s.scope, "profile openid");
         assert!(settings(&[("WEBLINK_SCOPES", "profile email")]).is_err());

@@ -8,7 +8,7 @@
 //! tests are skipped, unless `GATEHOUSE_REQUIRE_MOTO` is set (as by tests/run.sh): then a
 //! missing OP fails the run.
 
-use crate::harness::{Backend, Browser, Harness, Page, resolve};
+use crate::harness::{Backend, Browser, Harness, Page, query_param, resolve};
 use gatehouse::config::Vars;
 use gatehouse::haravan::{self, install_key, org_sessions_partition};
 use gatehouse::store::Condition;
@@ -24,7 +24,8 @@ const ORG: &str = "1000111111";
 /// A running OP; dropping it ends the process.
 struct Op {
     child: Child,
-    issuer: String,
+    /// `http://127.0.0.1:<port>`: where its test-only routes are.
+    origin: String,
     http: reqwest::Client,
 }
 
@@ -39,17 +40,6 @@ impl Op {
     /// Starts the OP on 127.0.0.1:`port` for the app's Haravan client. `None` when Node or
     /// the OP's packages are missing and the run does not require it.
     fn start(port: u16, client_id: &str, client_secret: &str, app: &Harness) -> Option<Op> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("op");
-        let required = std::env::var_os("GATEHOUSE_REQUIRE_MOTO").is_some_and(|v| !v.is_empty());
-        if !dir.join("node_modules/oidc-provider").is_dir() {
-            assert!(
-                !required,
-                "the standards OP is not installed: run `npm ci --prefix tests/op` (tests/run.sh \
-                 does)"
-            );
-            eprintln!("skipped: the standards OP is not installed (npm ci --prefix tests/op)");
-            return None;
-        }
         let config = json!({
             "port": port,
             "client_id": client_id,
@@ -63,6 +53,23 @@ impl Op {
                 "name": "Lan Nguyen", "email": "lan@example.com",
             }],
         });
+        Self::spawn(port, &config, &format!("http://127.0.0.1:{port}"))
+    }
+
+    /// Starts the OP on 127.0.0.1:`port` with `config` (tests/op/server.mjs says what it
+    /// holds); it must announce `issuer`. `None` as for [`Op::start`].
+    fn spawn(port: u16, config: &Value, issuer: &str) -> Option<Op> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("op");
+        let required = std::env::var_os("GATEHOUSE_REQUIRE_MOTO").is_some_and(|v| !v.is_empty());
+        if !dir.join("node_modules/oidc-provider").is_dir() {
+            assert!(
+                !required,
+                "the standards OP is not installed: run `npm ci --prefix tests/op` (tests/run.sh \
+                 does)"
+            );
+            eprintln!("skipped: the standards OP is not installed (npm ci --prefix tests/op)");
+            return None;
+        }
         let spawned = Command::new("node")
             .arg(dir.join("server.mjs"))
             .env("OP_CONFIG", config.to_string())
@@ -87,22 +94,21 @@ impl Op {
                 eprintln!("op: {line}");
             }
         });
-        let issuer = line
+        let announced = line
             .trim()
             .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("the OP did not start: {line:?}"))
-            .to_owned();
-        assert_eq!(issuer, format!("http://127.0.0.1:{port}"));
+            .unwrap_or_else(|| panic!("the OP did not start: {line:?}"));
+        assert_eq!(announced, issuer);
         Some(Op {
             child,
-            issuer,
+            origin: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
         })
     }
 
     async fn stats(&self) -> Value {
         self.http
-            .get(format!("{}/_admin/stats", self.issuer))
+            .get(format!("{}/_admin/stats", self.origin))
             .send()
             .await
             .expect("stats")
@@ -114,7 +120,7 @@ impl Op {
     async fn rotate_key(&self) -> String {
         let v: Value = self
             .http
-            .post(format!("{}/_admin/rotate", self.issuer))
+            .post(format!("{}/_admin/rotate", self.origin))
             .send()
             .await
             .expect("rotate")
@@ -214,10 +220,19 @@ fn form(body: &str) -> Option<(String, Vec<(String, String)>)> {
     Some((action, fields))
 }
 
+/// How the OP sent the browser back to the app.
+enum Back {
+    /// A redirect (the code flow's query response): the URL, not yet visited.
+    Redirect(String),
+    /// A form_post: the app's answer to it, and the fields the OP posted.
+    FormPost(Page, Vec<(String, String)>),
+}
+
 /// From the app's redirect to the OP, walks the OP as a browser without JavaScript: follows
-/// its redirects, signs in as `sub` when asked, and POSTs the form_post answer to the app.
-/// Returns the app's answer and the fields the OP posted.
-async fn walk_op(b: &mut Browser, to_op: &Page, sub: &str) -> (Page, Vec<(String, String)>) {
+/// its redirects, signs in as `sub` when asked, and stops where it sends the browser back to
+/// the app: a redirect to `app` (the app's base URL) is returned unvisited, a form_post is
+/// POSTed.
+async fn walk(b: &mut Browser, to_op: &Page, sub: &str, app: Option<&str>) -> Back {
     assert_eq!(to_op.status, 302, "{}", to_op.body);
     let mut url = to_op.location.clone().expect("a redirect to the OP");
     let mut page = b.get(&url).await;
@@ -225,6 +240,9 @@ async fn walk_op(b: &mut Browser, to_op: &Page, sub: &str) -> (Page, Vec<(String
         match page.status {
             302 | 303 => {
                 url = resolve(&url, page.location.as_deref().expect("location"));
+                if app.is_some_and(|app| url.starts_with(app)) {
+                    return Back::Redirect(url);
+                }
                 page = b.get(&url).await;
             }
             200 => {
@@ -238,13 +256,21 @@ async fn walk_op(b: &mut Browser, to_op: &Page, sub: &str) -> (Page, Vec<(String
                         .map(|(k, v)| (k.as_str(), v.as_str()))
                         .collect();
                     let answer = b.post_form(&target, &pairs).await;
-                    return (answer, fields);
+                    return Back::FormPost(answer, fields);
                 }
             }
             other => panic!("the OP answered {other} at {url}: {}", page.body),
         }
     }
     panic!("the OP never answered the app");
+}
+
+/// [`walk`] for the hybrid flow: the app's answer to the form_post, and the fields posted.
+async fn walk_op(b: &mut Browser, to_op: &Page, sub: &str) -> (Page, Vec<(String, String)>) {
+    match walk(b, to_op, sub, None).await {
+        Back::FormPost(page, fields) => (page, fields),
+        Back::Redirect(url) => panic!("a form_post was expected, not a redirect to {url}"),
+    }
 }
 
 /// A login, then (for a new org's admin) the install; returns the app's last answer and the
@@ -390,4 +416,228 @@ async fn without_consent_a_standards_op_grants_no_refresh_token_and_the_admin_is
             .refresh_token
             .is_none()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Administrate WebLink: the PKCE code flow of a public client, at the same OP.
+
+/// The portal the WebLink tests sign in to, its client at the OP, and the IDP domain the
+/// simulator's host lookup names for it: a host name inside the default `WEBLINK_IDP_DOMAINS`.
+const PORTAL: &str = "op.administrateweblink.com";
+const WEBLINK_CLIENT: &str = "op-portal-client";
+const IDP_DOMAIN: &str = "op.identity.getadministrate.com";
+const GUEST: &str = "weblink-user-1";
+
+/// The app and an OP serving the IDP of [`IDP_DOMAIN`]. The looked-up domain stays a host name
+/// checked against the allow-list; only `WEBLINK_IDP_BASE` maps it to the OP, with the domain
+/// as a path segment (`http://127.0.0.1:<port>/idp/{domain}`), as the simulator is mapped.
+async fn start_weblink(backend: Backend, extra: &[(&str, &str)]) -> Option<(Harness, Op)> {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let idp_path = format!("/idp/{IDP_DOMAIN}");
+    let mut vars = Vars::default();
+    vars.set("WEBLINK_PORTALS", PORTAL);
+    vars.set("WEBLINK_IDP_BASE", format!("{origin}/idp/{{domain}}"));
+    vars.set(
+        "WEBLINK_JWKS_URL",
+        format!("{origin}{idp_path}/.well-known/jwks.json"),
+    );
+    // The OP's issuer, with the trailing slash Administrate's has.
+    vars.set("WEBLINK_ISSUERS", format!("{origin}/"));
+    // Only the portal's client id is an allowed audience: the OP's `aud` must be it.
+    vars.set("WEBLINK_AUDIENCES", "none-but-the-portals-client");
+    // RFC 6749 3.2: a token endpoint takes a form; a standards OP refuses the JSON body.
+    vars.set("WEBLINK_TOKEN_ENCODING", "form");
+    for (k, v) in extra {
+        vars.set(*k, *v);
+    }
+    let h = Harness::start(backend, vars).await?;
+    h.server
+        .weblink
+        .add_portal(PORTAL, "op-brand", WEBLINK_CLIENT, IDP_DOMAIN);
+    let config = json!({
+        "profile": "weblink",
+        "port": port,
+        "client_id": WEBLINK_CLIENT,
+        "idp_path": idp_path,
+        "redirect_uris": [h.url("/weblink/callback")],
+        "accounts": [{
+            "sub": GUEST, "given_name": "Ada", "family_name": "Lovelace",
+            "email": "ada@example.com",
+        }],
+    });
+    let op = Op::spawn(port, &config, &format!("{origin}/"))?;
+    Some((h, op))
+}
+
+/// login → the OP's login and consent → the callback; returns the callback's page.
+async fn weblink_sign_in(h: &Harness, op: &Op, b: &mut Browser) -> Page {
+    let start = b
+        .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
+        .await;
+    let authorize = start.location.clone().unwrap_or_default();
+    assert!(
+        authorize.starts_with(&format!("{}/idp/{IDP_DOMAIN}/authorize?", op.origin)),
+        "{} {authorize}",
+        start.status
+    );
+    let scope = query_param(&authorize, "scope").unwrap_or_default();
+    assert!(scope.split(' ').any(|s| s == "openid"), "{scope}");
+    assert_eq!(
+        query_param(&authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert!(query_param(&authorize, "nonce").is_some(), "{authorize}");
+    let Back::Redirect(callback) = walk(b, &start, GUEST, Some(&h.url("/"))).await else {
+        panic!("the code flow answers with a redirect");
+    };
+    assert!(
+        callback.starts_with(&h.url("/weblink/callback?")),
+        "{callback}"
+    );
+    assert!(query_param(&callback, "error").is_none(), "{callback}");
+    b.get(&callback).await
+}
+
+/// The session's sealed tokens, and the session item itself.
+async fn weblink_session(h: &Harness) -> (gatehouse::store::Item, gatehouse::refresh::Tokens) {
+    let items = h.items("session#weblink").await;
+    assert_eq!(items.len(), 1, "one session");
+    let item = items.into_iter().next().unwrap();
+    let keys = h.server.app.secrets.app_keys().await.unwrap();
+    let tokens = gatehouse::refresh::open(&keys, &item).unwrap();
+    (item, tokens)
+}
+
+async fn weblink_refresh(h: &Harness, b: &Browser) -> Value {
+    let (status, body) = weblink_refresh_status(h, b).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// `POST /weblink/refresh` with the browser's cookies: the status and the JSON answer.
+async fn weblink_refresh_status(h: &Harness, b: &Browser) -> (u16, Value) {
+    let cookie = b
+        .cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let resp = reqwest::Client::new()
+        .post(h.url("/weblink/refresh"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn weblink_pkce_refresh_and_rotation(backend: Backend) {
+    let Some((h, op)) = start_weblink(backend, &[]).await else {
+        return;
+    };
+    let mut b = Browser::new();
+    let page = weblink_sign_in(&h, &op, &mut b).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Ada Lovelace"), "{}", page.body);
+    let stats = op.stats().await;
+    assert_eq!(stats["token"]["authorization_code"], json!(1), "{stats}");
+    assert_eq!(stats["jwks"], json!(1), "{stats}");
+    let (item, first) = weblink_session(&h).await;
+    assert_eq!(item.attrs["sub"], json!(GUEST));
+    assert_eq!(item.attrs["idp_domain"], json!(IDP_DOMAIN));
+    assert_eq!(item.attrs["client_id"], json!(WEBLINK_CLIENT));
+    let mut previous = first
+        .refresh_token
+        .as_ref()
+        .expect("offline_access gave a refresh token")
+        .expose_secret()
+        .to_owned();
+
+    // Not due: the stored token, no call.
+    let v = weblink_refresh(&h, &b).await;
+    assert_eq!(v["access_token"], json!(first.access_token.expose_secret()));
+    assert!(op.stats().await["token"]["refresh_token"].is_null());
+
+    // Due: refreshed at the OP, which rotates the refresh token; twice, and each time with the
+    // token the last rotation gave (the OP would refuse a reused one, and revoke the grant).
+    for n in 1..=2 {
+        let mut set = Map::new();
+        set.insert("expires_at".into(), gatehouse::store::now().into());
+        let (item, before) = weblink_session(&h).await;
+        h.server
+            .app
+            .store
+            .update(&item.key, &set, Condition::Exists)
+            .await
+            .unwrap();
+        let v = weblink_refresh(&h, &b).await;
+        let (_, now) = weblink_session(&h).await;
+        assert_eq!(v["access_token"], json!(now.access_token.expose_secret()));
+        assert_ne!(
+            now.access_token.expose_secret(),
+            before.access_token.expose_secret()
+        );
+        let stats = op.stats().await;
+        assert_eq!(stats["token"]["refresh_token"], json!(n), "{stats}");
+        assert_eq!(stats["refresh_tokens"][n - 1], json!(previous), "{stats}");
+        let rotated = now.refresh_token.expect("a rotated refresh token");
+        assert_ne!(rotated.expose_secret(), previous, "the OP rotated it");
+        previous = rotated.expose_secret().to_owned();
+    }
+
+    // Another sign-in with the same key: the cached keys, no fetch.
+    let page = weblink_sign_in(&h, &op, &mut Browser::new()).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(op.stats().await["jwks"], json!(1));
+
+    // The OP rotates its signing key: the next sign-in's id_token names a kid we have not
+    // seen, and we follow with one refetch.
+    op.rotate_key().await;
+    let mut c = Browser::new();
+    let page = weblink_sign_in(&h, &op, &mut c).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Ada Lovelace"), "{}", page.body);
+    let stats = op.stats().await;
+    assert_eq!(stats["jwks"], json!(2), "{stats}");
+    assert_eq!(stats["token"]["authorization_code"], json!(3), "{stats}");
+    assert_eq!(h.items("session#weblink").await.len(), 3);
+}
+
+#[tokio::test]
+async fn weblink_pkce_refresh_and_key_rotation_at_a_standards_op_on_the_embedded_store() {
+    weblink_pkce_refresh_and_rotation(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn weblink_pkce_refresh_and_key_rotation_at_a_standards_op_on_dynamodb() {
+    weblink_pkce_refresh_and_rotation(Backend::Dynamo).await;
+}
+
+/// Without `prompt=consent` the OP drops `offline_access` (OIDC Core 11): the sign-in works, but
+/// the session has no refresh token, and once its access token is due it must sign in again.
+/// What `WEBLINK_PROMPT`'s default, `consent`, is for.
+#[tokio::test]
+async fn without_consent_a_standards_op_gives_a_weblink_session_no_refresh_token() {
+    let Some((h, op)) = start_weblink(Backend::Embedded, &[("WEBLINK_PROMPT", "omit")]).await
+    else {
+        return;
+    };
+    let mut b = Browser::new();
+    let page = weblink_sign_in(&h, &op, &mut b).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (item, tokens) = weblink_session(&h).await;
+    assert!(tokens.refresh_token.is_none());
+    let mut set = Map::new();
+    set.insert("expires_at".into(), gatehouse::store::now().into());
+    h.server
+        .app
+        .store
+        .update(&item.key, &set, Condition::Exists)
+        .await
+        .unwrap();
+    let (status, body) = weblink_refresh_status(&h, &b).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(op.stats().await["token"]["refresh_token"].is_null());
 }
