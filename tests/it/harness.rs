@@ -25,11 +25,8 @@ pub struct Table {
 /// Which store the server runs on.
 pub enum Backend {
     Embedded,
-    /// A fresh table on the DynamoDB-compatible server (moto), reached through the fault
-    /// proxy's direct address, which never faults: moto serves requests on threads without
-    /// locks (racing conditional writes can all pass, a cancelled transaction restores a copy
-    /// of the table), and the proxy forwards one at a time, so that concurrent requests meet
-    /// DynamoDB's atomicity, as deployed.
+    /// A fresh table on the DynamoDB-compatible server (moto, which the test command runs
+    /// through `tests/moto_server.py` so that concurrent requests meet DynamoDB's atomicity).
     Dynamo,
 }
 
@@ -54,37 +51,17 @@ impl Harness {
                 _proxy: None,
             });
         };
-        let sdk = crate::support::sdk_config().await?;
-        let proxy = crate::support::fault_proxy(0).await?;
-        let endpoint = proxy.direct_endpoint();
-        let client = crate::support::dynamo_client_at(
-            &sdk,
-            &endpoint,
-            3,
-            std::time::Duration::from_secs(10),
-        );
+        let client = crate::support::dynamo_client().await?;
         let table = format!("gatehouse-it-{}", uuid::Uuid::new_v4().simple());
         gatehouse::store::create_table(&client, &table)
             .await
             .expect("create table");
-        vars.set("TABLE_NAME", &table);
-        let server = server::start_with(0, vars, move |vars| async move {
-            let config = gatehouse::config::Config::from_vars(&vars)?;
-            let sdk = gatehouse::app::aws_sdk_config(&config).await;
-            let client = aws_sdk_dynamodb::Client::from_conf(
-                aws_sdk_dynamodb::config::Builder::from(&sdk)
-                    .endpoint_url(endpoint)
-                    .build(),
-            );
-            let store = std::sync::Arc::new(gatehouse::store::DynamoStore::new(client, table));
-            gatehouse::App::with_store(&vars, config, store, Some(&sdk))
-        })
-        .await
-        .expect("local server starts");
+        vars.set("TABLE_NAME", table);
+        let server = server::start(0, vars).await.expect("local server starts");
         Some(Harness {
             server,
             _dir: dir,
-            _proxy: Some(proxy),
+            _proxy: None,
         })
     }
 

@@ -1504,39 +1504,20 @@ fn embedded_store(dir: &tempfile::TempDir) -> Shared {
     Arc::new(EmbeddedStore::open(dir.path().join("store.sqlite3")).expect("open embedded store"))
 }
 
-/// A fresh DynamoDB table for one test, reached through the fault proxy's direct address (no
-/// faults). moto serves requests on threads without locks: conditional writes racing on one
-/// item can all pass their condition, and a cancelled transaction puts back a copy of the
-/// table taken before it, undoing its neighbours' writes (on moto alone the transaction races
-/// here saw three winners, a loser's mark, a lost write). DynamoDB applies each request
-/// atomically; the proxy, forwarding one at a time, makes moto do so too, so that the races
-/// test the store and not moto.
+/// A fresh DynamoDB table for one test. (moto alone is not atomic under concurrent requests;
+/// the test command runs it through `tests/moto_server.py`, which serializes its DynamoDB
+/// requests as DynamoDB serializes writes to an item, so the races here test the store.)
 struct DynamoTable {
     client: aws_sdk_dynamodb::Client,
     name: String,
-    proxy: gatehouse_local::faultproxy::FaultProxy,
 }
 
 impl DynamoTable {
     async fn create() -> Option<Self> {
-        let proxy = support::fault_proxy(0).await?;
-        let client = Self::client(&proxy).await;
+        let client = support::dynamo_client().await?;
         let name = format!("gatehouse-test-{}", uuid::Uuid::new_v4());
         create_table(&client, &name).await.expect("create table");
-        Some(Self {
-            client,
-            name,
-            proxy,
-        })
-    }
-
-    async fn client(proxy: &gatehouse_local::faultproxy::FaultProxy) -> aws_sdk_dynamodb::Client {
-        let sdk = support::sdk_config().await.expect("DynamoDB configuration");
-        aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(&sdk)
-                .endpoint_url(proxy.direct_endpoint())
-                .build(),
-        )
+        Some(Self { client, name })
     }
 
     fn store(&self) -> Shared {
@@ -1545,7 +1526,7 @@ impl DynamoTable {
 
     /// A store on the same table through a client of its own (its own connections).
     async fn second_store(&self) -> Shared {
-        let client = Self::client(&self.proxy).await;
+        let client = support::dynamo_client().await.expect("DynamoDB client");
         Arc::new(DynamoStore::new(client, &self.name))
     }
 
