@@ -5,14 +5,14 @@
 
 use crate::harness::Harness;
 use gatehouse::App;
-use gatehouse::config::{Config, Vars};
+use gatehouse::config::Vars;
 use gatehouse::store::{Condition, EmbeddedStore, Item, Key, Store, StoreError, Write};
 use gatehouse::web::Format;
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_http::lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// A store whose every call takes `delay` (well under any per-call bound, so only a budget for
@@ -76,21 +76,12 @@ impl Store for Slow {
 
 /// A local server whose app runs on a [`Slow`] store (no delay until told), with `vars`.
 async fn on_slow_store(vars: Vars) -> (Harness, Arc<Slow>) {
-    let slot: Arc<OnceLock<Arc<Slow>>> = Arc::default();
-    let set = slot.clone();
-    let h = Harness::start_with(vars, move |vars| async move {
-        let config = Config::from_vars(&vars)?;
-        let store = Arc::new(Slow {
-            inner: EmbeddedStore::open(config.data_dir.join("store.sqlite3"))?,
-            delay_ms: AtomicU64::new(0),
-            begun: AtomicUsize::new(0),
-        });
-        let _ = set.set(store.clone());
-        Ok(App::with_store(&vars, config, store, None)?)
+    Harness::on_wrapped_embedded(vars, |inner| Slow {
+        inner,
+        delay_ms: AtomicU64::new(0),
+        begun: AtomicUsize::new(0),
     })
-    .await;
-    let slow = slot.get().expect("the app was built").clone();
-    (h, slow)
+    .await
 }
 
 /// A Haravan sign-in session `sid` with one app session: what front-channel logout removes,

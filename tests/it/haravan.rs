@@ -1049,19 +1049,11 @@ impl gatehouse::store::Store for Counting {
 /// (404) and nothing is stored, mark included: still one call.
 #[tokio::test]
 async fn shop_update_makes_one_store_call() {
-    let counting: Arc<std::sync::OnceLock<Arc<Counting>>> = Arc::default();
-    let slot = counting.clone();
-    let h = Harness::start_with(Vars::default(), move |vars| async move {
-        let config = gatehouse::config::Config::from_vars(&vars)?;
-        let store = Arc::new(Counting {
-            inner: gatehouse::store::EmbeddedStore::open(config.data_dir.join("store.sqlite3"))?,
-            calls: Default::default(),
-        });
-        let _ = slot.set(store.clone());
-        Ok(App::with_store(&vars, config, store, None)?)
+    let (h, counting) = Harness::on_wrapped_embedded(Vars::default(), |inner| Counting {
+        inner,
+        calls: Default::default(),
     })
     .await;
-    let counting = counting.get().expect("the app was built").clone();
     let sim = h.server.haravan.clone();
     let mut b = Browser::new();
     assert_eq!(install(&h, &mut b, ADMIN).await.status, 200);

@@ -65,6 +65,28 @@ impl Harness {
         })
     }
 
+    /// A server on the embedded store of a fresh data dir, seen through `wrap` (a store of the
+    /// test's own that counts, slows or records calls), and that wrapper.
+    pub async fn on_wrapped_embedded<S, F>(vars: Vars, wrap: F) -> (Harness, std::sync::Arc<S>)
+    where
+        S: gatehouse::store::Store,
+        F: FnOnce(gatehouse::store::EmbeddedStore) -> S + Send + 'static,
+    {
+        let slot: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<S>>> = Default::default();
+        let set = slot.clone();
+        let h = Self::start_with(vars, move |vars| async move {
+            let config = gatehouse::config::Config::from_vars(&vars)?;
+            let inner =
+                gatehouse::store::EmbeddedStore::open(config.data_dir.join("store.sqlite3"))?;
+            let store = std::sync::Arc::new(wrap(inner));
+            let _ = set.set(store.clone());
+            Ok(gatehouse::App::with_store(&vars, config, store, None)?)
+        })
+        .await;
+        let store = slot.get().expect("the app was built").clone();
+        (h, store)
+    }
+
     /// A server on a fresh data dir whose app `build` makes from the completed configuration
     /// (e.g. with a store of the test's own).
     pub async fn start_with<F, Fut>(mut vars: Vars, build: F) -> Harness
