@@ -87,21 +87,7 @@ impl Jwks {
             KeySource::Url(url) => url.clone(),
             KeySource::Discovered(d) => d.metadata(http).await?.jwks_uri.clone(),
         };
-        let resp = http.get(&url).send().await.map_err(|e| {
-            Error::Upstream(format!(
-                "the platform's signing keys could not be fetched ({})",
-                crate::http::describe(&e)
-            ))
-        })?;
-        if !resp.status().is_success() {
-            return Err(Error::Upstream(format!(
-                "the platform's signing keys answered {}",
-                resp.status().as_u16()
-            )));
-        }
-        resp.json()
-            .await
-            .map_err(|_| Error::Upstream("the platform's signing keys are unreadable".into()))
+        crate::http::get_json(http, &url, "the platform's signing keys").await
     }
 
     /// The decoding key for `kid`: from the cache, or after one (rate-limited) refetch.
@@ -236,22 +222,8 @@ impl Discovery {
     }
 
     async fn fetch(&self, http: &reqwest::Client) -> Result<Metadata> {
-        let resp = http.get(&self.url).send().await.map_err(|e| {
-            Error::Upstream(format!(
-                "the platform's sign-in metadata could not be fetched ({})",
-                crate::http::describe(&e)
-            ))
-        })?;
-        if !resp.status().is_success() {
-            return Err(Error::Upstream(format!(
-                "the platform's sign-in metadata answered {}",
-                resp.status().as_u16()
-            )));
-        }
-        let m: Metadata = resp
-            .json()
-            .await
-            .map_err(|_| Error::Upstream("the platform's sign-in metadata is unreadable".into()))?;
+        let m: Metadata =
+            crate::http::get_json(http, &self.url, "the platform's sign-in metadata").await?;
         // Discovery 4.3: the metadata must be the issuer's we trust; otherwise a wrong base URL
         // (or a host answering for another) would choose our endpoints and keys.
         if !self.issuers.iter().any(|i| i == &m.issuer) {
