@@ -1,10 +1,7 @@
-//! `haravan-logout`: the Lambda function behind its route(s) in template.yaml. Its behaviour is
-//! [`gatehouse::haravan::logout`], shared with the local server and the tests.
+//! `haravan-logout`: the Lambda function behind its route(s) in template.yaml. It runs
+//! [`gatehouse::routes::HARAVAN_LOGOUT`], shared with the local server and the tests.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    gatehouse::lambda::run(gatehouse::web::Format::Json, |app, req| async move {
-        gatehouse::haravan::logout(&app, req).await
-    })
-    .await
+    gatehouse::lambda::run(&gatehouse::routes::HARAVAN_LOGOUT).await
 }

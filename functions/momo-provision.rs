@@ -30,9 +30,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ => usage(),
         }
     }
-    let app = gatehouse::App::from_env().await?;
+    let momo: momo::Momo = gatehouse::context::from_env().await?;
     let host = match host.or_else(|| {
-        app.config
+        momo.config
             .public_base_url
             .as_ref()
             .and_then(|u| u.host_str().map(str::to_owned))
@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => usage(),
     };
     let Some(key) = key else { usage() };
-    match momo::provision(&app, &key, &host).await? {
+    match momo::provision(&momo, &key, &host).await? {
         Provisioned::AlreadyWorking(user) => {
             println!("MoMo API user {user} still works; nothing changed")
         }

@@ -1,10 +1,7 @@
-//! `saison-authorize`: the Lambda function behind its route in template.yaml. Its behaviour is
-//! [`gatehouse::saison::authorize`], shared with the local server and the tests.
+//! `saison-authorize`: the Lambda function behind its route in template.yaml. It runs
+//! [`gatehouse::routes::SAISON_AUTHORIZE`], shared with the local server and the tests.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    gatehouse::lambda::run(gatehouse::web::Format::Html, |app, req| async move {
-        gatehouse::saison::authorize(&app, req).await
-    })
-    .await
+    gatehouse::lambda::run(&gatehouse::routes::SAISON_AUTHORIZE).await
 }

@@ -1,10 +1,7 @@
-//! `sesami-callback`: the Lambda function behind its route in template.yaml. Its behaviour is
-//! [`gatehouse::sesami::callback`], shared with the local server and the tests.
+//! `sesami-callback`: the Lambda function behind its route in template.yaml. It runs
+//! [`gatehouse::routes::SESAMI_CALLBACK`], shared with the local server and the tests.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    gatehouse::lambda::run(gatehouse::web::Format::Html, |app, req| async move {
-        gatehouse::sesami::callback(&app, req).await
-    })
-    .await
+    gatehouse::lambda::run(&gatehouse::routes::SESAMI_CALLBACK).await
 }

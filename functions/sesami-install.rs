@@ -1,10 +1,7 @@
-//! `sesami-install`: the Lambda function behind its route in template.yaml. Its behaviour is
-//! [`gatehouse::sesami::install`], shared with the local server and the tests.
+//! `sesami-install`: the Lambda function behind its route in template.yaml. It runs
+//! [`gatehouse::routes::SESAMI_INSTALL`], shared with the local server and the tests.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    gatehouse::lambda::run(gatehouse::web::Format::Html, |app, req| async move {
-        gatehouse::sesami::install(&app, req).await
-    })
-    .await
+    gatehouse::lambda::run(&gatehouse::routes::SESAMI_INSTALL).await
 }

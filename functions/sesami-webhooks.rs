@@ -1,10 +1,7 @@
-//! `sesami-webhooks`: the Lambda function behind its route in template.yaml. Its behaviour is
-//! [`gatehouse::sesami::webhooks`], shared with the local server and the tests.
+//! `sesami-webhooks`: the Lambda function behind its route in template.yaml. It runs
+//! [`gatehouse::routes::SESAMI_WEBHOOKS`], shared with the local server and the tests.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    gatehouse::lambda::run(gatehouse::web::Format::Json, |app, req| async move {
-        gatehouse::sesami::webhooks(&app, req).await
-    })
-    .await
+    gatehouse::lambda::run(&gatehouse::routes::SESAMI_WEBHOOKS).await
 }

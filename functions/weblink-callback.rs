@@ -1,10 +1,7 @@
-//! `weblink-callback`: the Lambda function behind its route in template.yaml. Its behaviour is
-//! [`gatehouse::weblink::callback`], shared with the local server and the tests.
+//! `weblink-callback`: the Lambda function behind its route in template.yaml. It runs
+//! [`gatehouse::routes::WEBLINK_CALLBACK`], shared with the local server and the tests.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    gatehouse::lambda::run(gatehouse::web::Format::Html, |app, req| async move {
-        gatehouse::weblink::callback(&app, req).await
-    })
-    .await
+    gatehouse::lambda::run(&gatehouse::routes::WEBLINK_CALLBACK).await
 }

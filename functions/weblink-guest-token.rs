@@ -1,10 +1,7 @@
-//! `weblink-guest-token`: the Lambda function behind its route in template.yaml. Its behaviour is
-//! [`gatehouse::weblink::guest_token`], shared with the local server and the tests.
+//! `weblink-guest-token`: the Lambda function behind its route in template.yaml. It runs
+//! [`gatehouse::routes::WEBLINK_GUEST_TOKEN`], shared with the local server and the tests.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    gatehouse::lambda::run(gatehouse::web::Format::Json, |app, req| async move {
-        gatehouse::weblink::guest_token(&app, req).await
-    })
-    .await
+    gatehouse::lambda::run(&gatehouse::routes::WEBLINK_GUEST_TOKEN).await
 }

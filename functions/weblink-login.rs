@@ -1,10 +1,7 @@
-//! `weblink-login`: the Lambda function behind its route in template.yaml. Its behaviour is
-//! [`gatehouse::weblink::login`], shared with the local server and the tests.
+//! `weblink-login`: the Lambda function behind its route in template.yaml. It runs
+//! [`gatehouse::routes::WEBLINK_LOGIN`], shared with the local server and the tests.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    gatehouse::lambda::run(gatehouse::web::Format::Html, |app, req| async move {
-        gatehouse::weblink::login(&app, req).await
-    })
-    .await
+    gatehouse::lambda::run(&gatehouse::routes::WEBLINK_LOGIN).await
 }

@@ -1,10 +1,7 @@
-//! `weblink-refresh`: the Lambda function behind its route in template.yaml. Its behaviour is
-//! [`gatehouse::weblink::refresh`], shared with the local server and the tests.
+//! `weblink-refresh`: the Lambda function behind its route in template.yaml. It runs
+//! [`gatehouse::routes::WEBLINK_REFRESH`], shared with the local server and the tests.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    gatehouse::lambda::run(gatehouse::web::Format::Json, |app, req| async move {
-        gatehouse::weblink::refresh(&app, req).await
-    })
-    .await
+    gatehouse::lambda::run(&gatehouse::routes::WEBLINK_REFRESH).await
 }

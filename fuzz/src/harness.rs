@@ -2,10 +2,10 @@
 //! sample events' configuration and secrets, every platform pointed at a closed port, and a
 //! journal of what each request changed in the store.
 
-use gatehouse::App;
 use gatehouse::config::{Config, Vars};
+use gatehouse::routes::Platforms;
+use gatehouse::routes::{self, Served};
 use gatehouse::store::{Condition, EmbeddedStore, Item, Key, Store, StoreError};
-use gatehouse_local::routes::Handler;
 use lambda_http::Request;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -100,7 +100,7 @@ impl Store for Journal {
 /// The process's app and what the targets need to judge its answers.
 pub struct Fixture {
     /// The app, as a Lambda container would hold it.
-    pub app: App,
+    pub app: Platforms,
     /// Its store.
     pub journal: Arc<Journal>,
     /// Every secret of `events/secrets.json` (all but the client and key ids): none may appear
@@ -154,7 +154,7 @@ pub fn fixture() -> &'static Fixture {
             inner: EmbeddedStore::open(data.path().join("store.sqlite3")).expect("a store"),
             before: Mutex::default(),
         });
-        let app = App::with_store(&vars, config, journal.clone(), None).expect("an app");
+        let app = Platforms::with_store(&vars, config, journal.clone(), None).expect("an app");
         let secrets_json: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(gatehouse_local::events::dir().join("secrets.json"))
                 .expect("secrets.json"),
@@ -187,9 +187,9 @@ pub struct Outcome {
 }
 
 impl Fixture {
-    /// Runs `handler` on `req`, and checks what every answer must satisfy: no panic (the caller
+    /// Runs `function`'s handler on `req` as the edge does, and checks what every answer must satisfy: no panic (the caller
     /// would see it), no 500, no secret in it.
-    pub fn call(&self, req: Request, handler: Handler) -> Outcome {
+    pub fn call(&self, req: Request, function: Served) -> Outcome {
         let asked = format!(
             "{} {} {:?} ({} bytes: {:?})",
             req.method(),
@@ -200,7 +200,7 @@ impl Fixture {
         );
         self.journal.reset();
         let (resp, changed) = self.runtime.block_on(async {
-            let resp = handler(&self.app, req).await;
+            let resp = routes::answer(function.format(), function.call(&self.app, &req).await);
             (resp, self.journal.changes().await)
         });
         let status = resp.status().as_u16();

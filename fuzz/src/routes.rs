@@ -4,8 +4,8 @@
 
 use crate::harness::fixture;
 use arbitrary::{Arbitrary, Unstructured};
-use gatehouse::app::RequestInfo;
-use gatehouse_local::routes;
+use gatehouse::context::RequestInfo;
+use gatehouse::routes;
 use lambda_http::http::{HeaderName, HeaderValue, Method};
 use lambda_http::{Body, Request};
 use std::sync::OnceLock;
@@ -154,12 +154,12 @@ pub fn run(data: &[u8]) {
         ..Default::default()
     });
 
-    let outcome = fixture().call(req, route.handler);
+    let outcome = fixture().call(req, route.function);
     if !(200..400).contains(&outcome.status) {
         assert!(
             outcome.changed.is_empty(),
             "{} answered {} but changed {:?}: {}",
-            route.function,
+            route.function_name(),
             outcome.status,
             outcome.changed,
             outcome.text

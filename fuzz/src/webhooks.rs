@@ -6,9 +6,9 @@
 use crate::harness::fixture;
 use arbitrary::{Arbitrary, Unstructured};
 use base64::Engine as _;
+use gatehouse::routes::{self, Served};
 use gatehouse::sesami;
 use gatehouse::store::{Condition, Item};
-use gatehouse_local::routes::Handler;
 use hmac::{KeyInit, Mac};
 use lambda_http::{Body, Request};
 use serde_json::{Map, Value, json};
@@ -131,7 +131,7 @@ pub fn run(data: &[u8]) {
         .map(|(k, f)| (k.clone(), value(f)))
         .collect();
     let event = EVENTS[usize::from(input.event) % EVENTS.len()];
-    let (body, headers, handler): (Vec<u8>, Vec<(&'static str, String)>, Handler) = if input.haravan
+    let (body, headers, handler): (Vec<u8>, Vec<(&'static str, String)>, Served) = if input.haravan
     {
         let body = input
             .raw_body
@@ -163,9 +163,7 @@ pub fn run(data: &[u8]) {
                 SHOPS[usize::from(o) % SHOPS.len()].to_owned(),
             ));
         }
-        (body, headers, |app, req| {
-            Box::pin(gatehouse::haravan::webhooks(app, req))
-        })
+        (body, headers, Served::Haravan(&routes::HARAVAN_WEBHOOKS))
     } else {
         let canonical = sesami::canonical_json(&data);
         let good = hmac(SESAMI_SECRET, canonical.as_bytes());
@@ -186,9 +184,7 @@ pub fn run(data: &[u8]) {
             .clone()
             .unwrap_or_else(|| serde_json::to_vec(&hook).unwrap());
         let headers = vec![("content-type", "application/json".to_owned())];
-        (body, headers, |app, req| {
-            Box::pin(gatehouse::sesami::webhooks(app, req))
-        })
+        (body, headers, Served::Sesami(&routes::SESAMI_WEBHOOKS))
     };
     let signed = matches!(input.signature, Signature::Valid);
 

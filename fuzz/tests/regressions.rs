@@ -1,8 +1,8 @@
 //! What fuzzing found, as plain tests (besides the inputs kept in `fuzz/seeds/`).
 
+use gatehouse::routes;
 use gatehouse::web::Params;
 use gatehouse_fuzz::harness::fixture;
-use gatehouse_local::routes;
 use lambda_http::{Body, Request};
 
 fn get(path_and_query: &str) -> Request {
@@ -28,8 +28,8 @@ fn a_flow_start_refused_late_stores_nothing() {
         ),
         ("haravan-login", "/haravan/install/login".to_owned()),
     ] {
-        let route = all.iter().find(|r| r.function == function).unwrap();
-        let outcome = fixture().call(get(&uri), route.handler);
+        let route = all.iter().find(|r| r.function_name() == function).unwrap();
+        let outcome = fixture().call(get(&uri), route.function);
         assert_eq!(outcome.status, 400, "{function}: {}", outcome.text);
         assert!(
             outcome.text.contains("PUBLIC_BASE_URL"),

@@ -12,8 +12,7 @@
 //! so that a retry after any interruption acts once (a write whose answer was lost may still
 //! have been applied, exactly as after a per-call timeout).
 
-use crate::error::Error;
-use crate::web::Format;
+use crate::error::{Error, Result};
 use lambda_http::{Body, Response};
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
@@ -54,25 +53,24 @@ pub fn lambda_deadline(context: &lambda_runtime::Context) -> Option<SystemTime> 
     (context.deadline > 0).then(|| context.deadline())
 }
 
-/// Runs `handler` until `deadline`: its response, or, past the deadline, a 503 in `format` with
-/// the handler's future dropped (and with it every call it was waiting on).
-pub async fn within<F>(deadline: Instant, format: Format, handler: F) -> Response<Body>
+/// Runs `handler` until `deadline`: its result, or, past the deadline, a 503 with the handler's
+/// future dropped (and with it every call it was waiting on).
+pub async fn within<F>(deadline: Instant, handler: F) -> Result<Response<Body>>
 where
-    F: Future<Output = Response<Body>>,
+    F: Future<Output = Result<Response<Body>>>,
 {
     match tokio::time::timeout_at(deadline.into(), handler).await {
-        Ok(resp) => resp,
-        // `into_response` logs it as a failed request, with the message.
-        Err(_) => Error::Unavailable(
+        Ok(result) => result,
+        Err(_) => Err(Error::Unavailable(
             "the request could not be completed in time; try again shortly".into(),
-        )
-        .into_response(format),
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::web::Format;
     use lambda_http::http::StatusCode;
 
     #[test]
@@ -120,11 +118,15 @@ mod tests {
         let guard = SetOnDrop(dropped.clone());
         let started = Instant::now();
         let deadline = started + Duration::from_millis(100);
-        let resp = within(deadline, Format::Json, async move {
-            let _guard = guard;
-            std::future::pending::<Response<Body>>().await
-        })
-        .await;
+        let answer = |format, result| crate::routes::answer(format, result);
+        let resp = answer(
+            Format::Json,
+            within(deadline, async move {
+                let _guard = guard;
+                std::future::pending::<Result<Response<Body>>>().await
+            })
+            .await,
+        );
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()["content-type"], "application/json");
@@ -132,12 +134,14 @@ mod tests {
         assert!(body.contains("could not be completed in time"), "{body}");
         assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
 
-        let resp = within(
-            Instant::now() + Duration::from_millis(50),
+        let resp = answer(
             Format::Html,
-            std::future::pending(),
-        )
-        .await;
+            within(
+                Instant::now() + Duration::from_millis(50),
+                std::future::pending(),
+            )
+            .await,
+        );
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             resp.headers()["content-type"]
@@ -147,12 +151,13 @@ mod tests {
         );
 
         // In time: the handler's own answer.
-        let resp = within(
-            Instant::now() + Duration::from_secs(5),
+        let resp = answer(
             Format::Json,
-            async { crate::web::text(StatusCode::OK, "fine") },
-        )
-        .await;
+            within(Instant::now() + Duration::from_secs(5), async {
+                Ok(crate::web::text(StatusCode::OK, "fine"))
+            })
+            .await,
+        );
         assert_eq!(resp.status(), StatusCode::OK);
     }
 }

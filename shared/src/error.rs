@@ -4,11 +4,14 @@
 //! becomes a status code and a body. Client mistakes are 4xx with a message meant for the person
 //! or platform that sent them; failures of ours or of a platform are 5xx whose body says only what
 //! happened in general terms, while the detail goes to the log. No variant carries a secret.
+//!
+//! Nothing here logs: the edge ([`crate::routes::answer`]) logs each refusal once, with its
+//! `Display` text (which carries the detail a 5xx's body leaves out).
 
 use crate::crypto::CryptoError;
+use crate::response::{self as web, Format};
 use crate::secrets::SecretsError;
 use crate::store::StoreError;
-use crate::web::{self, Format};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 
@@ -46,9 +49,18 @@ pub enum Error {
     /// A platform refused or failed a call we made (502); the message is safe to show.
     #[error("{0}")]
     Upstream(String),
-    /// A dependency of ours (store, secrets) is unavailable (503).
+    /// Something of ours is unavailable, or the request ran out of time (503).
     #[error("{0}")]
     Unavailable(String),
+    /// A dependency of ours (the store, Secrets Manager) failed (503). Only `public` is shown;
+    /// `detail` goes to the log.
+    #[error("{public}: {detail}")]
+    Dependency {
+        /// What the caller is told.
+        public: &'static str,
+        /// What happened, for the log.
+        detail: String,
+    },
     /// A bug or misconfiguration (500). The detail is logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -61,18 +73,20 @@ impl From<StoreError> for Error {
                 Error::Conflict("this was done already".into())
             }
             StoreError::Invalid(detail) => Error::Internal(format!("store: {detail}")),
-            StoreError::Unavailable(detail) => {
-                tracing::error!(%detail, "store unavailable");
-                Error::Unavailable("the store is unavailable; try again shortly".into())
-            }
+            StoreError::Unavailable(detail) => Error::Dependency {
+                public: "the store is unavailable; try again shortly",
+                detail,
+            },
         }
     }
 }
 
 impl From<SecretsError> for Error {
     fn from(e: SecretsError) -> Self {
-        tracing::error!(error = %e, "secrets unavailable");
-        Error::Unavailable("the app's credentials are unavailable; try again shortly".into())
+        Error::Dependency {
+            public: "the app's credentials are unavailable; try again shortly",
+            detail: e.to_string(),
+        }
     }
 }
 
@@ -96,7 +110,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Upstream(_) => StatusCode::BAD_GATEWAY,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::Dependency { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,6 +119,7 @@ impl Error {
     pub fn public_message(&self) -> String {
         match self {
             Error::Internal(_) => "something went wrong on our side".into(),
+            Error::Dependency { public, .. } => (*public).into(),
             other => other.to_string(),
         }
     }
@@ -112,11 +127,6 @@ impl Error {
     /// The response for this error: an HTML page for a browser route, JSON otherwise.
     pub fn into_response(self, format: Format) -> Response<Body> {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), error = %self, "request failed");
-        } else {
-            tracing::warn!(status = status.as_u16(), error = %self, "request refused");
-        }
         let message = self.public_message();
         match format {
             Format::Html => web::html_page(

@@ -9,7 +9,7 @@
 //! HMAC over the cookie's name and the rest, so a value cannot be moved to another cookie or
 //! kept beyond its expiry.
 
-use crate::app::App;
+use crate::context::Deps;
 use crate::crypto::{self, KeyRing};
 use crate::error::{Error, Result};
 use crate::once::{CODE_MARK_SECONDS, Claim};
@@ -73,8 +73,8 @@ impl CookieSpec {
     }
 
     /// A `Set-Cookie` value carrying `value`, signed.
-    pub fn set(&self, app: &App, keys: &KeyRing, value: &str) -> String {
-        let secure = app.config.secure_cookies();
+    pub fn set(&self, cx: &Deps, keys: &KeyRing, value: &str) -> String {
+        let secure = cx.config.secure_cookies();
         let name = self.wire_name(secure);
         let sealed = sign_cookie(keys, &name, value, now() + self.max_age);
         Cookie::build((name, sealed))
@@ -88,8 +88,8 @@ impl CookieSpec {
     }
 
     /// A `Set-Cookie` value that removes the cookie.
-    pub fn clear(&self, app: &App) -> String {
-        let secure = app.config.secure_cookies();
+    pub fn clear(&self, cx: &Deps) -> String {
+        let secure = cx.config.secure_cookies();
         Cookie::build((self.wire_name(secure), ""))
             .path("/")
             .http_only(true)
@@ -101,8 +101,8 @@ impl CookieSpec {
     }
 
     /// The verified value of this cookie on `req`.
-    pub fn read(&self, app: &App, keys: &KeyRing, req: &Request) -> Result<String> {
-        let name = self.wire_name(app.config.secure_cookies());
+    pub fn read(&self, cx: &Deps, keys: &KeyRing, req: &Request) -> Result<String> {
+        let name = self.wire_name(cx.config.secure_cookies());
         let raw = web::cookie(req, &name).ok_or_else(|| {
             Error::BadRequest(
                 "this browser did not start this flow (its state cookie is missing); start again"
@@ -129,10 +129,10 @@ fn state_key(platform: &str, id: &str) -> Key {
 }
 
 /// Stores new one-time state for `platform` and returns its id.
-pub async fn begin(app: &App, platform: &str, data: Map<String, Value>) -> Result<String> {
+pub async fn begin(cx: &Deps, platform: &str, data: Map<String, Value>) -> Result<String> {
     let id = crypto::random_token(32)?;
     let item = Item::new(state_key(platform, &id), data).expiring_at(now() + STATE_TTL_SECONDS);
-    app.store.put(&item, Condition::Absent).await?;
+    cx.store.put(&item, Condition::Absent).await?;
     Ok(id)
 }
 
@@ -164,14 +164,14 @@ fn used_or_expired() -> Error {
 /// signed, the `echoed` state (when the platform sends one back) must be the cookie's, and the
 /// state must still exist. Nothing is consumed yet (see [`Bound`]).
 pub async fn read_bound(
-    app: &App,
+    cx: &Deps,
     cookie: &CookieSpec,
     req: &Request,
     platform: &str,
     echoed: Option<&str>,
 ) -> Result<Bound> {
-    let keys = app.secrets.app_keys().await?;
-    let bound = cookie.read(app, &keys, req)?;
+    let keys = cx.secrets.app_keys().await?;
+    let bound = cookie.read(cx, &keys, req)?;
     if let Some(echoed) = echoed
         && aws_lc_rs::constant_time::verify_slices_are_equal(bound.as_bytes(), echoed.as_bytes())
             .is_err()
@@ -181,7 +181,7 @@ pub async fn read_bound(
         ));
     }
     let key = state_key(platform, &bound);
-    match app.store.get(&key).await? {
+    match cx.store.get(&key).await? {
         Some(item) => Ok(Bound {
             data: item.attrs,
             key,
@@ -192,8 +192,8 @@ pub async fn read_bound(
 
 /// Stores what a callback produced together with the consumption of its state, all or nothing.
 /// A condition that fails means another callback of the same flow won, or the state expired.
-pub async fn commit(app: &App, writes: &[Write]) -> Result<()> {
-    match app.store.transact(writes).await {
+pub async fn commit(cx: &Deps, writes: &[Write]) -> Result<()> {
+    match cx.store.transact(writes).await {
         Ok(()) => Ok(()),
         Err(StoreError::Cancelled(_)) => Err(used_or_expired()),
         Err(e) => Err(e.into()),
@@ -216,12 +216,12 @@ fn code_key(platform: &str, code: &str) -> Key {
 /// flow's state, [`Bound::consume`]); those writes and the code's mark commit together. If
 /// `work` or the commit fails, the claim is released: the code was not spent by a stored
 /// result, so nothing of the attempt remains, and a claim whose holder died lapses by itself.
-pub async fn exchange_once<T, F, Fut>(app: &App, platform: &str, code: &str, work: F) -> Result<T>
+pub async fn exchange_once<T, F, Fut>(cx: &Deps, platform: &str, code: &str, work: F) -> Result<T>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(T, Vec<Write>)>>,
 {
-    let store = app.store.as_ref();
+    let store = cx.store.as_ref();
     let Some(claim) = Claim::take(store, code_key(platform, code), CODE_MARK_SECONDS).await? else {
         return Err(Error::Conflict(
             "this authorization code was used already".into(),
@@ -237,7 +237,7 @@ where
     let mut all = Vec::with_capacity(writes.len() + 1);
     all.push(claim.commit());
     all.extend(writes);
-    match commit(app, &all).await {
+    match commit(cx, &all).await {
         Ok(()) => Ok(result),
         Err(e) => {
             claim.release(store).await;
@@ -257,7 +257,7 @@ mod tests {
     }
 
     /// An app on a fresh embedded store, with the events' test secrets.
-    fn app(dir: &tempfile::TempDir) -> App {
+    fn deps(dir: &tempfile::TempDir) -> Deps {
         let mut vars = crate::config::Vars::default();
         vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
         vars.set(
@@ -268,7 +268,7 @@ mod tests {
         let store = std::sync::Arc::new(
             crate::store::EmbeddedStore::open(dir.path().join("store.sqlite3")).expect("store"),
         );
-        App::with_store(&vars, config, store, None).expect("app")
+        Deps::with_store(config, store, None).expect("app")
     }
 
     const TEST_COOKIE: CookieSpec = state_cookie("gh-test-state");
@@ -287,9 +287,9 @@ mod tests {
     #[tokio::test]
     async fn a_state_cookie_expires_with_its_max_age() {
         let dir = tempfile::tempdir().expect("dir");
-        let app = app(&dir);
-        let keys = app.secrets.app_keys().await.expect("keys");
-        let set = TEST_COOKIE.set(&app, &keys, "state-id");
+        let cx = deps(&dir);
+        let keys = cx.secrets.app_keys().await.expect("keys");
+        let set = TEST_COOKIE.set(&cx, &keys, "state-id");
         assert!(
             set.contains(&format!("Max-Age={STATE_TTL_SECONDS}")),
             "{set}"
@@ -300,7 +300,7 @@ mod tests {
             .and_then(|p| p.split_once('='))
             .map(|(_, v)| v.to_owned())
             .expect("a value");
-        let name = TEST_COOKIE.wire_name(app.config.secure_cookies());
+        let name = TEST_COOKIE.wire_name(cx.config.secure_cookies());
         let at = now();
         assert_eq!(
             open_cookie(&keys, &name, &value, at + STATE_TTL_SECONDS - 2).as_deref(),
@@ -317,9 +317,9 @@ mod tests {
     #[tokio::test]
     async fn begun_state_expires_in_ten_minutes() {
         let dir = tempfile::tempdir().expect("dir");
-        let app = app(&dir);
-        let id = begin(&app, "t", Map::new()).await.expect("begin");
-        let item = app
+        let cx = deps(&dir);
+        let id = begin(&cx, "t", Map::new()).await.expect("begin");
+        let item = cx
             .store
             .get(&state_key("t", &id))
             .await
@@ -338,25 +338,25 @@ mod tests {
     #[tokio::test]
     async fn bound_state_is_consumed_by_its_commit_once() {
         let dir = tempfile::tempdir().expect("dir");
-        let app = app(&dir);
-        let keys = app.secrets.app_keys().await.expect("keys");
+        let cx = deps(&dir);
+        let keys = cx.secrets.app_keys().await.expect("keys");
         let mut data = Map::new();
         data.insert("shop".into(), "s1".into());
-        let id = begin(&app, "t", data.clone()).await.expect("begin");
-        let req = request_with(&TEST_COOKIE.set(&app, &keys, &id));
+        let id = begin(&cx, "t", data.clone()).await.expect("begin");
+        let req = request_with(&TEST_COOKIE.set(&cx, &keys, &id));
 
-        let other = read_bound(&app, &TEST_COOKIE, &req, "t", Some("another-state")).await;
+        let other = read_bound(&cx, &TEST_COOKIE, &req, "t", Some("another-state")).await;
         assert!(matches!(other, Err(Error::BadRequest(_))), "{other:?}");
-        let bound = read_bound(&app, &TEST_COOKIE, &req, "t", Some(&id))
+        let bound = read_bound(&cx, &TEST_COOKIE, &req, "t", Some(&id))
             .await
             .expect("bound");
         assert_eq!(bound.data, data);
-        let again = read_bound(&app, &TEST_COOKIE, &req, "t", None)
+        let again = read_bound(&cx, &TEST_COOKIE, &req, "t", None)
             .await
             .expect("reading consumes nothing");
         let result = Item::new(Key::new("install#t", "s1"), Map::new());
         commit(
-            &app,
+            &cx,
             &[
                 bound.consume(),
                 Write::Put(result.clone(), Condition::Always),
@@ -364,10 +364,10 @@ mod tests {
         )
         .await
         .expect("commit");
-        assert!(app.store.get(&result.key).await.expect("get").is_some());
+        assert!(cx.store.get(&result.key).await.expect("get").is_some());
         let second = Item::new(Key::new("install#t", "s2"), Map::new());
         let replay = commit(
-            &app,
+            &cx,
             &[
                 again.consume(),
                 Write::Put(second.clone(), Condition::Always),
@@ -376,13 +376,13 @@ mod tests {
         .await;
         assert!(matches!(replay, Err(Error::Conflict(_))), "{replay:?}");
         assert_eq!(
-            app.store.get(&second.key).await.expect("get"),
+            cx.store.get(&second.key).await.expect("get"),
             None,
             "nothing of a refused commit is written"
         );
-        let gone = read_bound(&app, &TEST_COOKIE, &req, "t", None).await;
+        let gone = read_bound(&cx, &TEST_COOKIE, &req, "t", None).await;
         assert!(matches!(gone, Err(Error::Conflict(_))), "{gone:?}");
-        let missing = read_bound(&app, &TEST_COOKIE, &Request::default(), "t", None).await;
+        let missing = read_bound(&cx, &TEST_COOKIE, &Request::default(), "t", None).await;
         assert!(matches!(missing, Err(Error::BadRequest(_))), "{missing:?}");
     }
 
@@ -391,14 +391,14 @@ mod tests {
     #[tokio::test]
     async fn a_code_is_exchanged_once_and_freed_when_nothing_was_stored() {
         let dir = tempfile::tempdir().expect("dir");
-        let app = app(&dir);
-        let failed: Result<()> = exchange_once(&app, "t", "code-1", || async {
+        let cx = deps(&dir);
+        let failed: Result<()> = exchange_once(&cx, "t", "code-1", || async {
             Err(Error::Upstream("the platform failed".into()))
         })
         .await;
         assert!(matches!(failed, Err(Error::Upstream(_))), "{failed:?}");
         assert_eq!(
-            app.store.get(&code_key("t", "code-1")).await.expect("get"),
+            cx.store.get(&code_key("t", "code-1")).await.expect("get"),
             None,
             "released"
         );
@@ -406,20 +406,20 @@ mod tests {
         // The commit's own condition fails (the state it consumes is gone): released too.
         let gone = Write::Delete(state_key("t", "no-such-state"), Condition::Exists);
         let refused: Result<()> =
-            exchange_once(&app, "t", "code-1", || async { Ok(((), vec![gone])) }).await;
+            exchange_once(&cx, "t", "code-1", || async { Ok(((), vec![gone])) }).await;
         assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
         assert_eq!(
-            app.store.get(&code_key("t", "code-1")).await.expect("get"),
+            cx.store.get(&code_key("t", "code-1")).await.expect("get"),
             None
         );
 
         let stored = Item::new(Key::new("install#t", "s1"), Map::new());
         let write = Write::Put(stored.clone(), Condition::Always);
-        exchange_once(&app, "t", "code-1", || async { Ok(((), vec![write])) })
+        exchange_once(&cx, "t", "code-1", || async { Ok(((), vec![write])) })
             .await
             .expect("exchanged and stored");
-        assert!(app.store.get(&stored.key).await.expect("get").is_some());
-        let mark = app
+        assert!(cx.store.get(&stored.key).await.expect("get").is_some());
+        let mark = cx
             .store
             .get(&code_key("t", "code-1"))
             .await
@@ -427,7 +427,7 @@ mod tests {
             .expect("marked");
         assert!(mark.expires_at.expect("expires") - now() > CODE_MARK_SECONDS - 5);
         let mut ran = false;
-        let replay: Result<()> = exchange_once(&app, "t", "code-1", || async {
+        let replay: Result<()> = exchange_once(&cx, "t", "code-1", || async {
             ran = true;
             Ok(((), Vec::new()))
         })

@@ -7,7 +7,7 @@
 //! document's fixed nonce would make id_tokens replayable).
 //!
 //! - `GET /haravan/install/login` → authorize with the login scopes.
-//! - `POST /haravan/install/login` (form_post) → verify the id_token; installed org: an app
+//! - `POST /haravan/install/login` (form_post) → verify the id_token; installed org: an cx
 //!   session; not installed and the user is an admin: the install authorize redirect with the
 //!   full scopes; otherwise 403.
 //! - `POST /haravan/install/grandservice` (form_post) → verify, exchange the code once, store the
@@ -19,8 +19,8 @@
 //! an index `sid#haravan#<sid>` / `<orgid>#<session id>`, so that logout by sid and uninstall by
 //! org are each a query of one partition, never a scan.
 
-use crate::app::App;
 use crate::config::{ConfigError, Vars};
+use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::flow::{self, CookieSpec};
@@ -28,7 +28,7 @@ use crate::oidc::{self, Discovery, Expect, Jwks};
 use crate::once::{self, Applied};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
 use crate::store::{Condition, Item, Key, Write, now};
-use crate::web::{self, Format, Params};
+use crate::web::{self, Params};
 use cookie::SameSite;
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
@@ -155,6 +155,8 @@ impl Settings {
 
 /// Haravan's per-container state: settings, the cached metadata and the cached signing keys.
 pub struct Haravan {
+    /// What every platform shares.
+    pub deps: Arc<Deps>,
     /// The settings.
     pub settings: Settings,
     /// Haravan's signing keys.
@@ -163,9 +165,10 @@ pub struct Haravan {
     pub discovery: Option<Arc<Discovery>>,
 }
 
-impl Haravan {
-    /// From the settings.
-    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+crate::context::derefs_to_deps!(Haravan);
+
+impl Platform for Haravan {
+    fn build(deps: Arc<Deps>, vars: &Vars) -> Result<Self, ConfigError> {
         let settings = Settings::from_vars(vars)?;
         let discovery = settings.discovery.then(|| {
             Arc::new(Discovery::new(
@@ -178,12 +181,15 @@ impl Haravan {
             _ => Jwks::new(settings.jwks_url.clone()),
         };
         Ok(Self {
+            deps,
             jwks,
             discovery,
             settings,
         })
     }
+}
 
+impl Haravan {
     /// The authorize endpoint: the setting, else the metadata's, else the documented path.
     async fn authorize_url(&self, http: &reqwest::Client) -> Result<String> {
         let s = &self.settings;
@@ -274,21 +280,21 @@ impl Identity {
 }
 
 async fn authorize_redirect(
-    app: &App,
+    cx: &Haravan,
     req: &Request,
     purpose: &str,
     orgid: Option<&str>,
 ) -> Result<Response<Body>> {
-    let h = &app.haravan.settings;
+    let h = &cx.settings;
     let (scope, callback) = match purpose {
         "install" => (&h.install_scopes, "/haravan/install/grandservice"),
         _ => (&h.login_scopes, "/haravan/install/login"),
     };
     // Everything that can fail comes before the state is stored: a refusal stores nothing.
-    let creds = app.secrets.credentials(PLATFORM).await?;
-    let keys = app.secrets.app_keys().await?;
-    let redirect_uri = app.public_url(req, callback)?;
-    let mut url = url::Url::parse(&app.haravan.authorize_url(&app.http).await?)
+    let creds = cx.secrets.credentials(PLATFORM).await?;
+    let keys = cx.secrets.app_keys().await?;
+    let redirect_uri = cx.public_url(req, callback)?;
+    let mut url = url::Url::parse(&cx.authorize_url(&cx.http).await?)
         .map_err(|_| Error::Internal("bad authorize endpoint".into()))?;
     let nonce = crypto::random_token(24)?;
     let mut data = Map::new();
@@ -297,7 +303,7 @@ async fn authorize_redirect(
     if let Some(org) = orgid {
         data.insert("orgid".into(), org.into());
     }
-    let state = flow::begin(app, PLATFORM, data).await?;
+    let state = flow::begin(cx, PLATFORM, data).await?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_mode", "form_post");
@@ -317,7 +323,7 @@ async fn authorize_redirect(
         }
     }
     let mut resp = web::redirect(url.as_str())?;
-    web::set_cookie(&mut resp, &STATE_COOKIE.set(app, &keys, &state))?;
+    web::set_cookie(&mut resp, &STATE_COOKIE.set(cx, &keys, &state))?;
     Ok(resp)
 }
 
@@ -331,7 +337,7 @@ struct Callback {
     claims: Map<String, Value>,
 }
 
-async fn read_callback(app: &App, req: &Request, purpose: &str) -> Result<Callback> {
+async fn read_callback(cx: &Haravan, req: &Request, purpose: &str) -> Result<Callback> {
     web::require_content_type(req, "application/x-www-form-urlencoded")?;
     let form = Params::parse(web::body_text(req, MAX_BODY)?)?;
     if let Some(error) = form.get("error") {
@@ -343,14 +349,14 @@ async fn read_callback(app: &App, req: &Request, purpose: &str) -> Result<Callba
     let state_id = form.require("state")?;
     let code = form.require("code")?;
     let id_token = form.require("id_token")?;
-    let state = flow::read_bound(app, &STATE_COOKIE, req, PLATFORM, Some(state_id)).await?;
+    let state = flow::read_bound(cx, &STATE_COOKIE, req, PLATFORM, Some(state_id)).await?;
     if state.data.get("purpose").and_then(Value::as_str) != Some(purpose) {
         return Err(Error::BadRequest(
             "this answer was sent to the wrong callback; start again".into(),
         ));
     }
     let nonce = state.data.get("nonce").and_then(Value::as_str);
-    let claims = verify(app, id_token, nonce, Some(code), None).await?;
+    let claims = verify(cx, id_token, nonce, Some(code), None).await?;
     Ok(Callback {
         code: code.to_owned(),
         state,
@@ -360,28 +366,27 @@ async fn read_callback(app: &App, req: &Request, purpose: &str) -> Result<Callba
 }
 
 /// `GET|POST /haravan/install/login`.
-pub async fn login(app: &App, req: Request) -> Response<Body> {
-    let result = if req.method() == Method::POST {
-        login_callback(app, &req).await
+pub async fn login(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
+    if req.method() == Method::POST {
+        login_callback(cx, req).await
     } else {
-        login_start(app, &req).await
-    };
-    web::respond(Format::Html, result)
+        login_start(cx, req).await
+    }
 }
 
-async fn login_start(app: &App, req: &Request) -> Result<Response<Body>> {
+async fn login_start(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     let q = Params::from_query(req)?;
     let orgid = q
         .get("orgid")
         .map(|o| web::check_id("parameter `orgid`", o))
         .transpose()?;
-    authorize_redirect(app, req, "login", orgid).await
+    authorize_redirect(cx, req, "login", orgid).await
 }
 
-async fn login_callback(app: &App, req: &Request) -> Result<Response<Body>> {
-    let cb = read_callback(app, req, "login").await?;
+async fn login_callback(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
+    let cb = read_callback(cx, req, "login").await?;
     let who = cb.identity;
-    let installed = app
+    let installed = cx
         .store
         .get(&install_key(&who.orgid))
         .await?
@@ -392,15 +397,15 @@ async fn login_callback(app: &App, req: &Request) -> Result<Response<Body>> {
             let session = Session::new(&who)?;
             let mut writes = vec![cb.state.consume()];
             writes.extend(session.writes());
-            flow::commit(app, &writes).await?;
-            let mut resp = app_page(app, &who, &install, None).await;
-            session.set_cookie(app, &mut resp).await?;
+            flow::commit(cx, &writes).await?;
+            let mut resp = app_page(cx, &who, &install, None).await;
+            session.set_cookie(cx, &mut resp).await?;
             Ok(resp)
         }
         None if who.is_admin => {
             tracing::info!(orgid = %who.orgid, "haravan admin login of a new org: installing");
-            flow::commit(app, &[cb.state.consume()]).await?;
-            authorize_redirect(app, req, "install", Some(&who.orgid)).await
+            flow::commit(cx, &[cb.state.consume()]).await?;
+            authorize_redirect(cx, req, "install", Some(&who.orgid)).await
         }
         None => Err(Error::Forbidden(
             "Gatehouse is not installed for this shop, and only a shop admin can install it. \
@@ -461,26 +466,26 @@ impl Session {
     }
 
     /// Sets the session cookie on `resp`, and clears the sign-in's state cookie.
-    async fn set_cookie(&self, app: &App, resp: &mut Response<Body>) -> Result<()> {
-        let keys = app.secrets.app_keys().await?;
+    async fn set_cookie(&self, cx: &Haravan, resp: &mut Response<Body>) -> Result<()> {
+        let keys = cx.secrets.app_keys().await?;
         web::set_cookie(
             resp,
-            &SESSION_COOKIE.set(app, &keys, &format!("{}:{}", self.orgid, self.session_id)),
+            &SESSION_COOKIE.set(cx, &keys, &format!("{}:{}", self.orgid, self.session_id)),
         )?;
-        web::set_cookie(resp, &STATE_COOKIE.clear(app))
+        web::set_cookie(resp, &STATE_COOKIE.clear(cx))
     }
 }
 
 /// The org and session id of the request's valid session cookie, if its session still exists.
-pub async fn session(app: &App, req: &Request) -> Result<Option<(String, String)>> {
-    let keys = app.secrets.app_keys().await?;
-    let Ok(value) = SESSION_COOKIE.read(app, &keys, req) else {
+pub async fn session(cx: &Haravan, req: &Request) -> Result<Option<(String, String)>> {
+    let keys = cx.secrets.app_keys().await?;
+    let Ok(value) = SESSION_COOKIE.read(cx, &keys, req) else {
         return Ok(None);
     };
     let Some((orgid, session_id)) = value.split_once(':') else {
         return Ok(None);
     };
-    Ok(app
+    Ok(cx
         .store
         .get(&session_key(orgid, session_id))
         .await?
@@ -497,38 +502,34 @@ struct TokenReply {
 }
 
 async fn token_call(
-    app: &App,
+    cx: &Haravan,
     form: &[(&str, &str)],
 ) -> std::result::Result<TokenReply, RefreshError> {
-    let creds = app
+    let creds = cx
         .secrets
         .credentials(PLATFORM)
         .await
         .map_err(|e| RefreshError::Failed(e.into()))?;
     let body = creds.with_client_credentials(form);
-    let url = app
-        .haravan
-        .token_url(&app.http)
-        .await
-        .map_err(RefreshError::Failed)?;
-    refresh::token_request(app.http.post(&url).form(&body), "Haravan's token endpoint").await
+    let url = cx.token_url(&cx.http).await.map_err(RefreshError::Failed)?;
+    refresh::token_request(cx.http.post(&url).form(&body), "Haravan's token endpoint").await
 }
 
 /// Verifies a Haravan id_token: our client id as audience, the allowed issuers, and whichever of
 /// nonce, code (`c_hash`) and access token (`at_hash`) came with it.
 async fn verify(
-    app: &App,
+    cx: &Haravan,
     id_token: &str,
     nonce: Option<&str>,
     code: Option<&str>,
     access_token: Option<&str>,
 ) -> Result<Map<String, Value>> {
-    let creds = app.secrets.credentials(PLATFORM).await?;
-    let h = &app.haravan.settings;
+    let creds = cx.secrets.credentials(PLATFORM).await?;
+    let h = &cx.settings;
     let audiences = [creds.client_id.clone()];
     oidc::verify_id_token(
-        &app.http,
-        &app.haravan.jwks,
+        &cx.http,
+        &cx.jwks,
         id_token,
         &Expect {
             issuers: &h.issuers,
@@ -543,12 +544,8 @@ async fn verify(
 }
 
 /// `POST /haravan/install/grandservice`.
-pub async fn install(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Html, install_callback(app, &req).await)
-}
-
-async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
-    let cb = read_callback(app, req, "install").await?;
+pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
+    let cb = read_callback(cx, req, "install").await?;
     let who = &cb.identity;
     if cb.state.data.get("orgid").and_then(Value::as_str) != Some(who.orgid.as_str()) {
         return Err(Error::Forbidden(
@@ -560,13 +557,13 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
             "only a shop admin can install the app".into(),
         ));
     }
-    let redirect_uri = app.public_url(req, "/haravan/install/grandservice")?;
-    let keys = app.secrets.app_keys().await?;
+    let redirect_uri = cx.public_url(req, "/haravan/install/grandservice")?;
+    let keys = cx.secrets.app_keys().await?;
     let session = Session::new(who)?;
     // The code's mark, the state's consumption, the install and the session commit together.
-    let (item, subscribed) = flow::exchange_once(app, PLATFORM, &cb.code, || async {
+    let (item, subscribed) = flow::exchange_once(cx, PLATFORM, &cb.code, || async {
         let reply = token_call(
-            app,
+            cx,
             &[
                 ("grant_type", "authorization_code"),
                 ("code", &cb.code),
@@ -576,7 +573,7 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
         .await
         .map_err(|e| e.for_code("Haravan"))?;
         if let Some(id_token) = &reply.id_token {
-            let back = verify(app, id_token, None, None, Some(&reply.access_token)).await?;
+            let back = verify(cx, id_token, None, None, Some(&reply.access_token)).await?;
             // The code must have been redeemed for who signed in, in the org being installed.
             oidc::same_identity(&cb.claims, &back, &["orgid"])?;
         }
@@ -594,14 +591,13 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
             reply
                 .scope
                 .clone()
-                .unwrap_or_else(|| app.haravan.settings.install_scopes.clone())
+                .unwrap_or_else(|| cx.settings.install_scopes.clone())
                 .into(),
         );
         // A grant that asked for offline_access and came back without a refresh token works
         // until the access token expires and then needs the admin again: say so now.
         let no_refresh_token = reply.refresh_token.is_none()
-            && app
-                .haravan
+            && cx
                 .settings
                 .install_scopes
                 .split(' ')
@@ -617,7 +613,7 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
             extra: Vec::new(),
         };
         refresh::seal(&keys, &key, &grant, &mut attrs)?;
-        let subscribed = subscribe_webhooks(app, &reply.access_token).await;
+        let subscribed = subscribe_webhooks(cx, &reply.access_token).await;
         attrs.insert("webhooks_subscribed".into(), subscribed.into());
         let item = Item::new(key, attrs);
         let mut writes = vec![
@@ -633,16 +629,16 @@ async fn install_callback(app: &App, req: &Request) -> Result<Response<Body>> {
     let note = (!subscribed).then_some(
         "Webhooks could not be subscribed; uninstalls will not be noticed until they are.",
     );
-    let mut resp = app_page(app, who, &item, note).await;
-    session.set_cookie(app, &mut resp).await?;
+    let mut resp = app_page(cx, who, &item, note).await;
+    session.set_cookie(cx, &mut resp).await?;
     Ok(resp)
 }
 
-/// `POST <webhook base>/api/subscribe` with the new token: Haravan then sends the topics the app
+/// `POST <webhook base>/api/subscribe` with the new token: Haravan then sends the topics the cx
 /// registered. A failure leaves the install in place, flagged, rather than failing the install.
-async fn subscribe_webhooks(app: &App, access_token: &str) -> bool {
-    let url = format!("{}/api/subscribe", app.haravan.settings.webhook_base);
-    match app.http.post(&url).bearer_auth(access_token).send().await {
+async fn subscribe_webhooks(cx: &Haravan, access_token: &str) -> bool {
+    let url = format!("{}/api/subscribe", cx.settings.webhook_base);
+    match cx.http.post(&url).bearer_auth(access_token).send().await {
         Ok(resp) if resp.status().is_success() => true,
         Ok(resp) => {
             tracing::warn!(
@@ -661,18 +657,15 @@ async fn subscribe_webhooks(app: &App, access_token: &str) -> bool {
     }
 }
 
-/// Refreshes Haravan tokens (`grant_type=refresh_token`).
-pub struct HaravanRefresher;
-
+/// Haravan refreshes its tokens with `grant_type=refresh_token`.
 #[async_trait::async_trait]
-impl Refresher for HaravanRefresher {
+impl Refresher for Haravan {
     async fn refresh(
         &self,
-        app: &App,
         refresh_token: &SecretString,
     ) -> std::result::Result<Grant, RefreshError> {
         let reply = token_call(
-            app,
+            self,
             &[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh_token.expose_secret()),
@@ -689,16 +682,21 @@ impl Refresher for HaravanRefresher {
 }
 
 /// A valid access token for an org, refreshed when due.
-pub async fn access_token(app: &App, orgid: &str) -> Result<SecretString> {
-    refresh::access_token(app, &install_key(orgid), &HaravanRefresher).await
+pub async fn access_token(cx: &Haravan, orgid: &str) -> Result<SecretString> {
+    refresh::access_token(cx, &install_key(orgid), cx).await
 }
 
 /// The app's page: who is signed in, and the shop as the API reports it with a fresh token.
-async fn app_page(app: &App, who: &Identity, install: &Item, note: Option<&str>) -> Response<Body> {
-    let shop = match access_token(app, &who.orgid).await {
+async fn app_page(
+    cx: &Haravan,
+    who: &Identity,
+    install: &Item,
+    note: Option<&str>,
+) -> Response<Body> {
+    let shop = match access_token(cx, &who.orgid).await {
         Ok(token) => {
-            let url = format!("{}/com/shop.json", app.haravan.settings.api_base);
-            match app
+            let url = format!("{}/com/shop.json", cx.settings.api_base);
+            match cx
                 .http
                 .get(&url)
                 .bearer_auth(token.expose_secret())
@@ -744,21 +742,20 @@ async fn app_page(app: &App, who: &Identity, install: &Item, note: Option<&str>)
 // Webhooks
 
 /// `GET|POST /haravan/webhooks`.
-pub async fn webhooks(app: &App, req: Request) -> Response<Body> {
-    let result = if req.method() == Method::GET {
-        challenge(app, &req).await
+pub async fn webhooks(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
+    if req.method() == Method::GET {
+        challenge(cx, req).await
     } else {
-        delivery(app, &req).await
-    };
-    web::respond(Format::Json, result)
+        delivery(cx, req).await
+    }
 }
 
 /// The subscription handshake: echo `hub.challenge` when `hub.verify_token` is ours.
-async fn challenge(app: &App, req: &Request) -> Result<Response<Body>> {
+async fn challenge(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     let q = Params::from_query(req)?;
     let token = q.require("hub.verify_token")?;
     let challenge = q.require("hub.challenge")?;
-    let creds = app.secrets.credentials(PLATFORM).await?;
+    let creds = cx.secrets.credentials(PLATFORM).await?;
     let ours = creds
         .extra
         .get("webhook_verify_token")
@@ -791,7 +788,7 @@ fn signature_header(req: &Request) -> Result<Option<&str>> {
     Ok(found)
 }
 
-async fn delivery(app: &App, req: &Request) -> Result<Response<Body>> {
+async fn delivery(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     let body = web::body(req, MAX_BODY)?;
     let signature = signature_header(req)?.ok_or_else(|| {
         Error::Unauthorized("the X-Haravan-Hmacsha256 signature header is missing".into())
@@ -802,7 +799,7 @@ async fn delivery(app: &App, req: &Request) -> Result<Response<Body>> {
             .decode(signature.trim())
             .map_err(|_| Error::Unauthorized("the signature is not base64".into()))?
     };
-    let creds = app.secrets.credentials(PLATFORM).await?;
+    let creds = cx.secrets.credentials(PLATFORM).await?;
     if !crypto::verify_hmac_sha256(creds.verifying_keys(), body, &tag) {
         return Err(Error::Unauthorized("the signature does not match".into()));
     }
@@ -865,10 +862,10 @@ async fn delivery(app: &App, req: &Request) -> Result<Response<Body>> {
     // The mark and the effect commit together (see `once`).
     let mark = once::delivery_mark(PLATFORM, &hex::encode(crypto::sha256(body)));
     let answer = match topic.as_str() {
-        "shop/update" => shop_update(app, &mark, &orgid, &payload).await?,
-        "app/uninstalled" => uninstalled(app, &mark, &orgid, made_at(&payload)?).await?,
+        "shop/update" => shop_update(cx, &mark, &orgid, &payload).await?,
+        "app/uninstalled" => uninstalled(cx, &mark, &orgid, made_at(&payload)?).await?,
         other => {
-            if once::mark_alone(app.store.as_ref(), &mark).await? {
+            if once::mark_alone(cx.store.as_ref(), &mark).await? {
                 tracing::info!(topic = %web::printable(other), orgid, "haravan webhook acknowledged, not handled");
                 json!({"ok": true, "handled": false})
             } else {
@@ -917,7 +914,7 @@ fn check_shop_fields(payload: &Map<String, Value>) -> Result<()> {
 /// wins, as it always did. An org that is not installed is refused (404) and nothing is stored,
 /// mark included, so a delivery that raced ahead of its install can still act when retried.
 async fn shop_update(
-    app: &App,
+    cx: &Haravan,
     mark: &Item,
     orgid: &str,
     payload: &Map<String, Value>,
@@ -936,7 +933,7 @@ async fn shop_update(
         set,
         condition: Condition::Exists,
     }];
-    match once::apply(app.store.as_ref(), mark, &effect).await? {
+    match once::apply(cx.store.as_ref(), mark, &effect).await? {
         Applied::Done => Ok(json!({"ok": true, "handled": true})),
         Applied::Duplicate => Ok(duplicate()),
         Applied::Refused(_) => Err(Error::NotFound("no install for this org".into())),
@@ -1036,13 +1033,18 @@ fn parse_iso8601(s: &str) -> Option<i64> {
 /// uninstall replayed after its mark expired (7 days) and after a reinstall. It is recorded
 /// and answered 200 `stale`, and the install stays. A body that says nothing cannot be told
 /// apart this way; see the README's Security section for that residual risk.
-async fn uninstalled(app: &App, mark: &Item, orgid: &str, made_at: Option<i64>) -> Result<Value> {
-    let store = app.store.as_ref();
+async fn uninstalled(
+    cx: &Haravan,
+    mark: &Item,
+    orgid: &str,
+    made_at: Option<i64>,
+) -> Result<Value> {
+    let store = cx.store.as_ref();
     if let Some(made_at) = made_at
         && let Some(install) = store.get(&install_key(orgid)).await?
         && let Some(installed_at) = install.attrs.get("installed_at").and_then(Value::as_i64)
     {
-        let skew = i64::try_from(app.haravan.settings.skew).unwrap_or(i64::MAX);
+        let skew = i64::try_from(cx.settings.skew).unwrap_or(i64::MAX);
         if made_at.saturating_add(skew) < installed_at {
             return if once::mark_alone(store, mark).await? {
                 tracing::info!(
@@ -1103,20 +1105,16 @@ async fn uninstalled(app: &App, mark: &Item, orgid: &str, made_at: Option<i64>) 
 // Logout
 
 /// `GET /haravan/logout?sid=`: front-channel logout, loaded in an iframe: quick, no redirect.
-pub async fn logout(app: &App, req: Request) -> Response<Body> {
-    let result = async {
-        let q = Params::from_query(&req)?;
-        let sid = q.require_id("sid")?;
-        for index in app.store.query(&sid_partition(sid)).await? {
-            if let Some((orgid, session_id)) = index.key.sk.split_once('#') {
-                let _ = app.store.take(&session_key(orgid, session_id)).await?;
-            }
-            let _ = app.store.take(&index.key).await?;
+pub async fn logout(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
+    let q = Params::from_query(req)?;
+    let sid = q.require_id("sid")?;
+    for index in cx.store.query(&sid_partition(sid)).await? {
+        if let Some((orgid, session_id)) = index.key.sk.split_once('#') {
+            let _ = cx.store.take(&session_key(orgid, session_id)).await?;
         }
-        Ok(web::text(StatusCode::OK, "signed out"))
+        let _ = cx.store.take(&index.key).await?;
     }
-    .await;
-    web::respond(Format::Json, result)
+    Ok(web::text(StatusCode::OK, "signed out"))
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 //! lies and on a path it cannot parse; here both become a 400. Everything else is lambda_http's
 //! own types, so handlers see an ordinary `lambda_http::Request`.
 
-use crate::app::{App, RequestInfo};
+use crate::context::{Deps, Platform, RequestInfo};
 use crate::error::Error;
-use crate::web::Format;
+use crate::routes::Function;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use lambda_http::aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -103,27 +103,20 @@ pub fn response_into_event(resp: Response<Body>) -> ApiGatewayV2httpResponse {
     out
 }
 
-/// Runs a function: logging, the [`App`] built once, then every event through `handler`, each
-/// within its deadline ([`crate::budget`]); `format` is the route's (a 503 for a request out
-/// of time is a page on a browser route, JSON on a platform's). A configuration error stops the
-/// container at init, where Lambda reports it.
-pub async fn run<F, Fut>(format: Format, handler: F) -> Result<(), lambda_runtime::Error>
-where
-    F: Fn(Arc<App>, Request) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response<Body>> + Send,
-{
+/// Runs a Lambda function: logging, the function's platform context built once (only its own
+/// platform: see [`crate::context`]), then every event through its handler, each within its
+/// deadline ([`crate::budget`]). A configuration error stops the container at init, where Lambda
+/// reports it.
+pub async fn run<P: Platform>(function: &'static Function<P>) -> Result<(), lambda_runtime::Error> {
     crate::telemetry::init();
-    let app = Arc::new(App::from_env().await?);
-    let handler = Arc::new(handler);
+    let cx = Arc::new(crate::context::from_env::<P>().await?);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| {
-            let (app, handler) = (app.clone(), handler.clone());
+            let cx = cx.clone();
             // Boxed: the handler's future type is deep, and nesting it inside the runtime's
             // own futures would exceed the compiler's type-layout recursion limit.
             let fut: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
-                Ok::<_, std::convert::Infallible>(
-                    invoke(app, event, format, |app, req| handler(app, req)).await,
-                )
+                Ok::<_, std::convert::Infallible>(invoke(&*cx, function, event).await)
             });
             fut
         },
@@ -134,26 +127,24 @@ where
 /// One invocation, as [`run`] serves it: the event becomes a request (or a 400), the handler
 /// answers it within the request's deadline, the sooner of the configured budget and the
 /// invocation's own deadline less [`crate::budget::LAMBDA_MARGIN`], and the answer goes back in
-/// API Gateway's shape.
-pub async fn invoke<F, Fut>(
-    app: Arc<App>,
+/// API Gateway's shape. `cx` derefs to the [`Deps`] whose configuration sets the budget.
+pub async fn invoke<P>(
+    cx: &P,
+    function: &Function<P>,
     event: LambdaEvent<ApiGatewayV2httpRequest>,
-    format: Format,
-    handler: F,
 ) -> ApiGatewayV2httpResponse
 where
-    F: FnOnce(Arc<App>, Request) -> Fut,
-    Fut: Future<Output = Response<Body>>,
+    P: std::ops::Deref<Target = Deps>,
 {
     let deadline = crate::budget::deadline(
         std::time::Instant::now(),
-        app.config.request_timeout,
+        cx.config.request_timeout,
         crate::budget::lambda_deadline(&event.context),
         std::time::SystemTime::now(),
     );
-    let resp = match request_from_event(event.payload) {
-        Ok(req) => crate::budget::within(deadline, format, handler(app, req)).await,
-        Err(e) => e.into_response(format),
+    let result = match request_from_event(event.payload) {
+        Ok(req) => crate::budget::within(deadline, (function.handler)(cx, &req)).await,
+        Err(e) => Err(e),
     };
-    response_into_event(resp)
+    response_into_event(crate::routes::answer(function.format, result))
 }

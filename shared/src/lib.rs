@@ -13,9 +13,9 @@
 
 #![warn(missing_docs)]
 
-pub mod app;
 pub mod budget;
 pub mod config;
+pub mod context;
 pub mod crypto;
 pub mod error;
 pub mod flow;
@@ -26,6 +26,8 @@ pub mod momo;
 pub mod oidc;
 pub mod once;
 pub mod refresh;
+pub mod response;
+pub mod routes;
 pub mod saison;
 pub mod secrets;
 pub mod sesami;
@@ -34,5 +36,5 @@ pub mod telemetry;
 pub mod web;
 pub mod weblink;
 
-pub use app::App;
+pub use context::{Deps, Platform};
 pub use error::{Error, Result};

@@ -20,12 +20,12 @@
 //! "subscription_keys": {"collection": ..., ...}}`; [`provision`] fills in the first two in the
 //! sandbox.
 
-use crate::app::App;
 use crate::config::{ConfigError, Vars};
+use crate::context::{Deps, Platform};
 use crate::error::{Error, Result};
 use crate::once::{Lease, Patience};
 use crate::store::{Condition, Item, Key, StoreError, Write, now};
-use crate::web::{self, Format};
+use crate::web;
 use base64::Engine as _;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -99,15 +99,19 @@ impl Settings {
 
 /// MoMo's per-container state: settings and the cached tokens.
 pub struct Momo {
+    /// What every platform shares.
+    pub deps: std::sync::Arc<Deps>,
     /// The settings.
     pub settings: Settings,
     tokens: tokio::sync::Mutex<HashMap<String, (SecretString, i64)>>,
 }
 
-impl Momo {
-    /// From the settings.
-    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+crate::context::derefs_to_deps!(Momo);
+
+impl Platform for Momo {
+    fn build(deps: std::sync::Arc<Deps>, vars: &Vars) -> Result<Self, ConfigError> {
         Ok(Self {
+            deps,
             settings: Settings::from_vars(vars)?,
             tokens: tokio::sync::Mutex::new(HashMap::new()),
         })
@@ -144,23 +148,23 @@ struct TokenReply {
 
 /// A valid access token for `product`: from the container, from the store, or — by one caller
 /// across all containers — from MoMo.
-pub async fn access_token(app: &App, product: &str) -> Result<SecretString> {
+pub async fn access_token(cx: &Momo, product: &str) -> Result<SecretString> {
     // Holding the container's lock while fetching makes concurrent callers in this container
     // wait for one answer instead of each asking.
-    let mut cache = app.momo.tokens.lock().await;
+    let mut cache = cx.tokens.lock().await;
     if let Some((token, expires_at)) = cache.get(product)
         && *expires_at - TOKEN_MARGIN > now()
     {
         return Ok(token.clone());
     }
-    let (token, expires_at) = shared_token(app, product).await?;
+    let (token, expires_at) = shared_token(cx, product).await?;
     cache.insert(product.to_owned(), (token.clone(), expires_at));
     Ok(token)
 }
 
-async fn stored_token(app: &App, product: &str) -> Result<Option<(SecretString, i64)>> {
+async fn stored_token(cx: &Momo, product: &str) -> Result<Option<(SecretString, i64)>> {
     let key = token_key(product);
-    let Some(item) = app.store.get(&key).await? else {
+    let Some(item) = cx.store.get(&key).await? else {
         return Ok(None);
     };
     let expires_at = item
@@ -171,7 +175,7 @@ async fn stored_token(app: &App, product: &str) -> Result<Option<(SecretString, 
     if expires_at - TOKEN_MARGIN <= now() {
         return Ok(None);
     }
-    let keys = app.secrets.app_keys().await?;
+    let keys = cx.secrets.app_keys().await?;
     let sealed = item.str("token_sealed").unwrap_or_default();
     match keys.open(sealed, &format!("{}/{}", key.pk, key.sk), "token_sealed") {
         Ok(token) => Ok(Some((token, expires_at))),
@@ -179,20 +183,20 @@ async fn stored_token(app: &App, product: &str) -> Result<Option<(SecretString, 
     }
 }
 
-async fn shared_token(app: &App, product: &str) -> Result<(SecretString, i64)> {
+async fn shared_token(cx: &Momo, product: &str) -> Result<(SecretString, i64)> {
     let patience = Patience::new(Duration::from_secs(20), Duration::from_millis(100));
     let lease_key = Key::new(format!("lease#token#{PLATFORM}"), product);
     loop {
-        if let Some(found) = stored_token(app, product).await? {
+        if let Some(found) = stored_token(cx, product).await? {
             return Ok(found);
         }
-        if let Some(lease) = Lease::try_take(app.store.as_ref(), lease_key.clone()).await? {
-            let outcome = match stored_token(app, product).await {
+        if let Some(lease) = Lease::try_take(cx.store.as_ref(), lease_key.clone()).await? {
+            let outcome = match stored_token(cx, product).await {
                 Ok(Some(found)) => Ok(found),
-                Ok(None) => fetch_token(app, product).await,
+                Ok(None) => fetch_token(cx, product).await,
                 Err(e) => Err(e),
             };
-            lease.release(app.store.as_ref()).await;
+            lease.release(cx.store.as_ref()).await;
             return outcome;
         }
         if !patience.wait().await {
@@ -203,15 +207,15 @@ async fn shared_token(app: &App, product: &str) -> Result<(SecretString, i64)> {
     }
 }
 
-async fn fetch_token(app: &App, product: &str) -> Result<(SecretString, i64)> {
-    let creds = app.secrets.credentials(PLATFORM).await?;
+async fn fetch_token(cx: &Momo, product: &str) -> Result<(SecretString, i64)> {
+    let creds = cx.secrets.credentials(PLATFORM).await?;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!(
         "{}:{}",
         creds.client_id,
         creds.client_secret.expose_secret()
     ));
-    let url = format!("{}/{product}/token/", app.momo.settings.base_url);
-    let resp = app
+    let url = format!("{}/{product}/token/", cx.settings.base_url);
+    let resp = cx
         .http
         .post(&url)
         .header("Authorization", format!("Basic {basic}"))
@@ -249,7 +253,7 @@ async fn fetch_token(app: &App, product: &str) -> Result<(SecretString, i64)> {
         .map_err(|_| Error::Upstream("MoMo's token endpoint answered unreadably".into()))?;
     let expires_at = now() + reply.expires_in.unwrap_or(3600);
     let key = token_key(product);
-    let keys = app.secrets.app_keys().await?;
+    let keys = cx.secrets.app_keys().await?;
     let mut attrs = Map::new();
     attrs.insert(
         "token_sealed".into(),
@@ -261,7 +265,7 @@ async fn fetch_token(app: &App, product: &str) -> Result<(SecretString, i64)> {
         .into(),
     );
     attrs.insert("expires_at".into(), expires_at.into());
-    app.store
+    cx.store
         .put(
             &Item::new(key, attrs).expiring_at(expires_at),
             Condition::Always,
@@ -429,11 +433,7 @@ impl PaymentRequest {
 /// repeat (same externalId and Idempotency-Key, same body); 422 to the same key with another
 /// body; 400 (or 502 for the app's own credentials, 503 when MoMo limits requests) when MoMo
 /// refused it, with nothing kept; 502 when MoMo could not be reached at all, nothing kept.
-pub async fn request_to_pay(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Json, request_to_pay_flow(app, &req).await)
-}
-
-async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+pub async fn request_to_pay(cx: &Momo, req: &Request) -> Result<Response<Body>> {
     web::require_content_type(req, "application/json")?;
     let body = web::body(req, MAX_BODY)?;
     let body = web::json_value(body, "the body is not a valid payment request: not JSON")?;
@@ -455,14 +455,14 @@ async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>>
 
     // The same externalId and idempotency key name one payment, whoever asks again.
     let idem_key = idempotency_key(&payment.external_id, idempotency);
-    if let Some(earlier) = app.store.get(&idem_key).await? {
-        return repeat(app, &earlier, &fingerprint).await;
+    if let Some(earlier) = cx.store.get(&idem_key).await? {
+        return repeat(cx, &earlier, &fingerprint).await;
     }
 
     // Everything that can fail short of MoMo (token, credentials, callback URL) comes before
     // anything is stored, so that such a failure leaves nothing behind.
     let reference = uuid::Uuid::new_v4().to_string();
-    let call = prepare_request_to_pay(app, req, &reference, &payment).await?;
+    let call = prepare_request_to_pay(cx, req, &reference, &payment).await?;
 
     let created_at = now();
     let mut idem_attrs = Map::new();
@@ -483,7 +483,7 @@ async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>>
     let mut entry = Map::new();
     entry.insert("reference".into(), reference.clone().into());
     entry.insert("created_at".into(), created_at.into());
-    let stored = app
+    let stored = cx
         .store
         .transact(&[
             Write::Put(idem, Condition::Absent),
@@ -501,8 +501,8 @@ async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>>
         Ok(()) => {}
         Err(StoreError::Cancelled(failed)) if failed.contains(&0) => {
             // A concurrent request with the same key stored its payment first: that one is it.
-            return match app.store.get(&idem_key).await? {
-                Some(earlier) => repeat(app, &earlier, &fingerprint).await,
+            return match cx.store.get(&idem_key).await? {
+                Some(earlier) => repeat(cx, &earlier, &fingerprint).await,
                 None => Err(Error::Conflict(
                     "a request with this Idempotency-Key was refused meanwhile; send it again"
                         .into(),
@@ -514,7 +514,7 @@ async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>>
             // callback and the caller's retry must find what was sent. Withdrawing what may
             // have landed lets the retry send it; should that fail too, the retry finds it
             // unconfirmed and the reconciler ends it as never received.
-            withdraw(app, &reference, created_at, &idem_key).await;
+            withdraw(cx, &reference, created_at, &idem_key).await;
             return Err(StoreError::Unavailable(detail).into());
         }
         Err(e) => return Err(e.into()),
@@ -523,7 +523,7 @@ async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>>
     match send_request_to_pay(call).await {
         Sent::Accepted => {
             tracing::info!(reference, "momo request to pay sent");
-            mark_submitted(app, &reference, submitted::ACCEPTED).await;
+            mark_submitted(cx, &reference, submitted::ACCEPTED).await;
             Ok(web::json(
                 StatusCode::ACCEPTED,
                 &json!({"referenceId": reference, "status": "PENDING",
@@ -533,7 +533,7 @@ async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>>
         Sent::NotTaken(e) => {
             // MoMo certainly does not have it: nothing of it is kept, so it can be sent again
             // (with the same key too, once the caller has fixed what MoMo refused).
-            withdraw(app, &reference, created_at, &idem_key).await;
+            withdraw(cx, &reference, created_at, &idem_key).await;
             Err(e)
         }
         Sent::Unknown(why) => {
@@ -542,7 +542,7 @@ async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>>
                 why,
                 "momo request to pay unconfirmed; kept PENDING"
             );
-            mark_submitted(app, &reference, submitted::UNKNOWN).await;
+            mark_submitted(cx, &reference, submitted::UNKNOWN).await;
             Ok(web::json(
                 StatusCode::ACCEPTED,
                 &json!({"referenceId": reference, "status": "PENDING",
@@ -554,7 +554,7 @@ async fn request_to_pay_flow(app: &App, req: &Request) -> Result<Response<Body>>
 
 /// The answer to a repeat of an earlier request: the same reference and what is known of it,
 /// after asking MoMo's status if whether MoMo has it is unknown. Nothing is ever sent again.
-async fn repeat(app: &App, earlier: &Item, fingerprint: &str) -> Result<Response<Body>> {
+async fn repeat(cx: &Momo, earlier: &Item, fingerprint: &str) -> Result<Response<Body>> {
     // A record without a fingerprint predates them; its key alone decides.
     if earlier
         .str("body_sha256")
@@ -568,7 +568,7 @@ async fn repeat(app: &App, earlier: &Item, fingerprint: &str) -> Result<Response
     }
     let reference = earlier.str("reference").unwrap_or_default();
     let key = transaction_key(reference);
-    let Some(mut tx) = app.store.get(&key).await? else {
+    let Some(mut tx) = cx.store.get(&key).await? else {
         // The record and the payment are removed together, when MoMo refused the request.
         return Err(Error::Conflict(
             "the earlier request with this Idempotency-Key was refused by MoMo; send it again"
@@ -576,8 +576,8 @@ async fn repeat(app: &App, earlier: &Item, fingerprint: &str) -> Result<Response
         ));
     };
     if tx.str("status") == Some("PENDING") && submitted_of(&tx) == submitted::UNKNOWN {
-        match confirm(app, &tx, now()).await {
-            Ok(_) => tx = app.store.get(&key).await?.unwrap_or(tx),
+        match confirm(cx, &tx, now()).await {
+            Ok(_) => tx = cx.store.get(&key).await?.unwrap_or(tx),
             Err(e) => tracing::warn!(reference, error = %e, "momo: could not confirm a repeat"),
         }
     }
@@ -602,10 +602,10 @@ fn describe_payment(tx: &Item) -> Value {
 
 /// Sets `submitted` of a payment still marked as being sent. Best effort: a payment left
 /// [`submitted::SENDING`] is read as unknown and confirmed with MoMo later, which is safe.
-async fn mark_submitted(app: &App, reference: &str, value: &str) {
+async fn mark_submitted(cx: &Momo, reference: &str, value: &str) {
     let mut set = Map::new();
     set.insert("submitted".into(), value.into());
-    let marked = app
+    let marked = cx
         .store
         .update(
             &transaction_key(reference),
@@ -622,8 +622,8 @@ async fn mark_submitted(app: &App, reference: &str, value: &str) {
 /// Removes a payment MoMo certainly does not have, its idempotency record and its index entry,
 /// together and only while it is still marked as being sent. Best effort: what is left is
 /// confirmed with MoMo later and ends FAILED as never received.
-async fn withdraw(app: &App, reference: &str, created_at: i64, idem_key: &Key) {
-    let withdrawn = app
+async fn withdraw(cx: &Momo, reference: &str, created_at: i64, idem_key: &Key) {
+    let withdrawn = cx
         .store
         .transact(&[
             Write::Delete(
@@ -649,14 +649,14 @@ fn short(e: &serde_json::Error) -> String {
 
 /// The request to pay, ready to send: everything that can fail without MoMo is done.
 async fn prepare_request_to_pay(
-    app: &App,
+    cx: &Momo,
     req: &Request,
     reference: &str,
     payment: &PaymentRequest,
 ) -> Result<reqwest::RequestBuilder> {
-    let token = access_token(app, "collection").await?;
-    let creds = app.secrets.credentials(PLATFORM).await?;
-    let callback = app.public_url(req, &format!("/momo/callback/{reference}"))?;
+    let token = access_token(cx, "collection").await?;
+    let creds = cx.secrets.credentials(PLATFORM).await?;
+    let callback = cx.public_url(req, &format!("/momo/callback/{reference}"))?;
     let body = json!({
         "amount": payment.amount,
         "currency": payment.currency,
@@ -665,18 +665,15 @@ async fn prepare_request_to_pay(
         "payerMessage": payment.payer_message.clone().unwrap_or_default(),
         "payeeNote": payment.payee_note.clone().unwrap_or_default(),
     });
-    Ok(app
+    Ok(cx
         .http
         .post(format!(
             "{}/collection/v1_0/requesttopay",
-            app.momo.settings.base_url
+            cx.settings.base_url
         ))
         .bearer_auth(token.expose_secret())
         .header("X-Reference-Id", reference)
-        .header(
-            "X-Target-Environment",
-            &app.momo.settings.target_environment,
-        )
+        .header("X-Target-Environment", &cx.settings.target_environment)
         .header("X-Callback-Url", callback)
         .header(
             "Ocp-Apim-Subscription-Key",
@@ -770,31 +767,28 @@ enum Confirmed {
 
 /// How old a payment must be before MoMo's "no such payment" means it never arrived: the
 /// reconciler's age, and at least twice the HTTP timeout, past any request still in flight.
-fn never_received_after(app: &App) -> i64 {
-    let in_flight = i64::try_from(app.config.http_timeout.as_secs()).unwrap_or(i64::MAX);
-    app.momo
-        .settings
-        .reconcile_after
-        .max(in_flight.saturating_mul(2))
+fn never_received_after(cx: &Momo) -> i64 {
+    let in_flight = i64::try_from(cx.config.http_timeout.as_secs()).unwrap_or(i64::MAX);
+    cx.settings.reconcile_after.max(in_flight.saturating_mul(2))
 }
 
 /// Asks MoMo's status of a PENDING payment and records a final one, as of `at` (unix seconds).
-async fn confirm(app: &App, tx: &Item, at: i64) -> Result<(Confirmed, String)> {
+async fn confirm(cx: &Momo, tx: &Item, at: i64) -> Result<(Confirmed, String)> {
     let reference = tx.key.sk.as_str();
-    let Some(reply) = fetch_status(app, reference).await? else {
+    let Some(reply) = fetch_status(cx, reference).await? else {
         if submitted_of(tx) == submitted::ACCEPTED {
             // MoMo said 202 once: its "no such payment" is MoMo's mistake, not an outcome.
             return Err(Error::Upstream(format!(
                 "MoMo's status has no record of payment {reference}, which it accepted"
             )));
         }
-        if at - created_at_of(tx) < never_received_after(app) {
+        if at - created_at_of(tx) < never_received_after(cx) {
             return Ok((Confirmed::NotYetKnown, "PENDING".into()));
         }
         let reason = json!({"code": "NOT_RECEIVED",
                             "message": "MoMo has no record of this request to pay"});
         let recorded = record(
-            app,
+            cx,
             tx,
             "FAILED",
             Some(reason),
@@ -805,7 +799,7 @@ async fn confirm(app: &App, tx: &Item, at: i64) -> Result<(Confirmed, String)> {
     };
     if matches!(reply.status.as_str(), "SUCCESSFUL" | "FAILED") {
         let recorded = record(
-            app,
+            cx,
             tx,
             &reply.status,
             reply.reason,
@@ -817,7 +811,7 @@ async fn confirm(app: &App, tx: &Item, at: i64) -> Result<(Confirmed, String)> {
     if submitted_of(tx) != submitted::ACCEPTED {
         let mut set = Map::new();
         set.insert("submitted".into(), submitted::ACCEPTED.into());
-        let marked = app
+        let marked = cx
             .store
             .update(
                 &tx.key,
@@ -837,7 +831,7 @@ async fn confirm(app: &App, tx: &Item, at: i64) -> Result<(Confirmed, String)> {
 /// entry, in one transaction. Of concurrent recorders (callback, repeats, reconcilers) exactly
 /// one succeeds; the others find the status no longer PENDING and change nothing.
 async fn record(
-    app: &App,
+    cx: &Momo,
     tx: &Item,
     status: &str,
     reason: Option<Value>,
@@ -855,7 +849,7 @@ async fn record(
         set.insert("financial_transaction_id".into(), id.into());
     }
     let reference = tx.key.sk.as_str();
-    let outcome = app
+    let outcome = cx
         .store
         .transact(&[
             Write::Update {
@@ -879,20 +873,17 @@ async fn record(
 /// MoMo's status of a payment; `None` when MoMo answers that it has no such payment (404 with
 /// its `RESOURCE_NOT_FOUND`). A 404 without that code (a wrong base URL, say) is an error, so
 /// that a misconfiguration never turns payments into "never received".
-async fn fetch_status(app: &App, reference: &str) -> Result<Option<StatusReply>> {
-    let token = access_token(app, "collection").await?;
-    let creds = app.secrets.credentials(PLATFORM).await?;
-    let resp = app
+async fn fetch_status(cx: &Momo, reference: &str) -> Result<Option<StatusReply>> {
+    let token = access_token(cx, "collection").await?;
+    let creds = cx.secrets.credentials(PLATFORM).await?;
+    let resp = cx
         .http
         .get(format!(
             "{}/collection/v1_0/requesttopay/{reference}",
-            app.momo.settings.base_url
+            cx.settings.base_url
         ))
         .bearer_auth(token.expose_secret())
-        .header(
-            "X-Target-Environment",
-            &app.momo.settings.target_environment,
-        )
+        .header("X-Target-Environment", &cx.settings.target_environment)
         .header(
             "Ocp-Apim-Subscription-Key",
             subscription_key(&creds, "collection")?,
@@ -923,11 +914,7 @@ async fn fetch_status(app: &App, reference: &str) -> Result<Option<StatusReply>>
 // Callback
 
 /// `PUT|POST /momo/callback/{referenceId}`: the outcome, confirmed by MoMo's status reply.
-pub async fn callback(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Json, callback_flow(app, &req).await)
-}
-
-async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+pub async fn callback(cx: &Momo, req: &Request) -> Result<Response<Body>> {
     let reference = req
         .uri()
         .path()
@@ -940,7 +927,7 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         .to_string();
     let body = web::body(req, MAX_BODY)?;
     let hint: Map<String, Value> = web::json_body(body, "the callback body is not a JSON object")?;
-    let tx = app
+    let tx = cx
         .store
         .get(&transaction_key(&reference))
         .await?
@@ -953,7 +940,7 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         ));
     }
     tracing::info!(reference, hint = ?hint.get("status"), "momo callback; confirming with MoMo");
-    let (_, status) = confirm(app, &tx, now()).await?;
+    let (_, status) = confirm(cx, &tx, now()).await?;
     Ok(web::json(
         StatusCode::OK,
         &json!({"ok": true, "status": status}),
@@ -985,17 +972,17 @@ pub struct Reconciled {
 /// Confirms every payment still PENDING [`Settings::reconcile_after`] after it was created,
 /// since MoMo's callbacks can be lost and answers to requests to pay can be: MoMo's status
 /// decides, recorded once as the callback records it.
-pub async fn reconcile(app: &App) -> Result<Reconciled> {
-    reconcile_at(app, now()).await
+pub async fn reconcile(cx: &Momo) -> Result<Reconciled> {
+    reconcile_at(cx, now()).await
 }
 
 /// [`reconcile`] as of `at` (unix seconds): what is old enough and what counts as never
 /// received are judged against it.
-pub async fn reconcile_at(app: &App, at: i64) -> Result<Reconciled> {
+pub async fn reconcile_at(cx: &Momo, at: i64) -> Result<Reconciled> {
     let started = Instant::now();
-    let cutoff = at.saturating_sub(app.momo.settings.reconcile_after);
+    let cutoff = at.saturating_sub(cx.settings.reconcile_after);
     let mut run = Reconciled::default();
-    for entry in app.store.query(PENDING_PK).await? {
+    for entry in cx.store.query(PENDING_PK).await? {
         if created_at_of(&entry) > cutoff {
             break; // in creation order: the rest are younger still
         }
@@ -1004,7 +991,7 @@ pub async fn reconcile_at(app: &App, at: i64) -> Result<Reconciled> {
             break;
         }
         let reference = entry.str("reference").unwrap_or_default().to_owned();
-        let tx = match app.store.get(&transaction_key(&reference)).await {
+        let tx = match cx.store.get(&transaction_key(&reference)).await {
             Ok(tx) => tx,
             Err(e) => {
                 run.failed += 1;
@@ -1013,14 +1000,14 @@ pub async fn reconcile_at(app: &App, at: i64) -> Result<Reconciled> {
             }
         };
         let Some(tx) = tx.filter(|tx| tx.str("status") == Some("PENDING")) else {
-            if let Err(e) = app.store.take(&entry.key).await {
+            if let Err(e) = cx.store.take(&entry.key).await {
                 tracing::warn!(reference, error = %e, "momo reconcile: a stale entry stays");
             }
             run.stale += 1;
             continue;
         };
         run.checked += 1;
-        match confirm(app, &tx, at).await {
+        match confirm(cx, &tx, at).await {
             Ok((Confirmed::Recorded, _)) => run.recorded += 1,
             Ok((Confirmed::AlreadyRecorded, _)) => {}
             Ok((Confirmed::Pending | Confirmed::NotYetKnown, _)) => run.pending += 1,
@@ -1048,12 +1035,12 @@ pub async fn reconcile_at(app: &App, at: i64) -> Result<Reconciled> {
 /// fails, and the next scheduled run tries again.
 pub async fn run_reconciler() -> Result<(), lambda_runtime::Error> {
     crate::telemetry::init();
-    let app = std::sync::Arc::new(App::from_env().await?);
+    let cx = std::sync::Arc::new(crate::context::from_env::<Momo>().await?);
     lambda_runtime::run(lambda_runtime::service_fn(
         move |_: lambda_runtime::LambdaEvent<Value>| {
-            let app = app.clone();
+            let cx = cx.clone();
             let run: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
-                Box::pin(async move { reconcile(&app).await.map_err(lambda_runtime::Error::from) });
+                Box::pin(async move { reconcile(&cx).await.map_err(lambda_runtime::Error::from) });
             run
         },
     ))
@@ -1077,12 +1064,12 @@ pub enum Provisioned {
 /// the local file, wherever it is configured). A secret whose API user still answers is left as
 /// it is, so running this again does not break a working setup.
 pub async fn provision(
-    app: &App,
+    cx: &Momo,
     subscription_key: &str,
     callback_host: &str,
 ) -> Result<Provisioned> {
-    let base = &app.momo.settings.base_url;
-    let mut secret = app.secrets.raw_json(PLATFORM).await.unwrap_or_default();
+    let base = &cx.settings.base_url;
+    let mut secret = cx.secrets.raw_json(PLATFORM).await.unwrap_or_default();
     if let Some(user) = secret
         .get("client_id")
         .and_then(Value::as_str)
@@ -1092,7 +1079,7 @@ pub async fn provision(
             .get("client_secret")
             .and_then(Value::as_str)
             .is_some_and(|k| !k.is_empty());
-        let resp = app
+        let resp = cx
             .http
             .get(format!("{base}/v1_0/apiuser/{user}"))
             .header("Ocp-Apim-Subscription-Key", subscription_key)
@@ -1104,7 +1091,7 @@ pub async fn provision(
         }
     }
     let user = uuid::Uuid::new_v4().to_string();
-    let created = app
+    let created = cx
         .http
         .post(format!("{base}/v1_0/apiuser"))
         .header("X-Reference-Id", &user)
@@ -1124,7 +1111,7 @@ pub async fn provision(
         #[serde(rename = "apiKey")]
         api_key: String,
     }
-    let key_resp = app
+    let key_resp = cx
         .http
         .post(format!("{base}/v1_0/apiuser/{user}/apikey"))
         .header("Ocp-Apim-Subscription-Key", subscription_key)
@@ -1142,7 +1129,7 @@ pub async fn provision(
         .json()
         .await
         .map_err(|_| Error::Upstream("MoMo's API key answer is unreadable".into()))?;
-    let check = app
+    let check = cx
         .http
         .get(format!("{base}/v1_0/apiuser/{user}"))
         .header("Ocp-Apim-Subscription-Key", subscription_key)
@@ -1167,7 +1154,7 @@ pub async fn provision(
     if keys.get("collection").is_none() {
         keys["collection"] = subscription_key.into();
     }
-    app.secrets.write_json(PLATFORM, &secret).await?;
+    cx.secrets.write_json(PLATFORM, &secret).await?;
     Ok(Provisioned::Created(user))
 }
 

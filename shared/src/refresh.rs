@@ -15,7 +15,7 @@
 //! refresh token that is refused while still the stored one marks the tenant as needing
 //! re-authorization, after which callers get a clear 403 until the app is authorized again.
 
-use crate::app::App;
+use crate::context::Deps;
 use crate::crypto::KeyRing;
 use crate::error::{Error, Result};
 use crate::once::{Lease, Patience};
@@ -118,7 +118,6 @@ pub trait Refresher: Send + Sync {
     /// Exchanges `refresh_token` for new tokens.
     async fn refresh(
         &self,
-        app: &App,
         refresh_token: &SecretString,
     ) -> std::result::Result<Grant, RefreshError>;
 }
@@ -218,21 +217,21 @@ fn lease_key(key: &Key) -> Key {
 }
 
 /// A valid access token for the tenant stored at `key`, refreshed through `refresher` when due.
-pub async fn access_token(app: &App, key: &Key, refresher: &dyn Refresher) -> Result<SecretString> {
-    let keys = app.secrets.app_keys().await?;
-    let item = fresh_item(app, key, refresher).await?;
+pub async fn access_token(cx: &Deps, key: &Key, refresher: &dyn Refresher) -> Result<SecretString> {
+    let keys = cx.secrets.app_keys().await?;
+    let item = fresh_item(cx, key, refresher).await?;
     Ok(open(&keys, &item)?.access_token)
 }
 
 /// The tenant's item with a valid access token in it, refreshed through `refresher` when due.
 /// Platforms that keep more than the access token (a MAC key) read it from this same item, so
 /// the two always belong together.
-pub async fn fresh_item(app: &App, key: &Key, refresher: &dyn Refresher) -> Result<Item> {
-    let keys = app.secrets.app_keys().await?;
+pub async fn fresh_item(cx: &Deps, key: &Key, refresher: &dyn Refresher) -> Result<Item> {
+    let keys = cx.secrets.app_keys().await?;
     let patience = Patience::new(WAIT, POLL);
     loop {
         let item =
-            app.store.get(key).await?.ok_or_else(|| {
+            cx.store.get(key).await?.ok_or_else(|| {
                 Error::NotFound("the app is not installed for this tenant".into())
             })?;
         if needs_reauth(&item) {
@@ -249,10 +248,10 @@ pub async fn fresh_item(app: &App, key: &Key, refresher: &dyn Refresher) -> Resu
                 Err(reauth_error())
             };
         }
-        match Lease::try_take(app.store.as_ref(), lease_key(key)).await? {
+        match Lease::try_take(cx.store.as_ref(), lease_key(key)).await? {
             Some(lease) => {
-                let outcome = refresh_under_lease(app, &keys, key, refresher).await;
-                lease.release(app.store.as_ref()).await;
+                let outcome = refresh_under_lease(cx, &keys, key, refresher).await;
+                lease.release(cx.store.as_ref()).await;
                 match outcome {
                     Ok(Some(item)) => return Ok(item),
                     Ok(None) => continue,
@@ -273,12 +272,12 @@ pub async fn fresh_item(app: &App, key: &Key, refresher: &dyn Refresher) -> Resu
 /// Holding the lease: re-read, refresh if still due, write on the version read.
 /// `Ok(None)` means the item changed under us: read again.
 async fn refresh_under_lease(
-    app: &App,
+    cx: &Deps,
     keys: &KeyRing,
     key: &Key,
     refresher: &dyn Refresher,
 ) -> Result<Option<Item>> {
-    let Some(item) = app.store.get(key).await? else {
+    let Some(item) = cx.store.get(key).await? else {
         return Err(Error::NotFound(
             "the app is not installed for this tenant".into(),
         ));
@@ -298,13 +297,13 @@ async fn refresh_under_lease(
         .get("token_version")
         .cloned()
         .unwrap_or(Value::Null);
-    match refresher.refresh(app, &refresh_token).await {
+    match refresher.refresh(&refresh_token).await {
         Ok(grant) => {
             // Only what the grant changes is written, in place: another writer's attributes
             // (a `shop/update`'s shop details) and the item's expiry (a WebLink session's) stay.
             let mut set = Map::new();
             seal(keys, key, &grant, &mut set)?;
-            match app
+            match cx
                 .store
                 .update(
                     key,
@@ -327,7 +326,7 @@ async fn refresh_under_lease(
             // A sibling whose lease ran out may have rotated the token just now: give its write
             // a moment to land before concluding that the authorization is dead.
             for _ in 0..5 {
-                match app.store.get(key).await? {
+                match cx.store.get(key).await? {
                     Some(current) if current.attrs.get("token_version") != Some(&version) => {
                         return Ok(None);
                     }
@@ -337,7 +336,7 @@ async fn refresh_under_lease(
             }
             let mut set = Map::new();
             set.insert("needs_reauth".into(), true.into());
-            match app
+            match cx
                 .store
                 .update(
                     key,

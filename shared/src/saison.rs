@@ -17,14 +17,14 @@
 //!   (form encoding, `X-API-VERSION: 1`); tokens stored sealed; the member's profile fetched with
 //!   a signed request and shown.
 
-use crate::app::App;
 use crate::config::{ConfigError, Vars};
+use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::flow::{self, CookieSpec};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
 use crate::store::{Condition, Item, Key, Write, now};
-use crate::web::{self, Format, Params};
+use crate::web::{self, Params};
 use base64::Engine as _;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -121,6 +121,25 @@ impl Settings {
     }
 }
 
+/// Saison connect's context: its settings over what every platform shares.
+pub struct Saison {
+    /// What every platform shares.
+    pub deps: std::sync::Arc<Deps>,
+    /// The settings.
+    pub settings: Settings,
+}
+
+crate::context::derefs_to_deps!(Saison);
+
+impl Platform for Saison {
+    fn build(deps: std::sync::Arc<Deps>, vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            deps,
+            settings: Settings::from_vars(vars)?,
+        })
+    }
+}
+
 /// The store key of a member's connection.
 pub fn connection_key(member: &str) -> Key {
     Key::new(format!("install#{PLATFORM}"), member)
@@ -198,12 +217,8 @@ pub fn authorization(
 // Authorize and callback
 
 /// `GET /saison/authorize`.
-pub async fn authorize(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Html, authorize_flow(app, &req).await)
-}
-
-async fn authorize_flow(app: &App, req: &Request) -> Result<Response<Body>> {
-    let s = &app.saison;
+pub async fn authorize(cx: &Saison, req: &Request) -> Result<Response<Body>> {
+    let s = &cx.settings;
     let q = Params::from_query(req)?;
     let member = match q.get("member") {
         Some(m) if s.members.iter().any(|x| x == m) => m.to_owned(),
@@ -216,17 +231,17 @@ async fn authorize_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         None => s.members[0].clone(),
     };
     // Everything that can fail comes before the state is stored: a refusal stores nothing.
-    let creds = app.secrets.credentials(PLATFORM).await?;
-    let keys = app.secrets.app_keys().await?;
+    let creds = cx.secrets.credentials(PLATFORM).await?;
+    let keys = cx.secrets.app_keys().await?;
     let redirect_uri = match s.send_redirect_uri {
-        true => Some(app.public_url(req, "/saison/callback")?),
+        true => Some(cx.public_url(req, "/saison/callback")?),
         false => None,
     };
     let mut url = url::Url::parse(&format!("{}/auth/screen/{member}/authorize", s.api_base))
         .map_err(|_| Error::Internal("bad Saison base".into()))?;
     let mut data = Map::new();
     data.insert("member".into(), member.clone().into());
-    let state = flow::begin(app, PLATFORM, data).await?;
+    let state = flow::begin(cx, PLATFORM, data).await?;
     {
         let mut pairs = url.query_pairs_mut();
         pairs.append_pair("client_id", &creds.client_id);
@@ -242,13 +257,8 @@ async fn authorize_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         }
     }
     let mut resp = web::redirect(url.as_str())?;
-    web::set_cookie(&mut resp, &STATE_COOKIE.set(app, &keys, &state))?;
+    web::set_cookie(&mut resp, &STATE_COOKIE.set(cx, &keys, &state))?;
     Ok(resp)
-}
-
-/// `GET /saison/callback`.
-pub async fn callback(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Html, callback_flow(app, &req).await)
 }
 
 #[derive(Deserialize)]
@@ -259,7 +269,8 @@ struct TokenReply {
     mac_key: Option<String>,
 }
 
-async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+/// `GET /saison/callback`.
+pub async fn callback(cx: &Saison, req: &Request) -> Result<Response<Body>> {
     let q = Params::from_query(req)?;
     if let Some(error) = q.get("error") {
         return Err(Error::BadRequest(format!(
@@ -268,11 +279,11 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         )));
     }
     let code = q.require("code")?;
-    if app.saison.send_state && q.get("state").is_none() {
+    if cx.settings.send_state && q.get("state").is_none() {
         return Err(Error::BadRequest("parameter `state` is missing".into()));
     }
-    let state = flow::read_bound(app, &STATE_COOKIE, req, PLATFORM, q.get("state")).await?;
-    let keys = app.secrets.app_keys().await?;
+    let state = flow::read_bound(cx, &STATE_COOKIE, req, PLATFORM, q.get("state")).await?;
+    let keys = cx.secrets.app_keys().await?;
     let member = state
         .data
         .get("member")
@@ -281,8 +292,8 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         .to_owned();
 
     // The code's mark, the state's consumption and the connection commit together.
-    flow::exchange_once(app, PLATFORM, code, || async {
-        let grant = token_call(app, &[("grant_type", "authorization_code"), ("code", code)])
+    flow::exchange_once(cx, PLATFORM, code, || async {
+        let grant = token_call(cx, &[("grant_type", "authorization_code"), ("code", code)])
             .await
             .map(grant_of)
             .map_err(|e| e.for_code("Saison"))?;
@@ -300,7 +311,7 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     .await?;
     tracing::info!(member, "saison connection stored");
 
-    let profile = match call(app, &member, "GET", "/auth/account/profile", None).await {
+    let profile = match call(cx, &member, "GET", "/auth/account/profile", None).await {
         Ok(v) => render_profile(&v),
         Err(e) => {
             tracing::warn!(error = %e, "saison profile request failed");
@@ -318,7 +329,7 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
             web::escape(&member)
         ),
     );
-    web::set_cookie(&mut resp, &STATE_COOKIE.clear(app))?;
+    web::set_cookie(&mut resp, &STATE_COOKIE.clear(cx))?;
     Ok(resp)
 }
 
@@ -358,10 +369,10 @@ fn grant_of(reply: TokenReply) -> Grant {
 /// A call to Saison's token endpoint: form encoding, `X-API-VERSION: 1`, client credentials in
 /// the body.
 async fn token_call(
-    app: &App,
+    cx: &Saison,
     form: &[(&str, &str)],
 ) -> std::result::Result<TokenReply, RefreshError> {
-    let creds = app
+    let creds = cx
         .secrets
         .credentials(PLATFORM)
         .await
@@ -370,9 +381,9 @@ async fn token_call(
     let encoded = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(body)
         .finish();
-    let request = app
+    let request = cx
         .http
-        .post(format!("{}/auth/token", app.saison.api_base))
+        .post(format!("{}/auth/token", cx.settings.api_base))
         .header("X-API-VERSION", API_VERSION)
         .header(
             "Content-Type",
@@ -382,18 +393,15 @@ async fn token_call(
     refresh::token_request(request, "Saison's token endpoint").await
 }
 
-/// Refreshes Saison tokens (`grant_type=refresh_token`).
-pub struct SaisonRefresher;
-
+/// Saison refreshes its tokens with `grant_type=refresh_token`.
 #[async_trait::async_trait]
-impl Refresher for SaisonRefresher {
+impl Refresher for Saison {
     async fn refresh(
         &self,
-        app: &App,
         refresh_token: &SecretString,
     ) -> std::result::Result<Grant, RefreshError> {
         token_call(
-            app,
+            self,
             &[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh_token.expose_secret()),
@@ -407,35 +415,35 @@ impl Refresher for SaisonRefresher {
 /// Calls a Saison API endpoint for `member` with a MAC-signed request (refreshing the token when
 /// due): `GET` with no body, or `POST` with a form body. Returns the JSON answer.
 pub async fn call(
-    app: &App,
+    cx: &Saison,
     member: &str,
     method: &str,
     path_and_query: &str,
     form: Option<&[(&str, &str)]>,
 ) -> Result<Value> {
     let key = connection_key(member);
-    let item = refresh::fresh_item(app, &key, &SaisonRefresher).await?;
-    let keys = app.secrets.app_keys().await?;
+    let item = refresh::fresh_item(cx, &key, cx).await?;
+    let keys = cx.secrets.app_keys().await?;
     let access = refresh::open(&keys, &item)?.access_token;
-    let creds = app.secrets.credentials(PLATFORM).await?;
-    let mac_key = match app.saison.mac_key {
+    let creds = cx.secrets.credentials(PLATFORM).await?;
+    let mac_key = match cx.settings.mac_key {
         MacKey::ClientSecret => creds.client_secret.clone(),
         MacKey::TokenMacKey => refresh::open_extra(&keys, &item, "mac_key")?.ok_or_else(|| {
             Error::Upstream("Saison issued no mac_key, but SAISON_MAC_KEY=mac_key".into())
         })?,
     };
-    let url = url::Url::parse(&format!("{}{path_and_query}", app.saison.api_base))
+    let url = url::Url::parse(&format!("{}{path_and_query}", cx.settings.api_base))
         .map_err(|_| Error::Internal("bad Saison API path".into()))?;
     let header = authorization(
         access.expose_secret(),
         mac_key.expose_secret().as_bytes(),
         method,
         &url,
-        app.saison.mac_separator,
+        cx.settings.mac_separator,
     )?;
     let request = match method {
-        "POST" => app.http.post(url.clone()).form(form.unwrap_or_default()),
-        _ => app
+        "POST" => cx.http.post(url.clone()).form(form.unwrap_or_default()),
+        _ => cx
             .http
             .get(url.clone())
             .header("Content-Type", "application/x-www-form-urlencoded"),

@@ -17,14 +17,14 @@
 //! `GET /sesami/callback` (verify, freshness, consume state, mark the code used, exchange it,
 //! store the install with its token encrypted) → `POST /sesami/webhooks` (`uninstall_app`).
 
-use crate::app::App;
 use crate::config::{ConfigError, Vars};
+use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::flow::{self, CookieSpec};
 use crate::once::{self, Applied};
 use crate::store::{Condition, Item, Key, Write, now};
-use crate::web::{self, Format, Params};
+use crate::web::{self, Params};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use secrecy::ExposeSecret;
@@ -82,6 +82,25 @@ impl Settings {
                 Some(_) => Some(vars.url("SESAMI_AFTER_INSTALL_URL", "")?),
                 None => None,
             },
+        })
+    }
+}
+
+/// Sesami's context: its settings over what every platform shares.
+pub struct Sesami {
+    /// What every platform shares.
+    pub deps: std::sync::Arc<Deps>,
+    /// The settings.
+    pub settings: Settings,
+}
+
+crate::context::derefs_to_deps!(Sesami);
+
+impl Platform for Sesami {
+    fn build(deps: std::sync::Arc<Deps>, vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            deps,
+            settings: Settings::from_vars(vars)?,
         })
     }
 }
@@ -259,37 +278,33 @@ fn now_ms() -> i64 {
 }
 
 /// Verifies a signed launch or callback: hmac over every parameter but `hmac`, then freshness.
-async fn verify_query(app: &App, params: &Params) -> Result<()> {
+async fn verify_query(cx: &Sesami, params: &Params) -> Result<()> {
     let hmac = params.require("hmac")?;
     let timestamp = params.require("timestamp")?;
     params.require_id("shopId")?;
-    let creds = app.secrets.credentials(PLATFORM).await?;
+    let creds = cx.secrets.credentials(PLATFORM).await?;
     verify(
         &creds.verifying_keys(),
-        &signed_object(params, app.sesami.numeric_timestamp),
+        &signed_object(params, cx.settings.numeric_timestamp),
         hmac,
     )?;
-    check_timestamp(timestamp, app.sesami.timestamp_window, now_ms())
+    check_timestamp(timestamp, cx.settings.timestamp_window, now_ms())
 }
 
 /// `GET /sesami/install`: verifies the launch, starts the OAuth flow.
-pub async fn install(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Html, install_flow(app, &req).await)
-}
-
-async fn install_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+pub async fn install(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
     let params = Params::from_query(req)?;
-    verify_query(app, &params).await?;
+    verify_query(cx, &params).await?;
     let shop_id = params.require("shopId")?;
     // Everything that can fail comes before the state is stored: a refusal stores nothing.
-    let keys = app.secrets.app_keys().await?;
-    let creds = app.secrets.credentials(PLATFORM).await?;
-    let redirect_uri = app.public_url(req, "/sesami/callback")?;
+    let keys = cx.secrets.app_keys().await?;
+    let creds = cx.secrets.credentials(PLATFORM).await?;
+    let redirect_uri = cx.public_url(req, "/sesami/callback")?;
     let mut data = Map::new();
     data.insert("shop_id".into(), shop_id.into());
-    let state = flow::begin(app, PLATFORM, data).await?;
+    let state = flow::begin(cx, PLATFORM, data).await?;
 
-    let mut url = app.sesami.api_base.clone();
+    let mut url = cx.settings.api_base.clone();
     url.set_path(&format!(
         "{}/api/v1/oauth/authorization",
         url.path().trim_end_matches('/')
@@ -298,20 +313,15 @@ async fn install_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         let mut q = url.query_pairs_mut();
         q.append_pair("clientId", &creds.client_id);
         q.append_pair("shopId", shop_id);
-        for scope in &app.sesami.scopes {
+        for scope in &cx.settings.scopes {
             q.append_pair("scopes[]", scope);
         }
         q.append_pair("redirectUri", &redirect_uri);
     }
     tracing::info!(shop_id, "sesami install started");
     let mut resp = web::redirect(url.as_str())?;
-    web::set_cookie(&mut resp, &STATE_COOKIE.set(app, &keys, &state))?;
+    web::set_cookie(&mut resp, &STATE_COOKIE.set(cx, &keys, &state))?;
     Ok(resp)
-}
-
-/// `GET /sesami/callback`: verifies, consumes the state, exchanges the code, stores the install.
-pub async fn callback(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Html, callback_flow(app, &req).await)
 }
 
 #[derive(Deserialize)]
@@ -324,7 +334,8 @@ struct TokenReply {
     name: Option<String>,
 }
 
-async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+/// `GET /sesami/callback`: verifies, consumes the state, exchanges the code, stores the install.
+pub async fn callback(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
     let params = Params::from_query(req)?;
     // The merchant's Deny comes back as `?error=access_denied`, unsigned: report Sesami's
     // refusal as such (nothing is stored), as the other platforms' callbacks do.
@@ -335,11 +346,11 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         )));
     }
     let code = params.require("code")?;
-    verify_query(app, &params).await?;
+    verify_query(cx, &params).await?;
     let shop_id = params.require("shopId")?;
 
-    let state = flow::read_bound(app, &STATE_COOKIE, req, PLATFORM, None).await?;
-    let keys = app.secrets.app_keys().await?;
+    let state = flow::read_bound(cx, &STATE_COOKIE, req, PLATFORM, None).await?;
+    let keys = cx.secrets.app_keys().await?;
     if state.data.get("shop_id").and_then(Value::as_str) != Some(shop_id) {
         return Err(Error::Forbidden(
             "this callback is for another shop than the one whose install this browser started"
@@ -348,8 +359,8 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     }
 
     // The code's mark, the state's consumption and the install commit together.
-    let reply = flow::exchange_once(app, PLATFORM, code, || async {
-        let reply = exchange(app, shop_id, code).await?;
+    let reply = flow::exchange_once(cx, PLATFORM, code, || async {
+        let reply = exchange(cx, shop_id, code).await?;
         let key = install_key(shop_id);
         let install = Install {
             shop_id: shop_id.to_owned(),
@@ -360,7 +371,7 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
                 "token_sealed",
             )?,
             expire_at: reply.expire_at.clone(),
-            scopes: app.sesami.scopes.clone(),
+            scopes: cx.settings.scopes.clone(),
             installed_at: now(),
         };
         let attrs = match serde_json::to_value(&install) {
@@ -376,7 +387,7 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     .await?;
     tracing::info!(shop_id, "sesami install stored");
 
-    let mut resp = match &app.sesami.after_install_url {
+    let mut resp = match &cx.settings.after_install_url {
         Some(url) => {
             let mut url = url.clone();
             url.query_pairs_mut().append_pair("shopId", shop_id);
@@ -392,16 +403,16 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
             ),
         ),
     };
-    web::set_cookie(&mut resp, &STATE_COOKIE.clear(app))?;
+    web::set_cookie(&mut resp, &STATE_COOKIE.clear(cx))?;
     Ok(resp)
 }
 
 /// Exchanges the code for the shop's offline token (JSON POST, no redirects followed).
-async fn exchange(app: &App, shop_id: &str, code: &str) -> Result<TokenReply> {
-    let creds = app.secrets.credentials(PLATFORM).await?;
+async fn exchange(cx: &Sesami, shop_id: &str, code: &str) -> Result<TokenReply> {
+    let creds = cx.secrets.credentials(PLATFORM).await?;
     let url = format!(
         "{}/api/v1/oauth/access-token",
-        app.sesami.api_base.as_str().trim_end_matches('/')
+        cx.settings.api_base.as_str().trim_end_matches('/')
     );
     let body = serde_json::json!({
         "code": code,
@@ -409,7 +420,7 @@ async fn exchange(app: &App, shop_id: &str, code: &str) -> Result<TokenReply> {
         "clientId": creds.client_id,
         "clientSecret": creds.client_secret.expose_secret(),
     });
-    let resp = app.http.post(&url).json(&body).send().await.map_err(|e| {
+    let resp = cx.http.post(&url).json(&body).send().await.map_err(|e| {
         tracing::warn!(
             reason = crate::http::describe(&e),
             "sesami token call failed"
@@ -449,11 +460,6 @@ async fn exchange(app: &App, shop_id: &str, code: &str) -> Result<TokenReply> {
     Ok(reply)
 }
 
-/// `POST /sesami/webhooks`: verifies the hmac over `data`, handles `uninstall_app`.
-pub async fn webhooks(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Json, webhook_flow(app, &req).await)
-}
-
 #[derive(Deserialize)]
 struct Webhook {
     event: String,
@@ -461,29 +467,30 @@ struct Webhook {
     hmac: String,
 }
 
-async fn webhook_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+/// `POST /sesami/webhooks`: verifies the hmac over `data`, handles `uninstall_app`.
+pub async fn webhooks(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
     web::require_content_type(req, "application/json")?;
     let body = web::body(req, MAX_WEBHOOK_BYTES)?;
     let hook: Webhook = web::json_body(
         body,
         "the body is not a JSON object with `event`, `data` and `hmac`",
     )?;
-    let creds = app.secrets.credentials(PLATFORM).await?;
+    let creds = cx.secrets.credentials(PLATFORM).await?;
     verify(&creds.verifying_keys(), &hook.data, &hook.hmac)?;
-    check_webhook_data(&hook, app.sesami.webhook_signed_event)?;
+    check_webhook_data(&hook, cx.settings.webhook_signed_event)?;
     if let Some(ts) = hook.data.get("timestamp") {
         let raw = match ts {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        check_timestamp(&raw, app.sesami.timestamp_window, now_ms())?;
+        check_timestamp(&raw, cx.settings.timestamp_window, now_ms())?;
     }
 
     // A delivery is acted on once, whatever `event` says beside it: `event` is not signed, so
     // the mark is the signature over `data`, and signed data replayed under another event name
     // is a duplicate, not a new instruction. The mark and the effect commit together.
     let mark = once::delivery_mark(PLATFORM, &hook.hmac.to_ascii_lowercase());
-    let store = app.store.as_ref();
+    let store = cx.store.as_ref();
     let answer = match hook.event.as_str() {
         "uninstall_app" => {
             let shop_id = uninstalled_shop(&hook)?;

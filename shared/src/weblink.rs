@@ -27,15 +27,15 @@
 //! - `POST /weblink/refresh` (session cookie) → a fresh access token from the session's IDP,
 //!   refreshed once across containers by the shared machinery.
 
-use crate::app::App;
 use crate::config::{ConfigError, Vars};
+use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::flow::{self, CookieSpec};
 use crate::oidc::{self, Expect, Jwks};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
 use crate::store::{Condition, Item, Key, Write, now};
-use crate::web::{self, Format, Params};
+use crate::web::{self, Params};
 use base64::Engine as _;
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
@@ -369,6 +369,8 @@ fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// WebLink's per-container state: settings, the IDP keys, cached portal lookups and tokens,
 /// and the guest-token limiter.
 pub struct Weblink {
+    /// What every platform shares.
+    pub deps: Arc<Deps>,
     /// The settings.
     pub settings: Settings,
     /// The IDP's signing keys.
@@ -380,11 +382,13 @@ pub struct Weblink {
     limiter: Limiter,
 }
 
-impl Weblink {
-    /// From the settings.
-    pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+crate::context::derefs_to_deps!(Weblink);
+
+impl Platform for Weblink {
+    fn build(deps: Arc<Deps>, vars: &Vars) -> Result<Self, ConfigError> {
         let settings = Settings::from_vars(vars)?;
         Ok(Self {
+            deps,
             jwks: Jwks::new(settings.jwks_url.clone()),
             limiter: Limiter {
                 per_minute: settings.guest_per_minute,
@@ -395,7 +399,9 @@ impl Weblink {
             guest_tokens: Mutex::new(HashMap::new()),
         })
     }
+}
 
+impl Weblink {
     /// `domain` as a host inside `WEBLINK_IDP_DOMAINS`, or why not. Checked when the lookup
     /// answers, and again where a pinned domain is used (the callback, refreshes), so that
     /// narrowing the list takes effect at once.
@@ -463,8 +469,8 @@ pub fn new_verifier() -> Result<String> {
 }
 
 /// The portal's IDP settings: cached per container for ten minutes.
-pub async fn portal_config(app: &App, portal: &str) -> Result<PortalConfig> {
-    let w = &app.weblink;
+pub async fn portal_config(cx: &Weblink, portal: &str) -> Result<PortalConfig> {
+    let w = cx;
     let mut cache = w.lookups.lock().await;
     if let Some((at, config)) = cache.get(portal)
         && at.elapsed() < LOOKUP_TTL
@@ -474,7 +480,7 @@ pub async fn portal_config(app: &App, portal: &str) -> Result<PortalConfig> {
     let mut url = url::Url::parse(&w.settings.host_lookup_url)
         .map_err(|_| Error::Internal("bad host lookup URL".into()))?;
     url.query_pairs_mut().append_pair("host", portal);
-    let resp = app.http.get(url).send().await.map_err(|e| {
+    let resp = cx.http.get(url).send().await.map_err(|e| {
         Error::Upstream(format!(
             "Administrate's host lookup {}",
             crate::http::describe(&e)
@@ -504,11 +510,6 @@ pub async fn portal_config(app: &App, portal: &str) -> Result<PortalConfig> {
 // ---------------------------------------------------------------------------------------------
 // Guest tokens
 
-/// `POST /weblink/guest-token`.
-pub async fn guest_token(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Json, guest_token_flow(app, &req).await)
-}
-
 /// A 429 with `Retry-After: wait` and a JSON body saying why.
 fn too_many_requests(message: &str, wait: u64) -> Response<Body> {
     let mut resp = web::json(
@@ -525,12 +526,13 @@ fn too_many_requests(message: &str, wait: u64) -> Response<Body> {
 /// (the local server, hand-made events) are one client together.
 fn client_of(req: &Request) -> String {
     req.extensions()
-        .get::<crate::app::RequestInfo>()
+        .get::<crate::context::RequestInfo>()
         .and_then(|info| info.source_ip.clone())
         .unwrap_or_default()
 }
 
-async fn guest_token_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+/// `POST /weblink/guest-token`.
+pub async fn guest_token(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     web::require_content_type(req, "application/json")?;
     let body: Map<String, Value> = web::json_body(
         web::body(req, 4096)?,
@@ -541,17 +543,17 @@ async fn guest_token_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         .or_else(|| body.get("domain"))
         .and_then(Value::as_str)
         .ok_or_else(|| Error::BadRequest("`portal` is missing".into()))?;
-    app.weblink.allowed(portal)?;
+    cx.allowed(portal)?;
     // The requests that can reach Administrate count against the client's budget; those refused
     // above cost nothing upstream and are answered as what they are.
-    if let Err(wait) = app.weblink.limiter.spend(&client_of(req)) {
+    if let Err(wait) = cx.limiter.spend(&client_of(req)) {
         return Ok(too_many_requests(
             "too many guest-token requests from this client; retry later",
             wait,
         ));
     }
     let portal = portal.to_ascii_lowercase();
-    match cached_guest_token(app, &portal).await? {
+    match cached_guest_token(cx, &portal).await? {
         GuestOutcome::Token { token, expires_at } => Ok(web::json(
             StatusCode::OK,
             &json!({ "portal_token": token.expose_secret(), "expires_at": expires_at }),
@@ -566,14 +568,14 @@ async fn guest_token_flow(app: &App, req: &Request) -> Result<Response<Body>> {
 /// The portal's token (or Administrate's lock) from the cache, fetched once when missing or
 /// stale. The cache's mutex is held only to find, insert or drop the portal's slot; callers of
 /// one portal wait on that slot for its one fetch, and other portals are never held up.
-async fn cached_guest_token(app: &App, portal: &str) -> Result<GuestOutcome> {
-    let cache = &app.weblink.guest_tokens;
+async fn cached_guest_token(cx: &Weblink, portal: &str) -> Result<GuestOutcome> {
+    let cache = &cx.guest_tokens;
     let mut outcome = None;
     // A stale slot is replaced once; a freshly fetched outcome is used as it is.
     for _ in 0..2 {
         let slot = relock(cache).entry(portal.to_owned()).or_default().clone();
         let got = slot
-            .get_or_try_init(|| fetch_guest_token(app, portal))
+            .get_or_try_init(|| fetch_guest_token(cx, portal))
             .await?
             .clone();
         if got.usable(now()) {
@@ -589,10 +591,10 @@ async fn cached_guest_token(app: &App, portal: &str) -> Result<GuestOutcome> {
 }
 
 /// Asks Administrate's portal auth for a token of `portal`.
-async fn fetch_guest_token(app: &App, portal: &str) -> Result<GuestOutcome> {
-    let resp = app
+async fn fetch_guest_token(cx: &Weblink, portal: &str) -> Result<GuestOutcome> {
+    let resp = cx
         .http
-        .post(&app.weblink.settings.guest_url)
+        .post(&cx.settings.guest_url)
         .json(&json!({ "domain": portal }))
         .send()
         .await
@@ -641,24 +643,19 @@ async fn fetch_guest_token(app: &App, portal: &str) -> Result<GuestOutcome> {
 // Login, callback, refresh
 
 /// `GET /weblink/login?portal=`.
-pub async fn login(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Html, login_flow(app, &req).await)
-}
-
-async fn login_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+pub async fn login(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     let q = Params::from_query(req)?;
     let portal = q.require("portal")?.to_ascii_lowercase();
-    app.weblink.allowed(&portal)?;
-    let config = portal_config(app, &portal).await?;
+    cx.allowed(&portal)?;
+    let config = portal_config(cx, &portal).await?;
     // Everything that can fail comes before the state is stored: a refusal stores nothing.
-    let keys = app.secrets.app_keys().await?;
-    let redirect_uri = app.public_url(req, "/weblink/callback")?;
-    let mut url =
-        url::Url::parse(&app.weblink.idp_url(&config.idp.domain, "/authorize")).map_err(|_| {
-            Error::Upstream(
-                "the URL of Administrate's sign-in service for the portal is invalid".into(),
-            )
-        })?;
+    let keys = cx.secrets.app_keys().await?;
+    let redirect_uri = cx.public_url(req, "/weblink/callback")?;
+    let mut url = url::Url::parse(&cx.idp_url(&config.idp.domain, "/authorize")).map_err(|_| {
+        Error::Upstream(
+            "the URL of Administrate's sign-in service for the portal is invalid".into(),
+        )
+    })?;
     let verifier = new_verifier()?;
     let nonce = crypto::random_token(32)?;
     // What the callback uses: the IDP and client pinned here, never looked up again.
@@ -668,7 +665,7 @@ async fn login_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     data.insert("nonce".into(), nonce.clone().into());
     data.insert("idp_domain".into(), config.idp.domain.clone().into());
     data.insert("client_id".into(), config.idp.client_id.clone().into());
-    let state = flow::begin(app, PLATFORM, data).await?;
+    let state = flow::begin(cx, PLATFORM, data).await?;
     url.query_pairs_mut()
         .append_pair("brand", &config.brand)
         .append_pair("client_id", &config.idp.client_id)
@@ -676,14 +673,14 @@ async fn login_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         .append_pair("code_challenge_method", "S256")
         .append_pair("redirect_uri", &redirect_uri)
         .append_pair("response_type", "code")
-        .append_pair("scope", &app.weblink.settings.scope)
+        .append_pair("scope", &cx.settings.scope)
         .append_pair("state", &state)
         .append_pair("nonce", &nonce);
-    if let Some(prompt) = &app.weblink.settings.prompt {
+    if let Some(prompt) = &cx.settings.prompt {
         url.query_pairs_mut().append_pair("prompt", prompt);
     }
     let mut resp = web::redirect(url.as_str())?;
-    web::set_cookie(&mut resp, &STATE_COOKIE.set(app, &keys, &state))?;
+    web::set_cookie(&mut resp, &STATE_COOKIE.set(cx, &keys, &state))?;
     Ok(resp)
 }
 
@@ -696,13 +693,13 @@ struct TokenReply {
 }
 
 async fn token_call(
-    app: &App,
+    cx: &Weblink,
     domain: &str,
     fields: &[(&str, &str)],
 ) -> std::result::Result<TokenReply, RefreshError> {
-    let url = app.weblink.idp_url(domain, "/token");
-    let request = app.http.post(&url);
-    let request = match app.weblink.settings.token_encoding {
+    let url = cx.idp_url(domain, "/token");
+    let request = cx.http.post(&url);
+    let request = match cx.settings.token_encoding {
         Encoding::Json => {
             let body: Map<String, Value> = fields
                 .iter()
@@ -720,11 +717,7 @@ fn session_key(session_id: &str) -> Key {
 }
 
 /// `GET /weblink/callback?code&state`.
-pub async fn callback(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Html, callback_flow(app, &req).await)
-}
-
-async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
+pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     let q = Params::from_query(req)?;
     if let Some(error) = q.get("error") {
         return Err(Error::BadRequest(format!(
@@ -734,8 +727,8 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     }
     let code = q.require("code")?;
     let state_id = q.require("state")?;
-    let state = flow::read_bound(app, &STATE_COOKIE, req, PLATFORM, Some(state_id)).await?;
-    let keys = app.secrets.app_keys().await?;
+    let state = flow::read_bound(cx, &STATE_COOKIE, req, PLATFORM, Some(state_id)).await?;
+    let keys = cx.secrets.app_keys().await?;
     let text = |name: &str| {
         state
             .data
@@ -755,10 +748,10 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         ));
     }
     // Pinned at login; checked again so that a narrowed allow-list holds for flows under way.
-    let domain = app.weblink.idp_domain(&pinned)?;
-    let redirect_uri = app.public_url(req, "/weblink/callback")?;
+    let domain = cx.idp_domain(&pinned)?;
+    let redirect_uri = cx.public_url(req, "/weblink/callback")?;
     let reply = token_call(
-        app,
+        cx,
         &domain,
         &[
             ("grant_type", "authorization_code"),
@@ -778,12 +771,12 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     let id_token = reply.id_token.as_deref().ok_or_else(|| {
         Error::Upstream("Administrate's sign-in service for the portal returned no id_token".into())
     })?;
-    let s = &app.weblink.settings;
+    let s = &cx.settings;
     let mut audiences = s.audiences.clone();
     audiences.push(client_id.clone());
     let claims = oidc::verify_id_token(
-        &app.http,
-        &app.weblink.jwks,
+        &cx.http,
+        &cx.jwks,
         id_token,
         &Expect {
             issuers: &s.issuers,
@@ -826,7 +819,7 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     refresh::seal(&keys, &key, &grant, &mut attrs)?;
     // The state's consumption and the session commit together.
     flow::commit(
-        app,
+        cx,
         &[
             state.consume(),
             Write::Put(
@@ -853,13 +846,14 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
             web::escape(&claim("email"))
         ),
     );
-    web::set_cookie(&mut resp, &SESSION_COOKIE.set(app, &keys, &session_id))?;
-    web::set_cookie(&mut resp, &STATE_COOKIE.clear(app))?;
+    web::set_cookie(&mut resp, &SESSION_COOKIE.set(cx, &keys, &session_id))?;
+    web::set_cookie(&mut resp, &STATE_COOKIE.clear(cx))?;
     Ok(resp)
 }
 
 /// Refreshes WebLink tokens at the session's IDP.
 struct WeblinkRefresher<'a> {
+    cx: &'a Weblink,
     domain: &'a str,
     client_id: &'a str,
 }
@@ -868,18 +862,18 @@ struct WeblinkRefresher<'a> {
 impl Refresher for WeblinkRefresher<'_> {
     async fn refresh(
         &self,
-        app: &App,
         refresh_token: &SecretString,
     ) -> std::result::Result<Grant, RefreshError> {
+        let cx = self.cx;
         // The session's IDP, pinned at sign-in; still inside the allow-list, or no refresh token
         // is sent there.
-        let domain = app.weblink.idp_domain(self.domain).map_err(|_| {
+        let domain = cx.idp_domain(self.domain).map_err(|_| {
             RefreshError::Failed(Error::Unauthorized(
                 "the session's identity provider is not allowed any more; sign in again".into(),
             ))
         })?;
         let reply = token_call(
-            app,
+            cx,
             &domain,
             &[
                 ("grant_type", "refresh_token"),
@@ -898,17 +892,13 @@ impl Refresher for WeblinkRefresher<'_> {
 }
 
 /// `POST /weblink/refresh`: the session's access token, fresh.
-pub async fn refresh(app: &App, req: Request) -> Response<Body> {
-    web::respond(Format::Json, refresh_flow(app, &req).await)
-}
-
-async fn refresh_flow(app: &App, req: &Request) -> Result<Response<Body>> {
-    let keys = app.secrets.app_keys().await?;
+pub async fn refresh(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
+    let keys = cx.secrets.app_keys().await?;
     let session_id = SESSION_COOKIE
-        .read(app, &keys, req)
+        .read(cx, &keys, req)
         .map_err(|_| Error::Unauthorized("no valid session; sign in".into()))?;
     let key = session_key(&session_id);
-    let session = app
+    let session = cx
         .store
         .get(&key)
         .await?
@@ -916,10 +906,11 @@ async fn refresh_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     let domain = session.str("idp_domain").unwrap_or_default().to_owned();
     let client_id = session.str("client_id").unwrap_or_default().to_owned();
     let refresher = WeblinkRefresher {
+        cx,
         domain: &domain,
         client_id: &client_id,
     };
-    let item = refresh::fresh_item(app, &key, &refresher).await?;
+    let item = refresh::fresh_item(cx, &key, &refresher).await?;
     let tokens = refresh::open(&keys, &item)?;
     Ok(web::json(
         StatusCode::OK,
@@ -993,9 +984,12 @@ mod tests {
         Settings::from_vars(&Vars::from_pairs(pairs.iter().copied()))
     }
 
-    #[test]
-    fn the_idp_allow_list() {
-        let w = Weblink::from_vars(&Vars::default()).unwrap();
+    #[tokio::test]
+    async fn the_idp_allow_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = Vars::from_pairs([("GATEHOUSE_DATA_DIR", dir.path().to_str().unwrap())]);
+        let deps = Arc::new(Deps::from_vars(&vars).await.unwrap());
+        let w = Weblink::build(deps, &vars).unwrap();
         assert_eq!(
             w.settings.idp_domains,
             [

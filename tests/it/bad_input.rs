@@ -15,8 +15,8 @@
 use crate::harness::{Harness, StoredRow};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use gatehouse::routes::{self, Route};
 use gatehouse::web::Format;
-use gatehouse_local::routes::{self, Route};
 use lambda_http::http::Method;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -1115,12 +1115,13 @@ async fn through_lambda(h: &Harness, route: &Route, case: &Case) -> Result<Answe
     let resp = match gatehouse::lambda::request_from_json(&event(route, case)) {
         Ok(req) => {
             let app = h.server.app.clone();
-            let handler = route.handler;
-            tokio::spawn(async move { handler(&app, req).await })
+            let function = route.function;
+            let result = tokio::spawn(async move { function.call(&app, &req).await })
                 .await
-                .map_err(|e| format!("the handler panicked: {e}"))?
+                .map_err(|e| format!("the handler panicked: {e}"))?;
+            routes::answer(route.format(), result)
         }
-        Err(e) => e.into_response(Format::Json),
+        Err(e) => routes::answer(Format::Json, Err(e)),
     };
     let out = gatehouse::lambda::response_into_event(resp);
     let mut headers: Vec<(String, Vec<u8>)> = out

@@ -4,10 +4,9 @@
 //! work stops: no call it had not yet made is made later.
 
 use crate::harness::Harness;
-use gatehouse::App;
 use gatehouse::config::Vars;
+use gatehouse::routes::Platforms;
 use gatehouse::store::{Condition, EmbeddedStore, Item, Key, Store, StoreError, Write};
-use gatehouse::web::Format;
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_http::lambda_runtime::{Context, LambdaEvent};
 use serde_json::{Map, Value, json};
@@ -198,7 +197,7 @@ async fn a_browser_route_out_of_time_answers_a_503_page() {
 }
 
 /// An invocation through the Lambda adapter, with the invocation's deadline `left` from now.
-async fn invoke(app: &Arc<App>, event: &str, left: Duration) -> (Duration, u16, String) {
+async fn invoke(app: &Arc<Platforms>, event: &str, left: Duration) -> (Duration, u16, String) {
     let event: ApiGatewayV2httpRequest = serde_json::from_str(event).unwrap();
     let mut context = Context::default();
     let deadline = SystemTime::now() + left;
@@ -208,10 +207,9 @@ async fn invoke(app: &Arc<App>, event: &str, left: Duration) -> (Duration, u16, 
         .as_millis() as u64;
     let started = Instant::now();
     let out = gatehouse::lambda::invoke(
-        app.clone(),
+        &app.haravan,
+        &gatehouse::routes::HARAVAN_LOGOUT,
         LambdaEvent::new(event, context),
-        Format::Json,
-        |app, req| async move { gatehouse::haravan::logout(&app, req).await },
     )
     .await;
     let body = match out.body {

@@ -3,13 +3,13 @@
 //! the status and the store effect are asserted. The configuration is events/local.env's.
 
 use crate::harness::query_param;
-use gatehouse::App;
 use gatehouse::config::Vars;
 use gatehouse::haravan::{install_key, org_sessions_partition, sid_partition};
 use gatehouse::refresh::{Grant, seal};
+use gatehouse::routes::Platforms;
+use gatehouse::routes::{self, Resolved};
 use gatehouse::store::{Condition, Item, Key, now};
 use gatehouse_local::events::dir as events_dir;
-use gatehouse_local::routes::{self, Resolved};
 use gatehouse_local::simulators::sesami::SesamiSim;
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
@@ -63,10 +63,10 @@ fn haravan_state_key(case: &str) -> Key {
 pub(crate) struct EventBench {
     /// The app the cases seed and inspect the store with (and, without [`Self::functions`], the
     /// one every event runs on).
-    pub(crate) app: Arc<App>,
+    pub(crate) app: Arc<Platforms>,
     /// The app each function's events run on, by binary name, when the bench was built with
     /// [`Self::with_apps`] (the IAM tests: one principal per function).
-    functions: HashMap<String, Arc<App>>,
+    functions: HashMap<String, Arc<Platforms>>,
     /// The functions that served an event.
     dispatched: Mutex<BTreeSet<String>>,
     sesami: SesamiSim,
@@ -79,7 +79,7 @@ pub(crate) struct EventBench {
 
 /// The apps of a bench: the one that seeds and inspects, and one per function binary (may be
 /// empty: then every event runs on the first).
-pub(crate) type Apps = (Arc<App>, HashMap<String, Arc<App>>);
+pub(crate) type Apps = (Arc<Platforms>, HashMap<String, Arc<Platforms>>);
 
 /// One case of this module, runnable on any bench (tests/it/iam.rs runs each under IAM).
 pub(crate) type Scenario =
@@ -114,7 +114,7 @@ impl EventBench {
     async fn new() -> Self {
         Self::with_apps(async |vars| {
             (
-                Arc::new(App::from_vars(&vars).await.unwrap()),
+                Arc::new(Platforms::from_vars(&vars).await.unwrap()),
                 HashMap::new(),
             )
         })
@@ -241,16 +241,14 @@ impl EventBench {
         let resp = match gatehouse::lambda::request_from_json(&text) {
             Ok(req) => match routes::resolve(&all, req.method(), req.uri().path()) {
                 Resolved::Route(route) => {
-                    let app = self.functions.get(route.function).unwrap_or(&self.app);
-                    self.dispatched
-                        .lock()
-                        .unwrap()
-                        .insert(route.function.to_owned());
-                    (route.handler)(app, req).await
+                    let name = route.function_name();
+                    let app = self.functions.get(name).unwrap_or(&self.app);
+                    self.dispatched.lock().unwrap().insert(name.to_owned());
+                    routes::answer(route.format(), route.function.call(app, &req).await)
                 }
                 _ => panic!("{name}: no route"),
             },
-            Err(e) => e.into_response(gatehouse::web::Format::Json),
+            Err(e) => routes::answer(gatehouse::web::Format::Json, Err(e)),
         };
         let out = gatehouse::lambda::response_into_event(resp);
         let status = out.status_code as u16;
@@ -259,7 +257,7 @@ impl EventBench {
 
     /// The app of `function` (a binary that serves no route, such as the MoMo reconciler),
     /// noted as having run.
-    fn function_app(&self, function: &str) -> &Arc<App> {
+    fn function_app(&self, function: &str) -> &Arc<Platforms> {
         self.dispatched.lock().unwrap().insert(function.to_owned());
         self.functions.get(function).unwrap_or(&self.app)
     }
@@ -1038,12 +1036,12 @@ pub(crate) async fn momo_scenario(b: &EventBench) {
     // records its outcome once; a second run finds nothing left.
     assert_eq!(b.count("pending#momo").await, 1);
     let later = gatehouse::store::now() + 3600;
-    let run = gatehouse::momo::reconcile_at(b.function_app("momo-reconcile"), later)
+    let run = gatehouse::momo::reconcile_at(&b.function_app("momo-reconcile").momo, later)
         .await
         .unwrap();
     assert_eq!((run.checked, run.recorded), (1, 1), "{run:?}");
     assert_eq!(b.count("pending#momo").await, 0);
-    let run = gatehouse::momo::reconcile_at(b.function_app("momo-reconcile"), later)
+    let run = gatehouse::momo::reconcile_at(&b.function_app("momo-reconcile").momo, later)
         .await
         .unwrap();
     assert_eq!(run.checked, 0, "{run:?}");

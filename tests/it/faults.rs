@@ -480,7 +480,7 @@ async fn probes(h: &Harness, p: &Prepared) -> Vec<Probe> {
             .finish()
     };
     let mut out = Vec::new();
-    for route in gatehouse_local::routes::all() {
+    for route in gatehouse::routes::all() {
         let what = format!("{} {}", route.method, route.path);
         let url = |path_and_query: &str| h.url(path_and_query);
         let (request, status) = match what.as_str() {

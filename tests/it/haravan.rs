@@ -3,9 +3,9 @@
 use crate::harness::{Backend, Browser, Harness, Page, query_param, resolve};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use gatehouse::App;
 use gatehouse::config::Vars;
 use gatehouse::haravan::{self, install_key, org_sessions_partition, sid_partition};
+use gatehouse::routes::Platforms;
 use gatehouse_local::simulators::haravan::HaravanSim;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -785,7 +785,7 @@ async fn webhook_deliveries_are_verified_and_deduped() {
 }
 
 /// Apps that share one store, as separate containers do.
-async fn sibling_apps(h: &Harness, n: usize) -> Vec<Arc<App>> {
+async fn sibling_apps(h: &Harness, n: usize) -> Vec<Arc<Platforms>> {
     let mut vars = Vars::default();
     vars.set("PUBLIC_BASE_URL", h.server.base());
     vars.set(
@@ -806,7 +806,8 @@ async fn sibling_apps(h: &Harness, n: usize) -> Vec<Arc<App>> {
     (0..n)
         .map(|_| {
             Arc::new(
-                App::with_store(&vars, config.clone(), h.server.app.store.clone(), None).unwrap(),
+                Platforms::with_store(&vars, config.clone(), h.server.app.store.clone(), None)
+                    .unwrap(),
             )
         })
         .collect()
@@ -839,7 +840,7 @@ async fn concurrent_refresh(h: Harness) {
     let apps = sibling_apps(&h, 20).await;
     let calls = apps.iter().map(|app| {
         let app = app.clone();
-        tokio::spawn(async move { haravan::access_token(&app, ADMIN_ORG).await })
+        tokio::spawn(async move { haravan::access_token(&app.haravan, ADMIN_ORG).await })
     });
     let tokens: Vec<String> = futures_join(calls).await;
     assert_eq!(
@@ -898,7 +899,7 @@ async fn a_dead_refresh_token_asks_for_reauthorization() {
     let mut b = Browser::new();
     assert_eq!(install(&h, &mut b, ADMIN).await.status, 200);
     sim.revoke_refresh_tokens(ADMIN_ORG);
-    let err = haravan::access_token(&h.server.app, ADMIN_ORG)
+    let err = haravan::access_token(&h.server.app.haravan, ADMIN_ORG)
         .await
         .unwrap_err();
     assert_eq!(err.status().as_u16(), 403, "{err}");
@@ -916,7 +917,7 @@ async fn a_dead_refresh_token_asks_for_reauthorization() {
     let mut c = Browser::new();
     assert_eq!(install(&h, &mut c, ADMIN).await.status, 200);
     assert!(
-        haravan::access_token(&h.server.app, ADMIN_ORG)
+        haravan::access_token(&h.server.app.haravan, ADMIN_ORG)
             .await
             .is_ok()
     );
@@ -924,18 +925,18 @@ async fn a_dead_refresh_token_asks_for_reauthorization() {
 
 /// A refresher that lets a "sibling" rotate the refresh token first, then presents the old one
 /// itself: Haravan answers invalid_grant, and re-reading must find the sibling's tokens.
-struct RotatedBySibling;
+struct RotatedBySibling<'a>(&'a haravan::Haravan);
 
 #[async_trait::async_trait]
-impl gatehouse::refresh::Refresher for RotatedBySibling {
+impl gatehouse::refresh::Refresher for RotatedBySibling<'_> {
     async fn refresh(
         &self,
-        app: &App,
         refresh_token: &secrecy::SecretString,
     ) -> Result<gatehouse::refresh::Grant, gatehouse::refresh::RefreshError> {
+        let app = self.0;
         let key = install_key(ADMIN_ORG);
-        let sibling = haravan::HaravanRefresher
-            .refresh(app, refresh_token)
+        let sibling = app
+            .refresh(refresh_token)
             .await
             .unwrap_or_else(|_| panic!("the sibling's refresh works"));
         let item = app.store.get(&key).await.unwrap().unwrap();
@@ -949,7 +950,7 @@ impl gatehouse::refresh::Refresher for RotatedBySibling {
             )
             .await
             .unwrap();
-        haravan::HaravanRefresher.refresh(app, refresh_token).await
+        app.refresh(refresh_token).await
     }
 }
 
@@ -961,10 +962,13 @@ async fn invalid_grant_after_a_siblings_rotation_is_recovered() {
     let mut b = Browser::new();
     assert_eq!(install(&h, &mut b, ADMIN).await.status, 200);
     sim.set_access_token_lifetime(86_400);
-    let token =
-        gatehouse::refresh::access_token(&h.server.app, &install_key(ADMIN_ORG), &RotatedBySibling)
-            .await
-            .expect("recovered by re-reading");
+    let token = gatehouse::refresh::access_token(
+        &h.server.app,
+        &install_key(ADMIN_ORG),
+        &RotatedBySibling(&h.server.app.haravan),
+    )
+    .await
+    .expect("recovered by re-reading");
     let item = h
         .server
         .app
@@ -1120,19 +1124,19 @@ async fn shop_update_makes_one_store_call() {
 
 /// A refresher that lets a `shop/update` delivery land between the refresh's read of the
 /// install and its write, as a webhook handled by another container would.
-struct ShopUpdatedMeanwhile(HaravanSim);
+struct ShopUpdatedMeanwhile<'a>(HaravanSim, &'a haravan::Haravan);
 
 #[async_trait::async_trait]
-impl gatehouse::refresh::Refresher for ShopUpdatedMeanwhile {
+impl gatehouse::refresh::Refresher for ShopUpdatedMeanwhile<'_> {
     async fn refresh(
         &self,
-        app: &App,
         refresh_token: &secrecy::SecretString,
     ) -> Result<gatehouse::refresh::Grant, gatehouse::refresh::RefreshError> {
+        let app = self.1;
         let body = self.0.webhook_body("shop/update", ADMIN_ORG);
         let (status, text) = self.0.send_webhook("shop/update", ADMIN_ORG, &body).await;
         assert_eq!(status, 200, "{text}");
-        haravan::HaravanRefresher.refresh(app, refresh_token).await
+        app.refresh(refresh_token).await
     }
 }
 
@@ -1159,10 +1163,13 @@ async fn refresh_keeps_a_concurrent_shop_update(h: Harness) {
         .unwrap();
     let before = h.server.app.store.get(&key).await.unwrap().unwrap();
 
-    let token =
-        gatehouse::refresh::access_token(&h.server.app, &key, &ShopUpdatedMeanwhile(sim.clone()))
-            .await
-            .expect("refreshed");
+    let token = gatehouse::refresh::access_token(
+        &h.server.app,
+        &key,
+        &ShopUpdatedMeanwhile(sim.clone(), &h.server.app.haravan),
+    )
+    .await
+    .expect("refreshed");
 
     let after = h.server.app.store.get(&key).await.unwrap().unwrap();
     assert_eq!(

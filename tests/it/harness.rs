@@ -80,7 +80,9 @@ impl Harness {
                 gatehouse::store::EmbeddedStore::open(config.data_dir.join("store.sqlite3"))?;
             let store = std::sync::Arc::new(wrap(inner));
             let _ = set.set(store.clone());
-            Ok(gatehouse::App::with_store(&vars, config, store, None)?)
+            Ok(gatehouse::routes::Platforms::with_store(
+                &vars, config, store, None,
+            )?)
         })
         .await;
         let store = slot.get().expect("the app was built").clone();
@@ -92,7 +94,9 @@ impl Harness {
     pub async fn start_with<F, Fut>(mut vars: Vars, build: F) -> Harness
     where
         F: FnOnce(Vars) -> Fut,
-        Fut: std::future::Future<Output = Result<gatehouse::App, Box<dyn std::error::Error>>>,
+        Fut: std::future::Future<
+                Output = Result<gatehouse::routes::Platforms, Box<dyn std::error::Error>>,
+            >,
     {
         let dir = tempfile::tempdir().expect("tempdir");
         vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
@@ -127,14 +131,14 @@ impl Harness {
         let table = name.clone();
         let h = Harness::start_with(vars, move |vars| async move {
             let config = gatehouse::config::Config::from_vars(&vars)?;
-            let sdk = gatehouse::app::aws_sdk_config(&config).await;
+            let sdk = gatehouse::context::aws_sdk_config(&config).await;
             let client = aws_sdk_dynamodb::Client::from_conf(
                 aws_sdk_dynamodb::config::Builder::from(&sdk)
                     .endpoint_url(endpoint)
                     .build(),
             );
             let store = std::sync::Arc::new(gatehouse::store::DynamoStore::new(client, table));
-            Ok(gatehouse::App::with_store(
+            Ok(gatehouse::routes::Platforms::with_store(
                 &vars,
                 config,
                 store,

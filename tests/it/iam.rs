@@ -30,8 +30,8 @@
 use crate::events::{EventBench, scenarios};
 use crate::support::{IamMoto, iam_moto, sdk_config_for};
 use crate::template::{self, Resolved, Stack};
-use gatehouse::App;
 use gatehouse::config::{Config, Vars};
+use gatehouse::routes::Platforms;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -988,7 +988,7 @@ async fn app_on(
     vars: &Vars,
     endpoint: &str,
     credentials: aws_sdk_dynamodb::config::Credentials,
-) -> Arc<App> {
+) -> Arc<Platforms> {
     let config = Config::from_vars(vars).unwrap();
     let sdk = sdk_config_for(endpoint, credentials, config.aws_timeouts()).await;
     let table = config
@@ -999,7 +999,7 @@ async fn app_on(
         aws_sdk_dynamodb::Client::new(&sdk),
         table,
     ));
-    Arc::new(App::with_store(vars, config, store, Some(&sdk)).unwrap())
+    Arc::new(Platforms::with_store(vars, config, store, Some(&sdk)).unwrap())
 }
 
 /// Every function of template.yaml, on moto enforcing IAM under its template policy, runs the
@@ -1088,9 +1088,9 @@ async fn every_function_calls_only_what_its_template_policy_allows() {
 
     // Every function behind a route ran, and the scheduled ones the scenarios run directly.
     let dispatched: BTreeSet<&String> = outcomes.iter().flat_map(|o| &o.dispatched).collect();
-    let routed: BTreeSet<&str> = gatehouse_local::routes::all()
+    let routed: BTreeSet<&str> = gatehouse::routes::all()
         .iter()
-        .map(|r| r.function)
+        .map(|r| r.function_name())
         .collect();
     for d in &world.deployed {
         let binary = &d.function.binary;

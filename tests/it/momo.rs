@@ -4,9 +4,9 @@
 //! 4 stays pending silently (no callback until the test ends it).
 
 use crate::harness::{Backend, Harness};
-use gatehouse::App;
 use gatehouse::config::Vars;
 use gatehouse::momo::{self, Provisioned, transaction_key};
+use gatehouse::routes::Platforms;
 use gatehouse::store::{Condition, Item, Key, Store, StoreError, Write};
 use gatehouse_local::simulators::momo::RequestToPayFault;
 use serde_json::{Map, Value, json};
@@ -231,7 +231,9 @@ async fn provisioning_creates_a_user_once_and_payments_use_it() {
     app.secrets.write_json("momo", &secret).await.unwrap();
     let users = h.server.momo.api_users();
 
-    let first = momo::provision(app, &sub_key, "127.0.0.1").await.unwrap();
+    let first = momo::provision(&app.momo, &sub_key, "127.0.0.1")
+        .await
+        .unwrap();
     let Provisioned::Created(user) = first else {
         panic!("expected a new user, got {first:?}")
     };
@@ -243,7 +245,9 @@ async fn provisioning_creates_a_user_once_and_payments_use_it() {
         json!(sub_key),
         "other keys kept"
     );
-    let again = momo::provision(app, &sub_key, "127.0.0.1").await.unwrap();
+    let again = momo::provision(&app.momo, &sub_key, "127.0.0.1")
+        .await
+        .unwrap();
     assert_eq!(again, Provisioned::AlreadyWorking(user));
     assert_eq!(
         h.server.momo.api_users(),
@@ -266,10 +270,11 @@ async fn concurrent_tokens(h: Harness) {
     );
     vars.set("MOMO_BASE_URL", format!("{}/_sim/momo", h.server.base()));
     let config = gatehouse::config::Config::from_vars(&vars).unwrap();
-    let apps: Vec<Arc<App>> = (0..20)
+    let apps: Vec<Arc<Platforms>> = (0..20)
         .map(|_| {
             Arc::new(
-                App::with_store(&vars, config.clone(), h.server.app.store.clone(), None).unwrap(),
+                Platforms::with_store(&vars, config.clone(), h.server.app.store.clone(), None)
+                    .unwrap(),
             )
         })
         .collect();
@@ -278,7 +283,7 @@ async fn concurrent_tokens(h: Harness) {
         .iter()
         .map(|app| {
             let app = app.clone();
-            tokio::spawn(async move { momo::access_token(&app, "collection").await })
+            tokio::spawn(async move { momo::access_token(&app.momo, "collection").await })
         })
         .collect();
     let mut tokens = Vec::new();
@@ -395,15 +400,15 @@ async fn start(backend: Backend, mut vars: Vars) -> Option<(Harness, Arc<Recordi
     let slot: Arc<OnceLock<Arc<Recording>>> = Arc::default();
     let built = slot.clone();
     let h = Harness::start_with(vars, move |vars| async move {
-        let mut app = App::from_vars(&vars).await?;
+        let mut deps = gatehouse::Deps::from_vars(&vars).await?;
         let recording = Arc::new(Recording {
-            inner: app.store.clone(),
+            inner: deps.store.clone(),
             outcomes: AtomicUsize::new(0),
             lose_next_transact_answer: AtomicBool::new(false),
         });
         let _ = built.set(recording.clone());
-        app.store = recording;
-        Ok(app)
+        deps.store = recording;
+        Ok(Platforms::new(Arc::new(deps), &vars)?)
     })
     .await;
     let recording = slot.get().expect("the app was built").clone();
@@ -469,13 +474,13 @@ async fn timed_out_request(h: Harness, recording: Arc<Recording>) {
 
     sim.set_status(&reference, "SUCCESSFUL", None);
     let app = &h.server.app;
-    let run = momo::reconcile_at(app, later()).await.unwrap();
+    let run = momo::reconcile_at(&app.momo, later()).await.unwrap();
     assert_eq!(run.recorded, 1, "{run:?}");
     let tx = status_of(&h, &reference).await.unwrap();
     assert_eq!(tx.str("status"), Some("SUCCESSFUL"), "{:?}", tx.attrs);
     assert!(tx.str("financial_transaction_id").is_some());
     assert!(pending(&h).await.is_empty());
-    let run = momo::reconcile_at(app, later()).await.unwrap();
+    let run = momo::reconcile_at(&app.momo, later()).await.unwrap();
     assert_eq!((run.checked, run.recorded), (0, 0), "{run:?}");
     assert_eq!(recording.outcomes(), 1, "recorded once");
 
@@ -580,7 +585,7 @@ async fn untaken_5xx(h: Harness, recording: Arc<Recording>) {
     assert_eq!(sim.requests_to_pay_received(), 1);
 
     let app = &h.server.app;
-    let run = momo::reconcile_at(app, gatehouse::store::now())
+    let run = momo::reconcile_at(&app.momo, gatehouse::store::now())
         .await
         .unwrap();
     assert_eq!(
@@ -588,7 +593,7 @@ async fn untaken_5xx(h: Harness, recording: Arc<Recording>) {
         (0, 0),
         "not old enough: {run:?}"
     );
-    let run = momo::reconcile_at(app, later()).await.unwrap();
+    let run = momo::reconcile_at(&app.momo, later()).await.unwrap();
     assert_eq!(run.recorded, 1, "{run:?}");
     let tx = status_of(&h, &reference).await.unwrap();
     assert_eq!(tx.str("status"), Some("FAILED"), "{:?}", tx.attrs);
@@ -751,7 +756,7 @@ async fn lost_callback(h: Harness, recording: Arc<Recording>) {
     }
     assert_eq!(sim.callbacks_dropped(), 1);
     let app = &h.server.app;
-    let run = momo::reconcile_at(app, gatehouse::store::now())
+    let run = momo::reconcile_at(&app.momo, gatehouse::store::now())
         .await
         .unwrap();
     assert_eq!(run.checked, 0, "{run:?}");
@@ -759,7 +764,7 @@ async fn lost_callback(h: Harness, recording: Arc<Recording>) {
         status_of(&h, &reference).await.unwrap().str("status"),
         Some("PENDING")
     );
-    let run = momo::reconcile_at(app, later()).await.unwrap();
+    let run = momo::reconcile_at(&app.momo, later()).await.unwrap();
     assert_eq!((run.checked, run.recorded), (1, 1), "{run:?}");
     assert_eq!(
         status_of(&h, &reference).await.unwrap().str("status"),
@@ -794,7 +799,12 @@ async fn concurrent_confirmations(h: Harness, recording: Arc<Recording>) {
     let mut runs = tokio::task::JoinSet::new();
     for _ in 0..6 {
         let app = h.server.app.clone();
-        runs.spawn(async move { momo::reconcile_at(&app, later()).await.unwrap().recorded });
+        runs.spawn(async move {
+            momo::reconcile_at(&app.momo, later())
+                .await
+                .unwrap()
+                .recorded
+        });
     }
     let callback = {
         let sim = sim.clone();

@@ -344,7 +344,9 @@ async fn install_refresh_and_rotation(backend: Backend) {
     assert_eq!(h.items(&org_sessions_partition(ORG)).await.len(), 1);
 
     // Not due: the stored token, no call.
-    let token = haravan::access_token(&h.server.app, ORG).await.unwrap();
+    let token = haravan::access_token(&h.server.app.haravan, ORG)
+        .await
+        .unwrap();
     assert_eq!(token.expose_secret(), first.access_token.expose_secret());
     assert!(op.stats().await["token"]["refresh_token"].is_null());
 
@@ -353,7 +355,9 @@ async fn install_refresh_and_rotation(backend: Backend) {
     let mut previous = first_refresh.clone();
     for n in 1..=2 {
         make_due(&h).await;
-        let token = haravan::access_token(&h.server.app, ORG).await.unwrap();
+        let token = haravan::access_token(&h.server.app.haravan, ORG)
+            .await
+            .unwrap();
         let now = gatehouse::refresh::open(&keys, &stored(&h).await).unwrap();
         assert_eq!(token.expose_secret(), now.access_token.expose_secret());
         assert_ne!(token.expose_secret(), first.access_token.expose_secret());

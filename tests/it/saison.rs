@@ -78,12 +78,18 @@ async fn journey(h: Harness) {
 
     // Many signed calls: fresh nonces every time, all accepted.
     for _ in 0..20 {
-        saison::call(&h.server.app, MEMBER, "GET", "/auth/account/profile", None)
-            .await
-            .expect("signed GET accepted");
+        saison::call(
+            &h.server.app.saison,
+            MEMBER,
+            "GET",
+            "/auth/account/profile",
+            None,
+        )
+        .await
+        .expect("signed GET accepted");
     }
     saison::call(
-        &h.server.app,
+        &h.server.app.saison,
         MEMBER,
         "POST",
         "/auth/account/profile",
@@ -92,7 +98,7 @@ async fn journey(h: Harness) {
     .await
     .expect("signed POST accepted");
     saison::call(
-        &h.server.app,
+        &h.server.app.saison,
         MEMBER,
         "GET",
         "/auth/account/profile?info_key=sex",
@@ -134,9 +140,15 @@ async fn an_expired_access_token_is_refreshed_before_use() {
         .put(&item, gatehouse::store::Condition::Always)
         .await
         .unwrap();
-    saison::call(&h.server.app, MEMBER, "GET", "/auth/account/profile", None)
-        .await
-        .expect("refreshed, then accepted");
+    saison::call(
+        &h.server.app.saison,
+        MEMBER,
+        "GET",
+        "/auth/account/profile",
+        None,
+    )
+    .await
+    .expect("refreshed, then accepted");
     assert_eq!(sim.token_requests("refresh_token"), before + 1);
     let (accepted, refused) = sim.profile_requests();
     assert_eq!(refused, 0, "{:?}", sim.last_refusal());

@@ -15,8 +15,8 @@
 //! A failing seed is printed with its schedule; `GATEHOUSE_SIM_SEED=<seed>` replays it alone,
 //! and `GATEHOUSE_SIM_RUNS=<n>` runs more seeds.
 
-use gatehouse::App;
 use gatehouse::config::Config;
+use gatehouse::routes::Platforms;
 use gatehouse::store::{Condition, EmbeddedStore, Item, Key, Store, StoreError, Write};
 use gatehouse_local::simulators::haravan::webhook_signature;
 use gatehouse_local::simulators::sesami::sign;
@@ -271,11 +271,17 @@ impl Delivery {
         req
     }
 
-    async fn send(&self, app: &App) -> (u16, String) {
-        let resp = match self.kind {
-            Kind::SesamiUninstall { .. } => gatehouse::sesami::webhooks(app, self.request()).await,
-            _ => gatehouse::haravan::webhooks(app, self.request()).await,
-        };
+    async fn send(&self, app: &Platforms) -> (u16, String) {
+        let req = self.request();
+        let resp = gatehouse::routes::answer(
+            gatehouse::web::Format::Json,
+            match self.kind {
+                Kind::SesamiUninstall { .. } => {
+                    gatehouse::sesami::webhooks(&app.sesami, &req).await
+                }
+                _ => gatehouse::haravan::webhooks(&app.haravan, &req).await,
+            },
+        );
         (
             resp.status().as_u16(),
             String::from_utf8_lossy(resp.body().as_ref()).into_owned(),
@@ -349,7 +355,7 @@ async fn run(seed_value: u64) -> Result<usize, String> {
     seed(store.as_ref()).await;
     let vars = gatehouse_local::events::local_vars(dir.path());
     let config = Config::from_vars(&vars).unwrap();
-    let app = App::with_store(&vars, config, store.clone(), None).unwrap();
+    let app = Platforms::with_store(&vars, config, store.clone(), None).unwrap();
 
     // The deliveries of this run.
     let count = 6 + rng.below(14);

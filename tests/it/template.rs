@@ -2,7 +2,7 @@
 //! routes, each served by the function whose binary the table names, and every binary in
 //! functions/ is deployed (behind its routes, or on a schedule).
 
-use gatehouse_local::routes;
+use gatehouse::routes;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -43,7 +43,7 @@ fn local_routes_are_exactly_the_templates() {
             (
                 r.method.to_string(),
                 r.path.to_owned(),
-                r.function.to_owned(),
+                r.function_name().to_owned(),
             )
         })
         .collect();
@@ -409,24 +409,28 @@ fn logs_and_the_table_are_hardened() {
     }
 }
 
-/// A request out of time is answered by the adapter, not its handler, in the format the binary
-/// passes to `gatehouse::lambda::run`: the local server's table must say the same, so that a 503
-/// for a browser route is a page in both.
+/// Every binary runs the route table's function of its own name, so a Lambda function, the
+/// local server and the event tests serve a route with the same handler and the same error
+/// format (a 503 for a request out of time is a page on a browser route in all of them). The
+/// constant's name is the function's (`SESAMI_WEBHOOKS` for `sesami-webhooks`; the common
+/// crate's own test holds each constant's `name` to its identifier).
 #[test]
-fn every_function_runs_with_its_routes_format() {
+fn every_binary_runs_its_routes_function() {
     for route in routes::all() {
-        let source = read(&format!("functions/{}.rs", route.function));
-        let formats: Vec<&str> = ["Format::Html", "Format::Json"]
-            .into_iter()
-            .filter(|f| source.contains(f))
-            .collect();
-        assert_eq!(
-            formats,
-            vec![format!("Format::{:?}", route.format)],
-            "{} {}: functions/{}.rs",
+        let name = route.function_name();
+        let source = read(&format!("functions/{name}.rs"));
+        let constant = name.to_ascii_uppercase().replace('-', "_");
+        let call = format!("gatehouse::lambda::run(&gatehouse::routes::{constant})");
+        assert!(
+            source.contains(&call),
+            "{} {}: functions/{name}.rs must call {call}",
             route.method,
             route.path,
-            route.function
+        );
+        assert_eq!(
+            source.matches("gatehouse::lambda::run(").count(),
+            1,
+            "{name}"
         );
     }
 }

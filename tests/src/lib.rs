@@ -6,6 +6,5 @@
 pub mod events;
 pub mod faultproxy;
 pub mod load;
-pub mod routes;
 pub mod server;
 pub mod simulators;

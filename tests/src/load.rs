@@ -30,9 +30,9 @@
 use crate::faultproxy::{Fault, FaultProxy, Rule};
 use crate::server::{self, LocalServer};
 use crate::simulators::haravan::webhook_signature;
-use gatehouse::App;
 use gatehouse::config::{Config, Vars};
 use gatehouse::refresh::{Grant, seal};
+use gatehouse::routes::Platforms;
 use gatehouse::store::{Condition, DynamoStore, Item, Store};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, json};
@@ -370,7 +370,7 @@ async fn stand(
             // budget, against 40 s and 1.7 s applied by the proxy (same answers and effects,
             // tests/it/fault_proxy.rs).
             proxy.emulate_transactions(true);
-            let sdk = gatehouse::app::aws_sdk_config(&Config::from_vars(&vars)?).await;
+            let sdk = gatehouse::context::aws_sdk_config(&Config::from_vars(&vars)?).await;
             let direct_client = aws_sdk_dynamodb::Client::from_conf(
                 aws_sdk_dynamodb::config::Builder::from(&sdk)
                     .endpoint_url(proxy.direct_endpoint())
@@ -387,14 +387,14 @@ async fn stand(
             let app_endpoint = proxy.endpoint();
             let server = server::start_with(0, vars, move |vars| async move {
                 let config = Config::from_vars(&vars)?;
-                let sdk = gatehouse::app::aws_sdk_config(&config).await;
+                let sdk = gatehouse::context::aws_sdk_config(&config).await;
                 let client = aws_sdk_dynamodb::Client::from_conf(
                     aws_sdk_dynamodb::config::Builder::from(&sdk)
                         .endpoint_url(app_endpoint)
                         .build(),
                 );
                 let store = Arc::new(DynamoStore::new(client, table));
-                App::with_store(&vars, config, store, Some(&sdk))
+                Platforms::with_store(&vars, config, store, Some(&sdk))
             })
             .await?;
             Ok(Stand {

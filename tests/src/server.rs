@@ -2,7 +2,6 @@
 //! local secrets file, with each platform's simulator mounted under `/_sim/<platform>/`, and an
 //! index page at `/`. The handlers are the very ones the Lambda binaries run.
 
-use crate::routes::{self, Resolved, Route};
 use crate::simulators::haravan::HaravanSim;
 use crate::simulators::momo::MomoSim;
 use crate::simulators::saison::SaisonSim;
@@ -11,9 +10,11 @@ use crate::simulators::weblink::WeblinkSim;
 use axum::Router;
 use axum::body::Body as AxumBody;
 use axum::response::Response as AxumResponse;
+use gatehouse::Error;
 use gatehouse::config::Vars;
+use gatehouse::routes::Platforms;
+use gatehouse::routes::{self, Resolved, Route};
 use gatehouse::web::{self, Format};
-use gatehouse::{App, Error};
 use lambda_http::Body;
 use lambda_http::http::StatusCode;
 use std::net::SocketAddr;
@@ -31,7 +32,7 @@ pub struct LocalServer {
     /// Where it listens.
     pub addr: SocketAddr,
     /// The app its routes run on (tests read its store).
-    pub app: Arc<App>,
+    pub app: Arc<Platforms>,
     /// The Sesami simulator.
     pub sesami: SesamiSim,
     /// The Haravan simulator.
@@ -67,11 +68,9 @@ impl LocalServer {
 /// it leaves unset points at the local server itself: the public base URL and every platform
 /// endpoint (at its simulator). The local secrets file is created if missing.
 pub async fn start(port: u16, vars: Vars) -> Result<LocalServer, Box<dyn std::error::Error>> {
-    start_with(
-        port,
-        vars,
-        |vars| async move { App::from_vars(&vars).await },
-    )
+    start_with(port, vars, |vars| async move {
+        Platforms::from_vars(&vars).await
+    })
     .await
 }
 
@@ -84,7 +83,7 @@ pub async fn start_with<F, Fut, E>(
 ) -> Result<LocalServer, Box<dyn std::error::Error>>
 where
     F: FnOnce(Vars) -> Fut,
-    Fut: std::future::Future<Output = Result<App, E>>,
+    Fut: std::future::Future<Output = Result<Platforms, E>>,
     E: Into<Box<dyn std::error::Error>>,
 {
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
@@ -198,7 +197,7 @@ where
 /// the `momo-reconcile` function, so that lost callbacks and unconfirmed payments resolve on a
 /// laptop too. The first run is one period after the start.
 fn reconcile_every(
-    app: &Arc<App>,
+    app: &Arc<Platforms>,
     period: std::time::Duration,
 ) -> Option<tokio::task::JoinHandle<()>> {
     if period.is_zero() {
@@ -210,7 +209,7 @@ fn reconcile_every(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = gatehouse::momo::reconcile(&app).await {
+            if let Err(e) = gatehouse::momo::reconcile(&app.momo).await {
                 tracing::warn!(error = %e, "the local MoMo reconciler run failed");
             }
         }
@@ -220,17 +219,20 @@ fn reconcile_every(
 /// Serves a template.yaml route: the request becomes a `lambda_http::Request` exactly as the
 /// Lambda adapter makes one, and the handler's response goes back unchanged.
 async fn dispatch(
-    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    axum::extract::State(app): axum::extract::State<Arc<Platforms>>,
     req: axum::extract::Request,
 ) -> AxumResponse {
     let all = routes::all();
     let route: &Route = match routes::resolve(&all, req.method(), req.uri().path()) {
         Resolved::Route(route) => route,
         Resolved::WrongMethod => {
-            return to_axum(Error::MethodNotAllowed.into_response(Format::Json));
+            return to_axum(routes::answer(Format::Json, Err(Error::MethodNotAllowed)));
         }
         Resolved::NotFound => {
-            return to_axum(Error::NotFound("no such route".into()).into_response(Format::Json));
+            return to_axum(routes::answer(
+                Format::Json,
+                Err(Error::NotFound("no such route".into())),
+            ));
         }
     };
     // The request's deadline runs from its arrival, as on Lambda; the body is read within it.
@@ -243,7 +245,9 @@ async fn dispatch(
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return to_axum(Error::TooLarge(MAX_BODY).into_response(Format::Json)),
+        Err(_) => {
+            return to_axum(routes::answer(Format::Json, Err(Error::TooLarge(MAX_BODY))));
+        }
     };
     let mut lreq = lambda_http::Request::new(if bytes.is_empty() {
         Body::Empty
@@ -254,8 +258,9 @@ async fn dispatch(
     *lreq.uri_mut() = parts.uri;
     *lreq.headers_mut() = parts.headers;
     lreq.extensions_mut()
-        .insert(gatehouse::app::RequestInfo::default());
-    to_axum(gatehouse::budget::within(deadline, route.format, (route.handler)(&app, lreq)).await)
+        .insert(gatehouse::context::RequestInfo::default());
+    let result = gatehouse::budget::within(deadline, route.function.call(&app, &lreq)).await;
+    to_axum(routes::answer(route.format(), result))
 }
 
 fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
@@ -278,23 +283,21 @@ const INSTALLS: &[(&str, &str, &str)] = &[
 
 /// `/`: the flows to click through and what is stored, tokens redacted; within the request
 /// budget like every route, since it reads the store.
-async fn index(axum::extract::State(app): axum::extract::State<Arc<App>>) -> AxumResponse {
+async fn index(axum::extract::State(app): axum::extract::State<Arc<Platforms>>) -> AxumResponse {
     let deadline = gatehouse::budget::deadline(
         std::time::Instant::now(),
         app.config.request_timeout,
         None,
         std::time::SystemTime::now(),
     );
-    to_axum(gatehouse::budget::within(deadline, Format::Html, index_page(&app)).await)
+    let result = gatehouse::budget::within(deadline, index_page(&app)).await;
+    to_axum(routes::answer(Format::Html, result))
 }
 
-async fn index_page(app: &App) -> lambda_http::Response<Body> {
+async fn index_page(app: &Platforms) -> gatehouse::Result<lambda_http::Response<Body>> {
     let mut rows = String::new();
     for (platform, pk, name_attr) in INSTALLS {
-        let items = match app.store.query(pk).await {
-            Ok(items) => items,
-            Err(e) => return Error::from(e).into_response(Format::Html),
-        };
+        let items = app.store.query(pk).await?;
         for item in items {
             rows.push_str(&format!(
                 "<tr><td>{platform}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>encrypted</td></tr>",
@@ -332,7 +335,7 @@ async fn index_page(app: &App) -> lambda_http::Response<Body> {
                 )
             })
             .collect(),
-        Err(e) => return Error::from(e).into_response(Format::Html),
+        Err(e) => return Err(e.into()),
     };
     let payments_html = if payments.is_empty() {
         String::new()
@@ -384,5 +387,5 @@ async fn index_page(app: &App) -> lambda_http::Response<Body> {
             "uninstall from demo-one (signed app/uninstalled)",
         ),
     );
-    web::html_page(StatusCode::OK, "Gatehouse (local)", &body)
+    Ok(web::html_page(StatusCode::OK, "Gatehouse (local)", &body))
 }

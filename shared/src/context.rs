@@ -1,28 +1,21 @@
-//! The per-container context: configuration, store, secrets and HTTP client, built once at cold
-//! start and shared by every invocation the container serves.
+//! The per-container dependencies every platform shares: configuration, store, secrets and the
+//! HTTP client, built once at cold start and shared by every invocation the container serves.
+//!
+//! This module names no platform. Each platform module builds its own context from a [`Deps`]
+//! ([`Platform::build`]), so a Lambda binary builds only its own platform's settings: a bad
+//! `WEBLINK_*` variable cannot stop a Sesami function at init.
 
 use crate::config::{Config, ConfigError, Vars};
 use crate::secrets::{Secrets, Source};
 use crate::store::{DynamoStore, EmbeddedStore, Store};
-use crate::{haravan, momo, saison, sesami, weblink};
 use lambda_http::Request;
 use std::sync::Arc;
 use url::Url;
 
-/// Everything a handler needs.
-pub struct App {
+/// What every platform's handlers share.
+pub struct Deps {
     /// Shared settings.
     pub config: Config,
-    /// Sesami's settings.
-    pub sesami: sesami::Settings,
-    /// Haravan's settings and signing keys.
-    pub haravan: haravan::Haravan,
-    /// Saison connect's settings.
-    pub saison: saison::Settings,
-    /// MTN MoMo's settings and cached tokens.
-    pub momo: momo::Momo,
-    /// Administrate WebLink's settings, IDP keys and portal lookups.
-    pub weblink: weblink::Weblink,
     /// Installs, sessions, one-time state.
     pub store: Arc<dyn Store>,
     /// App and platform credentials, cached.
@@ -52,13 +45,39 @@ pub struct RequestInfo {
     pub source_ip: Option<String>,
 }
 
-impl App {
-    /// The app configured by the process environment.
+/// A platform's context: its settings (and caches) over the shared [`Deps`].
+pub trait Platform: std::ops::Deref<Target = Deps> + Sized + Send + Sync + 'static {
+    /// Reads the platform's settings from `vars`; a bad value stops the container at init.
+    fn build(deps: Arc<Deps>, vars: &Vars) -> Result<Self, ConfigError>;
+}
+
+/// Platform `P`'s context configured by the process environment, over dependencies of its own.
+pub async fn from_env<P: Platform>() -> Result<P, ConfigError> {
+    let vars = Vars::from_env();
+    P::build(Arc::new(Deps::from_vars(&vars).await?), &vars)
+}
+
+/// `impl Deref<Target = Deps>` for a platform context with a `deps` field, so its handlers
+/// read `cx.store` and `cx.settings` alike.
+macro_rules! derefs_to_deps {
+    ($ty:ty) => {
+        impl std::ops::Deref for $ty {
+            type Target = $crate::context::Deps;
+            fn deref(&self) -> &Self::Target {
+                &self.deps
+            }
+        }
+    };
+}
+pub(crate) use derefs_to_deps;
+
+impl Deps {
+    /// The dependencies configured by the process environment.
     pub async fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(&Vars::from_env()).await
     }
 
-    /// The app configured by `vars`: DynamoDB and Secrets Manager where configured, the embedded
+    /// The dependencies configured by `vars`: DynamoDB and Secrets Manager where configured, the embedded
     /// store and the local secrets file otherwise. AWS clients are built only when used, so a
     /// laptop needs no AWS configuration at all.
     pub async fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
@@ -83,12 +102,11 @@ impl App {
                 })?,
             ),
         };
-        Self::with_store(vars, config, store, aws.as_ref())
+        Self::with_store(config, store, aws.as_ref())
     }
 
-    /// The app with a given store (tests that share one store between apps).
+    /// The dependencies with a given store (tests that share one store between apps).
     pub fn with_store(
-        vars: &Vars,
         config: Config,
         store: Arc<dyn Store>,
         aws: Option<&aws_config::SdkConfig>,
@@ -112,11 +130,6 @@ impl App {
             problem: format!("the HTTP client cannot be built: {e}"),
         })?;
         Ok(Self {
-            sesami: sesami::Settings::from_vars(vars)?,
-            haravan: haravan::Haravan::from_vars(vars)?,
-            saison: saison::Settings::from_vars(vars)?,
-            momo: momo::Momo::from_vars(vars)?,
-            weblink: weblink::Weblink::from_vars(vars)?,
             secrets: Secrets::new(sources, config.secrets_ttl),
             store,
             http,

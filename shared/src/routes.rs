@@ -1,0 +1,455 @@
+//! Every route of template.yaml, the function that serves it and the handler behind it: the one
+//! table the Lambda binaries, the local server and the tests all dispatch through.
+//!
+//! A Lambda binary names its [`Function`] constant (`gatehouse::lambda::run(&SESAMI_WEBHOOKS)`),
+//! so it links and builds only its own platform. The local server and the tests build every
+//! platform over one [`Deps`] ([`Platforms`]) and resolve a request to a [`Route`] here. A test
+//! holds this table equal to template.yaml's routes and to every binary's constant.
+//!
+//! This is also the edge: [`answer`] is the one place a handler's refusal is logged and turned
+//! into a response, in the format the route's callers read (a page for a browser, JSON for a
+//! platform).
+
+use crate::config::{Config, ConfigError, Vars};
+use crate::context::{Deps, Platform};
+use crate::error::{Error, Result};
+use crate::haravan::{self, Haravan};
+use crate::momo::{self, Momo};
+use crate::saison::{self, Saison};
+use crate::sesami::{self, Sesami};
+use crate::store::Store;
+use crate::web::Format;
+use crate::weblink::{self, Weblink};
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A handler's future.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<Response<Body>>> + Send + 'a>>;
+
+/// A handler over platform context `P`. It borrows the request, which the edge keeps to log a
+/// refusal against its method and path.
+pub type Handler<P> = for<'a> fn(&'a P, &'a Request) -> HandlerFuture<'a>;
+
+/// One Lambda function of template.yaml: its name (the binary in functions/), how its errors
+/// are shown, and its handler.
+pub struct Function<P: 'static> {
+    /// The function's and its binary's name.
+    pub name: &'static str,
+    /// How its errors are shown: a page on a browser route, JSON on a platform's, also for a
+    /// 503 of a request out of time, which its handler never gets to answer itself.
+    pub format: Format,
+    /// The handler.
+    pub handler: Handler<P>,
+}
+
+macro_rules! function {
+    ($(#[$doc:meta])* $id:ident: $ty:ty = $name:literal, $format:ident, $handler:path) => {
+        $(#[$doc])*
+        pub const $id: Function<$ty> = Function {
+            name: $name,
+            format: Format::$format,
+            handler: |cx, req| Box::pin($handler(cx, req)),
+        };
+    };
+}
+
+function!(
+    /// `GET /sesami/install`.
+    SESAMI_INSTALL: Sesami = "sesami-install", Html, sesami::install
+);
+function!(
+    /// `GET /sesami/callback`.
+    SESAMI_CALLBACK: Sesami = "sesami-callback", Html, sesami::callback
+);
+function!(
+    /// `POST /sesami/webhooks`.
+    SESAMI_WEBHOOKS: Sesami = "sesami-webhooks", Json, sesami::webhooks
+);
+function!(
+    /// `GET|POST /haravan/install/login`.
+    HARAVAN_LOGIN: Haravan = "haravan-login", Html, haravan::login
+);
+function!(
+    /// `POST /haravan/install/grandservice`.
+    HARAVAN_INSTALL: Haravan = "haravan-install", Html, haravan::install
+);
+function!(
+    /// `GET|POST /haravan/webhooks`.
+    HARAVAN_WEBHOOKS: Haravan = "haravan-webhooks", Json, haravan::webhooks
+);
+function!(
+    /// `GET /haravan/logout`.
+    HARAVAN_LOGOUT: Haravan = "haravan-logout", Json, haravan::logout
+);
+function!(
+    /// `GET /saison/authorize`.
+    SAISON_AUTHORIZE: Saison = "saison-authorize", Html, saison::authorize
+);
+function!(
+    /// `GET /saison/callback`.
+    SAISON_CALLBACK: Saison = "saison-callback", Html, saison::callback
+);
+function!(
+    /// `POST /momo/requesttopay`.
+    MOMO_REQUESTTOPAY: Momo = "momo-requesttopay", Json, momo::request_to_pay
+);
+function!(
+    /// `PUT|POST /momo/callback/{referenceId}`.
+    MOMO_CALLBACK: Momo = "momo-callback", Json, momo::callback
+);
+function!(
+    /// `POST /weblink/guest-token`.
+    WEBLINK_GUEST_TOKEN: Weblink = "weblink-guest-token", Json, weblink::guest_token
+);
+function!(
+    /// `GET /weblink/login`.
+    WEBLINK_LOGIN: Weblink = "weblink-login", Html, weblink::login
+);
+function!(
+    /// `GET /weblink/callback`.
+    WEBLINK_CALLBACK: Weblink = "weblink-callback", Html, weblink::callback
+);
+function!(
+    /// `POST /weblink/refresh`.
+    WEBLINK_REFRESH: Weblink = "weblink-refresh", Json, weblink::refresh
+);
+
+/// Every platform's contexts over one [`Deps`]: what the local server and the tests serve all
+/// routes with. (A Lambda binary builds only its own platform's.)
+pub struct Platforms {
+    /// What the platforms share.
+    pub deps: Arc<Deps>,
+    /// Sesami.
+    pub sesami: Sesami,
+    /// Haravan.
+    pub haravan: Haravan,
+    /// Saison connect.
+    pub saison: Saison,
+    /// MTN MoMo.
+    pub momo: Momo,
+    /// Administrate WebLink.
+    pub weblink: Weblink,
+}
+
+crate::context::derefs_to_deps!(Platforms);
+
+impl Platforms {
+    /// Every platform, configured by `vars` (see [`Deps::from_vars`]).
+    pub async fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        Self::new(Arc::new(Deps::from_vars(vars).await?), vars)
+    }
+
+    /// Every platform over a given store (tests that share one store between apps).
+    pub fn with_store(
+        vars: &Vars,
+        config: Config,
+        store: Arc<dyn Store>,
+        aws: Option<&aws_config::SdkConfig>,
+    ) -> Result<Self, ConfigError> {
+        Self::new(Arc::new(Deps::with_store(config, store, aws)?), vars)
+    }
+
+    /// Every platform over `deps`.
+    pub fn new(deps: Arc<Deps>, vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            sesami: Sesami::build(deps.clone(), vars)?,
+            haravan: Haravan::build(deps.clone(), vars)?,
+            saison: Saison::build(deps.clone(), vars)?,
+            momo: Momo::build(deps.clone(), vars)?,
+            weblink: Weblink::build(deps.clone(), vars)?,
+            deps,
+        })
+    }
+}
+
+/// A [`Function`] of any platform.
+#[derive(Clone, Copy)]
+pub enum Served {
+    /// A Sesami function.
+    Sesami(&'static Function<Sesami>),
+    /// A Haravan function.
+    Haravan(&'static Function<Haravan>),
+    /// A Saison connect function.
+    Saison(&'static Function<Saison>),
+    /// A MoMo function.
+    Momo(&'static Function<Momo>),
+    /// A WebLink function.
+    Weblink(&'static Function<Weblink>),
+}
+
+impl Served {
+    /// The function's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Served::Sesami(f) => f.name,
+            Served::Haravan(f) => f.name,
+            Served::Saison(f) => f.name,
+            Served::Momo(f) => f.name,
+            Served::Weblink(f) => f.name,
+        }
+    }
+
+    /// How the function's errors are shown.
+    pub fn format(&self) -> Format {
+        match self {
+            Served::Sesami(f) => f.format,
+            Served::Haravan(f) => f.format,
+            Served::Saison(f) => f.format,
+            Served::Momo(f) => f.format,
+            Served::Weblink(f) => f.format,
+        }
+    }
+
+    /// Runs the function's handler with its platform's context from `all`.
+    pub fn call<'a>(&self, all: &'a Platforms, req: &'a Request) -> HandlerFuture<'a> {
+        match self {
+            Served::Sesami(f) => (f.handler)(&all.sesami, req),
+            Served::Haravan(f) => (f.handler)(&all.haravan, req),
+            Served::Saison(f) => (f.handler)(&all.saison, req),
+            Served::Momo(f) => (f.handler)(&all.momo, req),
+            Served::Weblink(f) => (f.handler)(&all.weblink, req),
+        }
+    }
+}
+
+/// One route: a method and path of the HTTP API, and the function behind it.
+pub struct Route {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path as template.yaml writes it (`{name}` for a path parameter).
+    pub path: &'static str,
+    /// The function that serves it.
+    pub function: Served,
+}
+
+impl Route {
+    /// The name of the function (the binary in functions/) that serves it.
+    pub fn function_name(&self) -> &'static str {
+        self.function.name()
+    }
+
+    /// How its errors are shown.
+    pub fn format(&self) -> Format {
+        self.function.format()
+    }
+}
+
+/// All routes.
+pub fn all() -> Vec<Route> {
+    use Served::*;
+    let route = |method: Method, path: &'static str, function: Served| Route {
+        method,
+        path,
+        function,
+    };
+    vec![
+        route(Method::GET, "/sesami/install", Sesami(&SESAMI_INSTALL)),
+        route(Method::GET, "/sesami/callback", Sesami(&SESAMI_CALLBACK)),
+        route(Method::POST, "/sesami/webhooks", Sesami(&SESAMI_WEBHOOKS)),
+        route(
+            Method::GET,
+            "/haravan/install/login",
+            Haravan(&HARAVAN_LOGIN),
+        ),
+        route(
+            Method::POST,
+            "/haravan/install/login",
+            Haravan(&HARAVAN_LOGIN),
+        ),
+        route(
+            Method::POST,
+            "/haravan/install/grandservice",
+            Haravan(&HARAVAN_INSTALL),
+        ),
+        route(Method::GET, "/haravan/webhooks", Haravan(&HARAVAN_WEBHOOKS)),
+        route(
+            Method::POST,
+            "/haravan/webhooks",
+            Haravan(&HARAVAN_WEBHOOKS),
+        ),
+        route(Method::GET, "/haravan/logout", Haravan(&HARAVAN_LOGOUT)),
+        route(Method::GET, "/saison/authorize", Saison(&SAISON_AUTHORIZE)),
+        route(Method::GET, "/saison/callback", Saison(&SAISON_CALLBACK)),
+        route(Method::POST, "/momo/requesttopay", Momo(&MOMO_REQUESTTOPAY)),
+        route(
+            Method::PUT,
+            "/momo/callback/{referenceId}",
+            Momo(&MOMO_CALLBACK),
+        ),
+        route(
+            Method::POST,
+            "/momo/callback/{referenceId}",
+            Momo(&MOMO_CALLBACK),
+        ),
+        route(
+            Method::POST,
+            "/weblink/guest-token",
+            Weblink(&WEBLINK_GUEST_TOKEN),
+        ),
+        route(Method::GET, "/weblink/login", Weblink(&WEBLINK_LOGIN)),
+        route(Method::GET, "/weblink/callback", Weblink(&WEBLINK_CALLBACK)),
+        route(Method::POST, "/weblink/refresh", Weblink(&WEBLINK_REFRESH)),
+    ]
+}
+
+/// Whether `path` matches the route's pattern (`{name}` matches one non-empty segment).
+pub fn matches(pattern: &str, path: &str) -> bool {
+    let (mut p, mut s) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (p.next(), s.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a.starts_with('{') && a.ends_with('}') => {
+                if b.is_empty() {
+                    return false;
+                }
+            }
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+/// What a request resolves to.
+pub enum Resolved<'r> {
+    /// A route serves it.
+    Route(&'r Route),
+    /// The path exists but not for this method.
+    WrongMethod,
+    /// No such path.
+    NotFound,
+}
+
+/// Finds the route for `method` and `path`.
+pub fn resolve<'r>(routes: &'r [Route], method: &Method, path: &str) -> Resolved<'r> {
+    let mut path_known = false;
+    for route in routes {
+        if matches(route.path, path) {
+            if route.method == *method {
+                return Resolved::Route(route);
+            }
+            path_known = true;
+        }
+    }
+    if path_known {
+        Resolved::WrongMethod
+    } else {
+        Resolved::NotFound
+    }
+}
+
+/// The answer to a request: the handler's response, or its refusal shown in `format`. The one
+/// place a refusal or failure is logged: a 4xx at `warn` with its message, a 5xx at `error` with
+/// the detail that its body leaves out.
+pub fn answer(format: Format, result: Result<Response<Body>>) -> Response<Body> {
+    match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            log(&e);
+            e.into_response(format)
+        }
+    }
+}
+
+fn log(e: &Error) {
+    let status = e.status();
+    if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), error = %e, "request failed");
+    } else {
+        tracing::warn!(status = status.as_u16(), error = %e, "request refused");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! named {
+        ($($id:ident),* $(,)?) => {
+            [$((stringify!($id), Served::from(&$id).name())),*]
+        };
+    }
+
+    impl From<&'static Function<Sesami>> for Served {
+        fn from(f: &'static Function<Sesami>) -> Self {
+            Served::Sesami(f)
+        }
+    }
+    impl From<&'static Function<Haravan>> for Served {
+        fn from(f: &'static Function<Haravan>) -> Self {
+            Served::Haravan(f)
+        }
+    }
+    impl From<&'static Function<Saison>> for Served {
+        fn from(f: &'static Function<Saison>) -> Self {
+            Served::Saison(f)
+        }
+    }
+    impl From<&'static Function<Momo>> for Served {
+        fn from(f: &'static Function<Momo>) -> Self {
+            Served::Momo(f)
+        }
+    }
+    impl From<&'static Function<Weblink>> for Served {
+        fn from(f: &'static Function<Weblink>) -> Self {
+            Served::Weblink(f)
+        }
+    }
+
+    /// A binary names its function by constant (`SESAMI_WEBHOOKS`); the integration tests hold
+    /// every binary to the constant named for it, so each constant must carry its own name.
+    #[test]
+    fn each_constant_is_named_for_its_function() {
+        let all = named!(
+            SESAMI_INSTALL,
+            SESAMI_CALLBACK,
+            SESAMI_WEBHOOKS,
+            HARAVAN_LOGIN,
+            HARAVAN_INSTALL,
+            HARAVAN_WEBHOOKS,
+            HARAVAN_LOGOUT,
+            SAISON_AUTHORIZE,
+            SAISON_CALLBACK,
+            MOMO_REQUESTTOPAY,
+            MOMO_CALLBACK,
+            WEBLINK_GUEST_TOKEN,
+            WEBLINK_LOGIN,
+            WEBLINK_CALLBACK,
+            WEBLINK_REFRESH,
+        );
+        for (id, name) in all {
+            assert_eq!(id, name.to_ascii_uppercase().replace('-', "_"));
+        }
+        // And the table routes to each of them, and to no other.
+        let routed: std::collections::BTreeSet<&str> =
+            super::all().iter().map(Route::function_name).collect();
+        let named: std::collections::BTreeSet<&str> = all.iter().map(|(_, n)| *n).collect();
+        assert_eq!(routed, named);
+    }
+
+    #[test]
+    fn paths_match_their_patterns() {
+        assert!(matches(
+            "/momo/callback/{referenceId}",
+            "/momo/callback/abc"
+        ));
+        assert!(!matches("/momo/callback/{referenceId}", "/momo/callback/"));
+        assert!(!matches(
+            "/momo/callback/{referenceId}",
+            "/momo/callback/a/b"
+        ));
+        assert!(matches("/sesami/install", "/sesami/install"));
+        assert!(!matches("/sesami/install", "/sesami/install/"));
+        let all = super::all();
+        assert!(matches!(
+            resolve(&all, &Method::DELETE, "/sesami/install"),
+            Resolved::WrongMethod
+        ));
+        assert!(matches!(
+            resolve(&all, &Method::GET, "/nope"),
+            Resolved::NotFound
+        ));
+    }
+}
