@@ -1,4 +1,4 @@
-//! Configuration from the environment (the contract in DESIGN.md).
+//! Configuration from the environment (the contract in docs/architecture.md, "Configuration").
 //!
 //! Everything non-secret comes from variables that SAM sets when deployed and the shell (or the
 //! local server) sets on a laptop. An empty variable counts as unset, because SAM passes an

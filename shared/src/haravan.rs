@@ -1,6 +1,6 @@
 //! Haravan: OpenID Connect login and install, webhooks, front-channel logout.
 //!
-//! Haravan is an IdentityServer (PLATFORMS.md, "Haravan"). Both login and install use the hybrid
+//! Haravan, an IdentityServer (docs/platforms.md, "Haravan"). Both login and install use the hybrid
 //! flow (`response_type=code id_token`) with `response_mode=form_post`: Haravan answers with an
 //! HTML form that the browser POSTs to us, cross-site — so the state cookie of these flows is
 //! `SameSite=None; Secure`, and each request carries its own `state` and a fresh `nonce` (the

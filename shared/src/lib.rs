@@ -6,7 +6,7 @@
 //! per container, and each request runs within its deadline ([`budget`]). The local server and
 //! the tests call the very same handlers.
 //!
-//! Security rules every flow follows (DESIGN.md): signatures are checked over the raw bytes
+//! Security (docs/architecture.md, "Security rules"): signatures are checked over the raw bytes
 //! received, in constant time, before anything is parsed further or stored; every redirect flow
 //! carries one-time state bound to the browser by a signed cookie; outbound calls follow no
 //! redirects and go only to configured hosts; secrets are `SecretString`s and never logged.

@@ -1,6 +1,6 @@
 //! MTN MoMo: sandbox provisioning, cached access tokens, request-to-pay and verified callbacks.
 //!
-//! MoMo (PLATFORMS.md, "MTN MoMo") authenticates the app with an API user and API key (Basic
+//! MoMo (docs/platforms.md, "MTN MoMo") authenticates the app with an API user and API key (Basic
 //! auth) plus one subscription key per product, and issues access tokens for an hour. A token is
 //! reused until shortly before it expires: cached in the container, and in the store so that
 //! concurrent containers share one; when it is due, one caller (holding a lease item) asks for a

@@ -805,7 +805,7 @@ mod tests {
         );
     }
 
-    /// The hashes carried by the Haravan document's own tokens (PLATFORMS.md).
+    /// The hashes carried by the Haravan document's own tokens (docs/platforms.md, "Haravan").
     #[test]
     fn haravan_document_hash_vectors() {
         assert_eq!(

@@ -1,6 +1,6 @@
 //! Saison connect: the authorization code flow, token storage, and MAC-signed API requests.
 //!
-//! Saison connect (PLATFORMS.md, "Saison connect") is OAuth 2.0 with its own request signature:
+//! Saison connect (docs/platforms.md, "Saison connect"): OAuth 2.0 with its own request signature:
 //! every API call carries `Authorization: MAC id="<access token>" ts="<unix seconds>"
 //! nonce="<10 of [0-9A-Za-z]>" mac="<m>"`, where `m` is the standard base64 of
 //! HMAC-SHA256(key, `ts\nnonce\nMETHOD\nrequest-uri\nhost\nport\n\n`). The key is the client

@@ -1,6 +1,6 @@
 //! Sesami: the install launch, the OAuth callback and the webhooks.
 //!
-//! Everything about Sesami's protocol is here (PLATFORMS.md, "Sesami"):
+//! Everything about Sesami's protocol is here (docs/platforms.md, "Sesami"):
 //! - Sesami signs a request as HMAC-SHA256 (client secret, lowercase hex) over the compact JSON of
 //!   an object holding every received parameter but `hmac`, top-level keys sorted, values as the
 //!   strings received. Not a `k=v&k=v` string. We sign whatever arrived, not a fixed list.

@@ -1,6 +1,6 @@
 //! Administrate WebLink: guest portal tokens, and the PKCE login, callback and refresh.
 //!
-//! WebLink (PLATFORMS.md, "Administrate WebLink") serves portals such as
+//! WebLink (docs/platforms.md, "Administrate WebLink") serves portals such as
 //! `mycompany.administrateweblink.com`. A guest gets a portal token from the portal-auth service;
 //! a user signs in at the portal's identity provider with OAuth 2.0 + PKCE (a public client: there
 //! is no client secret, so the verifier is what proves the callback is ours). The IDP settings of
@@ -926,7 +926,7 @@ pub async fn refresh(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
 mod tests {
     use super::*;
 
-    /// PLATFORMS.md's vectors: RFC 7636 appendix B, and the Administrate document's own.
+    /// docs/platforms.md, "Public test vectors": RFC 7636 appendix B, the Administrate document's.
     #[test]
     fn pkce_vectors() {
         assert_eq!(

@@ -2,7 +2,7 @@
 //! simulated platforms, the embedded store and local secrets (created on first start).
 //!
 //! Options: `--port N` (or `GATEHOUSE_PORT`); everything else is the usual configuration
-//! (DESIGN.md), e.g. `GATEHOUSE_DATA_DIR`.
+//! (docs/architecture.md, "Configuration"), e.g. `GATEHOUSE_DATA_DIR`.
 
 use gatehouse::config::Vars;
 

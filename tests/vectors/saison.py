@@ -2,7 +2,7 @@
 """Saison connect MAC vectors, computed independently of the Rust code with python3's hmac/base64.
 
 m = base64(HMAC-SHA256(key, f"{ts}\\n{nonce}\\n{METHOD}\\n{request_uri}\\n{host}\\n{port}\\n\\n"))
-(METHOD upper-case, host lower-case; PLATFORMS.md). The values are in shared/src/saison.rs.
+(METHOD upper, host lower case; docs/platforms.md, "Saison connect"). Values: shared/src/saison.rs.
 """
 import base64
 import hashlib

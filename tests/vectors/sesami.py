@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sesami signature vectors, computed independently of the Rust code with python3's hmac/json.
 
-Rule (PLATFORMS.md): HMAC-SHA256 with the client secret, lowercase hex, over the compact JSON
+Rule (docs/platforms.md, "Sesami"): HMAC-SHA256, client secret, lowercase hex, over the compact JSON
 (no spaces, non-ASCII and "/" not escaped) of an object holding every received parameter except
 `hmac`, top-level keys sorted, values as received. Sesami computes it with JSON.stringify, so a
 whole-valued float prints as an integer (3.0 -> 3); the objects below are written that way.

@@ -1,5 +1,5 @@
 //! A Haravan simulator over real HTTP, implementing Haravan's side of
-//! platform-docs/haravan-app.txt as settled in PLATFORMS.md: accounts.haravan.com's OpenID
+//! its protocol as docs/platforms.md ("Haravan") settles it: accounts.haravan.com's OpenID
 //! Connect provider (an IdentityServer; hybrid flow, `form_post`), the webhook subscription API,
 //! a shop API to prove a token works, and the webhooks and front-channel logouts it sends.
 //! Relative to its mount point (such as `/_sim/haravan`, which is then the issuer):

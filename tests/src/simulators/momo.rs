@@ -1,5 +1,5 @@
 //! An MTN MoMo sandbox simulator over real HTTP, implementing MoMo's side of
-//! platform-docs/mtn-momo-auth.txt as settled in PLATFORMS.md. Relative to its mount point
+//! its protocol as docs/platforms.md ("MTN MoMo") settles it. Relative to its mount point
 //! (such as `/_sim/momo`, standing for `https://sandbox.momodeveloper.mtn.com`):
 //!
 //! - `POST /v1_0/apiuser` — sandbox provisioning: `X-Reference-Id` (a UUID v4, which becomes the
@@ -499,7 +499,7 @@ impl MomoSim {
     }
 
     /// The method of automatic callbacks from now on: `PUT` (default, as the document says) or
-    /// `POST` (PLATFORMS.md: MoMo uses either).
+    /// `POST` (docs/platforms.md, "MTN MoMo": MoMo uses either).
     ///
     /// # Panics
     /// If `m` is not a valid method name.

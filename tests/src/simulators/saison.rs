@@ -1,5 +1,5 @@
 //! A Saison connect simulator over real HTTP, implementing Saison's side of
-//! platform-docs/saison-connect.txt as settled in PLATFORMS.md. Relative to its mount point
+//! its protocol as docs/platforms.md ("Saison connect") settles it. Relative to its mount point
 //! (such as `/_sim/saison`):
 //!
 //! - `GET  /auth/screen/{member}/authorize?client_id&response_type=code&scope` (`scope`

@@ -1,5 +1,5 @@
 //! A Sesami simulator over real HTTP, implementing the documented endpoints
-//! (platform-docs/sesami-install.txt, as settled in PLATFORMS.md):
+//! (as docs/platforms.md, "Sesami", settles them):
 //!
 //! - `GET  /launch?shopId=` — what Sesami's app store does: a signed install launch to the app.
 //! - `GET  /api/v1/oauth/authorization?clientId&shopId&scopes[]&redirectUri` — the consent page.

@@ -1,5 +1,5 @@
 //! An Administrate WebLink simulator over real HTTP, implementing Administrate's side of
-//! platform-docs/administrate-weblink-auth.txt as settled in PLATFORMS.md: the portal-auth
+//! its protocol as docs/platforms.md ("Administrate WebLink") settles it: the portal-auth
 //! service (guest tokens), the host-lookup service (each portal's IDP settings) and the Identity
 //! Provider of each IDP domain (PKCE S256 authorization code flow, RS256 id_tokens).
 //! Relative to its mount point (such as `/_sim/weblink`):
