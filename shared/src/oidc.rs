@@ -368,7 +368,7 @@ fn check_signature_and_claims(
         .get("iat")
         .and_then(Value::as_i64)
         .ok_or_else(|| refused("lacks the `iat` claim"))?;
-    if iat > now + expect.skew as i64 {
+    if iat > now.saturating_add(i64::try_from(expect.skew).unwrap_or(i64::MAX)) {
         return Err(refused("was issued in the future (iat)"));
     }
     if let Some(nonce) = expect.nonce

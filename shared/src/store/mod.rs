@@ -347,6 +347,6 @@ fn check_key_part(what: &str, part: &str, max_bytes: usize) -> Result<(), StoreE
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
