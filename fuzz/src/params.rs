@@ -37,7 +37,7 @@ pub fn run(data: &[u8]) {
                 assert_eq!(again.iter().collect::<BTreeMap<_, _>>(), ours);
             }
         }
-        Err(Error::BadRequest(_)) => {
+        Err(Error::Refused { .. }) => {
             // Refused for one of the documented reasons.
             let mut names = std::collections::BTreeSet::new();
             let duplicated = theirs.iter().any(|(n, _)| !names.insert(n.as_str()));

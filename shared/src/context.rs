@@ -77,8 +77,8 @@ impl Deps {
         Self::from_vars(&Vars::from_env()).await
     }
 
-    /// The dependencies configured by `vars`: DynamoDB and Secrets Manager where configured, the embedded
-    /// store and the local secrets file otherwise. AWS clients are built only when used, so a
+    /// The dependencies configured by `vars`: DynamoDB and Secrets Manager where configured, the
+    /// embedded store and the local secrets file otherwise. AWS clients are built only when used, so a
     /// laptop needs no AWS configuration at all.
     pub async fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let config = Config::from_vars(vars)?;

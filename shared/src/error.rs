@@ -15,9 +15,119 @@ use crate::store::StoreError;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 
+/// Why a request was refused, as a stable code in every error answer (`"reason"` in JSON, on
+/// the page for a browser). Callers (a platform's support, the app's own code, the tests) match
+/// the code; the message beside it is for people and may be reworded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A required parameter, field or header is absent or empty (400).
+    MissingParameter,
+    /// A parameter is malformed: not UTF-8, an invalid escape, too long, outside its character
+    /// set (400).
+    MalformedParameter,
+    /// A parameter, JSON key or signature header appears more than once (400).
+    DuplicateParameter,
+    /// The body is not the JSON (or form) the route takes (400).
+    MalformedBody,
+    /// The browser does not carry the flow's state cookie: it did not start this flow (400).
+    StateMissing,
+    /// The flow's state is invalid, expired, or for another flow (400).
+    StateInvalid,
+    /// The platform (or the person at it) refused, e.g. `?error=access_denied` (400).
+    PlatformRefused,
+    /// A signature is absent (401).
+    SignatureMissing,
+    /// A signature does not match (401).
+    SignatureInvalid,
+    /// A signed timestamp is outside the accepted window (401).
+    Stale,
+    /// An id_token failed a check (401).
+    TokenInvalid,
+    /// No valid session: sign in (401).
+    SessionMissing,
+    /// The caller or tenant is known but not allowed this (403).
+    NotAllowed,
+    /// The callback is for, or the platform signed in, another tenant than the one whose flow
+    /// this browser started (403).
+    WrongTenant,
+    /// The platform no longer accepts the stored authorization; the tenant must authorize the
+    /// app again (403).
+    NeedsReauth,
+    /// The tenant (shop, org, member, portal, payment) is not one we serve or know (404).
+    UnknownTenant,
+    /// The app is not installed for this tenant (404).
+    NotInstalled,
+    /// A one-time thing (code, state, delivery) was used already (409).
+    AlreadyUsed,
+    /// An idempotency key was reused for another request (409/422).
+    IdempotencyConflict,
+}
+
+impl Reason {
+    /// The code on the wire.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::MissingParameter => "missing_parameter",
+            Reason::MalformedParameter => "malformed_parameter",
+            Reason::DuplicateParameter => "duplicate_parameter",
+            Reason::MalformedBody => "malformed_body",
+            Reason::StateMissing => "state_missing",
+            Reason::StateInvalid => "state_invalid",
+            Reason::PlatformRefused => "platform_refused",
+            Reason::SignatureMissing => "signature_missing",
+            Reason::SignatureInvalid => "signature_invalid",
+            Reason::Stale => "stale",
+            Reason::TokenInvalid => "token_invalid",
+            Reason::SessionMissing => "session_missing",
+            Reason::NotAllowed => "not_allowed",
+            Reason::WrongTenant => "wrong_tenant",
+            Reason::NeedsReauth => "needs_reauth",
+            Reason::UnknownTenant => "unknown_tenant",
+            Reason::NotInstalled => "not_installed",
+            Reason::AlreadyUsed => "already_used",
+            Reason::IdempotencyConflict => "idempotency_conflict",
+        }
+    }
+
+    /// The status a refusal for this reason is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Reason::MissingParameter
+            | Reason::MalformedParameter
+            | Reason::DuplicateParameter
+            | Reason::MalformedBody
+            | Reason::StateMissing
+            | Reason::StateInvalid
+            | Reason::PlatformRefused => StatusCode::BAD_REQUEST,
+            Reason::SignatureMissing
+            | Reason::SignatureInvalid
+            | Reason::Stale
+            | Reason::TokenInvalid
+            | Reason::SessionMissing => StatusCode::UNAUTHORIZED,
+            Reason::NotAllowed | Reason::WrongTenant | Reason::NeedsReauth => StatusCode::FORBIDDEN,
+            Reason::UnknownTenant | Reason::NotInstalled => StatusCode::NOT_FOUND,
+            Reason::AlreadyUsed | Reason::IdempotencyConflict => StatusCode::CONFLICT,
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
 /// Why a request could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A refusal for a typed [`Reason`], which sets the status (4xx).
+    #[error("{message}")]
+    Refused {
+        /// Why.
+        reason: Reason,
+        /// What the caller is told.
+        message: String,
+    },
     /// A parameter is missing, duplicated or malformed (400).
     #[error("{0}")]
     BadRequest(String),
@@ -70,7 +180,7 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::ConditionFailed | StoreError::Cancelled(_) => {
-                Error::Conflict("this was done already".into())
+                Error::refused(Reason::AlreadyUsed, "this was done already")
             }
             StoreError::Invalid(detail) => Error::Internal(format!("store: {detail}")),
             StoreError::Unavailable(detail) => Error::Dependency {
@@ -97,9 +207,46 @@ impl From<CryptoError> for Error {
 }
 
 impl Error {
+    /// A refusal for `reason`.
+    pub fn refused(reason: Reason, message: impl Into<String>) -> Self {
+        Error::Refused {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The typed reason, if this is a [`Error::Refused`].
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Error::Refused { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    /// The code in the answer: the typed reason's, or the status's for the other variants
+    /// (`bad_request`, `upstream`, `unavailable`, ...).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Refused { reason, .. } => reason.code(),
+            Error::BadRequest(_) => "bad_request",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
+            Error::Conflict(_) => "conflict",
+            Error::TooLarge(_) => "too_large",
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::Unprocessable(_) => "unprocessable",
+            Error::Upstream(_) => "upstream",
+            Error::Unavailable(_) | Error::Dependency { .. } => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
+            Error::Refused { reason, .. } => reason.status(),
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -132,11 +279,19 @@ impl Error {
             Format::Html => web::html_page(
                 status,
                 status.canonical_reason().unwrap_or("Error"),
-                &format!("<p>{}</p>", web::escape(&message)),
+                &format!(
+                    "<p>{}</p><p><small>reason: <code data-reason>{}</code></small></p>",
+                    web::escape(&message),
+                    self.code()
+                ),
             ),
             Format::Json => web::json(
                 status,
-                &serde_json::json!({ "error": status.canonical_reason(), "message": message }),
+                &serde_json::json!({
+                    "error": status.canonical_reason(),
+                    "reason": self.code(),
+                    "message": message,
+                }),
             ),
         }
     }

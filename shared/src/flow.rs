@@ -11,7 +11,7 @@
 
 use crate::context::Deps;
 use crate::crypto::{self, KeyRing};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::once::{CODE_MARK_SECONDS, Claim};
 use crate::store::{Condition, Item, Key, StoreError, Write, now};
 use crate::web;
@@ -104,13 +104,16 @@ impl CookieSpec {
     pub fn read(&self, cx: &Deps, keys: &KeyRing, req: &Request) -> Result<String> {
         let name = self.wire_name(cx.config.secure_cookies());
         let raw = web::cookie(req, &name).ok_or_else(|| {
-            Error::BadRequest(
-                "this browser did not start this flow (its state cookie is missing); start again"
-                    .into(),
+            Error::refused(
+                Reason::StateMissing,
+                "this browser did not start this flow (its state cookie is missing); start again",
             )
         })?;
         open_cookie(keys, &name, &raw, now()).ok_or_else(|| {
-            Error::BadRequest("the state cookie is invalid or expired; start again".into())
+            Error::refused(
+                Reason::StateInvalid,
+                "the state cookie is invalid or expired; start again",
+            )
         })
     }
 }
@@ -157,7 +160,10 @@ impl Bound {
 }
 
 fn used_or_expired() -> Error {
-    Error::Conflict("this sign-in link was used already or has expired; start again".into())
+    Error::refused(
+        Reason::AlreadyUsed,
+        "this sign-in link was used already or has expired; start again",
+    )
 }
 
 /// Reads the one-time state bound to this browser by `cookie`: the cookie must be present and
@@ -176,8 +182,9 @@ pub async fn read_bound(
         && aws_lc_rs::constant_time::verify_slices_are_equal(bound.as_bytes(), echoed.as_bytes())
             .is_err()
     {
-        return Err(Error::BadRequest(
-            "this sign-in was started in another browser or tab; start again".into(),
+        return Err(Error::refused(
+            Reason::StateInvalid,
+            "this sign-in was started in another browser or tab; start again",
         ));
     }
     let key = state_key(platform, &bound);
@@ -223,8 +230,9 @@ where
 {
     let store = cx.store.as_ref();
     let Some(claim) = Claim::take(store, code_key(platform, code), CODE_MARK_SECONDS).await? else {
-        return Err(Error::Conflict(
-            "this authorization code was used already".into(),
+        return Err(Error::refused(
+            Reason::AlreadyUsed,
+            "this authorization code was used already",
         ));
     };
     let (result, writes) = match work().await {
@@ -346,7 +354,16 @@ mod tests {
         let req = request_with(&TEST_COOKIE.set(&cx, &keys, &id));
 
         let other = read_bound(&cx, &TEST_COOKIE, &req, "t", Some("another-state")).await;
-        assert!(matches!(other, Err(Error::BadRequest(_))), "{other:?}");
+        assert!(
+            matches!(
+                other,
+                Err(Error::Refused {
+                    reason: Reason::StateInvalid,
+                    ..
+                })
+            ),
+            "{other:?}"
+        );
         let bound = read_bound(&cx, &TEST_COOKIE, &req, "t", Some(&id))
             .await
             .expect("bound");
@@ -374,16 +391,43 @@ mod tests {
             ],
         )
         .await;
-        assert!(matches!(replay, Err(Error::Conflict(_))), "{replay:?}");
+        assert!(
+            matches!(
+                replay,
+                Err(Error::Refused {
+                    reason: Reason::AlreadyUsed,
+                    ..
+                })
+            ),
+            "{replay:?}"
+        );
         assert_eq!(
             cx.store.get(&second.key).await.expect("get"),
             None,
             "nothing of a refused commit is written"
         );
         let gone = read_bound(&cx, &TEST_COOKIE, &req, "t", None).await;
-        assert!(matches!(gone, Err(Error::Conflict(_))), "{gone:?}");
+        assert!(
+            matches!(
+                gone,
+                Err(Error::Refused {
+                    reason: Reason::AlreadyUsed,
+                    ..
+                })
+            ),
+            "{gone:?}"
+        );
         let missing = read_bound(&cx, &TEST_COOKIE, &Request::default(), "t", None).await;
-        assert!(matches!(missing, Err(Error::BadRequest(_))), "{missing:?}");
+        assert!(
+            matches!(
+                missing,
+                Err(Error::Refused {
+                    reason: Reason::StateMissing,
+                    ..
+                })
+            ),
+            "{missing:?}"
+        );
     }
 
     /// A code is exchanged at most once; a failed exchange or commit leaves it free again, and
@@ -407,7 +451,16 @@ mod tests {
         let gone = Write::Delete(state_key("t", "no-such-state"), Condition::Exists);
         let refused: Result<()> =
             exchange_once(&cx, "t", "code-1", || async { Ok(((), vec![gone])) }).await;
-        assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+        assert!(
+            matches!(
+                refused,
+                Err(Error::Refused {
+                    reason: Reason::AlreadyUsed,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
         assert_eq!(
             cx.store.get(&code_key("t", "code-1")).await.expect("get"),
             None
@@ -432,7 +485,16 @@ mod tests {
             Ok(((), Vec::new()))
         })
         .await;
-        assert!(matches!(replay, Err(Error::Conflict(_))), "{replay:?}");
+        assert!(
+            matches!(
+                replay,
+                Err(Error::Refused {
+                    reason: Reason::AlreadyUsed,
+                    ..
+                })
+            ),
+            "{replay:?}"
+        );
         assert!(!ran, "a used code is not exchanged again");
         assert!(
             !format!("{mark:?}").contains("code-1"),

@@ -22,7 +22,7 @@
 use crate::config::{ConfigError, Vars};
 use crate::context::{Deps, Platform};
 use crate::crypto;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::flow::{self, CookieSpec};
 use crate::oidc::{self, Discovery, Expect, Jwks};
 use crate::once::{self, Applied};
@@ -260,7 +260,12 @@ impl Identity {
         let orgid = match claims.get("orgid") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(Error::Unauthorized("the id_token names no org".into())),
+            _ => {
+                return Err(Error::refused(
+                    Reason::TokenInvalid,
+                    "the id_token names no org",
+                ));
+            }
         };
         // `role` is a string or an array of strings; admin means equal to or containing "admin".
         let is_admin = match claims.get("role") {
@@ -341,10 +346,10 @@ async fn read_callback(cx: &Haravan, req: &Request, purpose: &str) -> Result<Cal
     web::require_content_type(req, "application/x-www-form-urlencoded")?;
     let form = Params::parse(web::body_text(req, MAX_BODY)?)?;
     if let Some(error) = form.get("error") {
-        return Err(Error::BadRequest(format!(
-            "Haravan answered `{}`; start again",
-            web::printable(error)
-        )));
+        return Err(Error::refused(
+            Reason::PlatformRefused,
+            format!("Haravan answered `{}`; start again", web::printable(error)),
+        ));
     }
     let state_id = form.require("state")?;
     let code = form.require("code")?;
@@ -407,10 +412,10 @@ async fn login_callback(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
             flow::commit(cx, &[cb.state.consume()]).await?;
             authorize_redirect(cx, req, "install", Some(&who.orgid)).await
         }
-        None => Err(Error::Forbidden(
+        None => Err(Error::refused(
+            Reason::NotAllowed,
             "Gatehouse is not installed for this shop, and only a shop admin can install it. \
-             Ask an admin of the shop to open the app."
-                .into(),
+             Ask an admin of the shop to open the app.",
         )),
     }
 }
@@ -548,13 +553,15 @@ pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     let cb = read_callback(cx, req, "install").await?;
     let who = &cb.identity;
     if cb.state.data.get("orgid").and_then(Value::as_str) != Some(who.orgid.as_str()) {
-        return Err(Error::Forbidden(
-            "Haravan signed in another shop than the one being installed; start again".into(),
+        return Err(Error::refused(
+            Reason::WrongTenant,
+            "Haravan signed in another shop than the one being installed; start again",
         ));
     }
     if !who.is_admin {
-        return Err(Error::Forbidden(
-            "only a shop admin can install the app".into(),
+        return Err(Error::refused(
+            Reason::NotAllowed,
+            "only a shop admin can install the app",
         ));
     }
     let redirect_uri = cx.public_url(req, "/haravan/install/grandservice")?;
@@ -763,8 +770,9 @@ async fn challenge(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
         .ok_or_else(|| Error::Unavailable("no webhook verify token is configured".into()))?;
     if aws_lc_rs::constant_time::verify_slices_are_equal(ours.as_bytes(), token.as_bytes()).is_err()
     {
-        return Err(Error::Unauthorized(
-            "the verify token does not match".into(),
+        return Err(Error::refused(
+            Reason::SignatureInvalid,
+            "the verify token does not match",
         ));
     }
     Ok(web::text(StatusCode::OK, challenge))
@@ -777,9 +785,9 @@ fn signature_header(req: &Request) -> Result<Option<&str>> {
     for name in ["x-haravan-hmacsha256", "x-haravan-hmac-sha256"] {
         if let Some(value) = web::single_header(req.headers(), name)? {
             if found.is_some() {
-                return Err(Error::BadRequest(
-                    "the signature is given under both X-Haravan-Hmacsha256 and X-Haravan-Hmac-Sha256"
-                        .into(),
+                return Err(Error::refused(
+                    Reason::DuplicateParameter,
+                    "the signature is given under both X-Haravan-Hmacsha256 and X-Haravan-Hmac-Sha256",
                 ));
             }
             found = Some(value);
@@ -791,17 +799,23 @@ fn signature_header(req: &Request) -> Result<Option<&str>> {
 async fn delivery(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     let body = web::body(req, MAX_BODY)?;
     let signature = signature_header(req)?.ok_or_else(|| {
-        Error::Unauthorized("the X-Haravan-Hmacsha256 signature header is missing".into())
+        Error::refused(
+            Reason::SignatureMissing,
+            "the X-Haravan-Hmacsha256 signature header is missing",
+        )
     })?;
     let tag = {
         use base64::Engine as _;
         base64::engine::general_purpose::STANDARD
             .decode(signature.trim())
-            .map_err(|_| Error::Unauthorized("the signature is not base64".into()))?
+            .map_err(|_| Error::refused(Reason::SignatureInvalid, "the signature is not base64"))?
     };
     let creds = cx.secrets.credentials(PLATFORM).await?;
     if !crypto::verify_hmac_sha256(creds.verifying_keys(), body, &tag) {
-        return Err(Error::Unauthorized("the signature does not match".into()));
+        return Err(Error::refused(
+            Reason::SignatureInvalid,
+            "the signature does not match",
+        ));
     }
     let topic = web::single_header(req.headers(), "x-haravan-topic")?
         .ok_or_else(|| Error::BadRequest("the X-Haravan-Topic header is missing".into()))?
@@ -846,7 +860,7 @@ async fn delivery(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     }
     let orgid = signed_org
         .or(header_org)
-        .ok_or_else(|| Error::BadRequest("the delivery names no org".into()))?;
+        .ok_or_else(|| Error::refused(Reason::MalformedBody, "the delivery names no org"))?;
     if topic == "app/uninstalled"
         && payload.get("event_type").and_then(Value::as_str) != Some("app/uninstalled")
     {
@@ -936,7 +950,10 @@ async fn shop_update(
     match once::apply(cx.store.as_ref(), mark, &effect).await? {
         Applied::Done => Ok(json!({"ok": true, "handled": true})),
         Applied::Duplicate => Ok(duplicate()),
-        Applied::Refused(_) => Err(Error::NotFound("no install for this org".into())),
+        Applied::Refused(_) => Err(Error::refused(
+            Reason::NotInstalled,
+            "no install for this org",
+        )),
     }
 }
 

@@ -5,7 +5,7 @@
 //! own types, so handlers see an ordinary `lambda_http::Request`.
 
 use crate::context::{Deps, Platform, RequestInfo};
-use crate::error::Error;
+use crate::error::{Error, Reason};
 use crate::routes::Function;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -29,24 +29,29 @@ pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Err
             .as_deref()
             .is_some_and(|q| q.contains('#'))
     {
-        return Err(Error::BadRequest(
-            "the request path or query is malformed".into(),
+        return Err(Error::refused(
+            Reason::MalformedParameter,
+            "the request path or query is malformed",
         ));
     }
     let uri = match event.raw_query_string.as_deref() {
         Some(q) if !q.is_empty() => format!("{path}?{q}"),
         _ => path.to_owned(),
     };
-    let uri: lambda_http::http::Uri = uri
-        .parse()
-        .map_err(|_| Error::BadRequest("the request path or query is malformed".into()))?;
+    let uri: lambda_http::http::Uri = uri.parse().map_err(|_| {
+        Error::refused(
+            Reason::MalformedParameter,
+            "the request path or query is malformed",
+        )
+    })?;
     let body = match event.body {
         None => Body::Empty,
-        Some(b) if event.is_base64_encoded => Body::Binary(
-            STANDARD
-                .decode(b)
-                .map_err(|_| Error::BadRequest("the request body is not valid base64".into()))?,
-        ),
+        Some(b) if event.is_base64_encoded => Body::Binary(STANDARD.decode(b).map_err(|_| {
+            Error::refused(
+                Reason::MalformedBody,
+                "the request body is not valid base64",
+            )
+        })?),
         Some(b) => Body::Text(b),
     };
     let mut req = Request::new(body);
@@ -68,8 +73,12 @@ pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Err
 
 /// Parses an event file's JSON (events/*.json) into a request, as the runtime would.
 pub fn request_from_json(json: &str) -> Result<Request, Error> {
-    let event: ApiGatewayV2httpRequest = serde_json::from_str(json)
-        .map_err(|e| Error::BadRequest(format!("not an API Gateway HTTP API event: {e}")))?;
+    let event: ApiGatewayV2httpRequest = serde_json::from_str(json).map_err(|e| {
+        Error::refused(
+            Reason::MalformedBody,
+            format!("not an API Gateway HTTP API event: {e}"),
+        )
+    })?;
     request_from_event(event)
 }
 

@@ -37,4 +37,4 @@ pub mod web;
 pub mod weblink;
 
 pub use context::{Deps, Platform};
-pub use error::{Error, Result};
+pub use error::{Error, Reason, Result};

@@ -22,7 +22,7 @@
 
 use crate::config::{ConfigError, Vars};
 use crate::context::{Deps, Platform};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::once::{Lease, Patience};
 use crate::store::{Condition, Item, Key, StoreError, Write, now};
 use crate::web;
@@ -503,9 +503,9 @@ pub async fn request_to_pay(cx: &Momo, req: &Request) -> Result<Response<Body>> 
             // A concurrent request with the same key stored its payment first: that one is it.
             return match cx.store.get(&idem_key).await? {
                 Some(earlier) => repeat(cx, &earlier, &fingerprint).await,
-                None => Err(Error::Conflict(
-                    "a request with this Idempotency-Key was refused meanwhile; send it again"
-                        .into(),
+                None => Err(Error::refused(
+                    Reason::IdempotencyConflict,
+                    "a request with this Idempotency-Key was refused meanwhile; send it again",
                 )),
             };
         }
@@ -570,9 +570,9 @@ async fn repeat(cx: &Momo, earlier: &Item, fingerprint: &str) -> Result<Response
     let key = transaction_key(reference);
     let Some(mut tx) = cx.store.get(&key).await? else {
         // The record and the payment are removed together, when MoMo refused the request.
-        return Err(Error::Conflict(
-            "the earlier request with this Idempotency-Key was refused by MoMo; send it again"
-                .into(),
+        return Err(Error::refused(
+            Reason::IdempotencyConflict,
+            "the earlier request with this Idempotency-Key was refused by MoMo; send it again",
         ));
     };
     if tx.str("status") == Some("PENDING") && submitted_of(&tx) == submitted::UNKNOWN {
@@ -920,9 +920,9 @@ pub async fn callback(cx: &Momo, req: &Request) -> Result<Response<Body>> {
         .path()
         .strip_prefix("/momo/callback/")
         .filter(|r| !r.contains('/'))
-        .ok_or_else(|| Error::NotFound("no such callback".into()))?;
+        .ok_or_else(|| Error::refused(Reason::UnknownTenant, "no such callback"))?;
     let reference = uuid::Uuid::parse_str(reference)
-        .map_err(|_| Error::NotFound("no such payment".into()))?
+        .map_err(|_| Error::refused(Reason::UnknownTenant, "no such payment"))?
         .hyphenated()
         .to_string();
     let body = web::body(req, MAX_BODY)?;
@@ -931,7 +931,7 @@ pub async fn callback(cx: &Momo, req: &Request) -> Result<Response<Body>> {
         .store
         .get(&transaction_key(&reference))
         .await?
-        .ok_or_else(|| Error::NotFound("no such payment".into()))?;
+        .ok_or_else(|| Error::refused(Reason::UnknownTenant, "no such payment"))?;
     let current = tx.str("status").unwrap_or("PENDING").to_owned();
     if current != "PENDING" {
         return Ok(web::json(

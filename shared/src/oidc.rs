@@ -24,7 +24,7 @@
 //! override what it says.
 
 use crate::config::{ConfigError, Vars};
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::JwkSet;
@@ -131,8 +131,9 @@ impl Jwks {
             }
             state.last_miss = Some(Instant::now());
         }
-        Err(Error::Unauthorized(
-            "the id_token is signed with a key the platform does not publish".into(),
+        Err(Error::refused(
+            Reason::TokenInvalid,
+            "the id_token is signed with a key the platform does not publish",
         ))
     }
 }
@@ -277,7 +278,7 @@ pub fn half_hash(value: &str) -> String {
 }
 
 fn refused(what: &str) -> Error {
-    Error::Unauthorized(format!("the id_token {what}"))
+    Error::refused(Reason::TokenInvalid, format!("the id_token {what}"))
 }
 
 /// Reads the header's `alg` before anything else, so that `none` and HMAC algorithms (which

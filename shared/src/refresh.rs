@@ -17,7 +17,7 @@
 
 use crate::context::Deps;
 use crate::crypto::KeyRing;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::once::{Lease, Patience};
 use crate::store::{Condition, Item, Key, StoreError, now};
 use secrecy::{ExposeSecret, SecretString};
@@ -69,9 +69,10 @@ impl RefreshError {
     /// refused the code (a 400 asking to start again); anything else stays as it was.
     pub fn for_code(self, platform: &str) -> Error {
         match self {
-            RefreshError::InvalidGrant => Error::BadRequest(format!(
-                "{platform} refused the authorization code; start again"
-            )),
+            RefreshError::InvalidGrant => Error::refused(
+                Reason::PlatformRefused,
+                format!("{platform} refused the authorization code; start again"),
+            ),
             RefreshError::Failed(e) => e,
         }
     }
@@ -105,9 +106,10 @@ pub async fn token_request<T: serde::de::DeserializeOwned>(
     tracing::warn!(status = status.as_u16(), error = ?error, who, "token request refused");
     Err(match error.as_deref() {
         Some("invalid_grant") => RefreshError::InvalidGrant,
-        _ if status.is_client_error() => RefreshError::Failed(Error::BadRequest(format!(
-            "{who} refused the request; start again"
-        ))),
+        _ if status.is_client_error() => RefreshError::Failed(Error::refused(
+            Reason::PlatformRefused,
+            format!("{who} refused the request; start again"),
+        )),
         _ => failed(format!("{who} answered {}", status.as_u16())),
     })
 }
@@ -206,9 +208,9 @@ fn needs_reauth(item: &Item) -> bool {
 }
 
 fn reauth_error() -> Error {
-    Error::Forbidden(
-        "the platform no longer accepts this app's authorization; an admin must install the app again"
-            .into(),
+    Error::refused(
+        Reason::NeedsReauth,
+        "the platform no longer accepts this app's authorization; an admin must install the app again",
     )
 }
 
@@ -230,10 +232,12 @@ pub async fn fresh_item(cx: &Deps, key: &Key, refresher: &dyn Refresher) -> Resu
     let keys = cx.secrets.app_keys().await?;
     let patience = Patience::new(WAIT, POLL);
     loop {
-        let item =
-            cx.store.get(key).await?.ok_or_else(|| {
-                Error::NotFound("the app is not installed for this tenant".into())
-            })?;
+        let item = cx.store.get(key).await?.ok_or_else(|| {
+            Error::refused(
+                Reason::NotInstalled,
+                "the app is not installed for this tenant",
+            )
+        })?;
         if needs_reauth(&item) {
             return Err(reauth_error());
         }
@@ -278,8 +282,9 @@ async fn refresh_under_lease(
     refresher: &dyn Refresher,
 ) -> Result<Option<Item>> {
     let Some(item) = cx.store.get(key).await? else {
-        return Err(Error::NotFound(
-            "the app is not installed for this tenant".into(),
+        return Err(Error::refused(
+            Reason::NotInstalled,
+            "the app is not installed for this tenant",
         ));
     };
     if needs_reauth(&item) {

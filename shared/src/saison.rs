@@ -20,7 +20,7 @@
 use crate::config::{ConfigError, Vars};
 use crate::context::{Deps, Platform};
 use crate::crypto;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::flow::{self, CookieSpec};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
 use crate::store::{Condition, Item, Key, Write, now};
@@ -223,10 +223,10 @@ pub async fn authorize(cx: &Saison, req: &Request) -> Result<Response<Body>> {
     let member = match q.get("member") {
         Some(m) if s.members.iter().any(|x| x == m) => m.to_owned(),
         Some(m) => {
-            return Err(Error::NotFound(format!(
-                "`{}` is not a member this app serves",
-                web::printable(m)
-            )));
+            return Err(Error::refused(
+                Reason::UnknownTenant,
+                format!("`{}` is not a member this app serves", web::printable(m)),
+            ));
         }
         None => s.members[0].clone(),
     };
@@ -273,14 +273,17 @@ struct TokenReply {
 pub async fn callback(cx: &Saison, req: &Request) -> Result<Response<Body>> {
     let q = Params::from_query(req)?;
     if let Some(error) = q.get("error") {
-        return Err(Error::BadRequest(format!(
-            "Saison answered `{}`; start again",
-            web::printable(error)
-        )));
+        return Err(Error::refused(
+            Reason::PlatformRefused,
+            format!("Saison answered `{}`; start again", web::printable(error)),
+        ));
     }
     let code = q.require("code")?;
     if cx.settings.send_state && q.get("state").is_none() {
-        return Err(Error::BadRequest("parameter `state` is missing".into()));
+        return Err(Error::refused(
+            Reason::MissingParameter,
+            "parameter `state` is missing",
+        ));
     }
     let state = flow::read_bound(cx, &STATE_COOKIE, req, PLATFORM, q.get("state")).await?;
     let keys = cx.secrets.app_keys().await?;

@@ -20,7 +20,7 @@
 use crate::config::{ConfigError, Vars};
 use crate::context::{Deps, Platform};
 use crate::crypto;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::flow::{self, CookieSpec};
 use crate::once::{self, Applied};
 use crate::store::{Condition, Item, Key, Write, now};
@@ -241,12 +241,15 @@ pub fn sign(secret: &[u8], object: &Map<String, Value>) -> String {
 
 fn verify(keys: &[&[u8]], object: &Map<String, Value>, hmac_hex: &str) -> Result<()> {
     let tag = hex::decode(hmac_hex)
-        .map_err(|_| Error::Unauthorized("the hmac is not hexadecimal".into()))?;
+        .map_err(|_| Error::refused(Reason::SignatureInvalid, "the hmac is not hexadecimal"))?;
     let message = canonical_json(object);
     if crypto::verify_hmac_sha256(keys.iter().copied(), message.as_bytes(), &tag) {
         Ok(())
     } else {
-        Err(Error::Unauthorized("the hmac does not match".into()))
+        Err(Error::refused(
+            Reason::SignatureInvalid,
+            "the hmac does not match",
+        ))
     }
 }
 
@@ -263,8 +266,9 @@ pub fn check_timestamp(raw: &str, window: Duration, now_ms: i64) -> Result<()> {
     };
     let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
     if now_ms.saturating_sub(ts_ms).saturating_abs() > window_ms {
-        return Err(Error::Unauthorized(
-            "the request is too old or from the future (timestamp outside the window)".into(),
+        return Err(Error::refused(
+            Reason::Stale,
+            "the request is too old or from the future (timestamp outside the window)",
         ));
     }
     Ok(())
@@ -340,10 +344,13 @@ pub async fn callback(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
     // The merchant's Deny comes back as `?error=access_denied`, unsigned: report Sesami's
     // refusal as such (nothing is stored), as the other platforms' callbacks do.
     if let Some(error) = params.get("error") {
-        return Err(Error::BadRequest(format!(
-            "Sesami answered `{}`: the install was not authorized; start again",
-            web::printable(error)
-        )));
+        return Err(Error::refused(
+            Reason::PlatformRefused,
+            format!(
+                "Sesami answered `{}`: the install was not authorized; start again",
+                web::printable(error)
+            ),
+        ));
     }
     let code = params.require("code")?;
     verify_query(cx, &params).await?;
@@ -352,9 +359,9 @@ pub async fn callback(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
     let state = flow::read_bound(cx, &STATE_COOKIE, req, PLATFORM, None).await?;
     let keys = cx.secrets.app_keys().await?;
     if state.data.get("shop_id").and_then(Value::as_str) != Some(shop_id) {
-        return Err(Error::Forbidden(
-            "this callback is for another shop than the one whose install this browser started"
-                .into(),
+        return Err(Error::refused(
+            Reason::WrongTenant,
+            "this callback is for another shop than the one whose install this browser started",
         ));
     }
 
@@ -433,8 +440,9 @@ async fn exchange(cx: &Sesami, shop_id: &str, code: &str) -> Result<TokenReply> 
     let status = resp.status();
     if status.is_client_error() {
         tracing::warn!(status = status.as_u16(), "sesami refused the code");
-        return Err(Error::BadRequest(
-            "Sesami refused the authorization code; start the install again".into(),
+        return Err(Error::refused(
+            Reason::PlatformRefused,
+            "Sesami refused the authorization code; start the install again",
         ));
     }
     if !status.is_success() {

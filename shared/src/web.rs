@@ -4,7 +4,7 @@
 //! common parsers are lenient: a duplicated parameter or a percent-escape that is not UTF-8 is an
 //! error (400), never silently resolved to one value or replaced by U+FFFD.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 /// The response builders, in their own module so that [`crate::error`] can use them without
 /// depending on request parsing (which returns its errors).
 pub use crate::response::{Format, build, escape, html_page, json, text};
@@ -37,17 +37,22 @@ pub fn is_id_byte(b: u8) -> bool {
 /// "parameter `sid`".
 pub fn check_id<'a>(what: &str, id: &'a str) -> Result<&'a str> {
     if id.is_empty() {
-        return Err(Error::BadRequest(format!("{what} is empty")));
+        return Err(Error::refused(
+            Reason::MissingParameter,
+            format!("{what} is empty"),
+        ));
     }
     if id.len() > MAX_ID_BYTES {
-        return Err(Error::BadRequest(format!(
-            "{what} is longer than {MAX_ID_BYTES} bytes"
-        )));
+        return Err(Error::refused(
+            Reason::MalformedParameter,
+            format!("{what} is longer than {MAX_ID_BYTES} bytes"),
+        ));
     }
     if !id.bytes().all(is_id_byte) || id.bytes().all(|b| b == b'.') {
-        return Err(Error::BadRequest(format!(
-            "{what} may hold only ASCII letters, digits and `-_.:@`"
-        )));
+        return Err(Error::refused(
+            Reason::MalformedParameter,
+            format!("{what} may hold only ASCII letters, digits and `-_.:@`"),
+        ));
     }
     Ok(id)
 }
@@ -60,9 +65,10 @@ impl Params {
     /// Parses `application/x-www-form-urlencoded` text (`+` is a space).
     pub fn parse(raw: &str) -> Result<Self> {
         if raw.len() > MAX_QUERY_BYTES {
-            return Err(Error::BadRequest(format!(
-                "the parameters are longer than {MAX_QUERY_BYTES} bytes"
-            )));
+            return Err(Error::refused(
+                Reason::MalformedParameter,
+                format!("the parameters are longer than {MAX_QUERY_BYTES} bytes"),
+            ));
         }
         let mut map = BTreeMap::new();
         for pair in raw.split('&').filter(|p| !p.is_empty()) {
@@ -70,15 +76,16 @@ impl Params {
             let name = decode(name)?;
             let value = decode(value)?;
             if map.len() == MAX_PARAMS {
-                return Err(Error::BadRequest(format!(
-                    "more than {MAX_PARAMS} parameters"
-                )));
+                return Err(Error::refused(
+                    Reason::MalformedParameter,
+                    format!("more than {MAX_PARAMS} parameters"),
+                ));
             }
             if map.contains_key(&name) {
-                return Err(Error::BadRequest(format!(
-                    "parameter `{}` is given more than once",
-                    printable(&name)
-                )));
+                return Err(Error::refused(
+                    Reason::DuplicateParameter,
+                    format!("parameter `{}` is given more than once", printable(&name)),
+                ));
             }
             map.insert(name, value);
         }
@@ -99,8 +106,14 @@ impl Params {
     pub fn require(&self, name: &str) -> Result<&str> {
         match self.get(name) {
             Some(v) if !v.is_empty() => Ok(v),
-            Some(_) => Err(Error::BadRequest(format!("parameter `{name}` is empty"))),
-            None => Err(Error::BadRequest(format!("parameter `{name}` is missing"))),
+            Some(_) => Err(Error::refused(
+                Reason::MissingParameter,
+                format!("parameter `{name}` is empty"),
+            )),
+            None => Err(Error::refused(
+                Reason::MissingParameter,
+                format!("parameter `{name}` is missing"),
+            )),
         }
     }
 
@@ -125,8 +138,9 @@ fn decode(s: &str) -> Result<String> {
             && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
                 && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
         {
-            return Err(Error::BadRequest(
-                "a parameter holds an invalid percent escape".into(),
+            return Err(Error::refused(
+                Reason::MalformedParameter,
+                "a parameter holds an invalid percent escape",
             ));
         }
     }
@@ -134,7 +148,7 @@ fn decode(s: &str) -> Result<String> {
     percent_encoding::percent_decode_str(&spaced)
         .decode_utf8()
         .map(|c| c.into_owned())
-        .map_err(|_| Error::BadRequest("a parameter is not valid UTF-8".into()))
+        .map_err(|_| Error::refused(Reason::MalformedParameter, "a parameter is not valid UTF-8"))
 }
 
 /// A name shortened and stripped of control characters, safe to echo in a message.
@@ -154,7 +168,7 @@ pub fn body(req: &Request, limit: usize) -> Result<&[u8]> {
 /// The request body as UTF-8 text, refused when larger than `limit`.
 pub fn body_text(req: &Request, limit: usize) -> Result<&str> {
     std::str::from_utf8(body(req, limit)?)
-        .map_err(|_| Error::BadRequest("the request body is not valid UTF-8".into()))
+        .map_err(|_| Error::refused(Reason::MalformedBody, "the request body is not valid UTF-8"))
 }
 
 /// Requires the media type of the body (parameters such as `charset` are ignored). Two
@@ -186,14 +200,17 @@ pub fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(Error::BadRequest(format!(
-            "the {name} header is given more than once"
-        )));
+        return Err(Error::refused(
+            Reason::DuplicateParameter,
+            format!("the {name} header is given more than once"),
+        ));
     }
-    first
-        .to_str()
-        .map(Some)
-        .map_err(|_| Error::BadRequest(format!("the {name} header is not visible ASCII")))
+    first.to_str().map(Some).map_err(|_| {
+        Error::refused(
+            Reason::MalformedParameter,
+            format!("the {name} header is not visible ASCII"),
+        )
+    })
 }
 
 /// Parses a JSON request body strictly into `T`: an object key given twice, at any depth, is
@@ -202,7 +219,7 @@ pub fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'
 /// of `T`'s shape.
 pub fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8], shape: &str) -> Result<T> {
     serde_json::from_value(json_value(bytes, shape)?)
-        .map_err(|_| Error::BadRequest(shape.to_owned()))
+        .map_err(|_| Error::refused(Reason::MalformedBody, shape.to_owned()))
 }
 
 /// Parses a JSON request body strictly (see [`json_body`]) into a value, for callers that read
@@ -211,11 +228,14 @@ pub fn json_value(bytes: &[u8], shape: &str) -> Result<serde_json::Value> {
     let strict: StrictJson = serde_json::from_slice(bytes).map_err(|e| {
         let text = e.to_string();
         match text.strip_prefix(DUPLICATE_KEY) {
-            Some(rest) => Error::BadRequest(format!(
-                "the JSON body gives {} more than once",
-                printable(rest.split(" at line").next().unwrap_or_default())
-            )),
-            None => Error::BadRequest(shape.to_owned()),
+            Some(rest) => Error::refused(
+                Reason::DuplicateParameter,
+                format!(
+                    "the JSON body gives {} more than once",
+                    printable(rest.split(" at line").next().unwrap_or_default())
+                ),
+            ),
+            None => Error::refused(Reason::MalformedBody, shape.to_owned()),
         }
     })?;
     Ok(strict.0)
@@ -336,15 +356,21 @@ mod tests {
         assert_eq!(p.get("b"), Some("x y/z"));
         assert_eq!(p.get("c"), Some(""));
         assert_eq!(p.get("d"), Some(""));
-        assert!(p.require("c").is_err());
-        assert!(p.require("zz").is_err());
+        assert_eq!(
+            p.require("c").unwrap_err().reason(),
+            Some(Reason::MissingParameter)
+        );
+        assert_eq!(
+            p.require("zz").unwrap_err().reason(),
+            Some(Reason::MissingParameter)
+        );
         assert!(matches!(
             Params::parse("a=1&a=2"),
-            Err(Error::BadRequest(_))
+            Err(e) if e.reason() == Some(Reason::DuplicateParameter)
         ));
         assert!(matches!(
             Params::parse("a=%ff%fe"),
-            Err(Error::BadRequest(_))
+            Err(e) if e.reason() == Some(Reason::MalformedParameter)
         ));
         let many: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("p{i}=1")).collect();
         assert!(Params::parse(&many.join("&")).is_err());
@@ -360,9 +386,17 @@ mod tests {
         let at_limit = "i".repeat(MAX_ID_BYTES);
         let p = Params::parse(&format!("a={at_limit}&b={at_limit}i&c=")).unwrap();
         assert_eq!(p.require_id("a").unwrap(), at_limit);
-        assert!(matches!(p.require_id("b"), Err(Error::BadRequest(m)) if m.contains("`b`")));
-        assert!(matches!(p.require_id("c"), Err(Error::BadRequest(_))));
-        assert!(matches!(p.require_id("d"), Err(Error::BadRequest(_))));
+        assert!(
+            matches!(p.require_id("b"), Err(e) if e.reason() == Some(Reason::MalformedParameter) && e.to_string().contains("`b`"))
+        );
+        assert_eq!(
+            p.require_id("c").unwrap_err().reason(),
+            Some(Reason::MissingParameter)
+        );
+        assert_eq!(
+            p.require_id("d").unwrap_err().reason(),
+            Some(Reason::MissingParameter)
+        );
         assert!(check_id("the org", &at_limit).is_ok());
         assert!(check_id("the org", &format!("{at_limit}i")).is_err());
     }
@@ -392,7 +426,7 @@ mod tests {
             "caf\u{e9}",
         ] {
             assert!(
-                matches!(check_id("the id", bad), Err(Error::BadRequest(_))),
+                matches!(check_id("the id", bad), Err(e) if e.reason().is_some()),
                 "{bad:?} is refused"
             );
         }
@@ -406,7 +440,7 @@ mod tests {
     fn invalid_percent_escapes_are_refused() {
         for bad in ["a=%zz", "a=%", "a=1%2", "%G0=1", "a=%%41"] {
             assert!(
-                matches!(Params::parse(bad), Err(Error::BadRequest(m)) if m.contains("percent escape")),
+                matches!(Params::parse(bad), Err(e) if e.reason() == Some(Reason::MalformedParameter)),
                 "{bad}"
             );
         }
@@ -421,7 +455,7 @@ mod tests {
         assert_eq!(single_header(&h, "x-a").unwrap(), Some("1"));
         h.append("x-a", HeaderValue::from_static("2"));
         assert!(
-            matches!(single_header(&h, "x-a"), Err(Error::BadRequest(m)) if m.contains("more than once"))
+            matches!(single_header(&h, "x-a"), Err(e) if e.reason() == Some(Reason::DuplicateParameter))
         );
     }
 
@@ -441,15 +475,17 @@ mod tests {
             br#"{"a":1,"a":2}"#,
         ] {
             assert!(
-                matches!(json_body::<M>(bad, "shape"), Err(Error::BadRequest(m)) if m.contains("more than once")),
+                matches!(json_body::<M>(bad, "shape"), Err(e) if e.reason() == Some(Reason::DuplicateParameter)),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
         assert!(
-            matches!(json_body::<M>(b"[1]", "shape"), Err(Error::BadRequest(m)) if m == "shape")
+            matches!(json_body::<M>(b"[1]", "shape"), Err(e) if e.reason() == Some(Reason::MalformedBody) && e.to_string() == "shape")
         );
-        assert!(matches!(json_body::<M>(b"{", "shape"), Err(Error::BadRequest(m)) if m == "shape"));
+        assert!(
+            matches!(json_body::<M>(b"{", "shape"), Err(e) if e.reason() == Some(Reason::MalformedBody) && e.to_string() == "shape")
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@
 use crate::config::{ConfigError, Vars};
 use crate::context::{Deps, Platform};
 use crate::crypto;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::flow::{self, CookieSpec};
 use crate::oidc::{self, Expect, Jwks};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
@@ -432,10 +432,13 @@ impl Weblink {
         {
             Ok(())
         } else {
-            Err(Error::Forbidden(format!(
-                "`{}` is not a portal this app serves",
-                web::printable(portal)
-            )))
+            Err(Error::refused(
+                Reason::NotAllowed,
+                format!(
+                    "`{}` is not a portal this app serves",
+                    web::printable(portal)
+                ),
+            ))
         }
     }
 
@@ -487,8 +490,9 @@ pub async fn portal_config(cx: &Weblink, portal: &str) -> Result<PortalConfig> {
         ))
     })?;
     if resp.status().as_u16() == 404 {
-        return Err(Error::NotFound(
-            "Administrate does not know this portal".into(),
+        return Err(Error::refused(
+            Reason::UnknownTenant,
+            "Administrate does not know this portal",
         ));
     }
     if !resp.status().is_success() {
@@ -620,8 +624,9 @@ async fn fetch_guest_token(cx: &Weblink, portal: &str) -> Result<GuestOutcome> {
                 expires_at: now() + GUEST_TOKEN_SECONDS,
             })
         }
-        404 => Err(Error::NotFound(
-            "Administrate does not know this portal".into(),
+        404 => Err(Error::refused(
+            Reason::UnknownTenant,
+            "Administrate does not know this portal",
         )),
         403 => {
             let wait = answer
@@ -720,10 +725,13 @@ fn session_key(session_id: &str) -> Key {
 pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     let q = Params::from_query(req)?;
     if let Some(error) = q.get("error") {
-        return Err(Error::BadRequest(format!(
-            "the sign-in ended with `{}`; start again",
-            web::printable(error)
-        )));
+        return Err(Error::refused(
+            Reason::PlatformRefused,
+            format!(
+                "the sign-in ended with `{}`; start again",
+                web::printable(error)
+            ),
+        ));
     }
     let code = q.require("code")?;
     let state_id = q.require("state")?;
@@ -763,9 +771,10 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     )
     .await
     .map_err(|e| match e {
-        RefreshError::InvalidGrant => {
-            Error::BadRequest("the portal's sign-in service refused the code; sign in again".into())
-        }
+        RefreshError::InvalidGrant => Error::refused(
+            Reason::PlatformRefused,
+            "the portal's sign-in service refused the code; sign in again",
+        ),
         RefreshError::Failed(e) => e,
     })?;
     let id_token = reply.id_token.as_deref().ok_or_else(|| {
@@ -868,8 +877,9 @@ impl Refresher for WeblinkRefresher<'_> {
         // The session's IDP, pinned at sign-in; still inside the allow-list, or no refresh token
         // is sent there.
         let domain = cx.idp_domain(self.domain).map_err(|_| {
-            RefreshError::Failed(Error::Unauthorized(
-                "the session's identity provider is not allowed any more; sign in again".into(),
+            RefreshError::Failed(Error::refused(
+                Reason::SessionMissing,
+                "the session's identity provider is not allowed any more; sign in again",
             ))
         })?;
         let reply = token_call(
@@ -896,13 +906,12 @@ pub async fn refresh(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     let keys = cx.secrets.app_keys().await?;
     let session_id = SESSION_COOKIE
         .read(cx, &keys, req)
-        .map_err(|_| Error::Unauthorized("no valid session; sign in".into()))?;
+        .map_err(|_| Error::refused(Reason::SessionMissing, "no valid session; sign in"))?;
     let key = session_key(&session_id);
-    let session = cx
-        .store
-        .get(&key)
-        .await?
-        .ok_or_else(|| Error::Unauthorized("the session has ended; sign in".into()))?;
+    let session =
+        cx.store.get(&key).await?.ok_or_else(|| {
+            Error::refused(Reason::SessionMissing, "the session has ended; sign in")
+        })?;
     let domain = session.str("idp_domain").unwrap_or_default().to_owned();
     let client_id = session.str("client_id").unwrap_or_default().to_owned();
     let refresher = WeblinkRefresher {

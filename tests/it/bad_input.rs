@@ -1149,6 +1149,18 @@ async fn through_lambda(h: &Harness, route: &Route, case: &Case) -> Result<Answe
     })
 }
 
+/// The reason codes (`gatehouse::Reason`) a specific refusal may carry.
+fn expected_reasons(message: &str) -> &'static [&'static str] {
+    match message {
+        "more than once" => &["duplicate_parameter"],
+        "base64" => &["malformed_body"],
+        // A parameter's value, or a body that is not text at all.
+        "UTF-8" => &["malformed_parameter", "malformed_body"],
+        "longer than" | "percent escape" | "may hold only" => &["malformed_parameter"],
+        other => panic!("no reason is known for the message {other:?}"),
+    }
+}
+
 /// What is wrong with an answer, if anything.
 fn judge(case: &Case, answer: &Answer, over_http: bool, secrets: &[String]) -> Vec<String> {
     let mut problems = Vec::new();
@@ -1169,9 +1181,15 @@ fn judge(case: &Case, answer: &Answer, over_http: bool, secrets: &[String]) -> V
         ));
     } else if let Some(text) = case.message
         && !from_http_layer
-        && !body.contains(text)
     {
-        problems.push(format!("the message does not say {text:?}: {body:.300}"));
+        if !body.contains(text) {
+            problems.push(format!("the message does not say {text:?}: {body:.300}"));
+        }
+        // The refusal's typed reason, which callers match rather than the sentence.
+        let reasons = expected_reasons(text);
+        if !reasons.iter().any(|r| body.contains(r)) {
+            problems.push(format!("the answer names none of {reasons:?}: {body:.300}"));
+        }
     }
     if !from_http_layer && answer.body.is_empty() && case.method != Method::HEAD {
         problems.push(format!("answered {} with no message", answer.status));
