@@ -372,7 +372,10 @@ fn check_signature_and_claims(
         return Err(refused("was issued in the future (iat)"));
     }
     if let Some(nonce) = expect.nonce
-        && claims.get("nonce").and_then(Value::as_str) != Some(nonce)
+        && !claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .is_some_and(|got| crate::crypto::constant_time_eq(got.as_bytes(), nonce.as_bytes()))
     {
         return Err(refused("does not carry this sign-in's nonce"));
     }
@@ -382,7 +385,9 @@ fn check_signature_and_claims(
     }
     for (claim, value) in [("c_hash", expect.code), ("at_hash", expect.access_token)] {
         if let (Some(value), Some(hash)) = (value, claims.get(claim))
-            && hash.as_str() != Some(half_hash(value).as_str())
+            && !hash.as_str().is_some_and(|got| {
+                crate::crypto::constant_time_eq(got.as_bytes(), half_hash(value).as_bytes())
+            })
         {
             return Err(refused(&format!("`{claim}` does not match")));
         }
