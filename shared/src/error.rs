@@ -13,7 +13,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 
 /// Why a request could not be served.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A parameter is missing, duplicated or malformed (400).
     #[error("{0}")]

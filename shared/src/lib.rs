@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod budget;
+pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod error;

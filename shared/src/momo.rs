@@ -21,6 +21,7 @@
 //! sandbox.
 
 use crate::app::App;
+use crate::cache::Fetched;
 use crate::config::{ConfigError, Vars};
 use crate::error::{Error, Result};
 use crate::once::{Lease, Patience};
@@ -32,7 +33,6 @@ use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The platform's name: its secret, its store partitions, its routes.
@@ -101,7 +101,9 @@ impl Settings {
 pub struct Momo {
     /// The settings.
     pub settings: Settings,
-    tokens: tokio::sync::Mutex<HashMap<String, (SecretString, i64)>>,
+    /// By product (only configured products are keys). No lock is held across the fetch, so
+    /// one product's slow token holds up only that product's callers.
+    tokens: crate::cache::Cache<String, (SecretString, i64), Error>,
 }
 
 impl Momo {
@@ -109,7 +111,7 @@ impl Momo {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         Ok(Self {
             settings: Settings::from_vars(vars)?,
-            tokens: tokio::sync::Mutex::new(HashMap::new()),
+            tokens: crate::cache::Cache::new(),
         })
     }
 }
@@ -145,16 +147,21 @@ struct TokenReply {
 /// A valid access token for `product`: from the container, from the store, or — by one caller
 /// across all containers — from MoMo.
 pub async fn access_token(app: &App, product: &str) -> Result<SecretString> {
-    // Holding the container's lock while fetching makes concurrent callers in this container
-    // wait for one answer instead of each asking.
-    let mut cache = app.momo.tokens.lock().await;
-    if let Some((token, expires_at)) = cache.get(product)
-        && *expires_at - TOKEN_MARGIN > now()
-    {
-        return Ok(token.clone());
-    }
-    let (token, expires_at) = shared_token(app, product).await?;
-    cache.insert(product.to_owned(), (token.clone(), expires_at));
+    // Concurrent callers in this container share one fetch (the cache's single flight) instead
+    // of each asking; the token is kept until it is within the margin of expiring.
+    let (token, _) = app
+        .momo
+        .tokens
+        .get(&product.to_owned(), |_| async {
+            match shared_token(app, product).await {
+                Ok((token, expires_at)) => {
+                    let left = u64::try_from(expires_at - TOKEN_MARGIN - now()).unwrap_or(0);
+                    Fetched::value((token, expires_at), Duration::from_secs(left))
+                }
+                Err(e) => Fetched::failed(e),
+            }
+        })
+        .await?;
     Ok(token)
 }
 

@@ -28,6 +28,7 @@
 //!   refreshed once across containers by the shared machinery.
 
 use crate::app::App;
+use crate::cache::{Cache, Fetched};
 use crate::config::{ConfigError, Vars};
 use crate::crypto;
 use crate::error::{Error, Result};
@@ -43,7 +44,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The platform's name: its store partitions, its routes.
@@ -316,17 +317,16 @@ enum GuestOutcome {
 }
 
 impl GuestOutcome {
-    fn usable(&self, now: i64) -> bool {
-        match self {
-            Self::Token { expires_at, .. } => expires_at - GUEST_TOKEN_MARGIN > now,
-            Self::Locked { until } => *until > now,
-        }
+    /// How long, from `now`, the outcome may be handed out: a token while it has more than
+    /// the margin left, a lock while it lasts.
+    fn usable_for(&self, now: i64) -> Duration {
+        let left = match self {
+            Self::Token { expires_at, .. } => expires_at - GUEST_TOKEN_MARGIN - now,
+            Self::Locked { until } => until - now,
+        };
+        Duration::from_secs(u64::try_from(left).unwrap_or(0))
     }
 }
-
-/// One portal's slot: the first caller fetches, concurrent callers wait for that fetch (the
-/// cell, not a lock on the whole cache, is what they wait on). A failed fetch leaves it empty.
-type GuestSlot = Arc<tokio::sync::OnceCell<GuestOutcome>>;
 
 /// Token buckets per client: `per_minute` requests a minute, in bursts of as many.
 struct Limiter {
@@ -373,10 +373,11 @@ pub struct Weblink {
     pub settings: Settings,
     /// The IDP's signing keys.
     pub jwks: Jwks,
-    lookups: tokio::sync::Mutex<HashMap<String, (Instant, PortalConfig)>>,
-    /// By portal (only allowed portals ever get a slot, so this stays small). The std mutex is
-    /// held only to find or replace a slot, never across a call.
-    guest_tokens: Mutex<HashMap<String, GuestSlot>>,
+    /// Host lookups by portal, and portal tokens by portal: only allowed portals are ever
+    /// keys, so both stay small. Neither holds a lock across the call to Administrate, so one
+    /// slow portal holds up only the callers of that portal.
+    lookups: Cache<String, PortalConfig, Error>,
+    guest_tokens: Cache<String, GuestOutcome, Error>,
     limiter: Limiter,
 }
 
@@ -391,8 +392,8 @@ impl Weblink {
                 buckets: Mutex::new(HashMap::new()),
             },
             settings,
-            lookups: tokio::sync::Mutex::new(HashMap::new()),
-            guest_tokens: Mutex::new(HashMap::new()),
+            lookups: Cache::new(),
+            guest_tokens: Cache::new(),
         })
     }
 
@@ -414,7 +415,7 @@ impl Weblink {
     /// Drops the cached portal lookups, as a fresh container starts without them: the next
     /// login asks the host lookup again.
     pub async fn forget_lookups(&self) {
-        self.lookups.lock().await.clear();
+        self.lookups.clear();
     }
 
     fn allowed(&self, portal: &str) -> Result<()> {
@@ -462,43 +463,46 @@ pub fn new_verifier() -> Result<String> {
     Ok(crypto::random_string(VERIFIER_ALPHABET, 64)?)
 }
 
-/// The portal's IDP settings: cached per container for ten minutes.
+/// The portal's IDP settings: cached per container for ten minutes (a failed lookup is not
+/// kept), one lookup per portal at a time.
 pub async fn portal_config(app: &App, portal: &str) -> Result<PortalConfig> {
     let w = &app.weblink;
-    let mut cache = w.lookups.lock().await;
-    if let Some((at, config)) = cache.get(portal)
-        && at.elapsed() < LOOKUP_TTL
-    {
-        return Ok(config.clone());
-    }
-    let mut url = url::Url::parse(&w.settings.host_lookup_url)
-        .map_err(|_| Error::Internal("bad host lookup URL".into()))?;
-    url.query_pairs_mut().append_pair("host", portal);
-    let resp = app.http.get(url).send().await.map_err(|e| {
-        Error::Upstream(format!(
-            "Administrate's host lookup {}",
-            crate::http::describe(&e)
-        ))
-    })?;
-    if resp.status().as_u16() == 404 {
-        return Err(Error::NotFound(
-            "Administrate does not know this portal".into(),
-        ));
-    }
-    if !resp.status().is_success() {
-        return Err(Error::Upstream(format!(
-            "Administrate's host lookup answered {}",
-            resp.status().as_u16()
-        )));
-    }
-    let config: PortalConfig = resp
-        .json()
+    let lookup = async {
+        let mut url = url::Url::parse(&w.settings.host_lookup_url)
+            .map_err(|_| Error::Internal("bad host lookup URL".into()))?;
+        url.query_pairs_mut().append_pair("host", portal);
+        let resp = app.http.get(url).send().await.map_err(|e| {
+            Error::Upstream(format!(
+                "Administrate's host lookup {}",
+                crate::http::describe(&e)
+            ))
+        })?;
+        if resp.status().as_u16() == 404 {
+            return Err(Error::NotFound(
+                "Administrate does not know this portal".into(),
+            ));
+        }
+        if !resp.status().is_success() {
+            return Err(Error::Upstream(format!(
+                "Administrate's host lookup answered {}",
+                resp.status().as_u16()
+            )));
+        }
+        let config: PortalConfig = resp.json().await.map_err(|_| {
+            Error::Upstream("Administrate's host lookup answered unreadably".into())
+        })?;
+        let mut config = config;
+        config.idp.domain = w.idp_domain(&config.idp.domain)?;
+        Ok::<_, Error>(config)
+    };
+    w.lookups
+        .get(&portal.to_owned(), |_| async {
+            match lookup.await {
+                Ok(config) => Fetched::value(config, LOOKUP_TTL),
+                Err(e) => Fetched::failed(e),
+            }
+        })
         .await
-        .map_err(|_| Error::Upstream("Administrate's host lookup answered unreadably".into()))?;
-    let mut config = config;
-    config.idp.domain = w.idp_domain(&config.idp.domain)?;
-    cache.insert(portal.to_owned(), (Instant::now(), config.clone()));
-    Ok(config)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -564,28 +568,21 @@ async fn guest_token_flow(app: &App, req: &Request) -> Result<Response<Body>> {
 }
 
 /// The portal's token (or Administrate's lock) from the cache, fetched once when missing or
-/// stale. The cache's mutex is held only to find, insert or drop the portal's slot; callers of
-/// one portal wait on that slot for its one fetch, and other portals are never held up.
+/// stale: callers of one portal share its one fetch, other portals are never held up, and a
+/// failed fetch is not kept. A freshly fetched outcome is used as it is.
 async fn cached_guest_token(app: &App, portal: &str) -> Result<GuestOutcome> {
-    let cache = &app.weblink.guest_tokens;
-    let mut outcome = None;
-    // A stale slot is replaced once; a freshly fetched outcome is used as it is.
-    for _ in 0..2 {
-        let slot = relock(cache).entry(portal.to_owned()).or_default().clone();
-        let got = slot
-            .get_or_try_init(|| fetch_guest_token(app, portal))
-            .await?
-            .clone();
-        if got.usable(now()) {
-            return Ok(got);
-        }
-        let mut map = relock(cache);
-        if map.get(portal).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-            map.remove(portal);
-        }
-        outcome = Some(got);
-    }
-    outcome.ok_or_else(|| Error::Internal("no guest token outcome".into()))
+    app.weblink
+        .guest_tokens
+        .get(&portal.to_owned(), |_| async {
+            match fetch_guest_token(app, portal).await {
+                Ok(outcome) => {
+                    let ttl = outcome.usable_for(now());
+                    Fetched::value(outcome, ttl)
+                }
+                Err(e) => Fetched::failed(e),
+            }
+        })
+        .await
 }
 
 /// Asks Administrate's portal auth for a token of `portal`.
