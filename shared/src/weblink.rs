@@ -265,24 +265,28 @@ fn idp_domains(vars: &Vars) -> Result<Vec<DomainPattern>, ConfigError> {
     Ok(patterns)
 }
 
-/// `domain`, lower-case, if it is a plain DNS host name: letters, digits and hyphens in dotted
-/// labels, at least two labels, which `url::Host` reads as a domain (so no IPv4 literal in any
-/// of its spellings, such as `0x7f.1`, nor IPv6), and not `localhost`. A URL built from it
-/// (`https://{domain}/token`) therefore names that host and nothing else: no port, userinfo,
-/// path or trailing dot.
+/// `domain`, lower-case, if it is a plain DNS host name. The URL standard's host parser
+/// (`url::Host::parse`, what the HTTP client itself applies to `https://{domain}/token`) decides
+/// what it is, and only [`url::Host::Domain`] is accepted: an IPv4 literal in any of its
+/// spellings (`127.1`, `0x7f.1`, `2130706433`, percent-encoded), an IPv6 literal, or text with a
+/// port, userinfo or path (`:`, `@`, `/` are forbidden in a host) is refused by the parse. The
+/// domain it gives must be the input as it was (an internationalised name comes back as
+/// punycode, a percent-escape decoded: neither is what the lookup meant), of letters, digits
+/// and hyphens in non-empty labels (the parser lets through `_`, `*`, an empty label or a
+/// trailing dot, which are not host names), of two labels at least, and not `localhost`. A URL
+/// built from it therefore names that host and nothing else.
 pub fn idp_host(domain: &str) -> Option<String> {
     let lower = domain.to_ascii_lowercase();
-    if !is_host_name(&lower) || !lower.contains('.') {
+    let url::Host::Domain(host) = url::Host::parse(&lower).ok()? else {
+        return None;
+    };
+    if host != lower || !is_host_name(&host) || !host.contains('.') {
         return None;
     }
-    match url::Host::parse(&lower) {
-        Ok(url::Host::Domain(d)) if d == lower => {}
-        _ => return None,
-    }
-    if lower == "localhost" || lower.ends_with(".localhost") {
+    if host == "localhost" || host.ends_with(".localhost") {
         return None;
     }
-    Some(lower)
+    Some(host)
 }
 
 /// A portal's IDP settings, as the host lookup service gives them.
@@ -442,7 +446,8 @@ impl Weblink {
     }
 }
 
-/// Whether `domain` is a plain host name (so an IDP URL built from it cannot point elsewhere).
+/// Whether a domain the URL parser accepted is a DNS host name (RFC 1123): letters, digits and
+/// hyphens in non-empty labels of at most 63, at most 253 in all.
 fn is_host_name(domain: &str) -> bool {
     !domain.is_empty()
         && domain.len() <= 253
@@ -981,9 +986,36 @@ mod tests {
             "https://identity.getadministrate.com",
             "ídentity.getadministrate.com",
             "xn--.com",
+            // IPv4 in the parser's other spellings, and percent-encoded.
+            "127.1",
+            "0177.0.0.1",
+            "0x7f000001",
+            "%31%32%37.0.0.1",
+            "1.2.3.4.",
+            "[::ffff:127.0.0.1]",
+            "[fe80::1%25eth0]",
+            // What the parser reads as a domain but is no host name.
+            "_dmarc.getadministrate.com",
+            "a*b.getadministrate.com",
+            "a..getadministrate.com",
+            ".getadministrate.com",
+            "identity%2egetadministrate.com",
+            // Ports, userinfo, paths, queries, fragments and spaces, however written.
+            "identity.getadministrate.com:",
+            "user:pw@identity.getadministrate.com",
+            "identity.getadministrate.com/x",
+            "identity.getadministrate.com\\x",
+            "identity.getadministrate.com?x",
+            "identity.getadministrate.com#x",
+            "identity.getadministrate.com%2fx",
+            " identity.getadministrate.com",
+            "identity.getadministrate.com\t",
+            "",
         ] {
             assert_eq!(idp_host(bad), None, "{bad}");
         }
+        let long = format!("{}.com", "a".repeat(64));
+        assert_eq!(idp_host(&long), None, "a label of 64");
     }
 
     fn settings(pairs: &[(&str, &str)]) -> std::result::Result<Settings, ConfigError> {
