@@ -18,9 +18,15 @@
 //!   token cached per container until shortly before it expires (one fetch per portal however
 //!   many callers), each client (source IP) limited to `WEBLINK_GUEST_REQUESTS_PER_MINUTE`.
 //! - `GET /weblink/login?portal=` → verifier and S256 challenge, a nonce, one-time state
-//!   (verifier, nonce, IDP domain, client id) bound to the browser, redirect to
-//!   `https://<domain>/authorize` with `scope` (`WEBLINK_SCOPES`, `openid` included) and
+//!   (verifier, nonce, IDP domain, client id) bound to the browser, redirect to the IDP's
+//!   authorization endpoint with `scope` (`WEBLINK_SCOPES`, `openid` included) and
 //!   `prompt` (`WEBLINK_PROMPT`, `consent`: what `offline_access` needs).
+//!
+//! The IDP's authorization, token and key endpoints come from its metadata
+//! (`https://<domain>/.well-known/openid-configuration`, OpenID Connect Discovery, cached like
+//! the keys; its issuer must be an allowed one) unless `WEBLINK_DISCOVERY=false`, in which case
+//! they are `https://<domain>/authorize`, `/token` and `WEBLINK_JWKS_URL`; settings override
+//! single endpoints either way.
 //! - `GET /weblink/callback?code&state` → state consumed once, code exchanged with the
 //!   verifier at the pinned IDP, id_token verified (its `nonce` the state's), session stored
 //!   with its tokens sealed, session cookie set.
@@ -33,7 +39,7 @@ use crate::config::{ConfigError, Vars};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::flow::{self, CookieSpec};
-use crate::oidc::{self, Expect, Jwks};
+use crate::oidc::{self, Discovery, Expect, Jwks};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
 use crate::store::{Condition, Item, Key, Write, now};
 use crate::web::{self, Format, Params};
@@ -44,7 +50,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The platform's name: its store partitions, its routes.
@@ -97,8 +103,24 @@ pub struct Settings {
     pub issuers: Vec<String>,
     /// `WEBLINK_AUDIENCES`: allowed `aud` besides the portal's client id (default `weblink2ui`).
     pub audiences: Vec<String>,
-    /// `WEBLINK_JWKS_URL` (default `https://identity.getadministrate.com/.well-known/jwks.json`).
+    /// `WEBLINK_DISCOVERY` (default `true`): take the authorization, token and key endpoints
+    /// from the metadata of the IDP (`<IDP base>/.well-known/openid-configuration`, the IDP base
+    /// being `https://<idp domain>`), whose `issuer` must be one of [`Settings::issuers`], and
+    /// whose authorization and token endpoints must be on the IDP's own origin or a host inside
+    /// `WEBLINK_IDP_DOMAINS`. `false`: `<IDP base>/authorize`, `<IDP base>/token` and
+    /// [`Settings::jwks_url`], no metadata fetch.
+    pub discovery: bool,
+    /// `WEBLINK_AUTHORIZE_URL`: overrides the authorization endpoint, with or without
+    /// discovery; `{domain}` stands for the IDP domain.
+    pub authorize_url: Option<String>,
+    /// `WEBLINK_TOKEN_URL`: overrides the token endpoint likewise.
+    pub token_url: Option<String>,
+    /// `WEBLINK_JWKS_URL`: the signing keys without discovery (default
+    /// `https://identity.getadministrate.com/.well-known/jwks.json`); set, it overrides the
+    /// metadata's `jwks_uri` (`jwks_url_set`).
     pub jwks_url: String,
+    /// Whether `WEBLINK_JWKS_URL` was set.
+    pub jwks_url_set: bool,
     /// `WEBLINK_TOKEN_ENCODING`: `json` (default) or `form`.
     pub token_encoding: Encoding,
     /// `WEBLINK_CLOCK_SKEW_SECONDS` (default 60).
@@ -179,6 +201,25 @@ impl Settings {
                 problem: "must contain {domain}".into(),
             });
         }
+        // An endpoint override may name the IDP domain as `{domain}`: checked as the URL it is
+        // for one domain.
+        let endpoint = |name: &str| -> Result<Option<String>, ConfigError> {
+            let Some(value) = vars.get(name) else {
+                return Ok(None);
+            };
+            let value = value.trim();
+            let example = value.replace("{domain}", "idp.example.com");
+            match url::Url::parse(&example) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => {
+                    Ok(Some(value.to_owned()))
+                }
+                _ => Err(ConfigError {
+                    name: name.into(),
+                    problem: "must be an http(s) URL (`{domain}` standing for the IDP domain)"
+                        .into(),
+                }),
+            }
+        };
         Ok(Self {
             portals: list("WEBLINK_PORTALS", ""),
             guest_url: url(
@@ -192,10 +233,14 @@ impl Settings {
             idp_base: idp_base.trim_end_matches('/').to_owned(),
             issuers: list("WEBLINK_ISSUERS", "https://identity.getadministrate.com/"),
             audiences: list("WEBLINK_AUDIENCES", "weblink2ui"),
+            discovery: vars.flag("WEBLINK_DISCOVERY", true)?,
+            authorize_url: endpoint("WEBLINK_AUTHORIZE_URL")?,
+            token_url: endpoint("WEBLINK_TOKEN_URL")?,
             jwks_url: url(
                 "WEBLINK_JWKS_URL",
                 "https://identity.getadministrate.com/.well-known/jwks.json",
             )?,
+            jwks_url_set: vars.get("WEBLINK_JWKS_URL").is_some(),
             token_encoding: match vars.get_or("WEBLINK_TOKEN_ENCODING", "json") {
                 "json" => Encoding::Json,
                 "form" => Encoding::Form,
@@ -370,13 +415,24 @@ fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// One IDP's metadata and the signing keys it names, when discovery is on.
+struct DiscoveredIdp {
+    discovery: Arc<Discovery>,
+    jwks: Jwks,
+}
+
 /// WebLink's per-container state: settings, the IDP keys, cached portal lookups and tokens,
 /// and the guest-token limiter.
 pub struct Weblink {
     /// The settings.
     pub settings: Settings,
-    /// The IDP's signing keys.
+    /// The IDP's signing keys: those of `WEBLINK_JWKS_URL`, used without discovery or when it is
+    /// set.
     pub jwks: Jwks,
+    /// With discovery, by IDP domain: each IDP's metadata and keys, each cached by the shared
+    /// cache (the domains come from lookups of allowed portals, inside `WEBLINK_IDP_DOMAINS`, so
+    /// this stays small). The std mutex is held only to find or add a domain's entry.
+    discovered: Mutex<HashMap<String, Arc<DiscoveredIdp>>>,
     /// Host lookups by portal, and portal tokens by portal: only allowed portals are ever
     /// keys, so both stay small. Neither holds a lock across the call to Administrate, so one
     /// slow portal holds up only the callers of that portal.
@@ -398,7 +454,85 @@ impl Weblink {
             settings,
             lookups: Cache::new(),
             guest_tokens: Cache::new(),
+            discovered: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The metadata and keys of the IDP at `domain` (an allowed host), when discovery is on.
+    fn discovered(&self, domain: &str) -> Option<Arc<DiscoveredIdp>> {
+        if !self.settings.discovery {
+            return None;
+        }
+        let mut map = relock(&self.discovered);
+        let idp = map.entry(domain.to_owned()).or_insert_with(|| {
+            let discovery = Arc::new(Discovery::new(
+                &self.idp_url(domain, ""),
+                self.settings.issuers.clone(),
+            ));
+            Arc::new(DiscoveredIdp {
+                jwks: Jwks::discovered(discovery.clone()),
+                discovery,
+            })
+        });
+        Some(idp.clone())
+    }
+
+    /// The keys that verify the id_tokens of the IDP at `domain`: `WEBLINK_JWKS_URL`'s when it is
+    /// set or discovery is off, else those the IDP's metadata names.
+    fn jwks_of(&self, domain: &str) -> Option<Arc<DiscoveredIdp>> {
+        self.discovered(domain)
+            .filter(|_| !self.settings.jwks_url_set)
+    }
+
+    /// The IDP's endpoint: the override (`WEBLINK_AUTHORIZE_URL`, `WEBLINK_TOKEN_URL`), else the
+    /// metadata's, else `path` under the IDP base.
+    async fn endpoint(
+        &self,
+        http: &reqwest::Client,
+        domain: &str,
+        which: Endpoint,
+    ) -> Result<String> {
+        let (configured, path) = match which {
+            Endpoint::Authorize => (&self.settings.authorize_url, "/authorize"),
+            Endpoint::Token => (&self.settings.token_url, "/token"),
+        };
+        if let Some(url) = configured {
+            return Ok(url.replace("{domain}", domain));
+        }
+        let Some(idp) = self.discovered(domain) else {
+            return Ok(self.idp_url(domain, path));
+        };
+        let metadata = idp.discovery.metadata(http).await?;
+        let url = match which {
+            Endpoint::Authorize => &metadata.authorization_endpoint,
+            Endpoint::Token => &metadata.token_endpoint,
+        };
+        self.check_discovered(domain, url)?;
+        Ok(url.clone())
+    }
+
+    /// A discovered endpoint receives codes, verifiers and refresh tokens, so it must be on the
+    /// IDP's own origin (where the metadata was read), or an https URL of a host inside
+    /// `WEBLINK_IDP_DOMAINS` with no port or userinfo: metadata cannot send them elsewhere.
+    fn check_discovered(&self, domain: &str, endpoint: &str) -> Result<()> {
+        let refused = || {
+            Error::Upstream(format!(
+                "the metadata of the portal's identity provider names an endpoint (`{}`) outside \
+                 its origin and WEBLINK_IDP_DOMAINS",
+                web::printable(endpoint)
+            ))
+        };
+        let url = url::Url::parse(endpoint).map_err(|_| refused())?;
+        let base = url::Url::parse(&self.idp_url(domain, "/")).map_err(|_| refused())?;
+        if url.origin() == base.origin() && url.username().is_empty() && url.password().is_none() {
+            return Ok(());
+        }
+        let allowed = url.scheme() == "https"
+            && url.port().is_none()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.host_str().is_some_and(|h| self.idp_domain(h).is_ok());
+        if allowed { Ok(()) } else { Err(refused()) }
     }
 
     /// `domain` as a host inside `WEBLINK_IDP_DOMAINS`, or why not. Checked when the lookup
@@ -444,6 +578,13 @@ impl Weblink {
             self.settings.idp_base.replace("{domain}", domain)
         )
     }
+}
+
+/// The IDP endpoints the flows call.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Authorize,
+    Token,
 }
 
 /// Whether a domain the URL parser accepted is a DNS host name (RFC 1123): letters, digits and
@@ -655,12 +796,15 @@ async fn login_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     // Everything that can fail comes before the state is stored: a refusal stores nothing.
     let keys = app.secrets.app_keys().await?;
     let redirect_uri = app.public_url(req, "/weblink/callback")?;
-    let mut url =
-        url::Url::parse(&app.weblink.idp_url(&config.idp.domain, "/authorize")).map_err(|_| {
-            Error::Upstream(
-                "the URL of Administrate's sign-in service for the portal is invalid".into(),
-            )
-        })?;
+    let authorize = app
+        .weblink
+        .endpoint(&app.http, &config.idp.domain, Endpoint::Authorize)
+        .await?;
+    let mut url = url::Url::parse(&authorize).map_err(|_| {
+        Error::Upstream(
+            "the URL of Administrate's sign-in service for the portal is invalid".into(),
+        )
+    })?;
     let verifier = new_verifier()?;
     let nonce = crypto::random_token(32)?;
     // What the callback uses: the IDP and client pinned here, never looked up again.
@@ -702,7 +846,11 @@ async fn token_call(
     domain: &str,
     fields: &[(&str, &str)],
 ) -> std::result::Result<TokenReply, RefreshError> {
-    let url = app.weblink.idp_url(domain, "/token");
+    let url = app
+        .weblink
+        .endpoint(&app.http, domain, Endpoint::Token)
+        .await
+        .map_err(RefreshError::Failed)?;
     let request = app.http.post(&url);
     let request = match app.weblink.settings.token_encoding {
         Encoding::Json => {
@@ -783,9 +931,14 @@ async fn callback_flow(app: &App, req: &Request) -> Result<Response<Body>> {
     let s = &app.weblink.settings;
     let mut audiences = s.audiences.clone();
     audiences.push(client_id.clone());
+    // The pinned IDP's keys (discovered), or those configured.
+    let discovered = app.weblink.jwks_of(&domain);
+    let jwks = discovered
+        .as_ref()
+        .map_or(&app.weblink.jwks, |idp| &idp.jwks);
     let claims = oidc::verify_id_token(
         &app.http,
-        &app.weblink.jwks,
+        jwks,
         id_token,
         &Expect {
             issuers: &s.issuers,
@@ -1085,6 +1238,65 @@ mod tests {
         assert!(settings(&[("WEBLINK_SCOPES", "profile email")]).is_err());
         assert!(settings(&[("WEBLINK_GUEST_REQUESTS_PER_MINUTE", "-1")]).is_err());
         assert!(settings(&[("WEBLINK_GUEST_REQUESTS_PER_MINUTE", "many")]).is_err());
+    }
+
+    /// Discovery is on by default, the keys' URL overrides the metadata only when set, and an
+    /// endpoint override must be an http(s) URL.
+    #[test]
+    fn discovery_settings() {
+        let s = settings(&[]).unwrap();
+        assert!(s.discovery);
+        assert!(!s.jwks_url_set);
+        assert_eq!((s.authorize_url, s.token_url), (None, None));
+        let s = settings(&[
+            ("WEBLINK_DISCOVERY", "false"),
+            ("WEBLINK_JWKS_URL", "https://keys.example.com/jwks"),
+            ("WEBLINK_TOKEN_URL", "https://{domain}/oauth/token"),
+        ])
+        .unwrap();
+        assert!(!s.discovery && s.jwks_url_set);
+        assert_eq!(s.token_url.as_deref(), Some("https://{domain}/oauth/token"));
+        assert!(settings(&[("WEBLINK_DISCOVERY", "maybe")]).is_err());
+        assert!(settings(&[("WEBLINK_AUTHORIZE_URL", "{domain}/authorize")]).is_err());
+    }
+
+    /// The metadata's authorization and token endpoints must be on the IDP's origin or an
+    /// https host inside the allow-list, with no port or userinfo.
+    #[test]
+    fn discovered_endpoints_stay_with_the_idp() {
+        let w = Weblink::from_vars(&Vars::default()).unwrap();
+        let d = "identity.getadministrate.com";
+        for good in [
+            "https://identity.getadministrate.com/connect/token",
+            "https://identity.getadministrate.com:443/token",
+            "https://login.getadministrate.com/token",
+        ] {
+            assert!(w.check_discovered(d, good).is_ok(), "{good}");
+        }
+        for bad in [
+            "https://evil.example.com/token",
+            "http://identity.getadministrate.com/token",
+            "https://identity.getadministrate.com:8443/token",
+            "https://u@identity.getadministrate.com/token",
+            "https://u:p@login.getadministrate.com/token",
+            "https://127.0.0.1/token",
+            "https://getadministrate.com.evil.example.com/token",
+            "not a url",
+        ] {
+            let err = w.check_discovered(d, bad).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_GATEWAY, "{bad}");
+        }
+        // A test deployment's http IDP base: its own origin, and only that.
+        let w = Weblink::from_vars(&Vars::from_pairs([(
+            "WEBLINK_IDP_BASE",
+            "http://127.0.0.1:9/idp/{domain}",
+        )]))
+        .unwrap();
+        assert!(
+            w.check_discovered(d, "http://127.0.0.1:9/idp/x/token")
+                .is_ok()
+        );
+        assert!(w.check_discovered(d, "http://127.0.0.1:10/token").is_err());
     }
 
     /// Each client has its own budget: one client spending all of it does not limit another.

@@ -242,6 +242,9 @@ async fn id_tokens_from_the_wrong_issuer_audience_or_key_are_refused() {
     ] {
         let mut vars = Vars::default();
         vars.set(var, value);
+        // With discovery, another issuer is refused at login already (the metadata's, see
+        // `the_idps_metadata_must_name_an_allowed_issuer`); without it, by the id_token's `iss`.
+        vars.set("WEBLINK_DISCOVERY", "false");
         let h = Harness::start(Backend::Embedded, vars).await.unwrap();
         let mut b = Browser::new();
         let callback = sign_in(&h, &mut b).await;
@@ -288,6 +291,77 @@ async fn id_tokens_from_the_wrong_issuer_audience_or_key_are_refused() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
+}
+
+/// With `WEBLINK_DISCOVERY` (the default) the IDP's endpoints and keys come from its metadata,
+/// whose issuer must be an allowed one: metadata naming another refuses the login before
+/// anything is stored or the user is sent anywhere.
+#[tokio::test]
+async fn the_idps_metadata_must_name_an_allowed_issuer() {
+    let mut vars = Vars::default();
+    vars.set("WEBLINK_ISSUERS", "https://identity.example.com/");
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let page = Browser::new()
+        .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
+        .await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(page.location.is_none());
+    assert!(page.body.contains("issuer"), "{}", page.body);
+    assert!(h.items("state#weblink").await.is_empty());
+}
+
+/// Without discovery, the IDP base's documented paths and the configured keys serve the whole
+/// journey, as they did before discovery.
+#[tokio::test]
+async fn without_discovery_the_documented_paths_serve() {
+    let mut vars = Vars::default();
+    vars.set("WEBLINK_DISCOVERY", "false");
+    journey(Harness::start(Backend::Embedded, vars).await.unwrap()).await;
+}
+
+/// An endpoint set in the configuration overrides the metadata's: the login sends the browser
+/// to `WEBLINK_AUTHORIZE_URL` (its `{domain}` the IDP's), the callback exchanges the code at
+/// `WEBLINK_TOKEN_URL` (here one where nothing answers: a 502, nothing stored).
+#[tokio::test]
+async fn configured_endpoints_override_the_metadata() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", probe.local_addr().unwrap());
+    drop(probe);
+    let mut vars = Vars::default();
+    vars.set("WEBLINK_TOKEN_URL", format!("{nowhere}/{{domain}}/token"));
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let sim = h.server.weblink.clone();
+    let mut b = Browser::new();
+    let callback = sign_in(&h, &mut b).await;
+    let exchanges = sim.token_requests("authorization_code");
+    let page = b.get(&callback).await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert_eq!(sim.token_requests("authorization_code"), exchanges);
+    assert_eq!(sessions(&h).await, 0);
+
+    let mut vars = Vars::default();
+    vars.set(
+        "WEBLINK_AUTHORIZE_URL",
+        "https://sign-in.example.com/{domain}/authorize",
+    );
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let page = Browser::new()
+        .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
+        .await;
+    assert_eq!(page.status, 302, "{}", page.body);
+    let location = page.location.unwrap();
+    assert!(
+        location.starts_with(&format!("https://sign-in.example.com/{IDP}/authorize?")),
+        "{location}"
+    );
+    for bad in ["not a url", "ftp://x/{domain}", "/relative/{domain}"] {
+        let mut vars = Vars::default();
+        vars.set("WEBLINK_TOKEN_URL", bad);
+        assert!(
+            gatehouse::weblink::Settings::from_vars(&vars).is_err(),
+            "{bad}"
+        );
+    }
 }
 
 async fn guest(h: &Harness, body: &str) -> (u16, Option<String>, Value) {
