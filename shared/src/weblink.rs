@@ -1074,7 +1074,29 @@ async fn refresh_flow(app: &App, req: &Request) -> Result<Response<Body>> {
         domain: &domain,
         client_id: &client_id,
     };
-    let item = refresh::fresh_item(app, &key, &refresher).await?;
+    let item = refresh::fresh_item(app, &key, &refresher)
+        .await
+        .map_err(|e| match e {
+            // The shared machinery's refusal (the grant is gone) is worded for an app install
+            // ("an admin must install the app again"); what a user of a session must do is
+            // sign in again, and why it came to that tells them whether consent is the fix.
+            Error::Forbidden(_) => {
+                let why = if session.attrs.contains_key("refresh_token_sealed") {
+                    "the portal's sign-in service no longer accepts this session: its grant was \
+                     revoked, its consent withdrawn, or it expired"
+                } else {
+                    "this session cannot be renewed: its sign-in granted no offline access (no \
+                     refresh token was issued), and its access token has expired"
+                };
+                let portal = session.str("portal").unwrap_or_default();
+                Error::Forbidden(format!(
+                    "{why}; sign in again (GET /weblink/login?portal={}) and, if asked, allow \
+                     offline access",
+                    web::printable(portal)
+                ))
+            }
+            other => other,
+        })?;
     let tokens = refresh::open(&keys, &item)?;
     Ok(web::json(
         StatusCode::OK,

@@ -638,5 +638,10 @@ async fn without_consent_a_standards_op_gives_a_weblink_session_no_refresh_token
         .unwrap();
     let (status, body) = weblink_refresh_status(&h, &b).await;
     assert_eq!(status, 403, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no refresh token") && message.contains("sign in again"),
+        "what happened and what to do: {message}"
+    );
     assert!(op.stats().await["token"]["refresh_token"].is_null());
 }

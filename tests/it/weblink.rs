@@ -293,6 +293,61 @@ async fn id_tokens_from_the_wrong_issuer_audience_or_key_are_refused() {
     assert!(err.to_string().contains("expired"), "{err}");
 }
 
+/// A refresh token the IDP refuses (the grant revoked, consent withdrawn) ends the session's
+/// refreshes with a 403 that says what to do, sign in again, at once and from then on without
+/// asking the IDP again.
+#[tokio::test]
+async fn a_refused_refresh_token_asks_the_user_to_sign_in_again() {
+    let h = Harness::embedded().await;
+    let sim = h.server.weblink.clone();
+    let mut b = Browser::new();
+    let callback = sign_in(&h, &mut b).await;
+    assert_eq!(b.get(&callback).await.status, 200);
+    // The IDP no longer knows the session's refresh token, and its access token is due.
+    let item = h.items("session#weblink").await.remove(0);
+    let keys = h.server.app.secrets.app_keys().await.unwrap();
+    let mut set = serde_json::Map::new();
+    let grant = gatehouse::refresh::Grant {
+        access_token: "due".to_owned().into(),
+        refresh_token: Some("revoked-at-the-idp".to_owned().into()),
+        expires_in: 10,
+        extra: Vec::new(),
+    };
+    gatehouse::refresh::seal(&keys, &item.key, &grant, &mut set).unwrap();
+    h.server
+        .app
+        .store
+        .update(&item.key, &set, gatehouse::store::Condition::Exists)
+        .await
+        .unwrap();
+    let before = sim.token_requests("refresh_token");
+    for _ in 0..2 {
+        let (status, body) = refresh(&h, &b).await;
+        assert_eq!(status, 403, "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("sign in again"), "{message}");
+        assert!(
+            message.contains("no longer accepts this session"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("/weblink/login?portal={PORTAL}")),
+            "{message}"
+        );
+        assert!(
+            !message.contains("install the app"),
+            "not an install's wording: {message}"
+        );
+    }
+    // Refused by the IDP up to the shared machinery's re-reads (another container may have
+    // rotated it), then marked: the second refresh does not ask again.
+    let asked = sim.token_requests("refresh_token") - before;
+    assert!(asked >= 1, "the IDP was asked");
+    let (status, _) = refresh(&h, &b).await;
+    assert_eq!(status, 403);
+    assert_eq!(sim.token_requests("refresh_token") - before, asked);
+}
+
 /// With `WEBLINK_DISCOVERY` (the default) the IDP's endpoints and keys come from its metadata,
 /// whose issuer must be an allowed one: metadata naming another refuses the login before
 /// anything is stored or the user is sent anywhere.
