@@ -1,17 +1,19 @@
 //! Crypto helpers: HMAC, random tokens, and the app's key ring (cookie signing, token encryption).
 //!
-//! Signatures from platforms are HMAC-SHA256 (the `hmac` and `sha2` crates, whose `verify_slice`
-//! compares in constant time). Randomness and AES-256-GCM come from aws-lc-rs, the same crypto
-//! stack rustls and the AWS SDK already link, so the binaries carry one implementation.
+//! Everything here comes from one library, aws-lc-rs: HMAC-SHA256 and SHA-256 (`hmac`,
+//! `digest`), randomness, AES-256-GCM and HKDF, and the one constant-time comparison
+//! ([`constant_time_eq`], and `hmac::verify`, which compares the same way). Why one stack: it is
+//! the library rustls and the AWS SDK already link, so the binaries carry one implementation
+//! instead of two (smaller, one to patch); it has a FIPS-validated build (`aws-lc-rs/fips`), which
+//! a second pure-Rust stack would not follow; and a review of what the crypto does has one audit
+//! surface, not two libraries whose comparisons and failure modes differ.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
+use aws_lc_rs::{digest, hmac};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
-
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// Why a crypto operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +31,10 @@ pub enum CryptoError {
 
 /// HMAC-SHA256 of `message` under `key`.
 pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
-    let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    mac.update(message);
-    mac.finalize().into_bytes().into()
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), message);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
 }
 
 /// Whether `tag` is the HMAC-SHA256 of `message` under any of `keys`, compared in constant time.
@@ -42,17 +44,23 @@ pub fn verify_hmac_sha256<'a>(
     message: &[u8],
     tag: &[u8],
 ) -> bool {
-    keys.into_iter().any(|key| {
-        let mut mac = HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-        mac.update(message);
-        mac.verify_slice(tag).is_ok()
-    })
+    keys.into_iter()
+        .any(|key| hmac::verify(&hmac::Key::new(hmac::HMAC_SHA256, key), message, tag).is_ok())
+}
+
+/// Whether `a` and `b` are equal, compared in constant time (for a given length): the one
+/// comparison of secrets, states, nonces and token hashes, so none leaks by timing how far it
+/// matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(data).into()
+    let d = digest::digest(&digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 /// `n` bytes from the system CSPRNG.
@@ -326,6 +334,28 @@ mod tests {
         assert!(!verify_hmac_sha256([b"new".as_slice()], b"msg", &tag));
         assert!(!verify_hmac_sha256([b"old".as_slice()], b"msg2", &tag));
         assert!(!verify_hmac_sha256([b"old".as_slice()], b"msg", &tag[..31]));
+    }
+
+    /// FIPS 180-2 appendix B: SHA-256 of "abc" and of the empty string.
+    #[test]
+    fn sha256_matches_fips_180_vectors() {
+        assert_eq!(
+            hex::encode(sha256(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex::encode(sha256(b"")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn constant_time_eq_needs_equal_length_and_bytes() {
+        assert!(constant_time_eq(b"state-1", b"state-1"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"state-1", b"state-2"));
+        assert!(!constant_time_eq(b"state-1", b"state-"));
+        assert!(!constant_time_eq(b"", b"x"));
     }
 
     fn ring(keys: &[(&str, &str)]) -> KeyRing {

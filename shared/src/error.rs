@@ -118,7 +118,7 @@ impl std::fmt::Display for Reason {
 }
 
 /// Why a request could not be served.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// A refusal for a typed [`Reason`], which sets the status (4xx).
     #[error("{message}")]

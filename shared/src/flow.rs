@@ -179,8 +179,7 @@ pub async fn read_bound(
     let keys = cx.secrets.app_keys().await?;
     let bound = cookie.read(cx, &keys, req)?;
     if let Some(echoed) = echoed
-        && aws_lc_rs::constant_time::verify_slices_are_equal(bound.as_bytes(), echoed.as_bytes())
-            .is_err()
+        && !crypto::constant_time_eq(bound.as_bytes(), echoed.as_bytes())
     {
         return Err(Error::refused(
             Reason::StateInvalid,

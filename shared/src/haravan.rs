@@ -768,8 +768,7 @@ async fn challenge(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
         .get("webhook_verify_token")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::Unavailable("no webhook verify token is configured".into()))?;
-    if aws_lc_rs::constant_time::verify_slices_are_equal(ours.as_bytes(), token.as_bytes()).is_err()
-    {
+    if !crypto::constant_time_eq(ours.as_bytes(), token.as_bytes()) {
         return Err(Error::refused(
             Reason::SignatureInvalid,
             "the verify token does not match",

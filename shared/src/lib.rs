@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod budget;
+pub mod cache;
 pub mod config;
 pub mod context;
 pub mod crypto;

@@ -20,6 +20,7 @@
 //! "subscription_keys": {"collection": ..., ...}}`; [`provision`] fills in the first two in the
 //! sandbox.
 
+use crate::cache::Fetched;
 use crate::config::{ConfigError, Vars};
 use crate::context::{Deps, Platform};
 use crate::error::{Error, Reason, Result};
@@ -32,7 +33,6 @@ use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The platform's name: its secret, its store partitions, its routes.
@@ -103,7 +103,9 @@ pub struct Momo {
     pub deps: std::sync::Arc<Deps>,
     /// The settings.
     pub settings: Settings,
-    tokens: tokio::sync::Mutex<HashMap<String, (SecretString, i64)>>,
+    /// By product (only configured products are keys). No lock is held across the fetch, so
+    /// one product's slow token holds up only that product's callers.
+    tokens: crate::cache::Cache<String, (SecretString, i64), Error>,
 }
 
 crate::context::derefs_to_deps!(Momo);
@@ -113,7 +115,7 @@ impl Platform for Momo {
         Ok(Self {
             deps,
             settings: Settings::from_vars(vars)?,
-            tokens: tokio::sync::Mutex::new(HashMap::new()),
+            tokens: crate::cache::Cache::new(),
         })
     }
 }
@@ -149,16 +151,20 @@ struct TokenReply {
 /// A valid access token for `product`: from the container, from the store, or — by one caller
 /// across all containers — from MoMo.
 pub async fn access_token(cx: &Momo, product: &str) -> Result<SecretString> {
-    // Holding the container's lock while fetching makes concurrent callers in this container
-    // wait for one answer instead of each asking.
-    let mut cache = cx.tokens.lock().await;
-    if let Some((token, expires_at)) = cache.get(product)
-        && *expires_at - TOKEN_MARGIN > now()
-    {
-        return Ok(token.clone());
-    }
-    let (token, expires_at) = shared_token(cx, product).await?;
-    cache.insert(product.to_owned(), (token.clone(), expires_at));
+    // Concurrent callers in this container share one fetch (the cache's single flight) instead
+    // of each asking; the token is kept until it is within the margin of expiring.
+    let (token, _) = cx
+        .tokens
+        .get(&product.to_owned(), |_| async {
+            match shared_token(cx, product).await {
+                Ok((token, expires_at)) => {
+                    let left = u64::try_from(expires_at - TOKEN_MARGIN - now()).unwrap_or(0);
+                    Fetched::value((token, expires_at), Duration::from_secs(left))
+                }
+                Err(e) => Fetched::failed(e),
+            }
+        })
+        .await?;
     Ok(token)
 }
 

@@ -23,6 +23,7 @@
 //! cached likewise, for its authorization, token and key endpoints; a platform's settings
 //! override what it says.
 
+use crate::cache::{Cache, Fetched, Origin};
 use crate::config::{ConfigError, Vars};
 use crate::error::{Error, Reason, Result};
 use base64::Engine as _;
@@ -30,7 +31,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a fetched JWKS is trusted without refetching.
@@ -47,7 +48,12 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// A platform's signing keys, fetched from their URL and cached.
 pub struct Jwks {
     source: KeySource,
-    state: tokio::sync::Mutex<JwksState>,
+    /// The key set (one key, `()`): kept for [`JWKS_TTL`]; a failed fetch is kept for
+    /// [`RETRY_AFTER_FAILURE`], which is the failure rate limit.
+    keys: Cache<(), Arc<JwkSet>, Error>,
+    /// When a refetch for an unknown kid was last made: at most one per [`REFETCH_INTERVAL`].
+    /// A std mutex, held only to read and set it.
+    last_miss: Mutex<Option<Instant>>,
 }
 
 /// Where the keys are: a configured URL, or the `jwks_uri` of the issuer's metadata.
@@ -56,21 +62,13 @@ enum KeySource {
     Discovered(Arc<Discovery>),
 }
 
-#[derive(Default)]
-struct JwksState {
-    keys: Option<(Instant, Arc<JwkSet>)>,
-    /// When a refetch last failed to find the kid asked for.
-    last_miss: Option<Instant>,
-    /// When a fetch last failed (no answer, an error status, an unreadable body).
-    last_failure: Option<Instant>,
-}
-
 impl Jwks {
     /// Keys served at `url`.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             source: KeySource::Url(url.into()),
-            state: tokio::sync::Mutex::new(JwksState::default()),
+            keys: Cache::new(),
+            last_miss: Mutex::new(None),
         }
     }
 
@@ -78,7 +76,8 @@ impl Jwks {
     pub fn discovered(discovery: Arc<Discovery>) -> Self {
         Self {
             source: KeySource::Discovered(discovery),
-            state: tokio::sync::Mutex::new(JwksState::default()),
+            keys: Cache::new(),
+            last_miss: Mutex::new(None),
         }
     }
 
@@ -90,51 +89,70 @@ impl Jwks {
         crate::http::get_json(http, &url, "the platform's signing keys").await
     }
 
+    /// The key set: cached, or fetched by this caller or one it waits for. A failure a
+    /// moment ago (kept by the cache) is refused at once, without calling the platform.
+    async fn key_set(&self, http: &reqwest::Client) -> (Result<Arc<JwkSet>>, Origin) {
+        let (got, origin) = self
+            .keys
+            .get_with_origin(&(), |_| async {
+                match self.fetch(http).await {
+                    Ok(set) => Fetched::value(Arc::new(set), JWKS_TTL),
+                    Err(e) => Fetched::failed_for(e, RETRY_AFTER_FAILURE),
+                }
+            })
+            .await;
+        let got = match (got, origin) {
+            (Err(_), Origin::Cached) => Err(Error::Unavailable(
+                "the platform's signing keys could not be fetched a moment ago; try again shortly"
+                    .into(),
+            )),
+            (got, _) => got,
+        };
+        (got, origin)
+    }
+
     /// The decoding key for `kid`: from the cache, or after one (rate-limited) refetch.
     pub async fn key(&self, http: &reqwest::Client, kid: &str) -> Result<DecodingKey> {
-        let mut state = self.state.lock().await;
-        let cached = state
-            .keys
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < JWKS_TTL)
-            .map(|(_, set)| set.clone());
-        if let Some(jwk) = cached.as_ref().and_then(|set| set.find(kid)) {
+        let unknown = || {
+            Error::refused(
+                Reason::TokenInvalid,
+                "the id_token is signed with a key the platform does not publish",
+            )
+        };
+        let (set, origin) = self.key_set(http).await;
+        let set = set?;
+        if let Some(jwk) = set.find(kid) {
             return decoding_key(jwk);
         }
-        // A rotation is followed at once; made-up kids cause at most one refetch per interval.
-        let may_refetch = cached.is_none()
-            || state
+        let now = Instant::now();
+        // A rotation is followed at once; made-up kids cause at most one refetch per interval
+        // (a set just fetched for this caller counts as that refetch). The claim is made under
+        // the lock, so concurrent made-up kids cannot each refetch.
+        let claimed = {
+            let mut last = self
                 .last_miss
-                .is_none_or(|t| t.elapsed() >= REFETCH_INTERVAL);
-        if may_refetch {
-            if state
-                .last_failure
-                .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
-            {
-                return Err(Error::Unavailable(
-                    "the platform's signing keys could not be fetched a moment ago; try again \
-                     shortly"
-                        .into(),
-                ));
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let may = origin == Origin::Cached
+                && last.is_none_or(|t| now.duration_since(t) >= REFETCH_INTERVAL);
+            // Only a fetch that looked for a kid starts the interval: refused kids do not push
+            // it back, or a steady trickle of made-up kids would keep a rotation out for good.
+            if may || origin == Origin::Fetched {
+                *last = Some(now);
             }
-            let set = match self.fetch(http).await {
-                Ok(set) => Arc::new(set),
-                Err(e) => {
-                    state.last_failure = Some(Instant::now());
-                    return Err(e);
-                }
-            };
-            state.last_failure = None;
-            state.keys = Some((Instant::now(), set.clone()));
-            if let Some(jwk) = set.find(kid) {
-                return decoding_key(jwk);
-            }
-            state.last_miss = Some(Instant::now());
+            may
+        };
+        if !claimed {
+            return Err(unknown());
         }
-        Err(Error::refused(
-            Reason::TokenInvalid,
-            "the id_token is signed with a key the platform does not publish",
-        ))
+        // Refetched outside the cache's fetch, so that the set in use keeps serving known kids
+        // if this refetch fails; what it gets replaces that set.
+        let set = Arc::new(self.fetch(http).await?);
+        self.keys.put((), set.clone(), JWKS_TTL);
+        match set.find(kid) {
+            Some(jwk) => decoding_key(jwk),
+            None => Err(unknown()),
+        }
     }
 }
 
@@ -161,13 +179,8 @@ pub struct Discovery {
     issuers: Vec<String>,
     /// Whether the endpoints may be plain http (only when the base itself is, as in tests).
     allow_http: bool,
-    state: tokio::sync::Mutex<DiscoveryState>,
-}
-
-#[derive(Default)]
-struct DiscoveryState {
-    metadata: Option<(Instant, Arc<Metadata>)>,
-    last_failure: Option<Instant>,
+    /// The metadata (one key, `()`), kept for [`DISCOVERY_TTL`]; see [`Discovery::metadata`].
+    metadata: Cache<(), Arc<Metadata>, Error>,
 }
 
 impl Discovery {
@@ -178,47 +191,36 @@ impl Discovery {
             url: format!("{base}/.well-known/openid-configuration"),
             issuers,
             allow_http: base.starts_with("http://"),
-            state: tokio::sync::Mutex::new(DiscoveryState::default()),
+            metadata: Cache::new(),
         }
     }
 
-    /// The metadata: cached, or fetched and checked.
+    /// The metadata: cached, or fetched and checked. A failed fetch is kept for a few seconds
+    /// (callers in between are refused at once), or, when there is metadata from before, that
+    /// is served for those seconds instead.
     pub async fn metadata(&self, http: &reqwest::Client) -> Result<Arc<Metadata>> {
-        let mut state = self.state.lock().await;
-        let stale = match &state.metadata {
-            Some((at, m)) if at.elapsed() < DISCOVERY_TTL => return Ok(m.clone()),
-            Some((_, m)) => Some(m.clone()),
-            None => None,
-        };
-        if state
-            .last_failure
-            .is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
-        {
-            return stale.ok_or_else(|| {
-                Error::Unavailable(
-                    "the platform's sign-in metadata could not be read a moment ago; try again \
-                     shortly"
-                        .into(),
-                )
-            });
-        }
-        match self.fetch(http).await {
-            Ok(m) => {
-                let m = Arc::new(m);
-                state.metadata = Some((Instant::now(), m.clone()));
-                state.last_failure = None;
-                Ok(m)
-            }
-            Err(e) => {
-                state.last_failure = Some(Instant::now());
-                match stale {
-                    Some(m) => {
-                        tracing::warn!(error = %e, "issuer metadata refetch failed; keeping the last");
-                        Ok(m)
-                    }
-                    None => Err(e),
+        let (got, origin) = self
+            .metadata
+            .get_with_origin(&(), |stale| async {
+                match self.fetch(http).await {
+                    Ok(m) => Fetched::value(Arc::new(m), DISCOVERY_TTL),
+                    Err(e) => match stale {
+                        Some(m) => {
+                            tracing::warn!(error = %e, "issuer metadata refetch failed; keeping the last");
+                            Fetched::value(m, RETRY_AFTER_FAILURE)
+                        }
+                        None => Fetched::failed_for(e, RETRY_AFTER_FAILURE),
+                    },
                 }
-            }
+            })
+            .await;
+        match (got, origin) {
+            (Err(_), Origin::Cached) => Err(Error::Unavailable(
+                "the platform's sign-in metadata could not be read a moment ago; try again \
+                 shortly"
+                    .into(),
+            )),
+            (got, _) => got,
         }
     }
 
@@ -373,7 +375,10 @@ fn check_signature_and_claims(
         return Err(refused("was issued in the future (iat)"));
     }
     if let Some(nonce) = expect.nonce
-        && claims.get("nonce").and_then(Value::as_str) != Some(nonce)
+        && !claims
+            .get("nonce")
+            .and_then(Value::as_str)
+            .is_some_and(|got| crate::crypto::constant_time_eq(got.as_bytes(), nonce.as_bytes()))
     {
         return Err(refused("does not carry this sign-in's nonce"));
     }
@@ -383,7 +388,9 @@ fn check_signature_and_claims(
     }
     for (claim, value) in [("c_hash", expect.code), ("at_hash", expect.access_token)] {
         if let (Some(value), Some(hash)) = (value, claims.get(claim))
-            && hash.as_str() != Some(half_hash(value).as_str())
+            && !hash.as_str().is_some_and(|got| {
+                crate::crypto::constant_time_eq(got.as_bytes(), half_hash(value).as_bytes())
+            })
         {
             return Err(refused(&format!("`{claim}` does not match")));
         }
@@ -804,6 +811,35 @@ mod tests {
             2,
             "one refetch for made-up kids"
         );
+    }
+
+    /// Concurrent first requests share one fetch, and concurrent made-up kids one refetch.
+    #[tokio::test]
+    async fn concurrent_requests_share_one_key_fetch() {
+        let (url, hits) =
+            key_server(200, include_str!("../../events/haravan-jwks.json").into()).await;
+        let jwks = Jwks::new(url);
+        let http = reqwest::Client::new();
+        let kid = keys().2;
+        let (a, b, c) = tokio::join!(
+            jwks.key(&http, &kid),
+            jwks.key(&http, &kid),
+            jwks.key(&http, &kid)
+        );
+        assert!(a.is_ok() && b.is_ok() && c.is_ok());
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        let (a, b, c) = tokio::join!(
+            jwks.key(&http, "made-up-1"),
+            jwks.key(&http, "made-up-2"),
+            jwks.key(&http, "made-up-3")
+        );
+        assert!(a.is_err() && b.is_err() && c.is_err());
+        assert_eq!(hits.load(Ordering::SeqCst), 2, "one refetch for them all");
+        assert!(
+            jwks.key(&http, &kid).await.is_ok(),
+            "known kids still served"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
     }
 
     /// The hashes carried by the Haravan document's own tokens (docs/platforms.md, "Haravan").

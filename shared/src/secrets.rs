@@ -17,13 +17,13 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The name of the app's own secret.
 pub const APP: &str = "app";
 
 /// Why credentials could not be had.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SecretsError {
     /// No source is configured for this name.
     #[error("no secret is configured for `{0}`")]
@@ -120,14 +120,15 @@ pub enum Source {
     File(PathBuf),
 }
 
+/// One secret's cache entry (the shared [`crate::cache::Cache`], under one key).
 struct Cell<T> {
-    slot: tokio::sync::Mutex<Option<(Instant, Arc<T>)>>,
+    slot: crate::cache::Cache<(), Arc<T>, SecretsError>,
 }
 
 impl<T> Default for Cell<T> {
     fn default() -> Self {
         Self {
-            slot: tokio::sync::Mutex::new(None),
+            slot: crate::cache::Cache::new(),
         }
     }
 }
@@ -136,36 +137,27 @@ impl<T> Default for Cell<T> {
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 impl<T> Cell<T> {
-    /// The cached value if fresh; else `fetch`, holding the lock so concurrent callers share one
-    /// fetch. A failed refresh serves the previous value if there is one.
+    /// The cached value if fresh; else `fetch`, once for all concurrent callers (no lock is
+    /// held while it runs). A failed refresh serves the previous value if there is one, and is
+    /// retried after [`RETRY_AFTER_FAILURE`]; a failure with nothing to serve is not kept.
     async fn get<F, Fut>(&self, ttl: Duration, fetch: F) -> Result<Arc<T>, SecretsError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<T, SecretsError>>,
     {
-        let mut slot = self.slot.lock().await;
-        if let Some((at, value)) = slot.as_ref()
-            && at.elapsed() < ttl
-        {
-            return Ok(value.clone());
-        }
-        match fetch().await {
-            Ok(value) => {
-                let value = Arc::new(value);
-                *slot = Some((Instant::now(), value.clone()));
-                Ok(value)
-            }
-            Err(e) => match slot.as_mut() {
-                Some((at, value)) => {
-                    tracing::warn!(error = %e, "secret refresh failed; serving the cached value");
-                    *at = Instant::now()
-                        .checked_sub(ttl.saturating_sub(RETRY_AFTER_FAILURE))
-                        .unwrap_or_else(Instant::now);
-                    Ok(value.clone())
+        use crate::cache::Fetched;
+        self.slot
+            .get(&(), |stale| async move {
+                match (fetch().await, stale) {
+                    (Ok(value), _) => Fetched::value(Arc::new(value), ttl),
+                    (Err(e), Some(value)) => {
+                        tracing::warn!(error = %e, "secret refresh failed; serving the cached value");
+                        Fetched::value(value, ttl.min(RETRY_AFTER_FAILURE))
+                    }
+                    (Err(e), None) => Fetched::failed(e),
                 }
-                None => Err(e),
-            },
-        }
+            })
+            .await
     }
 }
 
@@ -267,7 +259,7 @@ impl Secrets {
             }
         }
         if let Some(cell) = self.platforms.get(name) {
-            *cell.slot.lock().await = None;
+            cell.slot.forget(&());
         }
         Ok(())
     }
@@ -459,7 +451,8 @@ mod tests {
     async fn cell_fetches_once_then_serves_stale_on_failure() {
         let cell: Cell<u32> = Cell::default();
         let calls = AtomicUsize::new(0);
-        let ttl = Duration::from_secs(60);
+        // An entry's lifetime is set when it is fetched: short, so that it expires below.
+        let ttl = Duration::from_millis(100);
         let fetch = || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Ok::<_, SecretsError>(7)
@@ -472,6 +465,7 @@ mod tests {
             "concurrent callers share one fetch"
         );
         // Expired and failing: the last value serves.
+        tokio::time::sleep(ttl * 2).await;
         let got = cell
             .get(Duration::ZERO, || async {
                 Err(SecretsError::NotConfigured("x".into()))

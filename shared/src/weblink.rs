@@ -18,21 +18,28 @@
 //!   token cached per container until shortly before it expires (one fetch per portal however
 //!   many callers), each client (source IP) limited to `WEBLINK_GUEST_REQUESTS_PER_MINUTE`.
 //! - `GET /weblink/login?portal=` → verifier and S256 challenge, a nonce, one-time state
-//!   (verifier, nonce, IDP domain, client id) bound to the browser, redirect to
-//!   `https://<domain>/authorize` with `scope` (`WEBLINK_SCOPES`, `openid` included) and
+//!   (verifier, nonce, IDP domain, client id) bound to the browser, redirect to the IDP's
+//!   authorization endpoint with `scope` (`WEBLINK_SCOPES`, `openid` included) and
 //!   `prompt` (`WEBLINK_PROMPT`, `consent`: what `offline_access` needs).
+//!
+//! The IDP's authorization, token and key endpoints come from its metadata
+//! (`https://<domain>/.well-known/openid-configuration`, OpenID Connect Discovery, cached like
+//! the keys; its issuer must be an allowed one) unless `WEBLINK_DISCOVERY=false`, in which case
+//! they are `https://<domain>/authorize`, `/token` and `WEBLINK_JWKS_URL`; settings override
+//! single endpoints either way.
 //! - `GET /weblink/callback?code&state` → state consumed once, code exchanged with the
 //!   verifier at the pinned IDP, id_token verified (its `nonce` the state's), session stored
 //!   with its tokens sealed, session cookie set.
 //! - `POST /weblink/refresh` (session cookie) → a fresh access token from the session's IDP,
 //!   refreshed once across containers by the shared machinery.
 
+use crate::cache::{Cache, Fetched};
 use crate::config::{ConfigError, Vars};
 use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Reason, Result};
 use crate::flow::{self, CookieSpec};
-use crate::oidc::{self, Expect, Jwks};
+use crate::oidc::{self, Discovery, Expect, Jwks};
 use crate::refresh::{self, Grant, RefreshError, Refresher};
 use crate::store::{Condition, Item, Key, Write, now};
 use crate::web::{self, Params};
@@ -96,8 +103,24 @@ pub struct Settings {
     pub issuers: Vec<String>,
     /// `WEBLINK_AUDIENCES`: allowed `aud` besides the portal's client id (default `weblink2ui`).
     pub audiences: Vec<String>,
-    /// `WEBLINK_JWKS_URL` (default `https://identity.getadministrate.com/.well-known/jwks.json`).
+    /// `WEBLINK_DISCOVERY` (default `true`): take the authorization, token and key endpoints
+    /// from the metadata of the IDP (`<IDP base>/.well-known/openid-configuration`, the IDP base
+    /// being `https://<idp domain>`), whose `issuer` must be one of [`Settings::issuers`], and
+    /// whose authorization and token endpoints must be on the IDP's own origin or a host inside
+    /// `WEBLINK_IDP_DOMAINS`. `false`: `<IDP base>/authorize`, `<IDP base>/token` and
+    /// [`Settings::jwks_url`], no metadata fetch.
+    pub discovery: bool,
+    /// `WEBLINK_AUTHORIZE_URL`: overrides the authorization endpoint, with or without
+    /// discovery; `{domain}` stands for the IDP domain.
+    pub authorize_url: Option<String>,
+    /// `WEBLINK_TOKEN_URL`: overrides the token endpoint likewise.
+    pub token_url: Option<String>,
+    /// `WEBLINK_JWKS_URL`: the signing keys without discovery (default
+    /// `https://identity.getadministrate.com/.well-known/jwks.json`); set, it overrides the
+    /// metadata's `jwks_uri` (`jwks_url_set`).
     pub jwks_url: String,
+    /// Whether `WEBLINK_JWKS_URL` was set.
+    pub jwks_url_set: bool,
     /// `WEBLINK_TOKEN_ENCODING`: `json` (default) or `form`.
     pub token_encoding: Encoding,
     /// `WEBLINK_CLOCK_SKEW_SECONDS` (default 60).
@@ -178,6 +201,25 @@ impl Settings {
                 problem: "must contain {domain}".into(),
             });
         }
+        // An endpoint override may name the IDP domain as `{domain}`: checked as the URL it is
+        // for one domain.
+        let endpoint = |name: &str| -> Result<Option<String>, ConfigError> {
+            let Some(value) = vars.get(name) else {
+                return Ok(None);
+            };
+            let value = value.trim();
+            let example = value.replace("{domain}", "idp.example.com");
+            match url::Url::parse(&example) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => {
+                    Ok(Some(value.to_owned()))
+                }
+                _ => Err(ConfigError {
+                    name: name.into(),
+                    problem: "must be an http(s) URL (`{domain}` standing for the IDP domain)"
+                        .into(),
+                }),
+            }
+        };
         Ok(Self {
             portals: list("WEBLINK_PORTALS", ""),
             guest_url: url(
@@ -191,10 +233,14 @@ impl Settings {
             idp_base: idp_base.trim_end_matches('/').to_owned(),
             issuers: list("WEBLINK_ISSUERS", "https://identity.getadministrate.com/"),
             audiences: list("WEBLINK_AUDIENCES", "weblink2ui"),
+            discovery: vars.flag("WEBLINK_DISCOVERY", true)?,
+            authorize_url: endpoint("WEBLINK_AUTHORIZE_URL")?,
+            token_url: endpoint("WEBLINK_TOKEN_URL")?,
             jwks_url: url(
                 "WEBLINK_JWKS_URL",
                 "https://identity.getadministrate.com/.well-known/jwks.json",
             )?,
+            jwks_url_set: vars.get("WEBLINK_JWKS_URL").is_some(),
             token_encoding: match vars.get_or("WEBLINK_TOKEN_ENCODING", "json") {
                 "json" => Encoding::Json,
                 "form" => Encoding::Form,
@@ -264,24 +310,28 @@ fn idp_domains(vars: &Vars) -> Result<Vec<DomainPattern>, ConfigError> {
     Ok(patterns)
 }
 
-/// `domain`, lower-case, if it is a plain DNS host name: letters, digits and hyphens in dotted
-/// labels, at least two labels, which `url::Host` reads as a domain (so no IPv4 literal in any
-/// of its spellings, such as `0x7f.1`, nor IPv6), and not `localhost`. A URL built from it
-/// (`https://{domain}/token`) therefore names that host and nothing else: no port, userinfo,
-/// path or trailing dot.
+/// `domain`, lower-case, if it is a plain DNS host name. The URL standard's host parser
+/// (`url::Host::parse`, what the HTTP client itself applies to `https://{domain}/token`) decides
+/// what it is, and only [`url::Host::Domain`] is accepted: an IPv4 literal in any of its
+/// spellings (`127.1`, `0x7f.1`, `2130706433`, percent-encoded), an IPv6 literal, or text with a
+/// port, userinfo or path (`:`, `@`, `/` are forbidden in a host) is refused by the parse. The
+/// domain it gives must be the input as it was (an internationalised name comes back as
+/// punycode, a percent-escape decoded: neither is what the lookup meant), of letters, digits
+/// and hyphens in non-empty labels (the parser lets through `_`, `*`, an empty label or a
+/// trailing dot, which are not host names), of two labels at least, and not `localhost`. A URL
+/// built from it therefore names that host and nothing else.
 pub fn idp_host(domain: &str) -> Option<String> {
     let lower = domain.to_ascii_lowercase();
-    if !is_host_name(&lower) || !lower.contains('.') {
+    let url::Host::Domain(host) = url::Host::parse(&lower).ok()? else {
+        return None;
+    };
+    if host != lower || !is_host_name(&host) || !host.contains('.') {
         return None;
     }
-    match url::Host::parse(&lower) {
-        Ok(url::Host::Domain(d)) if d == lower => {}
-        _ => return None,
-    }
-    if lower == "localhost" || lower.ends_with(".localhost") {
+    if host == "localhost" || host.ends_with(".localhost") {
         return None;
     }
-    Some(lower)
+    Some(host)
 }
 
 /// A portal's IDP settings, as the host lookup service gives them.
@@ -316,17 +366,16 @@ enum GuestOutcome {
 }
 
 impl GuestOutcome {
-    fn usable(&self, now: i64) -> bool {
-        match self {
-            Self::Token { expires_at, .. } => expires_at - GUEST_TOKEN_MARGIN > now,
-            Self::Locked { until } => *until > now,
-        }
+    /// How long, from `now`, the outcome may be handed out: a token while it has more than
+    /// the margin left, a lock while it lasts.
+    fn usable_for(&self, now: i64) -> Duration {
+        let left = match self {
+            Self::Token { expires_at, .. } => expires_at - GUEST_TOKEN_MARGIN - now,
+            Self::Locked { until } => until - now,
+        };
+        Duration::from_secs(u64::try_from(left).unwrap_or(0))
     }
 }
-
-/// One portal's slot: the first caller fetches, concurrent callers wait for that fetch (the
-/// cell, not a lock on the whole cache, is what they wait on). A failed fetch leaves it empty.
-type GuestSlot = Arc<tokio::sync::OnceCell<GuestOutcome>>;
 
 /// Token buckets per client: `per_minute` requests a minute, in bursts of as many.
 struct Limiter {
@@ -366,6 +415,12 @@ fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// One IDP's metadata and the signing keys it names, when discovery is on.
+struct DiscoveredIdp {
+    discovery: Arc<Discovery>,
+    jwks: Jwks,
+}
+
 /// WebLink's per-container state: settings, the IDP keys, cached portal lookups and tokens,
 /// and the guest-token limiter.
 pub struct Weblink {
@@ -373,12 +428,18 @@ pub struct Weblink {
     pub deps: Arc<Deps>,
     /// The settings.
     pub settings: Settings,
-    /// The IDP's signing keys.
+    /// The IDP's signing keys: those of `WEBLINK_JWKS_URL`, used without discovery or when it is
+    /// set.
     pub jwks: Jwks,
-    lookups: tokio::sync::Mutex<HashMap<String, (Instant, PortalConfig)>>,
-    /// By portal (only allowed portals ever get a slot, so this stays small). The std mutex is
-    /// held only to find or replace a slot, never across a call.
-    guest_tokens: Mutex<HashMap<String, GuestSlot>>,
+    /// With discovery, by IDP domain: each IDP's metadata and keys, each cached by the shared
+    /// cache (the domains come from lookups of allowed portals, inside `WEBLINK_IDP_DOMAINS`, so
+    /// this stays small). The std mutex is held only to find or add a domain's entry.
+    discovered: Mutex<HashMap<String, Arc<DiscoveredIdp>>>,
+    /// Host lookups by portal, and portal tokens by portal: only allowed portals are ever
+    /// keys, so both stay small. Neither holds a lock across the call to Administrate, so one
+    /// slow portal holds up only the callers of that portal.
+    lookups: Cache<String, PortalConfig, Error>,
+    guest_tokens: Cache<String, GuestOutcome, Error>,
     limiter: Limiter,
 }
 
@@ -395,13 +456,91 @@ impl Platform for Weblink {
                 buckets: Mutex::new(HashMap::new()),
             },
             settings,
-            lookups: tokio::sync::Mutex::new(HashMap::new()),
-            guest_tokens: Mutex::new(HashMap::new()),
+            lookups: Cache::new(),
+            guest_tokens: Cache::new(),
+            discovered: Mutex::new(HashMap::new()),
         })
     }
 }
 
 impl Weblink {
+    /// The metadata and keys of the IDP at `domain` (an allowed host), when discovery is on.
+    fn discovered(&self, domain: &str) -> Option<Arc<DiscoveredIdp>> {
+        if !self.settings.discovery {
+            return None;
+        }
+        let mut map = relock(&self.discovered);
+        let idp = map.entry(domain.to_owned()).or_insert_with(|| {
+            let discovery = Arc::new(Discovery::new(
+                &self.idp_url(domain, ""),
+                self.settings.issuers.clone(),
+            ));
+            Arc::new(DiscoveredIdp {
+                jwks: Jwks::discovered(discovery.clone()),
+                discovery,
+            })
+        });
+        Some(idp.clone())
+    }
+
+    /// The keys that verify the id_tokens of the IDP at `domain`: `WEBLINK_JWKS_URL`'s when it is
+    /// set or discovery is off, else those the IDP's metadata names.
+    fn jwks_of(&self, domain: &str) -> Option<Arc<DiscoveredIdp>> {
+        self.discovered(domain)
+            .filter(|_| !self.settings.jwks_url_set)
+    }
+
+    /// The IDP's endpoint: the override (`WEBLINK_AUTHORIZE_URL`, `WEBLINK_TOKEN_URL`), else the
+    /// metadata's, else `path` under the IDP base.
+    async fn endpoint(
+        &self,
+        http: &reqwest::Client,
+        domain: &str,
+        which: Endpoint,
+    ) -> Result<String> {
+        let (configured, path) = match which {
+            Endpoint::Authorize => (&self.settings.authorize_url, "/authorize"),
+            Endpoint::Token => (&self.settings.token_url, "/token"),
+        };
+        if let Some(url) = configured {
+            return Ok(url.replace("{domain}", domain));
+        }
+        let Some(idp) = self.discovered(domain) else {
+            return Ok(self.idp_url(domain, path));
+        };
+        let metadata = idp.discovery.metadata(http).await?;
+        let url = match which {
+            Endpoint::Authorize => &metadata.authorization_endpoint,
+            Endpoint::Token => &metadata.token_endpoint,
+        };
+        self.check_discovered(domain, url)?;
+        Ok(url.clone())
+    }
+
+    /// A discovered endpoint receives codes, verifiers and refresh tokens, so it must be on the
+    /// IDP's own origin (where the metadata was read), or an https URL of a host inside
+    /// `WEBLINK_IDP_DOMAINS` with no port or userinfo: metadata cannot send them elsewhere.
+    fn check_discovered(&self, domain: &str, endpoint: &str) -> Result<()> {
+        let refused = || {
+            Error::Upstream(format!(
+                "the metadata of the portal's identity provider names an endpoint (`{}`) outside \
+                 its origin and WEBLINK_IDP_DOMAINS",
+                web::printable(endpoint)
+            ))
+        };
+        let url = url::Url::parse(endpoint).map_err(|_| refused())?;
+        let base = url::Url::parse(&self.idp_url(domain, "/")).map_err(|_| refused())?;
+        if url.origin() == base.origin() && url.username().is_empty() && url.password().is_none() {
+            return Ok(());
+        }
+        let allowed = url.scheme() == "https"
+            && url.port().is_none()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.host_str().is_some_and(|h| self.idp_domain(h).is_ok());
+        if allowed { Ok(()) } else { Err(refused()) }
+    }
+
     /// `domain` as a host inside `WEBLINK_IDP_DOMAINS`, or why not. Checked when the lookup
     /// answers, and again where a pinned domain is used (the callback, refreshes), so that
     /// narrowing the list takes effect at once.
@@ -420,7 +559,7 @@ impl Weblink {
     /// Drops the cached portal lookups, as a fresh container starts without them: the next
     /// login asks the host lookup again.
     pub async fn forget_lookups(&self) {
-        self.lookups.lock().await.clear();
+        self.lookups.clear();
     }
 
     fn allowed(&self, portal: &str) -> Result<()> {
@@ -450,7 +589,15 @@ impl Weblink {
     }
 }
 
-/// Whether `domain` is a plain host name (so an IDP URL built from it cannot point elsewhere).
+/// The IDP endpoints the flows call.
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Authorize,
+    Token,
+}
+
+/// Whether a domain the URL parser accepted is a DNS host name (RFC 1123): letters, digits and
+/// hyphens in non-empty labels of at most 63, at most 253 in all.
 fn is_host_name(domain: &str) -> bool {
     !domain.is_empty()
         && domain.len() <= 253
@@ -471,44 +618,47 @@ pub fn new_verifier() -> Result<String> {
     Ok(crypto::random_string(VERIFIER_ALPHABET, 64)?)
 }
 
-/// The portal's IDP settings: cached per container for ten minutes.
+/// The portal's IDP settings: cached per container for ten minutes (a failed lookup is not
+/// kept), one lookup per portal at a time.
 pub async fn portal_config(cx: &Weblink, portal: &str) -> Result<PortalConfig> {
     let w = cx;
-    let mut cache = w.lookups.lock().await;
-    if let Some((at, config)) = cache.get(portal)
-        && at.elapsed() < LOOKUP_TTL
-    {
-        return Ok(config.clone());
-    }
-    let mut url = url::Url::parse(&w.settings.host_lookup_url)
-        .map_err(|_| Error::Internal("bad host lookup URL".into()))?;
-    url.query_pairs_mut().append_pair("host", portal);
-    let resp = cx.http.get(url).send().await.map_err(|e| {
-        Error::Upstream(format!(
-            "Administrate's host lookup {}",
-            crate::http::describe(&e)
-        ))
-    })?;
-    if resp.status().as_u16() == 404 {
-        return Err(Error::refused(
-            Reason::UnknownTenant,
-            "Administrate does not know this portal",
-        ));
-    }
-    if !resp.status().is_success() {
-        return Err(Error::Upstream(format!(
-            "Administrate's host lookup answered {}",
-            resp.status().as_u16()
-        )));
-    }
-    let config: PortalConfig = resp
-        .json()
+    let lookup = async {
+        let mut url = url::Url::parse(&w.settings.host_lookup_url)
+            .map_err(|_| Error::Internal("bad host lookup URL".into()))?;
+        url.query_pairs_mut().append_pair("host", portal);
+        let resp = cx.http.get(url).send().await.map_err(|e| {
+            Error::Upstream(format!(
+                "Administrate's host lookup {}",
+                crate::http::describe(&e)
+            ))
+        })?;
+        if resp.status().as_u16() == 404 {
+            return Err(Error::refused(
+                Reason::UnknownTenant,
+                "Administrate does not know this portal",
+            ));
+        }
+        if !resp.status().is_success() {
+            return Err(Error::Upstream(format!(
+                "Administrate's host lookup answered {}",
+                resp.status().as_u16()
+            )));
+        }
+        let config: PortalConfig = resp.json().await.map_err(|_| {
+            Error::Upstream("Administrate's host lookup answered unreadably".into())
+        })?;
+        let mut config = config;
+        config.idp.domain = w.idp_domain(&config.idp.domain)?;
+        Ok::<_, Error>(config)
+    };
+    w.lookups
+        .get(&portal.to_owned(), |_| async {
+            match lookup.await {
+                Ok(config) => Fetched::value(config, LOOKUP_TTL),
+                Err(e) => Fetched::failed(e),
+            }
+        })
         .await
-        .map_err(|_| Error::Upstream("Administrate's host lookup answered unreadably".into()))?;
-    let mut config = config;
-    config.idp.domain = w.idp_domain(&config.idp.domain)?;
-    cache.insert(portal.to_owned(), (Instant::now(), config.clone()));
-    Ok(config)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -570,28 +720,20 @@ pub async fn guest_token(cx: &Weblink, req: &Request) -> Result<Response<Body>> 
 }
 
 /// The portal's token (or Administrate's lock) from the cache, fetched once when missing or
-/// stale. The cache's mutex is held only to find, insert or drop the portal's slot; callers of
-/// one portal wait on that slot for its one fetch, and other portals are never held up.
+/// stale: callers of one portal share its one fetch, other portals are never held up, and a
+/// failed fetch is not kept. A freshly fetched outcome is used as it is.
 async fn cached_guest_token(cx: &Weblink, portal: &str) -> Result<GuestOutcome> {
-    let cache = &cx.guest_tokens;
-    let mut outcome = None;
-    // A stale slot is replaced once; a freshly fetched outcome is used as it is.
-    for _ in 0..2 {
-        let slot = relock(cache).entry(portal.to_owned()).or_default().clone();
-        let got = slot
-            .get_or_try_init(|| fetch_guest_token(cx, portal))
-            .await?
-            .clone();
-        if got.usable(now()) {
-            return Ok(got);
-        }
-        let mut map = relock(cache);
-        if map.get(portal).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-            map.remove(portal);
-        }
-        outcome = Some(got);
-    }
-    outcome.ok_or_else(|| Error::Internal("no guest token outcome".into()))
+    cx.guest_tokens
+        .get(&portal.to_owned(), |_| async {
+            match fetch_guest_token(cx, portal).await {
+                Ok(outcome) => {
+                    let ttl = outcome.usable_for(now());
+                    Fetched::value(outcome, ttl)
+                }
+                Err(e) => Fetched::failed(e),
+            }
+        })
+        .await
 }
 
 /// Asks Administrate's portal auth for a token of `portal`.
@@ -656,7 +798,10 @@ pub async fn login(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     // Everything that can fail comes before the state is stored: a refusal stores nothing.
     let keys = cx.secrets.app_keys().await?;
     let redirect_uri = cx.public_url(req, "/weblink/callback")?;
-    let mut url = url::Url::parse(&cx.idp_url(&config.idp.domain, "/authorize")).map_err(|_| {
+    let authorize = cx
+        .endpoint(&cx.http, &config.idp.domain, Endpoint::Authorize)
+        .await?;
+    let mut url = url::Url::parse(&authorize).map_err(|_| {
         Error::Upstream(
             "the URL of Administrate's sign-in service for the portal is invalid".into(),
         )
@@ -702,7 +847,10 @@ async fn token_call(
     domain: &str,
     fields: &[(&str, &str)],
 ) -> std::result::Result<TokenReply, RefreshError> {
-    let url = cx.idp_url(domain, "/token");
+    let url = cx
+        .endpoint(&cx.http, domain, Endpoint::Token)
+        .await
+        .map_err(RefreshError::Failed)?;
     let request = cx.http.post(&url);
     let request = match cx.settings.token_encoding {
         Encoding::Json => {
@@ -783,9 +931,12 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     let s = &cx.settings;
     let mut audiences = s.audiences.clone();
     audiences.push(client_id.clone());
+    // The pinned IDP's keys (discovered), or those configured.
+    let discovered = cx.jwks_of(&domain);
+    let jwks = discovered.as_ref().map_or(&cx.jwks, |idp| &idp.jwks);
     let claims = oidc::verify_id_token(
         &cx.http,
-        &cx.jwks,
+        jwks,
         id_token,
         &Expect {
             issuers: &s.issuers,
@@ -919,7 +1070,35 @@ pub async fn refresh(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
         domain: &domain,
         client_id: &client_id,
     };
-    let item = refresh::fresh_item(cx, &key, &refresher).await?;
+    let item = refresh::fresh_item(cx, &key, &refresher)
+        .await
+        .map_err(|e| match e {
+            // The shared machinery's refusal (the grant is gone) is worded for an app install
+            // ("an admin must install the app again"); what a user of a session must do is
+            // sign in again, and why it came to that tells them whether consent is the fix.
+            Error::Refused {
+                reason: Reason::NeedsReauth,
+                ..
+            } => {
+                let why = if session.attrs.contains_key("refresh_token_sealed") {
+                    "the portal's sign-in service no longer accepts this session: its grant was \
+                     revoked, its consent withdrawn, or it expired"
+                } else {
+                    "this session cannot be renewed: its sign-in granted no offline access (no \
+                     refresh token was issued), and its access token has expired"
+                };
+                let portal = session.str("portal").unwrap_or_default();
+                Error::refused(
+                    Reason::NeedsReauth,
+                    format!(
+                        "{why}; sign in again (GET /weblink/login?portal={}) and, if asked, allow \
+                     offline access",
+                        web::printable(portal)
+                    ),
+                )
+            }
+            other => other,
+        })?;
     let tokens = refresh::open(&keys, &item)?;
     Ok(web::json(
         StatusCode::OK,
@@ -984,21 +1163,55 @@ mod tests {
             "https://identity.getadministrate.com",
             "ídentity.getadministrate.com",
             "xn--.com",
+            // IPv4 in the parser's other spellings, and percent-encoded.
+            "127.1",
+            "0177.0.0.1",
+            "0x7f000001",
+            "%31%32%37.0.0.1",
+            "1.2.3.4.",
+            "[::ffff:127.0.0.1]",
+            "[fe80::1%25eth0]",
+            // What the parser reads as a domain but is no host name.
+            "_dmarc.getadministrate.com",
+            "a*b.getadministrate.com",
+            "a..getadministrate.com",
+            ".getadministrate.com",
+            "identity%2egetadministrate.com",
+            // Ports, userinfo, paths, queries, fragments and spaces, however written.
+            "identity.getadministrate.com:",
+            "user:pw@identity.getadministrate.com",
+            "identity.getadministrate.com/x",
+            "identity.getadministrate.com\\x",
+            "identity.getadministrate.com?x",
+            "identity.getadministrate.com#x",
+            "identity.getadministrate.com%2fx",
+            " identity.getadministrate.com",
+            "identity.getadministrate.com\t",
+            "",
         ] {
             assert_eq!(idp_host(bad), None, "{bad}");
         }
+        let long = format!("{}.com", "a".repeat(64));
+        assert_eq!(idp_host(&long), None, "a label of 64");
     }
 
     fn settings(pairs: &[(&str, &str)]) -> std::result::Result<Settings, ConfigError> {
         Settings::from_vars(&Vars::from_pairs(pairs.iter().copied()))
     }
 
-    #[tokio::test]
-    async fn the_idp_allow_list() {
+    /// WebLink's context with `pairs` set, on an embedded store in a directory of its own.
+    async fn weblink(pairs: &[(&str, &str)]) -> (tempfile::TempDir, Weblink) {
         let dir = tempfile::tempdir().unwrap();
-        let vars = Vars::from_pairs([("GATEHOUSE_DATA_DIR", dir.path().to_str().unwrap())]);
+        let mut vars = Vars::from_pairs(pairs.iter().copied());
+        vars.set("GATEHOUSE_DATA_DIR", dir.path().to_str().unwrap());
         let deps = Arc::new(Deps::from_vars(&vars).await.unwrap());
         let w = Weblink::build(deps, &vars).unwrap();
+        (dir, w)
+    }
+
+    #[tokio::test]
+    async fn the_idp_allow_list() {
+        let (_dir, w) = weblink(&[]).await;
         assert_eq!(
             w.settings.idp_domains,
             [
@@ -1059,6 +1272,61 @@ mod tests {
         assert!(settings(&[("WEBLINK_SCOPES", "profile email")]).is_err());
         assert!(settings(&[("WEBLINK_GUEST_REQUESTS_PER_MINUTE", "-1")]).is_err());
         assert!(settings(&[("WEBLINK_GUEST_REQUESTS_PER_MINUTE", "many")]).is_err());
+    }
+
+    /// Discovery is on by default, the keys' URL overrides the metadata only when set, and an
+    /// endpoint override must be an http(s) URL.
+    #[test]
+    fn discovery_settings() {
+        let s = settings(&[]).unwrap();
+        assert!(s.discovery);
+        assert!(!s.jwks_url_set);
+        assert_eq!((s.authorize_url, s.token_url), (None, None));
+        let s = settings(&[
+            ("WEBLINK_DISCOVERY", "false"),
+            ("WEBLINK_JWKS_URL", "https://keys.example.com/jwks"),
+            ("WEBLINK_TOKEN_URL", "https://{domain}/oauth/token"),
+        ])
+        .unwrap();
+        assert!(!s.discovery && s.jwks_url_set);
+        assert_eq!(s.token_url.as_deref(), Some("https://{domain}/oauth/token"));
+        assert!(settings(&[("WEBLINK_DISCOVERY", "maybe")]).is_err());
+        assert!(settings(&[("WEBLINK_AUTHORIZE_URL", "{domain}/authorize")]).is_err());
+    }
+
+    /// The metadata's authorization and token endpoints must be on the IDP's origin or an
+    /// https host inside the allow-list, with no port or userinfo.
+    #[tokio::test]
+    async fn discovered_endpoints_stay_with_the_idp() {
+        let (_dir, w) = weblink(&[]).await;
+        let d = "identity.getadministrate.com";
+        for good in [
+            "https://identity.getadministrate.com/connect/token",
+            "https://identity.getadministrate.com:443/token",
+            "https://login.getadministrate.com/token",
+        ] {
+            assert!(w.check_discovered(d, good).is_ok(), "{good}");
+        }
+        for bad in [
+            "https://evil.example.com/token",
+            "http://identity.getadministrate.com/token",
+            "https://identity.getadministrate.com:8443/token",
+            "https://u@identity.getadministrate.com/token",
+            "https://u:p@login.getadministrate.com/token",
+            "https://127.0.0.1/token",
+            "https://getadministrate.com.evil.example.com/token",
+            "not a url",
+        ] {
+            let err = w.check_discovered(d, bad).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_GATEWAY, "{bad}");
+        }
+        // A test deployment's http IDP base: its own origin, and only that.
+        let (_dir, w) = weblink(&[("WEBLINK_IDP_BASE", "http://127.0.0.1:9/idp/{domain}")]).await;
+        assert!(
+            w.check_discovered(d, "http://127.0.0.1:9/idp/x/token")
+                .is_ok()
+        );
+        assert!(w.check_discovered(d, "http://127.0.0.1:10/token").is_err());
     }
 
     /// Each client has its own budget: one client spending all of it does not limit another.

@@ -330,13 +330,24 @@ async fn saison_token_endpoint_failures() {
 
 #[tokio::test]
 async fn weblink_token_endpoint_failures() {
-    let (h, platform) = misbehaving("WEBLINK_IDP_BASE", "/idp/{domain}", "weblink", "/token").await;
+    // The token endpoint is the misbehaving one (an override of the discovered one, as for
+    // Haravan); the authorize endpoint comes from the simulated IDP's metadata.
+    let (h, platform) = misbehaving(
+        "WEBLINK_TOKEN_URL",
+        "/idp/{domain}/token",
+        "weblink",
+        "/token",
+    )
+    .await;
     each_misbehaviour(&h, &platform, "Administrate", async |h, b| {
         let start = b
             .get(&h.url("/weblink/login?portal=demo.administrateweblink.com"))
             .await;
         let authorize = start.location.expect("to the IDP");
-        assert!(authorize.starts_with(&platform.base), "{authorize}");
+        assert!(
+            authorize.starts_with(&h.url("/_sim/weblink/idp/")),
+            "{authorize}"
+        );
         let page = b.get(&authorize).await;
         let back = submit(
             b,

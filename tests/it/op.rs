@@ -442,10 +442,8 @@ async fn start_weblink(backend: Backend, extra: &[(&str, &str)]) -> Option<(Harn
     let mut vars = Vars::default();
     vars.set("WEBLINK_PORTALS", PORTAL);
     vars.set("WEBLINK_IDP_BASE", format!("{origin}/idp/{{domain}}"));
-    vars.set(
-        "WEBLINK_JWKS_URL",
-        format!("{origin}{idp_path}/.well-known/jwks.json"),
-    );
+    // The endpoints and the keys come from the OP's metadata (WEBLINK_DISCOVERY, the default),
+    // read under the IDP base: `{origin}{idp_path}/.well-known/openid-configuration`.
     // The OP's issuer, with the trailing slash Administrate's has.
     vars.set("WEBLINK_ISSUERS", format!("{origin}/"));
     // Only the portal's client id is an allowed audience: the OP's `aud` must be it.
@@ -548,6 +546,7 @@ async fn weblink_pkce_refresh_and_rotation(backend: Backend) {
     let stats = op.stats().await;
     assert_eq!(stats["token"]["authorization_code"], json!(1), "{stats}");
     assert_eq!(stats["jwks"], json!(1), "{stats}");
+    assert_eq!(stats["discovery"], json!(1), "the metadata once: {stats}");
     let (item, first) = weblink_session(&h).await;
     assert_eq!(item.attrs["sub"], json!(GUEST));
     assert_eq!(item.attrs["idp_domain"], json!(IDP_DOMAIN));
@@ -643,5 +642,10 @@ async fn without_consent_a_standards_op_gives_a_weblink_session_no_refresh_token
         .unwrap();
     let (status, body) = weblink_refresh_status(&h, &b).await;
     assert_eq!(status, 403, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("no refresh token") && message.contains("sign in again"),
+        "what happened and what to do: {message}"
+    );
     assert!(op.stats().await["token"]["refresh_token"].is_null());
 }

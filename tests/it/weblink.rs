@@ -242,6 +242,9 @@ async fn id_tokens_from_the_wrong_issuer_audience_or_key_are_refused() {
     ] {
         let mut vars = Vars::default();
         vars.set(var, value);
+        // With discovery, another issuer is refused at login already (the metadata's, see
+        // `the_idps_metadata_must_name_an_allowed_issuer`); without it, by the id_token's `iss`.
+        vars.set("WEBLINK_DISCOVERY", "false");
         let h = Harness::start(Backend::Embedded, vars).await.unwrap();
         let mut b = Browser::new();
         let callback = sign_in(&h, &mut b).await;
@@ -288,6 +291,132 @@ async fn id_tokens_from_the_wrong_issuer_audience_or_key_are_refused() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
+}
+
+/// A refresh token the IDP refuses (the grant revoked, consent withdrawn) ends the session's
+/// refreshes with a 403 that says what to do, sign in again, at once and from then on without
+/// asking the IDP again.
+#[tokio::test]
+async fn a_refused_refresh_token_asks_the_user_to_sign_in_again() {
+    let h = Harness::embedded().await;
+    let sim = h.server.weblink.clone();
+    let mut b = Browser::new();
+    let callback = sign_in(&h, &mut b).await;
+    assert_eq!(b.get(&callback).await.status, 200);
+    // The IDP no longer knows the session's refresh token, and its access token is due.
+    let item = h.items("session#weblink").await.remove(0);
+    let keys = h.server.app.secrets.app_keys().await.unwrap();
+    let mut set = serde_json::Map::new();
+    let grant = gatehouse::refresh::Grant {
+        access_token: "due".to_owned().into(),
+        refresh_token: Some("revoked-at-the-idp".to_owned().into()),
+        expires_in: 10,
+        extra: Vec::new(),
+    };
+    gatehouse::refresh::seal(&keys, &item.key, &grant, &mut set).unwrap();
+    h.server
+        .app
+        .store
+        .update(&item.key, &set, gatehouse::store::Condition::Exists)
+        .await
+        .unwrap();
+    let before = sim.token_requests("refresh_token");
+    for _ in 0..2 {
+        let (status, body) = refresh(&h, &b).await;
+        assert_eq!(status, 403, "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("sign in again"), "{message}");
+        assert!(
+            message.contains("no longer accepts this session"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("/weblink/login?portal={PORTAL}")),
+            "{message}"
+        );
+        assert!(
+            !message.contains("install the app"),
+            "not an install's wording: {message}"
+        );
+    }
+    // Refused by the IDP up to the shared machinery's re-reads (another container may have
+    // rotated it), then marked: the second refresh does not ask again.
+    let asked = sim.token_requests("refresh_token") - before;
+    assert!(asked >= 1, "the IDP was asked");
+    let (status, _) = refresh(&h, &b).await;
+    assert_eq!(status, 403);
+    assert_eq!(sim.token_requests("refresh_token") - before, asked);
+}
+
+/// With `WEBLINK_DISCOVERY` (the default) the IDP's endpoints and keys come from its metadata,
+/// whose issuer must be an allowed one: metadata naming another refuses the login before
+/// anything is stored or the user is sent anywhere.
+#[tokio::test]
+async fn the_idps_metadata_must_name_an_allowed_issuer() {
+    let mut vars = Vars::default();
+    vars.set("WEBLINK_ISSUERS", "https://identity.example.com/");
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let page = Browser::new()
+        .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
+        .await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(page.location.is_none());
+    assert!(page.body.contains("issuer"), "{}", page.body);
+    assert!(h.items("state#weblink").await.is_empty());
+}
+
+/// Without discovery, the IDP base's documented paths and the configured keys serve the whole
+/// journey, as they did before discovery.
+#[tokio::test]
+async fn without_discovery_the_documented_paths_serve() {
+    let mut vars = Vars::default();
+    vars.set("WEBLINK_DISCOVERY", "false");
+    journey(Harness::start(Backend::Embedded, vars).await.unwrap()).await;
+}
+
+/// An endpoint set in the configuration overrides the metadata's: the login sends the browser
+/// to `WEBLINK_AUTHORIZE_URL` (its `{domain}` the IDP's), the callback exchanges the code at
+/// `WEBLINK_TOKEN_URL` (here one where nothing answers: a 502, nothing stored).
+#[tokio::test]
+async fn configured_endpoints_override_the_metadata() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", probe.local_addr().unwrap());
+    drop(probe);
+    let mut vars = Vars::default();
+    vars.set("WEBLINK_TOKEN_URL", format!("{nowhere}/{{domain}}/token"));
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let sim = h.server.weblink.clone();
+    let mut b = Browser::new();
+    let callback = sign_in(&h, &mut b).await;
+    let exchanges = sim.token_requests("authorization_code");
+    let page = b.get(&callback).await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert_eq!(sim.token_requests("authorization_code"), exchanges);
+    assert_eq!(sessions(&h).await, 0);
+
+    let mut vars = Vars::default();
+    vars.set(
+        "WEBLINK_AUTHORIZE_URL",
+        "https://sign-in.example.com/{domain}/authorize",
+    );
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let page = Browser::new()
+        .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
+        .await;
+    assert_eq!(page.status, 302, "{}", page.body);
+    let location = page.location.unwrap();
+    assert!(
+        location.starts_with(&format!("https://sign-in.example.com/{IDP}/authorize?")),
+        "{location}"
+    );
+    for bad in ["not a url", "ftp://x/{domain}", "/relative/{domain}"] {
+        let mut vars = Vars::default();
+        vars.set("WEBLINK_TOKEN_URL", bad);
+        assert!(
+            gatehouse::weblink::Settings::from_vars(&vars).is_err(),
+            "{bad}"
+        );
+    }
 }
 
 async fn guest(h: &Harness, body: &str) -> (u16, Option<String>, Value) {

@@ -223,6 +223,13 @@ const server = http.createServer(async (req, res) => {
     }
     const m = path.match(/^\/interaction\/([^/]+)(?:\/(login))?$/);
     if (m) return await interaction(req, res, m[1], m[2]);
+    // WebLink's app reads an IDP's metadata under its IDP base, `<idp_path>/.well-known/
+    // openid-configuration`; the provider serves it at its issuer's.
+    if (weblink && path === `${idpPath}/.well-known/openid-configuration`) {
+      stats.discovery += 1;
+      req.url = '/.well-known/openid-configuration';
+      return handler(req, res);
+    }
     if (path === '/.well-known/openid-configuration') stats.discovery += 1;
     if (path === profile.routes.jwks) stats.jwks += 1;
     return handler(req, res);

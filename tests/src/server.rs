@@ -106,10 +106,17 @@ where
         format!("{weblink_base}/portal_config"),
     );
     vars.set_default("WEBLINK_IDP_BASE", format!("{weblink_base}/idp/{{domain}}"));
-    vars.set_default(
-        "WEBLINK_JWKS_URL",
-        format!("{weblink_base}/.well-known/jwks.json"),
-    );
+    // With discovery (the default) the keys are where the simulated IDP's metadata says, so
+    // that path is what the tests run; without it, the simulator's keys by configuration.
+    if vars
+        .get("WEBLINK_DISCOVERY")
+        .is_some_and(|v| v == "false" || v == "0")
+    {
+        vars.set_default(
+            "WEBLINK_JWKS_URL",
+            format!("{weblink_base}/.well-known/jwks.json"),
+        );
+    }
 
     let data_dir = PathBuf::from(vars.get_or("GATEHOUSE_DATA_DIR", ".gatehouse"));
     let secrets_file = vars

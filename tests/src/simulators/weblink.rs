@@ -215,6 +215,30 @@ impl WeblinkSim {
             .route("/idp/{domain}/authorize", get(authorize))
             .route("/idp/{domain}/login", post(login))
             .route("/idp/{domain}/token", post(token))
+            // The IDP's metadata (OpenID Connect Discovery 1.0, section 3), which the app reads
+            // with WEBLINK_DISCOVERY: the issuer, and this IDP's endpoints above and the keys.
+            .route(
+                "/idp/{domain}/.well-known/openid-configuration",
+                get(
+                    |State(sim): State<WeblinkSim>, Path(domain): Path<String>| async move {
+                        if !sim.knows_idp(&domain) {
+                            return unknown_idp(&domain);
+                        }
+                        let base = sim.idp_base(&domain);
+                        Json(json!({
+                            "issuer": ISSUER,
+                            "authorization_endpoint": format!("{base}/authorize"),
+                            "token_endpoint": format!("{base}/token"),
+                            "jwks_uri": sim.jwks_uri(),
+                            "response_types_supported": ["code"],
+                            "subject_types_supported": ["public"],
+                            "id_token_signing_alg_values_supported": ["RS256"],
+                            "code_challenge_methods_supported": ["S256"],
+                        }))
+                        .into_response()
+                    },
+                ),
+            )
             .route("/.well-known/jwks.json", get(jwks))
             .with_state(self.clone())
     }
