@@ -25,7 +25,7 @@
 //! Everything is written from the documents, not from `gatehouse::weblink`, so that the two
 //! implementations check each other.
 
-use crate::simulators::haravan::{
+use crate::haravan::{
     HaravanSim, Params, SigningKey, lock, no_store, now, oauth_error, random_hex, with_query,
 };
 use axum::body::Bytes;
