@@ -7,7 +7,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse::oidc::{Expect, half_hash, verify_with_key};
-use gatehouse_local::simulators::haravan::SigningKey;
+use gatehouse_simulators::haravan::SigningKey;
 use hmac::{KeyInit, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde_json::{Map, Value, json};

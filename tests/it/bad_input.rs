@@ -157,7 +157,7 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
                     ("shopId", "bad-input-shop"),
                     (
                         "timestamp",
-                        &gatehouse_local::simulators::sesami::now_ms().to_string(),
+                        &gatehouse_simulators::sesami::now_ms().to_string(),
                     ),
                     ("hmac", &"00".repeat(32)),
                 ]),
@@ -249,7 +249,7 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
         ("POST", "/haravan/webhooks") => {
             let body = json!({"id": 1_000_999_999u64, "org_id": "1000999999", "name": "Bad input"});
             let creds = h.server.app.secrets.credentials("haravan").await.unwrap();
-            let signature = gatehouse_local::simulators::haravan::webhook_signature(
+            let signature = gatehouse_simulators::haravan::webhook_signature(
                 secrecy::ExposeSecret::expose_secret(&creds.client_secret),
                 body.to_string().as_bytes(),
             );

@@ -230,7 +230,7 @@ async fn the_lambda_adapter_answers_before_the_invocation_deadline() {
     let (h, slow) = on_slow_store(vars).await;
     slow.slow_down(Duration::from_secs(60));
     let event = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/haravan-logout.json"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/haravan-logout.json"),
     )
     .unwrap();
     let app = h.server.app.clone();

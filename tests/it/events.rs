@@ -10,7 +10,7 @@ use gatehouse::routes::Platforms;
 use gatehouse::routes::{self, Resolved};
 use gatehouse::store::{Condition, Item, Key, now};
 use gatehouse_local::events::dir as events_dir;
-use gatehouse_local::simulators::sesami::SesamiSim;
+use gatehouse_simulators::sesami::SesamiSim;
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeSet, HashMap};
@@ -70,10 +70,10 @@ pub(crate) struct EventBench {
     /// The functions that served an event.
     dispatched: Mutex<BTreeSet<String>>,
     sesami: SesamiSim,
-    pub(crate) saison: gatehouse_local::simulators::saison::SaisonSim,
-    momo: gatehouse_local::simulators::momo::MomoSim,
+    pub(crate) saison: gatehouse_simulators::saison::SaisonSim,
+    momo: gatehouse_simulators::momo::MomoSim,
     momo_base: String,
-    weblink: gatehouse_local::simulators::weblink::WeblinkSim,
+    weblink: gatehouse_simulators::weblink::WeblinkSim,
     _dir: tempfile::TempDir,
 }
 
@@ -141,7 +141,7 @@ impl EventBench {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let saison_base = format!("http://{}", listener.local_addr().unwrap());
-        let saison = gatehouse_local::simulators::saison::SaisonSim::new(
+        let saison = gatehouse_simulators::saison::SaisonSim::new(
             secrets["saison"]["client_id"].as_str().unwrap(),
             secrets["saison"]["client_secret"].as_str().unwrap(),
             "https://abc123.execute-api.us-east-1.amazonaws.com",
@@ -155,7 +155,7 @@ impl EventBench {
         let sub_key = secrets["momo"]["subscription_keys"]["collection"]
             .as_str()
             .unwrap();
-        let momo = gatehouse_local::simulators::momo::MomoSim::new(
+        let momo = gatehouse_simulators::momo::MomoSim::new(
             &[("collection", sub_key)],
             "https://abc123.execute-api.us-east-1.amazonaws.com",
         );
@@ -171,7 +171,7 @@ impl EventBench {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let weblink_base = format!("http://{}", listener.local_addr().unwrap());
-        let weblink = gatehouse_local::simulators::weblink::WeblinkSim::new(
+        let weblink = gatehouse_simulators::weblink::WeblinkSim::new(
             &weblink_base,
             "https://abc123.execute-api.us-east-1.amazonaws.com",
         );
@@ -974,7 +974,7 @@ pub(crate) async fn momo_scenario(b: &EventBench) {
         .post(format!("{}/collection/token/", b.momo_base))
         .header(
             "Authorization",
-            gatehouse_local::simulators::momo::basic_authorization(
+            gatehouse_simulators::momo::basic_authorization(
                 m["client_id"].as_str().unwrap(),
                 m["client_secret"].as_str().unwrap(),
             ),

@@ -93,7 +93,7 @@ impl Delivery {
                     ("shopId".to_string(), json!(tenant)),
                     (
                         "timestamp".to_string(),
-                        json!(gatehouse_local::simulators::sesami::now_ms().to_string()),
+                        json!(gatehouse_simulators::sesami::now_ms().to_string()),
                     ),
                 ]);
                 let body = h.server.sesami.webhook_body("uninstall_app", data);
@@ -123,7 +123,7 @@ impl Delivery {
                 };
                 let body = serde_json::to_vec(&body).unwrap();
                 let secret = h.server.app.secrets.credentials("haravan").await.unwrap();
-                let signature = gatehouse_local::simulators::haravan::webhook_signature(
+                let signature = gatehouse_simulators::haravan::webhook_signature(
                     secrecy::ExposeSecret::expose_secret(&secret.client_secret),
                     &body,
                 );

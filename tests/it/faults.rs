@@ -14,7 +14,7 @@ use crate::harness::{Browser, Harness, Page, query_param, resolve};
 use axum::response::IntoResponse;
 use gatehouse::config::Vars;
 use gatehouse_local::faultproxy::{Fault, Rule};
-use gatehouse_local::simulators::haravan::HaravanSim;
+use gatehouse_simulators::haravan::HaravanSim;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -543,7 +543,7 @@ async fn probes(h: &Harness, p: &Prepared) -> Vec<Probe> {
             ),
             "POST /haravan/webhooks" => {
                 let body = json!({"id": 1000111111u64, "org_id": "1000111111", "event_type": "app/uninstalled"}).to_string();
-                let signature = gatehouse_local::simulators::haravan::webhook_signature(
+                let signature = gatehouse_simulators::haravan::webhook_signature(
                     &haravan_secret,
                     body.as_bytes(),
                 );

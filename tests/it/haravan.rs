@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse::config::Vars;
 use gatehouse::haravan::{self, install_key, org_sessions_partition, sid_partition};
 use gatehouse::routes::Platforms;
-use gatehouse_local::simulators::haravan::HaravanSim;
+use gatehouse_simulators::haravan::HaravanSim;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -668,13 +668,13 @@ async fn webhook_deliveries_are_verified_and_deduped() {
         }
     };
     let body = serde_json::to_vec(&sim.webhook_body("shop/update", ADMIN_ORG)).unwrap();
-    let sig = gatehouse_local::simulators::haravan::webhook_signature(&secret, &body);
+    let sig = gatehouse_simulators::haravan::webhook_signature(&secret, &body);
     let topic = || ("x-haravan-topic", "shop/update".to_string());
     let org = || ("x-haravan-org-id", ADMIN_ORG.to_string());
 
     let (s, t) = post(body.clone(), vec![topic(), org()]).await;
     assert_eq!(s, 401, "missing signature: {t}");
-    let wrong = gatehouse_local::simulators::haravan::webhook_signature("not-the-secret", &body);
+    let wrong = gatehouse_simulators::haravan::webhook_signature("not-the-secret", &body);
     let (s, t) = post(
         body.clone(),
         vec![topic(), org(), ("x-haravan-hmacsha256", wrong)],
@@ -690,7 +690,7 @@ async fn webhook_deliveries_are_verified_and_deduped() {
     .await;
     assert_eq!(s, 401, "tampered body");
     let junk = b"not json at all".to_vec();
-    let junk_sig = gatehouse_local::simulators::haravan::webhook_signature(&secret, &junk);
+    let junk_sig = gatehouse_simulators::haravan::webhook_signature(&secret, &junk);
     let (s, t) = post(
         junk,
         vec![topic(), org(), ("x-haravan-hmacsha256", junk_sig)],
@@ -722,7 +722,7 @@ async fn webhook_deliveries_are_verified_and_deduped() {
 
     // Unknown topics are acknowledged.
     let other = serde_json::to_vec(&json!({"org_id": ADMIN_ORG})).unwrap();
-    let other_sig = gatehouse_local::simulators::haravan::webhook_signature(&secret, &other);
+    let other_sig = gatehouse_simulators::haravan::webhook_signature(&secret, &other);
     let (s, t) = post(
         other,
         vec![
@@ -1316,7 +1316,7 @@ async fn webhook_deliveries_with_ambiguous_or_mistyped_input_change_nothing() {
         .clone();
     assert!(shop_before["name"].is_string(), "{shop_before}");
     let secret = haravan_secret(&h).await;
-    let sign = |body: &[u8]| gatehouse_local::simulators::haravan::webhook_signature(&secret, body);
+    let sign = |body: &[u8]| gatehouse_simulators::haravan::webhook_signature(&secret, body);
     let body = serde_json::to_vec(&json!({"id": 1000111111u64, "name": "Changed"})).unwrap();
     let sig = sign(&body);
     let ct = || ("content-type", "application/json".to_string());

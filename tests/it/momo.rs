@@ -8,7 +8,7 @@ use gatehouse::config::Vars;
 use gatehouse::momo::{self, Provisioned, transaction_key};
 use gatehouse::routes::Platforms;
 use gatehouse::store::{Condition, Item, Key, Store, StoreError, Write};
-use gatehouse_local::simulators::momo::RequestToPayFault;
+use gatehouse_simulators::momo::RequestToPayFault;
 use serde_json::{Map, Value, json};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

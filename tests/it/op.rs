@@ -59,7 +59,7 @@ impl Op {
     /// Starts the OP on 127.0.0.1:`port` with `config` (tests/op/server.mjs says what it
     /// holds); it must announce `issuer`. `None` as for [`Op::start`].
     fn spawn(port: u16, config: &Value, issuer: &str) -> Option<Op> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("op");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../op");
         let required = std::env::var_os("GATEHOUSE_REQUIRE_MOTO").is_some_and(|v| !v.is_empty());
         if !dir.join("node_modules/oidc-provider").is_dir() {
             assert!(

@@ -3,7 +3,7 @@
 use crate::harness::{Backend, Browser, Harness, Page, query_param, resolve};
 use gatehouse::config::Vars;
 use gatehouse::saison::{self, connection_key};
-use gatehouse_local::simulators::haravan::HaravanSim;
+use gatehouse_simulators::haravan::HaravanSim;
 use secrecy::ExposeSecret;
 
 const MEMBER: &str = "demo";

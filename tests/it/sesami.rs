@@ -3,7 +3,7 @@
 use crate::harness::{Backend, Browser, Harness, Page, query_param};
 use gatehouse::config::Vars;
 use gatehouse::sesami::install_key;
-use gatehouse_local::simulators::sesami::{self as sim, now_ms};
+use gatehouse_simulators::sesami::{self as sim, now_ms};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

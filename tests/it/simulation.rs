@@ -18,8 +18,8 @@
 use gatehouse::config::Config;
 use gatehouse::routes::Platforms;
 use gatehouse::store::{Condition, EmbeddedStore, Item, Key, Store, StoreError, Write};
-use gatehouse_local::simulators::haravan::webhook_signature;
-use gatehouse_local::simulators::sesami::sign;
+use gatehouse_simulators::haravan::webhook_signature;
+use gatehouse_simulators::sesami::sign;
 use lambda_http::{Body, Request};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};

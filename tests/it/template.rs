@@ -7,7 +7,12 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 fn read(rel: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)).unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(rel),
+    )
+    .unwrap()
 }
 
 /// `(method, path, binary)` of every HttpApi event, read line by line: each function resource
@@ -85,10 +90,10 @@ fn every_function_binary_is_deployed() {
 /// the crate has several.
 #[test]
 fn the_local_server_is_the_default_run() {
-    let manifest = read("tests/Cargo.toml");
+    let manifest = read("tests/local/Cargo.toml");
     assert!(
         manifest.contains("default-run = \"gatehouse-local\""),
-        "tests/Cargo.toml must say default-run = \"gatehouse-local\""
+        "tests/local/Cargo.toml must say default-run = \"gatehouse-local\""
     );
     assert!(read("README.md").contains("cargo run -p gatehouse-local "));
 }

@@ -2,7 +2,7 @@
 
 use crate::harness::{Backend, Browser, Harness, Page, query_param, resolve};
 use gatehouse::config::Vars;
-use gatehouse_local::simulators::haravan::HaravanSim;
+use gatehouse_simulators::haravan::HaravanSim;
 use serde_json::{Value, json};
 
 const PORTAL: &str = "demo.administrateweblink.com";

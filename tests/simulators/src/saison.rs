@@ -20,19 +20,19 @@
 //! Everything is written from the documents, not from `gatehouse::saison`, so that the two
 //! implementations check each other.
 
+use crate::kit::{self, Site, escape, invalid_grant, lock, no_store, now, oauth_error};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{KeyInit, Mac};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 /// The access-token lifetime until a test sets another.
 const DEFAULT_ACCESS_TOKEN_LIFETIME: u64 = 3600;
@@ -45,7 +45,11 @@ const PASSWORD: &str = "password";
 /// The API version every call must name.
 const API_VERSION: &str = "1";
 
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+/// The pages of the simulated Saison connect.
+const SITE: Site = Site {
+    heading: "Saison connect (simulator)",
+    name: "Saison connect",
+};
 
 /// The `mac` of a request: base64 (standard alphabet, padded) of HMAC-SHA256 keyed with `key`
 /// over `ts\nnonce\nMETHOD\nrequest-uri\nhost\nport\n\n` (the last line is the empty `ext`).
@@ -58,10 +62,8 @@ pub fn mac(
     host: &str,
     port: u16,
 ) -> String {
-    let mut m = HmacSha256::new_from_slice(key.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    m.update(normalized_request(ts, nonce, method, request_uri, host, port).as_bytes());
-    STANDARD.encode(m.finalize().into_bytes())
+    let text = normalized_request(ts, nonce, method, request_uri, host, port);
+    STANDARD.encode(kit::hmac_sha256(key.as_bytes(), text.as_bytes()))
 }
 
 /// The text a `mac` covers.
@@ -148,17 +150,6 @@ struct RefreshGrant {
     access_token: String,
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// `n` random characters of `[0-9A-Za-z]`: codes, tokens and MAC keys.
 fn random_alnum(n: usize) -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -176,10 +167,6 @@ fn random_alnum(n: usize) -> String {
     }
     out.truncate(n);
     out
-}
-
-fn escape(s: &str) -> String {
-    gatehouse::web::escape(s)
 }
 
 /// `nonce` is `^[0-9A-Za-z]{10}$`.
@@ -575,10 +562,7 @@ impl SaisonSim {
                 "mac is not standard, padded base64".to_owned(),
             )
         })?;
-        let mut expected = HmacSha256::new_from_slice(key.as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        expected.update(text.as_bytes());
-        if expected.verify_slice(&given).is_err() {
+        if !kit::hmac_sha256_verify(key.as_bytes(), text.as_bytes(), &given) {
             let which = if grant.mac_key.is_some() {
                 "the token's mac_key"
             } else {
@@ -744,46 +728,18 @@ fn form_content_type(headers: &HeaderMap) -> bool {
         })
 }
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    (
-        status,
-        Html(format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
-             <body><h1>Saison connect (simulator)</h1>{body}</body></html>",
-            title = escape(title),
-        )),
-    )
-        .into_response()
-}
-
 fn error_page(description: &str) -> Response {
-    page(
-        StatusCode::BAD_REQUEST,
-        "Saison connect — error",
-        &format!(
-            "<p>This request cannot be served.</p><p>{}</p>",
-            escape(description)
-        ),
-    )
+    SITE.error_page(StatusCode::BAD_REQUEST, description)
 }
 
 /// The sign-in page for `req`, with `error` above the form when the last attempt failed.
 fn sign_in_page(req: &AuthRequest, error: Option<&str>) -> Response {
-    let hidden: String = req
-        .fields()
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
-                escape(v)
-            )
-        })
-        .collect();
+    let hidden = kit::hidden_inputs(&req.fields());
     let error = error
         .map(|e| format!("<p class=\"error\"><strong>{}</strong></p>", escape(e)))
         .unwrap_or_default();
     let samples: Vec<&str> = KNOWN_USERS.iter().map(|u| u.0).collect();
-    page(
+    SITE.page(
         StatusCode::OK,
         "Saison connect — sign in",
         &format!(
@@ -801,28 +757,6 @@ fn sign_in_page(req: &AuthRequest, error: Option<&str>) -> Response {
             samples = samples.join(", "),
         ),
     )
-}
-
-fn no_store(mut resp: Response) -> Response {
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    resp
-}
-
-/// An RFC 6749 error answer.
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    no_store(
-        (
-            status,
-            Json(json!({ "error": error, "error_description": description })),
-        )
-            .into_response(),
-    )
-}
-
-fn invalid_grant(description: &str) -> Response {
-    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
 }
 
 async fn authorize(

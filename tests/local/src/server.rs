@@ -2,11 +2,6 @@
 //! local secrets file, with each platform's simulator mounted under `/_sim/<platform>/`, and an
 //! index page at `/`. The handlers are the very ones the Lambda binaries run.
 
-use crate::simulators::haravan::HaravanSim;
-use crate::simulators::momo::MomoSim;
-use crate::simulators::saison::SaisonSim;
-use crate::simulators::sesami::SesamiSim;
-use crate::simulators::weblink::WeblinkSim;
 use axum::Router;
 use axum::body::Body as AxumBody;
 use axum::response::Response as AxumResponse;
@@ -15,6 +10,11 @@ use gatehouse::config::Vars;
 use gatehouse::routes::Platforms;
 use gatehouse::routes::{self, Resolved, Route};
 use gatehouse::web::{self, Format};
+use gatehouse_simulators::haravan::HaravanSim;
+use gatehouse_simulators::momo::MomoSim;
+use gatehouse_simulators::saison::SaisonSim;
+use gatehouse_simulators::sesami::SesamiSim;
+use gatehouse_simulators::weblink::WeblinkSim;
 use lambda_http::Body;
 use lambda_http::http::StatusCode;
 use std::net::SocketAddr;

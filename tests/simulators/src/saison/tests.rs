@@ -2,7 +2,7 @@
 //! and an app would; its MAC formula is checked against vectors computed by python3.
 
 use super::{SaisonSim, authorization_header, mac};
-use crate::simulators::haravan::HaravanSim;
+use crate::haravan::HaravanSim;
 use axum::Router;
 use axum::http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};

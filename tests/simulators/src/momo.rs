@@ -59,6 +59,7 @@
 //! Everything is written from the documents, not from `gatehouse::momo`, so that the two
 //! implementations check each other.
 
+use crate::kit::{lock, now, random_hex};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -70,7 +71,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The access-token lifetime until a test sets another (MoMo's `expires_in`).
@@ -231,24 +232,6 @@ fn outcome(party_id: &str) -> Outcome {
         reason,
         callback,
     }
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// `n` random bytes, as `2n` lower-case hex digits: API keys and access tokens.
-fn random_hex(n: usize) -> String {
-    let mut bytes = vec![0u8; n];
-    aws_lc_rs::rand::fill(&mut bytes).expect("system randomness");
-    hex::encode(bytes)
 }
 
 /// A financial transaction id: nine digits, not starting with 0.

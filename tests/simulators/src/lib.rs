@@ -1,7 +1,9 @@
 //! Platform simulators: each platform's documented endpoints over real HTTP, with real keys and
-//! signatures, mounted in the local server under `/_sim/<platform>/`.
+//! signatures, mounted in the local server under `/_sim/<platform>/` and started by the
+//! integration tests. What they share, and only that, is in [`kit`].
 
 pub mod haravan;
+pub mod kit;
 pub mod momo;
 pub mod saison;
 pub mod sesami;

@@ -4,7 +4,7 @@
 //! document and python3.
 
 use super::{SimUser, WeblinkSim};
-use crate::simulators::haravan::with_query;
+use crate::kit::with_query;
 use axum::Router;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -2,7 +2,8 @@
 //! and an app would, its answers checked with tools other than its own: jsonwebtoken's decoder
 //! on the JWKS it serves, aws-lc-rs's SHA-256, and an HMAC computed by python3.
 
-use super::{HaravanSim, SimUser, left_half_hash, with_query};
+use super::{HaravanSim, SimUser, left_half_hash};
+use crate::kit::with_query;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};

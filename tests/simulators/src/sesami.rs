@@ -12,12 +12,12 @@
 //! Its signing is written independently of `gatehouse::sesami` (a sorted map serialised by
 //! serde_json), so the two implementations check each other.
 
+use crate::kit::escape;
 use axum::extract::{Form, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -49,10 +49,7 @@ struct Grant {
 /// HMAC-SHA256 hex over the compact JSON of `object` with sorted top-level keys.
 pub fn sign(secret: &str, object: &BTreeMap<String, Value>) -> String {
     let text = serde_json::to_string(object).unwrap_or_default();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!());
-    mac.update(text.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hex::encode(crate::kit::hmac_sha256(secret.as_bytes(), text.as_bytes()))
 }
 
 /// The query string of a request carrying `params` and `timestamp` (ms), signed with `secret`.
@@ -158,10 +155,6 @@ struct LaunchQuery {
 async fn launch(State(sim): State<SesamiSim>, Query(q): Query<LaunchQuery>) -> Response {
     let query = sim.signed_query(&[("shopId", &q.shop_id)]);
     Redirect::to(&format!("{}/sesami/install?{query}", sim.inner.app_base)).into_response()
-}
-
-fn escape(s: &str) -> String {
-    gatehouse::web::escape(s)
 }
 
 async fn authorization(State(sim): State<SesamiSim>, raw: axum::extract::RawQuery) -> Response {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// The repository's `events/` folder.
 pub fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../events")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events")
 }
 
 /// The configuration of `events/local.env`, with its secrets file found from anywhere and the

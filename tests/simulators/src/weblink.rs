@@ -25,23 +25,29 @@
 //! Everything is written from the documents, not from `gatehouse::weblink`, so that the two
 //! implementations check each other.
 
-use crate::simulators::haravan::{
-    HaravanSim, Params, SigningKey, lock, no_store, now, oauth_error, random_hex, with_query,
+use crate::kit::{
+    self, Params, SigningKey, Site, escape, invalid_grant, lock, no_store, now, oauth_error,
+    random_hex, with_query,
 };
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
-use sha2::Digest;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+/// The pages of the simulated Administrate identity servers.
+const SITE: Site = Site {
+    heading: "Administrate identity (simulator)",
+    name: "Administrate",
+};
 
 /// The `iss` of every token, trailing slash included, as the document shows it.
 pub const ISSUER: &str = "https://identity.getadministrate.com/";
@@ -410,7 +416,7 @@ impl WeblinkSim {
     /// The PKCE S256 code challenge of `verifier` (RFC 7636 §4.2):
     /// `BASE64URL-ENCODE(SHA256(ASCII(code_verifier)))`, without padding.
     pub fn challenge(verifier: &str) -> String {
-        URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+        URL_SAFE_NO_PAD.encode(kit::sha256(verifier.as_bytes()))
     }
 
     /// `verifier` is a valid PKCE code verifier: 43 to 128 characters of `[A-Za-z0-9-._~]`
@@ -424,7 +430,7 @@ impl WeblinkSim {
 
     /// The action and fields of an HTML page's first form, as a browser would submit it.
     pub fn parse_form(html: &str) -> (String, Vec<(String, String)>) {
-        HaravanSim::parse_form_post(html)
+        kit::parse_form(html)
     }
 
     /// The portal of `host`, if known (case-insensitively).
@@ -726,35 +732,8 @@ fn service_error(status: StatusCode, error: &str) -> Response {
     (status, Json(json!({ "error": error }))).into_response()
 }
 
-fn invalid_grant(description: &str) -> Response {
-    oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
-}
-
-fn escape(s: &str) -> String {
-    gatehouse::web::escape(s)
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    (
-        status,
-        Html(format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
-             <body><h1>Administrate identity (simulator)</h1>{body}</body></html>",
-            title = escape(title),
-        )),
-    )
-        .into_response()
-}
-
 fn error_page(status: StatusCode, description: &str) -> Response {
-    page(
-        status,
-        "Administrate — error",
-        &format!(
-            "<p>This request cannot be served.</p><p>{}</p>",
-            escape(description)
-        ),
-    )
+    SITE.error_page(status, description)
 }
 
 fn unknown_idp(domain: &str) -> Response {
@@ -783,16 +762,7 @@ fn sign_in_page(
     req: &AuthRequest,
     error: Option<&str>,
 ) -> Response {
-    let hidden: String = req
-        .fields()
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "<input type=\"hidden\" name=\"{k}\" value=\"{}\">",
-                escape(v)
-            )
-        })
-        .collect();
+    let hidden = kit::hidden_inputs(&req.fields());
     let error = error
         .map(|e| format!("<p class=\"error\"><strong>{}</strong></p>", escape(e)))
         .unwrap_or_default();
@@ -808,7 +778,7 @@ fn sign_in_page(
             )
         })
         .collect();
-    page(
+    SITE.page(
         StatusCode::OK,
         "Administrate — sign in",
         &format!(

@@ -29,11 +29,11 @@
 
 use crate::faultproxy::{Fault, FaultProxy, Rule};
 use crate::server::{self, LocalServer};
-use crate::simulators::haravan::webhook_signature;
 use gatehouse::config::{Config, Vars};
 use gatehouse::refresh::{Grant, seal};
 use gatehouse::routes::Platforms;
 use gatehouse::store::{Condition, DynamoStore, Item, Store};
+use gatehouse_simulators::haravan::webhook_signature;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, json};
 use std::collections::HashMap;

@@ -1,0 +1,10 @@
+//! Gatehouse on a laptop: the local server (on the platform simulators of
+//! `gatehouse-simulators`), the load and bench tools, the DynamoDB fault proxy, and the route
+//! table they share with the integration tests (`tests/it`).
+
+#![warn(missing_docs)]
+
+pub mod events;
+pub mod faultproxy;
+pub mod load;
+pub mod server;
