@@ -13,7 +13,7 @@ use crate::context::Deps;
 use crate::crypto::{self, KeyRing};
 use crate::error::{Error, Reason, Result};
 use crate::once::{CODE_MARK_SECONDS, Claim};
-use crate::store::{Condition, Item, Key, StoreError, Write, now};
+use crate::store::{Condition, Item, Key, Record, StoreError, Write, now};
 use crate::web;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -152,6 +152,12 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// What the flow stored, as the record it was stored as (each platform's flow state is a
+    /// [`Record`], given to [`begin`] as its attributes).
+    pub fn record<T: Record>(&self) -> std::result::Result<T, StoreError> {
+        T::from_attrs(&self.data)
+    }
+
     /// The write that consumes the state: it holds only while the state still exists, so of
     /// concurrent callbacks for one state exactly one commits.
     pub fn consume(&self) -> Write {

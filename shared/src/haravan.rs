@@ -26,14 +26,14 @@ use crate::error::{Error, Reason, Result};
 use crate::flow::{self, CookieSpec};
 use crate::oidc::{self, Discovery, Expect, Jwks};
 use crate::once::{self, Applied};
-use crate::refresh::{self, Grant, RefreshError, Refresher};
-use crate::store::{Condition, Item, Key, Write, now};
+use crate::refresh::{self, Grant, RefreshError, Refresher, SealedTokens};
+use crate::store::{Condition, Item, Key, Record, Write, now};
 use crate::web::{self, Params};
 use cookie::SameSite;
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
@@ -215,6 +215,105 @@ impl Haravan {
     }
 }
 
+/// A stored install (`install#haravan` / `<orgid>`): who installed the app, its tokens, and the
+/// shop details the latest `shop/update` delivery gave. Those and the tokens are each written
+/// in place by their own writers (a delivery, a refresh), never by putting the whole record
+/// again; only the install itself puts it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Install {
+    /// Haravan's org id: the tenant key.
+    #[serde(default)]
+    pub orgid: String,
+    /// The org's name as the id_token gave it (empty when it gave none).
+    #[serde(default)]
+    pub orgname: String,
+    /// The `sub` of the admin who installed it.
+    #[serde(default)]
+    pub installed_by: String,
+    /// Unix seconds; what tells an old uninstall delivery from one for this install.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_at: Option<i64>,
+    /// The scopes granted (or, when the token reply named none, those requested).
+    #[serde(default)]
+    pub scope: String,
+    /// The grant asked for offline access and came back without a refresh token.
+    #[serde(default)]
+    pub no_refresh_token: bool,
+    /// The tokens, sealed to this item.
+    #[serde(flatten)]
+    pub tokens: SealedTokens,
+    /// Whether the webhook subscription succeeded.
+    #[serde(default)]
+    pub webhooks_subscribed: bool,
+    /// The shop details of the latest `shop/update` (written in place by the delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shop: Option<Map<String, Value>>,
+    /// When they came, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shop_updated_at: Option<i64>,
+}
+
+impl Record for Install {
+    const NAME: &'static str = "Haravan install";
+}
+
+/// A stored app session (`session#haravan#<orgid>` / `<session id>`, expiring): who signed in.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The org signed in to.
+    #[serde(default)]
+    pub orgid: String,
+    /// The user's `sub`.
+    #[serde(default)]
+    pub sub: String,
+    /// Haravan's sign-in session id, empty when the id_token named none; what a front-channel
+    /// logout names.
+    #[serde(default)]
+    pub sid: String,
+    /// The user's name (empty when the id_token gave none).
+    #[serde(default)]
+    pub name: String,
+}
+
+impl Record for SessionRecord {
+    const NAME: &'static str = "Haravan session";
+}
+
+/// The sid index entry of a session (`sid#haravan#<sid>` / `<orgid>#<session id>`, expiring
+/// with it): its key says everything, it has no attributes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SidIndex {}
+
+impl Record for SidIndex {
+    const NAME: &'static str = "Haravan sid index entry";
+}
+
+/// What a sign-in is for: the callback it must come back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Purpose {
+    /// `POST /haravan/install/login`, with the login scopes.
+    Login,
+    /// `POST /haravan/install/grandservice`, with the install scopes.
+    Install,
+}
+
+/// The one-time state of a sign-in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FlowState {
+    /// The nonce the id_token must carry.
+    nonce: Option<String>,
+    /// Which callback it is for.
+    purpose: Purpose,
+    /// The org being installed or signed in to, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    orgid: Option<String>,
+}
+
+impl Record for FlowState {
+    const NAME: &'static str = "Haravan flow state";
+}
+
 /// The store key of an org's install.
 pub fn install_key(orgid: &str) -> Key {
     Key::new(format!("install#{PLATFORM}"), orgid)
@@ -287,13 +386,13 @@ impl Identity {
 async fn authorize_redirect(
     cx: &Haravan,
     req: &Request,
-    purpose: &str,
+    purpose: Purpose,
     orgid: Option<&str>,
 ) -> Result<Response<Body>> {
     let h = &cx.settings;
     let (scope, callback) = match purpose {
-        "install" => (&h.install_scopes, "/haravan/install/grandservice"),
-        _ => (&h.login_scopes, "/haravan/install/login"),
+        Purpose::Install => (&h.install_scopes, "/haravan/install/grandservice"),
+        Purpose::Login => (&h.login_scopes, "/haravan/install/login"),
     };
     // Everything that can fail comes before the state is stored: a refusal stores nothing.
     let creds = cx.secrets.credentials(PLATFORM).await?;
@@ -302,13 +401,12 @@ async fn authorize_redirect(
     let mut url = url::Url::parse(&cx.authorize_url(&cx.http).await?)
         .map_err(|_| Error::Internal("bad authorize endpoint".into()))?;
     let nonce = crypto::random_token(24)?;
-    let mut data = Map::new();
-    data.insert("nonce".into(), nonce.clone().into());
-    data.insert("purpose".into(), purpose.into());
-    if let Some(org) = orgid {
-        data.insert("orgid".into(), org.into());
-    }
-    let state = flow::begin(cx, PLATFORM, data).await?;
+    let data = FlowState {
+        nonce: Some(nonce.clone()),
+        purpose,
+        orgid: orgid.map(str::to_owned),
+    };
+    let state = flow::begin(cx, PLATFORM, data.to_attrs()?).await?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_mode", "form_post");
@@ -321,7 +419,7 @@ async fn authorize_redirect(
         if let Some(org) = orgid {
             q.append_pair("orgid", org);
         }
-        if purpose == "install"
+        if purpose == Purpose::Install
             && let Some(prompt) = &h.install_prompt
         {
             q.append_pair("prompt", prompt);
@@ -337,12 +435,14 @@ async fn authorize_redirect(
 struct Callback {
     code: String,
     state: flow::Bound,
+    /// What the state holds.
+    data: FlowState,
     identity: Identity,
     /// The verified claims, which the token endpoint's id_token must agree with.
     claims: Map<String, Value>,
 }
 
-async fn read_callback(cx: &Haravan, req: &Request, purpose: &str) -> Result<Callback> {
+async fn read_callback(cx: &Haravan, req: &Request, purpose: Purpose) -> Result<Callback> {
     web::require_content_type(req, "application/x-www-form-urlencoded")?;
     let form = Params::parse(web::body_text(req, MAX_BODY)?)?;
     if let Some(error) = form.get("error") {
@@ -355,16 +455,21 @@ async fn read_callback(cx: &Haravan, req: &Request, purpose: &str) -> Result<Cal
     let code = form.require("code")?;
     let id_token = form.require("id_token")?;
     let state = flow::read_bound(cx, &STATE_COOKIE, req, PLATFORM, Some(state_id)).await?;
-    if state.data.get("purpose").and_then(Value::as_str) != Some(purpose) {
+    // A state for no purpose this app knows is for neither callback.
+    let Some(data) = state
+        .record::<FlowState>()
+        .ok()
+        .filter(|data| data.purpose == purpose)
+    else {
         return Err(Error::BadRequest(
             "this answer was sent to the wrong callback; start again".into(),
         ));
-    }
-    let nonce = state.data.get("nonce").and_then(Value::as_str);
-    let claims = verify(cx, id_token, nonce, Some(code), None).await?;
+    };
+    let claims = verify(cx, id_token, data.nonce.as_deref(), Some(code), None).await?;
     Ok(Callback {
         code: code.to_owned(),
         state,
+        data,
         identity: Identity::from_claims(&claims)?,
         claims,
     })
@@ -385,23 +490,22 @@ async fn login_start(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
         .get("orgid")
         .map(|o| web::check_id("parameter `orgid`", o))
         .transpose()?;
-    authorize_redirect(cx, req, "login", orgid).await
+    authorize_redirect(cx, req, Purpose::Login, orgid).await
 }
 
 async fn login_callback(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
-    let cb = read_callback(cx, req, "login").await?;
+    let cb = read_callback(cx, req, Purpose::Login).await?;
     let who = cb.identity;
-    let installed = cx
-        .store
-        .get(&install_key(&who.orgid))
-        .await?
-        .filter(|item| item.attrs.get("needs_reauth") != Some(&Value::Bool(true)));
+    let installed = match cx.store.get(&install_key(&who.orgid)).await? {
+        Some(item) => Some(item.record::<Install>()?).filter(|i| !i.tokens.needs_reauth),
+        None => None,
+    };
     match installed {
         Some(install) => {
             // The state's consumption and the session commit together.
             let session = Session::new(&who)?;
             let mut writes = vec![cb.state.consume()];
-            writes.extend(session.writes());
+            writes.extend(session.writes()?);
             flow::commit(cx, &writes).await?;
             let mut resp = app_page(cx, &who, &install, None).await;
             session.set_cookie(cx, &mut resp).await?;
@@ -410,7 +514,7 @@ async fn login_callback(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
         None if who.is_admin => {
             tracing::info!(orgid = %who.orgid, "haravan admin login of a new org: installing");
             flow::commit(cx, &[cb.state.consume()]).await?;
-            authorize_redirect(cx, req, "install", Some(&who.orgid)).await
+            authorize_redirect(cx, req, Purpose::Install, Some(&who.orgid)).await
         }
         None => Err(Error::refused(
             Reason::NotAllowed,
@@ -426,48 +530,45 @@ struct Session {
     orgid: String,
     session_id: String,
     sid: String,
-    attrs: Map<String, Value>,
+    record: SessionRecord,
     expires_at: i64,
 }
 
 impl Session {
     fn new(who: &Identity) -> Result<Self> {
         let sid = who.sid.clone().unwrap_or_default();
-        let mut attrs = Map::new();
-        attrs.insert("orgid".into(), who.orgid.clone().into());
-        attrs.insert("sub".into(), who.sub.clone().into());
-        attrs.insert("sid".into(), sid.clone().into());
-        attrs.insert("name".into(), who.name.clone().unwrap_or_default().into());
+        let record = SessionRecord {
+            orgid: who.orgid.clone(),
+            sub: who.sub.clone(),
+            sid: sid.clone(),
+            name: who.name.clone().unwrap_or_default(),
+        };
         Ok(Self {
             orgid: who.orgid.clone(),
             session_id: crypto::random_token(24)?,
             sid,
-            attrs,
+            record,
             expires_at: now() + SESSION_SECONDS,
         })
     }
 
     /// The session item and, when Haravan named a sign-in session, its sid index entry.
-    fn writes(&self) -> Vec<Write> {
+    fn writes(&self) -> Result<Vec<Write>> {
         let mut writes = vec![Write::Put(
-            Item::new(
-                session_key(&self.orgid, &self.session_id),
-                self.attrs.clone(),
-            )
-            .expiring_at(self.expires_at),
+            self.record
+                .to_item(session_key(&self.orgid, &self.session_id))?
+                .expiring_at(self.expires_at),
             Condition::Absent,
         )];
         if !self.sid.is_empty() {
             writes.push(Write::Put(
-                Item::new(
-                    sid_key(&self.sid, &self.orgid, &self.session_id),
-                    Map::new(),
-                )
-                .expiring_at(self.expires_at),
+                SidIndex {}
+                    .to_item(sid_key(&self.sid, &self.orgid, &self.session_id))?
+                    .expiring_at(self.expires_at),
                 Condition::Always,
             ));
         }
-        writes
+        Ok(writes)
     }
 
     /// Sets the session cookie on `resp`, and clears the sign-in's state cookie.
@@ -499,9 +600,9 @@ pub async fn session(cx: &Haravan, req: &Request) -> Result<Option<(String, Stri
 
 #[derive(Deserialize)]
 struct TokenReply {
-    access_token: String,
+    access_token: SecretString,
     expires_in: Option<i64>,
-    refresh_token: Option<String>,
+    refresh_token: Option<SecretString>,
     id_token: Option<String>,
     scope: Option<String>,
 }
@@ -550,9 +651,9 @@ async fn verify(
 
 /// `POST /haravan/install/grandservice`.
 pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
-    let cb = read_callback(cx, req, "install").await?;
+    let cb = read_callback(cx, req, Purpose::Install).await?;
     let who = &cb.identity;
-    if cb.state.data.get("orgid").and_then(Value::as_str) != Some(who.orgid.as_str()) {
+    if cb.data.orgid.as_deref() != Some(who.orgid.as_str()) {
         return Err(Error::refused(
             Reason::WrongTenant,
             "Haravan signed in another shop than the one being installed; start again",
@@ -568,7 +669,7 @@ pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     let keys = cx.secrets.app_keys().await?;
     let session = Session::new(who)?;
     // The code's mark, the state's consumption, the install and the session commit together.
-    let (item, subscribed) = flow::exchange_once(cx, PLATFORM, &cb.code, || async {
+    let (install, subscribed) = flow::exchange_once(cx, PLATFORM, &cb.code, || async {
         let reply = token_call(
             cx,
             &[
@@ -580,27 +681,18 @@ pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
         .await
         .map_err(|e| e.for_code("Haravan"))?;
         if let Some(id_token) = &reply.id_token {
-            let back = verify(cx, id_token, None, None, Some(&reply.access_token)).await?;
+            let back = verify(
+                cx,
+                id_token,
+                None,
+                None,
+                Some(reply.access_token.expose_secret()),
+            )
+            .await?;
             // The code must have been redeemed for who signed in, in the org being installed.
             oidc::same_identity(&cb.claims, &back, &["orgid"])?;
         }
         let key = install_key(&who.orgid);
-        let mut attrs = Map::new();
-        attrs.insert("orgid".into(), who.orgid.clone().into());
-        attrs.insert(
-            "orgname".into(),
-            who.orgname.clone().unwrap_or_default().into(),
-        );
-        attrs.insert("installed_by".into(), who.sub.clone().into());
-        attrs.insert("installed_at".into(), now().into());
-        attrs.insert(
-            "scope".into(),
-            reply
-                .scope
-                .clone()
-                .unwrap_or_else(|| cx.settings.install_scopes.clone())
-                .into(),
-        );
         // A grant that asked for offline_access and came back without a refresh token works
         // until the access token expires and then needs the admin again: say so now.
         let no_refresh_token = reply.refresh_token.is_none()
@@ -612,23 +704,36 @@ pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
         if no_refresh_token {
             tracing::warn!(orgid = %who.orgid, "haravan install granted no refresh token");
         }
-        attrs.insert("no_refresh_token".into(), no_refresh_token.into());
         let grant = Grant {
-            access_token: SecretString::from(reply.access_token.clone()),
-            refresh_token: reply.refresh_token.clone().map(SecretString::from),
+            access_token: reply.access_token.clone(),
+            refresh_token: reply.refresh_token.clone(),
             expires_in: reply.expires_in.unwrap_or(86_400),
             extra: Vec::new(),
         };
-        refresh::seal(&keys, &key, &grant, &mut attrs)?;
-        let subscribed = subscribe_webhooks(cx, &reply.access_token).await;
-        attrs.insert("webhooks_subscribed".into(), subscribed.into());
-        let item = Item::new(key, attrs);
+        let tokens = SealedTokens::seal(&keys, &key, &grant)?;
+        let subscribed = subscribe_webhooks(cx, reply.access_token.expose_secret()).await;
+        let install = Install {
+            orgid: who.orgid.clone(),
+            orgname: who.orgname.clone().unwrap_or_default(),
+            installed_by: who.sub.clone(),
+            installed_at: Some(now()),
+            scope: reply
+                .scope
+                .clone()
+                .unwrap_or_else(|| cx.settings.install_scopes.clone()),
+            no_refresh_token,
+            tokens,
+            webhooks_subscribed: subscribed,
+            shop: None,
+            shop_updated_at: None,
+        };
+        let item = install.to_item(key)?;
         let mut writes = vec![
             cb.state.consume(),
             Write::Put(item.clone(), Condition::Always),
         ];
-        writes.extend(session.writes());
-        Ok(((item, subscribed), writes))
+        writes.extend(session.writes()?);
+        Ok(((install, subscribed), writes))
     })
     .await?;
     tracing::info!(orgid = %who.orgid, subscribed, "haravan install stored");
@@ -636,7 +741,7 @@ pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     let note = (!subscribed).then_some(
         "Webhooks could not be subscribed; uninstalls will not be noticed until they are.",
     );
-    let mut resp = app_page(cx, who, &item, note).await;
+    let mut resp = app_page(cx, who, &install, note).await;
     session.set_cookie(cx, &mut resp).await?;
     Ok(resp)
 }
@@ -680,8 +785,8 @@ impl Refresher for Haravan {
         )
         .await?;
         Ok(Grant {
-            access_token: SecretString::from(reply.access_token),
-            refresh_token: reply.refresh_token.map(SecretString::from),
+            access_token: reply.access_token,
+            refresh_token: reply.refresh_token,
             expires_in: reply.expires_in.unwrap_or(86_400),
             extra: Vec::new(),
         })
@@ -697,7 +802,7 @@ pub async fn access_token(cx: &Haravan, orgid: &str) -> Result<SecretString> {
 async fn app_page(
     cx: &Haravan,
     who: &Identity,
-    install: &Item,
+    install: &Install,
     note: Option<&str>,
 ) -> Response<Body> {
     let shop = match access_token(cx, &who.orgid).await {
@@ -723,7 +828,7 @@ async fn app_page(
             None
         }
     };
-    let no_refresh = (install.attrs.get("no_refresh_token") == Some(&Value::Bool(true))).then_some(
+    let no_refresh = install.no_refresh_token.then_some(
         "Haravan granted no refresh token (offline access), so the app loses access to the shop \
          when the current token expires. Install the app again and grant offline access.",
     );
@@ -736,7 +841,7 @@ async fn app_page(
         "<p>Signed in as <strong>{}</strong> on <strong>{}</strong> (org <code>{}</code>).</p>\
          <p>Shop, as the Haravan API reports it with the app's token: {}.</p>{}",
         web::escape(who.name.as_deref().unwrap_or(&who.sub)),
-        web::escape(install.str("orgname").unwrap_or("")),
+        web::escape(&install.orgname),
         web::escape(&who.orgid),
         shop.map(|s| format!("<strong>{}</strong>", web::escape(&s)))
             .unwrap_or_else(|| "not available right now".into()),
@@ -1058,7 +1163,7 @@ async fn uninstalled(
     let store = cx.store.as_ref();
     if let Some(made_at) = made_at
         && let Some(install) = store.get(&install_key(orgid)).await?
-        && let Some(installed_at) = install.attrs.get("installed_at").and_then(Value::as_i64)
+        && let Some(installed_at) = install.record::<Install>()?.installed_at
     {
         let skew = i64::try_from(cx.settings.skew).unwrap_or(i64::MAX);
         if made_at.saturating_add(skew) < installed_at {
@@ -1075,9 +1180,10 @@ async fn uninstalled(
     }
     let mut sessions = Vec::new();
     for session in store.query(&org_sessions_partition(orgid)).await? {
-        if let Some(sid) = session.str("sid").filter(|s| !s.is_empty()) {
+        let sid = session.record::<SessionRecord>()?.sid;
+        if !sid.is_empty() {
             sessions.push(Write::Delete(
-                sid_key(sid, orgid, &session.key.sk),
+                sid_key(&sid, orgid, &session.key.sk),
                 Condition::Always,
             ));
         }

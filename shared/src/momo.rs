@@ -25,13 +25,13 @@ use crate::config::{ConfigError, Vars};
 use crate::context::{Deps, Platform};
 use crate::error::{Error, Reason, Result};
 use crate::once::{Lease, Patience};
-use crate::store::{Condition, Item, Key, StoreError, Write, now};
+use crate::store::{Condition, Item, Key, Record, StoreError, Write, now};
 use crate::web;
 use base64::Engine as _;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::time::{Duration, Instant};
 
@@ -144,8 +144,24 @@ fn token_key(product: &str) -> Key {
 
 #[derive(Deserialize)]
 struct TokenReply {
-    access_token: String,
+    access_token: SecretString,
     expires_in: Option<i64>,
+}
+
+/// A product's access token as the containers share it (`token#momo` / `<product>`, expiring
+/// with the token).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct CachedToken {
+    /// The token, sealed to this item and attribute.
+    #[serde(default)]
+    token_sealed: String,
+    /// When it expires, unix seconds.
+    #[serde(default)]
+    expires_at: i64,
+}
+
+impl Record for CachedToken {
+    const NAME: &'static str = "MoMo cached token";
 }
 
 /// A valid access token for `product`: from the container, from the store, or — by one caller
@@ -173,17 +189,23 @@ async fn stored_token(cx: &Momo, product: &str) -> Result<Option<(SecretString, 
     let Some(item) = cx.store.get(&key).await? else {
         return Ok(None);
     };
-    let expires_at = item
-        .attrs
-        .get("expires_at")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    // A cached token that cannot be read is as good as none: a new one replaces it.
+    let Ok(CachedToken {
+        token_sealed,
+        expires_at,
+    }) = item.record::<CachedToken>()
+    else {
+        return Ok(None);
+    };
     if expires_at - TOKEN_MARGIN <= now() {
         return Ok(None);
     }
     let keys = cx.secrets.app_keys().await?;
-    let sealed = item.str("token_sealed").unwrap_or_default();
-    match keys.open(sealed, &format!("{}/{}", key.pk, key.sk), "token_sealed") {
+    match keys.open(
+        &token_sealed,
+        &format!("{}/{}", key.pk, key.sk),
+        "token_sealed",
+    ) {
         Ok(token) => Ok(Some((token, expires_at))),
         Err(_) => Ok(None),
     }
@@ -260,25 +282,22 @@ async fn fetch_token(cx: &Momo, product: &str) -> Result<(SecretString, i64)> {
     let expires_at = now() + reply.expires_in.unwrap_or(3600);
     let key = token_key(product);
     let keys = cx.secrets.app_keys().await?;
-    let mut attrs = Map::new();
-    attrs.insert(
-        "token_sealed".into(),
-        keys.seal(
-            &reply.access_token,
+    let cached = CachedToken {
+        token_sealed: keys.seal(
+            reply.access_token.expose_secret(),
             &format!("{}/{}", key.pk, key.sk),
             "token_sealed",
-        )?
-        .into(),
-    );
-    attrs.insert("expires_at".into(), expires_at.into());
+        )?,
+        expires_at,
+    };
     cx.store
         .put(
-            &Item::new(key, attrs).expiring_at(expires_at),
+            &cached.to_item(key)?.expiring_at(expires_at),
             Condition::Always,
         )
         .await?;
     tracing::info!(product, "momo access token obtained");
-    Ok((SecretString::from(reply.access_token), expires_at))
+    Ok((reply.access_token, expires_at))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -318,34 +337,206 @@ fn idempotency_key(external_id: &str, idempotency: &str) -> Key {
     )
 }
 
-/// What a transaction's `submitted` attribute says of whether MoMo has the payment.
-mod submitted {
-    /// Stored before the request to pay goes out: MoMo may or may not have it (a sender that
-    /// stopped in between leaves this), so it is read as [`UNKNOWN`].
-    pub const SENDING: &str = "sending";
-    /// MoMo answered 202, or its status or callback knows the payment.
-    pub const ACCEPTED: &str = "accepted";
-    /// The request went out and its answer was lost, late, a 5xx or not MoMo's.
-    pub const UNKNOWN: &str = "unknown";
-    /// Long after it was sent, MoMo's status still had no record of it: recorded FAILED.
-    pub const NOT_RECEIVED: &str = "not_received";
+/// A payment's status as MoMo spells it, and as it is stored: `PENDING` until MoMo's status
+/// says `SUCCESSFUL` or `FAILED`. MoMo may answer other words for a payment still under way;
+/// they are kept as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Status {
+    /// `PENDING`: no outcome yet.
+    Pending,
+    /// `SUCCESSFUL`: final.
+    Successful,
+    /// `FAILED`: final (also what a payment MoMo never received is recorded as).
+    Failed,
+    /// Anything else MoMo says: not an outcome.
+    Other(String),
 }
 
-/// The `submitted` of a transaction, [`submitted::SENDING`] read as unknown. A transaction
-/// without one was stored by a version that kept only payments MoMo had accepted.
-fn submitted_of(tx: &Item) -> &'static str {
-    match tx.str("submitted") {
-        None | Some(submitted::ACCEPTED) => submitted::ACCEPTED,
-        Some(submitted::NOT_RECEIVED) => submitted::NOT_RECEIVED,
-        Some(_) => submitted::UNKNOWN,
+impl Status {
+    fn as_str(&self) -> &str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::Successful => "SUCCESSFUL",
+            Status::Failed => "FAILED",
+            Status::Other(s) => s,
+        }
+    }
+
+    /// Whether this status is an outcome, recorded once.
+    fn is_final(&self) -> bool {
+        matches!(self, Status::Successful | Status::Failed)
+    }
+
+    /// The stored value, as a condition compares it.
+    fn value(&self) -> Value {
+        self.as_str().into()
     }
 }
 
-fn created_at_of(item: &Item) -> i64 {
-    item.attrs
-        .get("created_at")
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
+impl From<String> for Status {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "PENDING" => Status::Pending,
+            "SUCCESSFUL" => Status::Successful,
+            "FAILED" => Status::Failed,
+            _ => Status::Other(s),
+        }
+    }
+}
+
+impl Serialize for Status {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(Status::from)
+    }
+}
+
+/// What a transaction's `submitted` attribute says of whether MoMo has the payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Submitted {
+    /// `sending`: stored before the request to pay goes out: MoMo may or may not have it (a
+    /// sender that stopped in between leaves this), so it is read as [`Submitted::Unknown`].
+    Sending,
+    /// `accepted`: MoMo answered 202, or its status or callback knows the payment.
+    Accepted,
+    /// `unknown`: the request went out and its answer was lost, late, a 5xx or not MoMo's.
+    Unknown,
+    /// `not_received`: long after it was sent, MoMo's status still had no record of it:
+    /// recorded FAILED.
+    NotReceived,
+}
+
+impl Submitted {
+    fn as_str(self) -> &'static str {
+        match self {
+            Submitted::Sending => "sending",
+            Submitted::Accepted => "accepted",
+            Submitted::Unknown => "unknown",
+            Submitted::NotReceived => "not_received",
+        }
+    }
+
+    /// The stored value, as a condition compares it.
+    fn value(self) -> Value {
+        self.as_str().into()
+    }
+}
+
+impl Serialize for Submitted {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Any word but the three others reads as unknown: whether MoMo has it is not known.
+impl<'de> Deserialize<'de> for Submitted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(match String::deserialize(d)?.as_str() {
+            "sending" => Submitted::Sending,
+            "accepted" => Submitted::Accepted,
+            "not_received" => Submitted::NotReceived,
+            _ => Submitted::Unknown,
+        })
+    }
+}
+
+/// A stored payment (`tx#momo` / `<reference id>`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Transaction {
+    /// Absent only from an item no version of the app wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+    /// Absent from payments stored by a version that kept only those MoMo had accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    submitted: Option<Submitted>,
+    #[serde(default)]
+    amount: String,
+    #[serde(default)]
+    currency: String,
+    #[serde(default)]
+    external_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payer: Option<Party>,
+    /// Unix seconds.
+    #[serde(default)]
+    created_at: i64,
+    /// When the outcome was recorded ([`Outcome`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    completed_at: Option<i64>,
+    /// MoMo's reason for a failure, as it gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    financial_transaction_id: Option<String>,
+}
+
+impl Record for Transaction {
+    const NAME: &'static str = "MoMo transaction";
+}
+
+/// The attributes of a payment that recording its outcome sets, in place.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Outcome {
+    status: Status,
+    completed_at: i64,
+    submitted: Submitted,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    financial_transaction_id: Option<String>,
+}
+
+impl Record for Outcome {
+    const NAME: &'static str = "MoMo payment outcome";
+}
+
+/// The idempotency record of an externalId and an Idempotency-Key (`idem#momo`, expiring).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Idempotency {
+    /// The payment it names.
+    #[serde(default)]
+    reference: String,
+    /// The request's fingerprint; absent from records that predate them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_sha256: Option<String>,
+}
+
+impl Record for Idempotency {
+    const NAME: &'static str = "MoMo idempotency record";
+}
+
+/// The index entry of a pending payment (`pending#momo`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PendingEntry {
+    #[serde(default)]
+    reference: String,
+    #[serde(default)]
+    created_at: i64,
+}
+
+impl Record for PendingEntry {
+    const NAME: &'static str = "MoMo pending index entry";
+}
+
+/// The `submitted` of a transaction, [`Submitted::Sending`] read as unknown. A transaction
+/// without one was stored by a version that kept only payments MoMo had accepted.
+fn submitted_of(tx: &Transaction) -> Submitted {
+    match tx.submitted {
+        None | Some(Submitted::Accepted) => Submitted::Accepted,
+        Some(Submitted::NotReceived) => Submitted::NotReceived,
+        Some(_) => Submitted::Unknown,
+    }
 }
 
 /// What the caller is told while MoMo's answer is unknown.
@@ -364,7 +555,7 @@ struct PaymentRequest {
     payee_note: Option<String>,
 }
 
-#[derive(Deserialize, serde::Serialize, Clone)]
+#[derive(Deserialize, serde::Serialize, Clone, Debug)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Party {
     party_id_type: String,
@@ -471,34 +662,33 @@ pub async fn request_to_pay(cx: &Momo, req: &Request) -> Result<Response<Body>> 
     let call = prepare_request_to_pay(cx, req, &reference, &payment).await?;
 
     let created_at = now();
-    let mut idem_attrs = Map::new();
-    idem_attrs.insert("reference".into(), reference.clone().into());
-    idem_attrs.insert("body_sha256".into(), fingerprint.clone().into());
-    let idem = Item::new(idem_key.clone(), idem_attrs).expiring_at(now() + IDEMPOTENCY_TTL_SECONDS);
-    let mut tx = Map::new();
-    tx.insert("status".into(), "PENDING".into());
-    tx.insert("submitted".into(), submitted::SENDING.into());
-    tx.insert("amount".into(), payment.amount.clone().into());
-    tx.insert("currency".into(), payment.currency.clone().into());
-    tx.insert("external_id".into(), payment.external_id.clone().into());
-    tx.insert(
-        "payer".into(),
-        serde_json::to_value(&payment.payer).unwrap_or(Value::Null),
-    );
-    tx.insert("created_at".into(), created_at.into());
-    let mut entry = Map::new();
-    entry.insert("reference".into(), reference.clone().into());
-    entry.insert("created_at".into(), created_at.into());
+    let idem = Idempotency {
+        reference: reference.clone(),
+        body_sha256: Some(fingerprint.clone()),
+    }
+    .to_item(idem_key.clone())?
+    .expiring_at(now() + IDEMPOTENCY_TTL_SECONDS);
+    let tx = Transaction {
+        status: Some(Status::Pending),
+        submitted: Some(Submitted::Sending),
+        amount: payment.amount.clone(),
+        currency: payment.currency.clone(),
+        external_id: payment.external_id.clone(),
+        payer: Some(payment.payer.clone()),
+        created_at,
+        ..Transaction::default()
+    };
+    let entry = PendingEntry {
+        reference: reference.clone(),
+        created_at,
+    };
     let stored = cx
         .store
         .transact(&[
             Write::Put(idem, Condition::Absent),
+            Write::Put(tx.to_item(transaction_key(&reference))?, Condition::Absent),
             Write::Put(
-                Item::new(transaction_key(&reference), tx),
-                Condition::Absent,
-            ),
-            Write::Put(
-                Item::new(pending_key(created_at, &reference), entry),
+                entry.to_item(pending_key(created_at, &reference))?,
                 Condition::Absent,
             ),
         ])
@@ -529,11 +719,11 @@ pub async fn request_to_pay(cx: &Momo, req: &Request) -> Result<Response<Body>> 
     match send_request_to_pay(call).await {
         Sent::Accepted => {
             tracing::info!(reference, "momo request to pay sent");
-            mark_submitted(cx, &reference, submitted::ACCEPTED).await;
+            mark_submitted(cx, &reference, Submitted::Accepted).await;
             Ok(web::json(
                 StatusCode::ACCEPTED,
-                &json!({"referenceId": reference, "status": "PENDING",
-                        "submitted": submitted::ACCEPTED}),
+                &json!({"referenceId": reference, "status": Status::Pending,
+                        "submitted": Submitted::Accepted}),
             ))
         }
         Sent::NotTaken(e) => {
@@ -548,11 +738,11 @@ pub async fn request_to_pay(cx: &Momo, req: &Request) -> Result<Response<Body>> 
                 why,
                 "momo request to pay unconfirmed; kept PENDING"
             );
-            mark_submitted(cx, &reference, submitted::UNKNOWN).await;
+            mark_submitted(cx, &reference, Submitted::Unknown).await;
             Ok(web::json(
                 StatusCode::ACCEPTED,
-                &json!({"referenceId": reference, "status": "PENDING",
-                        "submitted": submitted::UNKNOWN, "message": UNCONFIRMED_MESSAGE}),
+                &json!({"referenceId": reference, "status": Status::Pending,
+                        "submitted": Submitted::Unknown, "message": UNCONFIRMED_MESSAGE}),
             ))
         }
     }
@@ -561,9 +751,11 @@ pub async fn request_to_pay(cx: &Momo, req: &Request) -> Result<Response<Body>> 
 /// The answer to a repeat of an earlier request: the same reference and what is known of it,
 /// after asking MoMo's status if whether MoMo has it is unknown. Nothing is ever sent again.
 async fn repeat(cx: &Momo, earlier: &Item, fingerprint: &str) -> Result<Response<Body>> {
+    let earlier = earlier.record::<Idempotency>()?;
     // A record without a fingerprint predates them; its key alone decides.
     if earlier
-        .str("body_sha256")
+        .body_sha256
+        .as_deref()
         .is_some_and(|stored| stored != fingerprint)
     {
         return Err(Error::Unprocessable(
@@ -572,7 +764,7 @@ async fn repeat(cx: &Momo, earlier: &Item, fingerprint: &str) -> Result<Response
                 .into(),
         ));
     }
-    let reference = earlier.str("reference").unwrap_or_default();
+    let reference = earlier.reference.as_str();
     let key = transaction_key(reference);
     let Some(mut tx) = cx.store.get(&key).await? else {
         // The record and the payment are removed together, when MoMo refused the request.
@@ -581,42 +773,46 @@ async fn repeat(cx: &Momo, earlier: &Item, fingerprint: &str) -> Result<Response
             "the earlier request with this Idempotency-Key was refused by MoMo; send it again",
         ));
     };
-    if tx.str("status") == Some("PENDING") && submitted_of(&tx) == submitted::UNKNOWN {
+    let record = tx.record::<Transaction>()?;
+    if record.status == Some(Status::Pending) && submitted_of(&record) == Submitted::Unknown {
         match confirm(cx, &tx, now()).await {
             Ok(_) => tx = cx.store.get(&key).await?.unwrap_or(tx),
             Err(e) => tracing::warn!(reference, error = %e, "momo: could not confirm a repeat"),
         }
     }
-    Ok(web::json(StatusCode::OK, &describe_payment(&tx)))
+    Ok(web::json(
+        StatusCode::OK,
+        &describe_payment(&tx.key.sk, &tx.record()?),
+    ))
 }
 
 /// A stored payment as the caller sees it.
-fn describe_payment(tx: &Item) -> Value {
-    let status = tx.str("status").unwrap_or("PENDING");
-    let mut out = json!({"referenceId": tx.key.sk, "status": status, "duplicate": true});
-    if status == "PENDING" {
+fn describe_payment(reference: &str, tx: &Transaction) -> Value {
+    let status = tx.status.clone().unwrap_or(Status::Pending);
+    let mut out = json!({"referenceId": reference, "status": status, "duplicate": true});
+    if status == Status::Pending {
         let submitted = submitted_of(tx);
-        out["submitted"] = submitted.into();
-        if submitted == submitted::UNKNOWN {
+        out["submitted"] = submitted.value();
+        if submitted == Submitted::Unknown {
             out["message"] = UNCONFIRMED_MESSAGE.into();
         }
-    } else if let Some(reason) = tx.attrs.get("reason").filter(|r| !r.is_null()) {
+    } else if let Some(reason) = tx.reason.as_ref().filter(|r| !r.is_null()) {
         out["reason"] = reason.clone();
     }
     out
 }
 
 /// Sets `submitted` of a payment still marked as being sent. Best effort: a payment left
-/// [`submitted::SENDING`] is read as unknown and confirmed with MoMo later, which is safe.
-async fn mark_submitted(cx: &Momo, reference: &str, value: &str) {
+/// [`Submitted::Sending`] is read as unknown and confirmed with MoMo later, which is safe.
+async fn mark_submitted(cx: &Momo, reference: &str, value: Submitted) {
     let mut set = Map::new();
-    set.insert("submitted".into(), value.into());
+    set.insert("submitted".into(), value.value());
     let marked = cx
         .store
         .update(
             &transaction_key(reference),
             &set,
-            Condition::AttrEquals("submitted".into(), submitted::SENDING.into()),
+            Condition::AttrEquals("submitted".into(), Submitted::Sending.value()),
         )
         .await;
     match marked {
@@ -634,7 +830,7 @@ async fn withdraw(cx: &Momo, reference: &str, created_at: i64, idem_key: &Key) {
         .transact(&[
             Write::Delete(
                 transaction_key(reference),
-                Condition::AttrEquals("submitted".into(), submitted::SENDING.into()),
+                Condition::AttrEquals("submitted".into(), Submitted::Sending.value()),
             ),
             Write::Delete(
                 idem_key.clone(),
@@ -752,7 +948,7 @@ fn refusal(status: u16, message: &str) -> Option<Error> {
 
 #[derive(Deserialize)]
 struct StatusReply {
-    status: String,
+    status: Status,
     reason: Option<Value>,
     #[serde(rename = "financialTransactionId")]
     financial_transaction_id: Option<String>,
@@ -779,50 +975,51 @@ fn never_received_after(cx: &Momo) -> i64 {
 }
 
 /// Asks MoMo's status of a PENDING payment and records a final one, as of `at` (unix seconds).
-async fn confirm(cx: &Momo, tx: &Item, at: i64) -> Result<(Confirmed, String)> {
+async fn confirm(cx: &Momo, tx: &Item, at: i64) -> Result<(Confirmed, Status)> {
     let reference = tx.key.sk.as_str();
+    let stored = tx.record::<Transaction>()?;
     let Some(reply) = fetch_status(cx, reference).await? else {
-        if submitted_of(tx) == submitted::ACCEPTED {
+        if submitted_of(&stored) == Submitted::Accepted {
             // MoMo said 202 once: its "no such payment" is MoMo's mistake, not an outcome.
             return Err(Error::Upstream(format!(
                 "MoMo's status has no record of payment {reference}, which it accepted"
             )));
         }
-        if at - created_at_of(tx) < never_received_after(cx) {
-            return Ok((Confirmed::NotYetKnown, "PENDING".into()));
+        if at - stored.created_at < never_received_after(cx) {
+            return Ok((Confirmed::NotYetKnown, Status::Pending));
         }
         let reason = json!({"code": "NOT_RECEIVED",
                             "message": "MoMo has no record of this request to pay"});
         let recorded = record(
             cx,
             tx,
-            "FAILED",
+            Status::Failed,
             Some(reason),
             None,
-            submitted::NOT_RECEIVED,
+            Submitted::NotReceived,
         );
-        return Ok((recorded.await?, "FAILED".into()));
+        return Ok((recorded.await?, Status::Failed));
     };
-    if matches!(reply.status.as_str(), "SUCCESSFUL" | "FAILED") {
+    if reply.status.is_final() {
         let recorded = record(
             cx,
             tx,
-            &reply.status,
+            reply.status.clone(),
             reply.reason,
             reply.financial_transaction_id,
-            submitted::ACCEPTED,
+            Submitted::Accepted,
         );
         return Ok((recorded.await?, reply.status));
     }
-    if submitted_of(tx) != submitted::ACCEPTED {
+    if submitted_of(&stored) != Submitted::Accepted {
         let mut set = Map::new();
-        set.insert("submitted".into(), submitted::ACCEPTED.into());
+        set.insert("submitted".into(), Submitted::Accepted.value());
         let marked = cx
             .store
             .update(
                 &tx.key,
                 &set,
-                Condition::AttrEquals("status".into(), "PENDING".into()),
+                Condition::AttrEquals("status".into(), Status::Pending.value()),
             )
             .await;
         match marked {
@@ -830,7 +1027,7 @@ async fn confirm(cx: &Momo, tx: &Item, at: i64) -> Result<(Confirmed, String)> {
             Err(e) => return Err(e.into()),
         }
     }
-    Ok((Confirmed::Pending, "PENDING".into()))
+    Ok((Confirmed::Pending, Status::Pending))
 }
 
 /// Records a payment's outcome once: the transition from PENDING, and the removal of its index
@@ -839,21 +1036,20 @@ async fn confirm(cx: &Momo, tx: &Item, at: i64) -> Result<(Confirmed, String)> {
 async fn record(
     cx: &Momo,
     tx: &Item,
-    status: &str,
+    status: Status,
     reason: Option<Value>,
     financial_transaction_id: Option<String>,
-    submitted: &str,
+    submitted: Submitted,
 ) -> Result<Confirmed> {
-    let mut set = Map::new();
-    set.insert("status".into(), status.into());
-    set.insert("completed_at".into(), now().into());
-    set.insert("submitted".into(), submitted.into());
-    if let Some(reason) = reason {
-        set.insert("reason".into(), reason);
+    let set = Outcome {
+        status: status.clone(),
+        completed_at: now(),
+        submitted,
+        reason,
+        financial_transaction_id,
     }
-    if let Some(id) = financial_transaction_id {
-        set.insert("financial_transaction_id".into(), id.into());
-    }
+    .to_attrs()?;
+    let created_at = tx.record::<Transaction>()?.created_at;
     let reference = tx.key.sk.as_str();
     let outcome = cx
         .store
@@ -861,14 +1057,14 @@ async fn record(
             Write::Update {
                 key: tx.key.clone(),
                 set,
-                condition: Condition::AttrEquals("status".into(), "PENDING".into()),
+                condition: Condition::AttrEquals("status".into(), Status::Pending.value()),
             },
-            Write::Delete(pending_key(created_at_of(tx), reference), Condition::Always),
+            Write::Delete(pending_key(created_at, reference), Condition::Always),
         ])
         .await;
     match outcome {
         Ok(()) => {
-            tracing::info!(reference, status, "momo payment recorded");
+            tracing::info!(reference, status = status.as_str(), "momo payment recorded");
             Ok(Confirmed::Recorded)
         }
         Err(StoreError::Cancelled(_)) => Ok(Confirmed::AlreadyRecorded),
@@ -938,8 +1134,11 @@ pub async fn callback(cx: &Momo, req: &Request) -> Result<Response<Body>> {
         .get(&transaction_key(&reference))
         .await?
         .ok_or_else(|| Error::refused(Reason::UnknownTenant, "no such payment"))?;
-    let current = tx.str("status").unwrap_or("PENDING").to_owned();
-    if current != "PENDING" {
+    let current = tx
+        .record::<Transaction>()?
+        .status
+        .unwrap_or(Status::Pending);
+    if current != Status::Pending {
         return Ok(web::json(
             StatusCode::OK,
             &json!({"ok": true, "status": current}),
@@ -988,15 +1187,24 @@ pub async fn reconcile_at(cx: &Momo, at: i64) -> Result<Reconciled> {
     let started = Instant::now();
     let cutoff = at.saturating_sub(cx.settings.reconcile_after);
     let mut run = Reconciled::default();
-    for entry in cx.store.query(PENDING_PK).await? {
-        if created_at_of(&entry) > cutoff {
+    for item in cx.store.query(PENDING_PK).await? {
+        // An entry that does not decode is left for a look by hand; the run goes on.
+        let entry = match item.record::<PendingEntry>() {
+            Ok(entry) => entry,
+            Err(e) => {
+                run.failed += 1;
+                tracing::warn!(error = %e, "momo reconcile: an index entry is unreadable");
+                continue;
+            }
+        };
+        if entry.created_at > cutoff {
             break; // in creation order: the rest are younger still
         }
         if started.elapsed() > RECONCILE_BUDGET {
             tracing::warn!("momo reconcile: out of time; the rest waits for the next run");
             break;
         }
-        let reference = entry.str("reference").unwrap_or_default().to_owned();
+        let reference = entry.reference;
         let tx = match cx.store.get(&transaction_key(&reference)).await {
             Ok(tx) => tx,
             Err(e) => {
@@ -1005,8 +1213,17 @@ pub async fn reconcile_at(cx: &Momo, at: i64) -> Result<Reconciled> {
                 continue;
             }
         };
-        let Some(tx) = tx.filter(|tx| tx.str("status") == Some("PENDING")) else {
-            if let Err(e) = cx.store.take(&entry.key).await {
+        let pending = match tx.as_ref().map(Item::record::<Transaction>) {
+            Some(Ok(record)) => record.status == Some(Status::Pending),
+            Some(Err(e)) => {
+                run.failed += 1;
+                tracing::warn!(reference, error = %e, "momo reconcile: the payment is unreadable");
+                continue;
+            }
+            None => false,
+        };
+        let Some(tx) = tx.filter(|_| pending) else {
+            if let Err(e) = cx.store.take(&item.key).await {
                 tracing::warn!(reference, error = %e, "momo reconcile: a stale entry stays");
             }
             run.stale += 1;
@@ -1197,6 +1414,83 @@ mod tests {
         );
         assert_eq!(a.fingerprint().unwrap(), b.fingerprint().unwrap());
         assert_ne!(a.fingerprint().unwrap(), c.fingerprint().unwrap());
+    }
+
+    #[test]
+    fn statuses_and_submitted_are_stored_as_momos_words() {
+        for (word, status) in [
+            ("PENDING", Status::Pending),
+            ("SUCCESSFUL", Status::Successful),
+            ("FAILED", Status::Failed),
+            ("ONGOING", Status::Other("ONGOING".into())),
+        ] {
+            assert_eq!(serde_json::to_value(&status).unwrap(), json!(word));
+            assert_eq!(
+                serde_json::from_value::<Status>(json!(word)).unwrap(),
+                status
+            );
+        }
+        for (word, submitted) in [
+            ("sending", Submitted::Sending),
+            ("accepted", Submitted::Accepted),
+            ("unknown", Submitted::Unknown),
+            ("not_received", Submitted::NotReceived),
+        ] {
+            assert_eq!(serde_json::to_value(submitted).unwrap(), json!(word));
+            assert_eq!(
+                serde_json::from_value::<Submitted>(json!(word)).unwrap(),
+                submitted
+            );
+        }
+        assert_eq!(
+            serde_json::from_value::<Submitted>(json!("later")).unwrap(),
+            Submitted::Unknown
+        );
+    }
+
+    #[test]
+    fn a_transaction_keeps_its_attribute_names() {
+        let tx = Transaction {
+            status: Some(Status::Pending),
+            submitted: Some(Submitted::Sending),
+            amount: "10.50".into(),
+            currency: "EUR".into(),
+            external_id: "x".into(),
+            payer: Some(Party {
+                party_id_type: "MSISDN".into(),
+                party_id: "123456".into(),
+            }),
+            created_at: 7,
+            ..Transaction::default()
+        };
+        assert_eq!(
+            Value::Object(tx.to_attrs().unwrap()),
+            json!({"status": "PENDING", "submitted": "sending", "amount": "10.50",
+                   "currency": "EUR", "external_id": "x",
+                   "payer": {"partyIdType": "MSISDN", "partyId": "123456"}, "created_at": 7})
+        );
+        // A payment stored by a version without `submitted` reads as accepted.
+        let old = Item::new(
+            transaction_key("r"),
+            json!({"status": "PENDING", "amount": "1"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let old: Transaction = old.record().unwrap();
+        assert_eq!(submitted_of(&old), Submitted::Accepted);
+        assert_eq!(old.created_at, 0);
+        let outcome = Outcome {
+            status: Status::Failed,
+            completed_at: 9,
+            submitted: Submitted::NotReceived,
+            reason: None,
+            financial_transaction_id: None,
+        };
+        assert_eq!(
+            Value::Object(outcome.to_attrs().unwrap()),
+            json!({"status": "FAILED", "completed_at": 9, "submitted": "not_received"})
+        );
     }
 
     #[test]

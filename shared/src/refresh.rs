@@ -19,8 +19,9 @@ use crate::context::Deps;
 use crate::crypto::KeyRing;
 use crate::error::{Error, Reason, Result};
 use crate::once::{Lease, Patience};
-use crate::store::{Condition, Item, Key, StoreError, now};
+use crate::store::{Condition, Item, Key, Record, StoreError, now};
 use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -54,6 +55,114 @@ pub struct Grant {
     /// Other secrets that come and go with the access token (e.g. a MAC key), stored sealed as
     /// `<name>_sealed`.
     pub extra: Vec<(&'static str, SecretString)>,
+}
+
+/// The token attributes of a refreshable item, as stored: flattened (`#[serde(flatten)]`) into
+/// every record that carries tokens, under these attribute names. A refresh writes only these,
+/// in place ([`seal`] into an empty map, then [`crate::store::Store::update`]), so that other
+/// attributes written concurrently are never undone. Each may be absent from an older item.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SealedTokens {
+    /// The access token, sealed to the item and the attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_sealed: Option<String>,
+    /// The refresh token, sealed likewise; absent when the platform issued none. Absent from a
+    /// refresh's write, the stored one stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_sealed: Option<String>,
+    /// Saison's MAC key ([`Grant::extra`] `mac_key`), sealed likewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_key_sealed: Option<String>,
+    /// When the access token expires (unix seconds); 0 when unknown.
+    #[serde(default)]
+    pub expires_at: i64,
+    /// Changes with every write of new tokens: the condition of the next refresh's write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_version: Option<String>,
+    /// The platform refused the refresh token: an admin must authorize the app again.
+    #[serde(default)]
+    pub needs_reauth: bool,
+}
+
+impl Record for SealedTokens {
+    const NAME: &'static str = "token attributes";
+}
+
+impl SealedTokens {
+    /// `grant` sealed for the item at `key`, with a new version. A grant without a refresh token
+    /// leaves `refresh_token_sealed` out (so a write of these keeps the stored one).
+    pub fn seal(keys: &KeyRing, key: &Key, grant: &Grant) -> Result<Self> {
+        let ctx = context(key);
+        // Each value is bound to its item and its attribute, so that two of one item cannot be
+        // swapped (a refresh token presented as the access token, say).
+        let put = |attr: &str, value: &SecretString| -> Result<String> {
+            Ok(keys.seal(value.expose_secret(), &ctx, attr)?)
+        };
+        let mut sealed = Self {
+            access_token_sealed: Some(put("access_token_sealed", &grant.access_token)?),
+            refresh_token_sealed: match &grant.refresh_token {
+                Some(refresh) => Some(put("refresh_token_sealed", refresh)?),
+                None => None,
+            },
+            mac_key_sealed: None,
+            expires_at: now() + grant.expires_in,
+            token_version: Some(crate::crypto::random_token(12)?),
+            needs_reauth: false,
+        };
+        for (name, value) in &grant.extra {
+            match *name {
+                "mac_key" => sealed.mac_key_sealed = Some(put("mac_key_sealed", value)?),
+                other => {
+                    return Err(Error::Internal(format!(
+                        "no stored attribute holds the extra secret `{other}`"
+                    )));
+                }
+            }
+        }
+        Ok(sealed)
+    }
+
+    /// Opens the tokens, sealed to the item at `key`.
+    pub fn open(&self, keys: &KeyRing, key: &Key) -> Result<Tokens> {
+        let ctx = context(key);
+        let access = self
+            .access_token_sealed
+            .as_deref()
+            .ok_or_else(|| Error::Internal("stored tokens lack the access token".into()))?;
+        let unreadable = |_| Error::Internal("stored tokens cannot be decrypted".into());
+        Ok(Tokens {
+            access_token: keys
+                .open(access, &ctx, "access_token_sealed")
+                .map_err(unreadable)?,
+            refresh_token: match &self.refresh_token_sealed {
+                Some(s) => Some(
+                    keys.open(s, &ctx, "refresh_token_sealed")
+                        .map_err(unreadable)?,
+                ),
+                None => None,
+            },
+            expires_at: self.expires_at,
+        })
+    }
+
+    /// Opens the MAC key (Saison's [`Grant::extra`] `mac_key`), if one is stored.
+    pub fn open_mac_key(&self, keys: &KeyRing, key: &Key) -> Result<Option<SecretString>> {
+        match &self.mac_key_sealed {
+            Some(sealed) => keys
+                .open(sealed, &context(key), "mac_key_sealed")
+                .map(Some)
+                .map_err(|_| Error::Internal("stored tokens cannot be decrypted".into())),
+            None => Ok(None),
+        }
+    }
+
+    /// The version as the condition of a write compares it (`null` when the item has none).
+    fn version(&self) -> Value {
+        self.token_version
+            .clone()
+            .map(Value::String)
+            .unwrap_or(Value::Null)
+    }
 }
 
 /// Why a refresh failed.
@@ -138,73 +247,22 @@ pub fn seal(
     grant: &Grant,
     attrs: &mut Map<String, Value>,
 ) -> Result<()> {
-    let ctx = context(key);
-    // Each value is bound to its item and its attribute, so that two of one item cannot be
-    // swapped (a refresh token presented as the access token, say).
-    let mut put = |attr: String, value: &SecretString| -> Result<()> {
-        let sealed = keys.seal(value.expose_secret(), &ctx, &attr)?;
-        attrs.insert(attr, sealed.into());
-        Ok(())
-    };
-    put("access_token_sealed".into(), &grant.access_token)?;
-    if let Some(refresh) = &grant.refresh_token {
-        put("refresh_token_sealed".into(), refresh)?;
-    }
-    for (name, value) in &grant.extra {
-        put(format!("{name}_sealed"), value)?;
-    }
-    attrs.insert("expires_at".into(), (now() + grant.expires_in).into());
-    attrs.insert(
-        "token_version".into(),
-        crate::crypto::random_token(12)?.into(),
-    );
-    attrs.insert("needs_reauth".into(), false.into());
+    attrs.extend(SealedTokens::seal(keys, key, grant)?.to_attrs()?);
     Ok(())
 }
 
 /// Opens the tokens of a stored item.
 pub fn open(keys: &KeyRing, item: &Item) -> Result<Tokens> {
-    let ctx = context(&item.key);
-    let sealed = |name: &str| item.str(name);
-    let access = sealed("access_token_sealed")
-        .ok_or_else(|| Error::Internal("stored tokens lack the access token".into()))?;
-    let unreadable = |_| Error::Internal("stored tokens cannot be decrypted".into());
-    Ok(Tokens {
-        access_token: keys
-            .open(access, &ctx, "access_token_sealed")
-            .map_err(unreadable)?,
-        refresh_token: match sealed("refresh_token_sealed") {
-            Some(s) => Some(
-                keys.open(s, &ctx, "refresh_token_sealed")
-                    .map_err(unreadable)?,
-            ),
-            None => None,
-        },
-        expires_at: item
-            .attrs
-            .get("expires_at")
-            .and_then(Value::as_i64)
-            .unwrap_or(0),
-    })
+    item.record::<SealedTokens>()?.open(keys, &item.key)
 }
 
 /// Opens another secret stored with the tokens by [`seal`] (a [`Grant::extra`]).
+/// Only `mac_key` is stored ([`SealedTokens::mac_key_sealed`]); any other name has none.
 pub fn open_extra(keys: &KeyRing, item: &Item, name: &str) -> Result<Option<SecretString>> {
-    let attr = format!("{name}_sealed");
-    match item.str(&attr) {
-        Some(sealed) => keys
-            .open(sealed, &context(&item.key), &attr)
-            .map(Some)
-            .map_err(|_| Error::Internal("stored tokens cannot be decrypted".into())),
-        None => Ok(None),
+    match name {
+        "mac_key" => item.record::<SealedTokens>()?.open_mac_key(keys, &item.key),
+        _ => Ok(None),
     }
-}
-
-fn needs_reauth(item: &Item) -> bool {
-    item.attrs
-        .get("needs_reauth")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
 }
 
 fn reauth_error() -> Error {
@@ -238,10 +296,11 @@ pub async fn fresh_item(cx: &Deps, key: &Key, refresher: &dyn Refresher) -> Resu
                 "the app is not installed for this tenant",
             )
         })?;
-        if needs_reauth(&item) {
+        let sealed = item.record::<SealedTokens>()?;
+        if sealed.needs_reauth {
             return Err(reauth_error());
         }
-        let tokens = open(&keys, &item)?;
+        let tokens = sealed.open(&keys, key)?;
         if tokens.expires_at - MARGIN > now() {
             return Ok(item);
         }
@@ -287,27 +346,23 @@ async fn refresh_under_lease(
             "the app is not installed for this tenant",
         ));
     };
-    if needs_reauth(&item) {
+    let sealed = item.record::<SealedTokens>()?;
+    if sealed.needs_reauth {
         return Err(reauth_error());
     }
-    let tokens = open(keys, &item)?;
+    let tokens = sealed.open(keys, key)?;
     if tokens.expires_at - MARGIN > now() {
         return Ok(Some(item));
     }
     let Some(refresh_token) = tokens.refresh_token else {
         return Ok(None);
     };
-    let version = item
-        .attrs
-        .get("token_version")
-        .cloned()
-        .unwrap_or(Value::Null);
+    let version = sealed.version();
     match refresher.refresh(&refresh_token).await {
         Ok(grant) => {
             // Only what the grant changes is written, in place: another writer's attributes
             // (a `shop/update`'s shop details) and the item's expiry (a WebLink session's) stay.
-            let mut set = Map::new();
-            seal(keys, key, &grant, &mut set)?;
+            let set = SealedTokens::seal(keys, key, &grant)?.to_attrs()?;
             match cx
                 .store
                 .update(
@@ -339,6 +394,7 @@ async fn refresh_under_lease(
                     None => return Ok(None),
                 }
             }
+            // Only the mark is written, in place.
             let mut set = Map::new();
             set.insert("needs_reauth".into(), true.into());
             match cx
@@ -406,6 +462,63 @@ mod tests {
         let mut moved = attrs;
         moved["mac_key_sealed"] = moved["refresh_token_sealed"].clone();
         assert!(open_extra(&keys, &Item::new(key, moved), "mac_key").is_err());
+    }
+
+    #[test]
+    fn the_token_attributes_keep_their_names() {
+        let keys = ring();
+        let key = Key::new("install#saison", "demo");
+        let mut attrs = Map::new();
+        seal(&keys, &key, &grant(), &mut attrs).unwrap();
+        let names: Vec<&str> = attrs.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "access_token_sealed",
+                "refresh_token_sealed",
+                "mac_key_sealed",
+                "expires_at",
+                "token_version",
+                "needs_reauth"
+            ]
+        );
+        assert_eq!(attrs["needs_reauth"], Value::Bool(false));
+        assert!(attrs["expires_at"].as_i64().unwrap() > now());
+
+        // Without a refresh token or extra secret, those attributes are left out, not nulled:
+        // a refresh's in-place write keeps the stored refresh token.
+        let mut partial = Map::new();
+        let bare = Grant {
+            refresh_token: None,
+            extra: Vec::new(),
+            ..grant()
+        };
+        seal(&keys, &key, &bare, &mut partial).unwrap();
+        assert!(!partial.contains_key("refresh_token_sealed"));
+        assert!(!partial.contains_key("mac_key_sealed"));
+
+        let unknown = Grant {
+            extra: vec![("other", SecretString::from("x".to_string()))],
+            ..grant()
+        };
+        assert!(seal(&keys, &key, &unknown, &mut Map::new()).is_err());
+    }
+
+    #[test]
+    fn older_items_decode_and_a_bad_one_is_an_error() {
+        let key = Key::new("install#haravan", "1");
+        let empty = Item::new(key.clone(), Map::new());
+        assert_eq!(
+            empty.record::<SealedTokens>().unwrap(),
+            SealedTokens::default()
+        );
+        assert!(open(&ring(), &empty).is_err());
+        let mut bad = Map::new();
+        bad.insert("needs_reauth".into(), "yes".into());
+        assert!(matches!(
+            Item::new(key, bad).record::<SealedTokens>(),
+            Err(StoreError::Invalid(m)) if m.contains("token attributes")
+        ));
     }
 
     #[test]

@@ -22,15 +22,15 @@ use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Reason, Result};
 use crate::flow::{self, CookieSpec};
-use crate::refresh::{self, Grant, RefreshError, Refresher};
-use crate::store::{Condition, Item, Key, Write, now};
+use crate::refresh::{self, Grant, RefreshError, Refresher, SealedTokens};
+use crate::store::{Condition, Key, Record, Write, now};
 use crate::web::{self, Params};
 use base64::Engine as _;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// The platform's name: its secret, its store partitions, its routes.
 pub const PLATFORM: &str = "saison";
@@ -140,6 +140,34 @@ impl Platform for Saison {
     }
 }
 
+/// A stored connection (`install#saison` / `<member>`): the member's tokens.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Connection {
+    /// The member whose card members sign in.
+    #[serde(default)]
+    pub member: String,
+    /// Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_at: Option<i64>,
+    /// The tokens and, when Saison issued one, the MAC key, sealed to this item.
+    #[serde(flatten)]
+    pub tokens: SealedTokens,
+}
+
+impl Record for Connection {
+    const NAME: &'static str = "Saison connection";
+}
+
+/// The one-time state of an authorization: the member it is for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FlowState {
+    member: Option<String>,
+}
+
+impl Record for FlowState {
+    const NAME: &'static str = "Saison flow state";
+}
+
 /// The store key of a member's connection.
 pub fn connection_key(member: &str) -> Key {
     Key::new(format!("install#{PLATFORM}"), member)
@@ -239,9 +267,10 @@ pub async fn authorize(cx: &Saison, req: &Request) -> Result<Response<Body>> {
     };
     let mut url = url::Url::parse(&format!("{}/auth/screen/{member}/authorize", s.api_base))
         .map_err(|_| Error::Internal("bad Saison base".into()))?;
-    let mut data = Map::new();
-    data.insert("member".into(), member.clone().into());
-    let state = flow::begin(cx, PLATFORM, data).await?;
+    let data = FlowState {
+        member: Some(member.clone()),
+    };
+    let state = flow::begin(cx, PLATFORM, data.to_attrs()?).await?;
     {
         let mut pairs = url.query_pairs_mut();
         pairs.append_pair("client_id", &creds.client_id);
@@ -263,10 +292,10 @@ pub async fn authorize(cx: &Saison, req: &Request) -> Result<Response<Body>> {
 
 #[derive(Deserialize)]
 struct TokenReply {
-    access_token: String,
+    access_token: SecretString,
     expires_in: Option<i64>,
-    refresh_token: Option<String>,
-    mac_key: Option<String>,
+    refresh_token: Option<SecretString>,
+    mac_key: Option<SecretString>,
 }
 
 /// `GET /saison/callback`.
@@ -288,11 +317,9 @@ pub async fn callback(cx: &Saison, req: &Request) -> Result<Response<Body>> {
     let state = flow::read_bound(cx, &STATE_COOKIE, req, PLATFORM, q.get("state")).await?;
     let keys = cx.secrets.app_keys().await?;
     let member = state
-        .data
-        .get("member")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::Internal("state without member".into()))?
-        .to_owned();
+        .record::<FlowState>()?
+        .member
+        .ok_or_else(|| Error::Internal("state without member".into()))?;
 
     // The code's mark, the state's consumption and the connection commit together.
     flow::exchange_once(cx, PLATFORM, code, || async {
@@ -301,13 +328,14 @@ pub async fn callback(cx: &Saison, req: &Request) -> Result<Response<Body>> {
             .map(grant_of)
             .map_err(|e| e.for_code("Saison"))?;
         let key = connection_key(&member);
-        let mut attrs = Map::new();
-        attrs.insert("member".into(), member.clone().into());
-        attrs.insert("connected_at".into(), now().into());
-        refresh::seal(&keys, &key, &grant, &mut attrs)?;
+        let connection = Connection {
+            member: member.clone(),
+            connected_at: Some(now()),
+            tokens: SealedTokens::seal(&keys, &key, &grant)?,
+        };
         let writes = vec![
             state.consume(),
-            Write::Put(Item::new(key, attrs), Condition::Always),
+            Write::Put(connection.to_item(key)?, Condition::Always),
         ];
         Ok(((), writes))
     })
@@ -359,12 +387,12 @@ fn render_profile(profile: &Value) -> String {
 
 fn grant_of(reply: TokenReply) -> Grant {
     Grant {
-        access_token: SecretString::from(reply.access_token),
-        refresh_token: reply.refresh_token.map(SecretString::from),
+        access_token: reply.access_token,
+        refresh_token: reply.refresh_token,
         expires_in: reply.expires_in.unwrap_or(3600),
         extra: reply
             .mac_key
-            .map(|k| vec![("mac_key", SecretString::from(k))])
+            .map(|k| vec![("mac_key", k)])
             .unwrap_or_default(),
     }
 }
@@ -426,14 +454,18 @@ pub async fn call(
 ) -> Result<Value> {
     let key = connection_key(member);
     let item = refresh::fresh_item(cx, &key, cx).await?;
+    let connection = item.record::<Connection>()?;
     let keys = cx.secrets.app_keys().await?;
-    let access = refresh::open(&keys, &item)?.access_token;
+    let access = connection.tokens.open(&keys, &key)?.access_token;
     let creds = cx.secrets.credentials(PLATFORM).await?;
     let mac_key = match cx.settings.mac_key {
         MacKey::ClientSecret => creds.client_secret.clone(),
-        MacKey::TokenMacKey => refresh::open_extra(&keys, &item, "mac_key")?.ok_or_else(|| {
-            Error::Upstream("Saison issued no mac_key, but SAISON_MAC_KEY=mac_key".into())
-        })?,
+        MacKey::TokenMacKey => connection
+            .tokens
+            .open_mac_key(&keys, &key)?
+            .ok_or_else(|| {
+                Error::Upstream("Saison issued no mac_key, but SAISON_MAC_KEY=mac_key".into())
+            })?,
     };
     let url = url::Url::parse(&format!("{}{path_and_query}", cx.settings.api_base))
         .map_err(|_| Error::Internal("bad Saison API path".into()))?;

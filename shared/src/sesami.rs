@@ -23,7 +23,7 @@ use crate::crypto;
 use crate::error::{Error, Reason, Result};
 use crate::flow::{self, CookieSpec};
 use crate::once::{self, Applied};
-use crate::store::{Condition, Item, Key, Write, now};
+use crate::store::{Condition, Key, Record, Write, now};
 use crate::web::{self, Params};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -121,6 +121,21 @@ pub struct Install {
     pub scopes: Vec<String>,
     /// Unix seconds.
     pub installed_at: i64,
+}
+
+impl Record for Install {
+    const NAME: &'static str = "Sesami install";
+}
+
+/// The one-time state of an install launch: the shop whose callback may come back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FlowState {
+    /// Sesami's shop id.
+    shop_id: Option<String>,
+}
+
+impl Record for FlowState {
+    const NAME: &'static str = "Sesami flow state";
 }
 
 /// The store key of a shop's install.
@@ -304,9 +319,10 @@ pub async fn install(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
     let keys = cx.secrets.app_keys().await?;
     let creds = cx.secrets.credentials(PLATFORM).await?;
     let redirect_uri = cx.public_url(req, "/sesami/callback")?;
-    let mut data = Map::new();
-    data.insert("shop_id".into(), shop_id.into());
-    let state = flow::begin(cx, PLATFORM, data).await?;
+    let data = FlowState {
+        shop_id: Some(shop_id.to_owned()),
+    };
+    let state = flow::begin(cx, PLATFORM, data.to_attrs()?).await?;
 
     let mut url = cx.settings.api_base.clone();
     url.set_path(&format!(
@@ -330,7 +346,7 @@ pub async fn install(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
 
 #[derive(Deserialize)]
 struct TokenReply {
-    token: String,
+    token: secrecy::SecretString,
     #[serde(rename = "clientId")]
     client_id: Option<String>,
     #[serde(rename = "expireAt")]
@@ -358,7 +374,7 @@ pub async fn callback(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
 
     let state = flow::read_bound(cx, &STATE_COOKIE, req, PLATFORM, None).await?;
     let keys = cx.secrets.app_keys().await?;
-    if state.data.get("shop_id").and_then(Value::as_str) != Some(shop_id) {
+    if state.record::<FlowState>()?.shop_id.as_deref() != Some(shop_id) {
         return Err(Error::refused(
             Reason::WrongTenant,
             "this callback is for another shop than the one whose install this browser started",
@@ -373,7 +389,7 @@ pub async fn callback(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
             shop_id: shop_id.to_owned(),
             name: reply.name.clone(),
             token_sealed: keys.seal(
-                &reply.token,
+                reply.token.expose_secret(),
                 &format!("{}/{}", key.pk, key.sk),
                 "token_sealed",
             )?,
@@ -381,13 +397,9 @@ pub async fn callback(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
             scopes: cx.settings.scopes.clone(),
             installed_at: now(),
         };
-        let attrs = match serde_json::to_value(&install) {
-            Ok(Value::Object(map)) => map,
-            _ => return Err(Error::Internal("install did not serialise".into())),
-        };
         let writes = vec![
             state.consume(),
-            Write::Put(Item::new(key, attrs), Condition::Always),
+            Write::Put(install.to_item(key)?, Condition::Always),
         ];
         Ok((reply, writes))
     })
@@ -455,7 +467,7 @@ async fn exchange(cx: &Sesami, shop_id: &str, code: &str) -> Result<TokenReply> 
         .json()
         .await
         .map_err(|_| Error::Upstream("Sesami's token endpoint answered unreadably".into()))?;
-    if reply.token.is_empty() {
+    if reply.token.expose_secret().is_empty() {
         return Err(Error::Upstream("Sesami's token reply has no token".into()));
     }
     if let Some(id) = &reply.client_id

@@ -40,14 +40,14 @@ use crate::crypto;
 use crate::error::{Error, Reason, Result};
 use crate::flow::{self, CookieSpec};
 use crate::oidc::{self, Discovery, Expect, Jwks};
-use crate::refresh::{self, Grant, RefreshError, Refresher};
-use crate::store::{Condition, Item, Key, Write, now};
+use crate::refresh::{self, Grant, RefreshError, Refresher, SealedTokens};
+use crate::store::{Condition, Key, Record, Write, now};
 use crate::web::{self, Params};
 use base64::Engine as _;
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -809,13 +809,14 @@ pub async fn login(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     let verifier = new_verifier()?;
     let nonce = crypto::random_token(32)?;
     // What the callback uses: the IDP and client pinned here, never looked up again.
-    let mut data = Map::new();
-    data.insert("portal".into(), portal.clone().into());
-    data.insert("verifier".into(), verifier.clone().into());
-    data.insert("nonce".into(), nonce.clone().into());
-    data.insert("idp_domain".into(), config.idp.domain.clone().into());
-    data.insert("client_id".into(), config.idp.client_id.clone().into());
-    let state = flow::begin(cx, PLATFORM, data).await?;
+    let data = FlowState {
+        portal: portal.clone(),
+        verifier: verifier.clone(),
+        nonce: nonce.clone(),
+        idp_domain: config.idp.domain.clone(),
+        client_id: config.idp.client_id.clone(),
+    };
+    let state = flow::begin(cx, PLATFORM, data.to_attrs()?).await?;
     url.query_pairs_mut()
         .append_pair("brand", &config.brand)
         .append_pair("client_id", &config.idp.client_id)
@@ -836,10 +837,10 @@ pub async fn login(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
 
 #[derive(Deserialize)]
 struct TokenReply {
-    access_token: String,
+    access_token: SecretString,
     id_token: Option<String>,
     expires_in: Option<i64>,
-    refresh_token: Option<String>,
+    refresh_token: Option<SecretString>,
 }
 
 async fn token_call(
@@ -869,6 +870,59 @@ fn session_key(session_id: &str) -> Key {
     Key::new(format!("session#{PLATFORM}"), session_id)
 }
 
+/// The one-time state of a sign-in: what the callback needs, pinned at login. Each is empty
+/// in a state an older version stored without it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct FlowState {
+    #[serde(default)]
+    portal: String,
+    /// The PKCE verifier.
+    #[serde(default)]
+    verifier: String,
+    #[serde(default)]
+    nonce: String,
+    /// The IDP the code goes to.
+    #[serde(default)]
+    idp_domain: String,
+    #[serde(default)]
+    client_id: String,
+}
+
+impl Record for FlowState {
+    const NAME: &'static str = "WebLink flow state";
+}
+
+/// A stored session (`session#weblink` / `<session id>`, expiring): who signed in to which
+/// portal, the IDP and client its tokens are refreshed at (pinned at sign-in), and the tokens.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Session {
+    /// The portal signed in to.
+    #[serde(default)]
+    pub portal: Option<String>,
+    /// The id_token's `sub`.
+    #[serde(default)]
+    pub sub: String,
+    /// The id_token's `email`.
+    #[serde(default)]
+    pub email: String,
+    /// Given and family name, as the id_token gave them.
+    #[serde(default)]
+    pub name: String,
+    /// The IDP that issued the tokens.
+    #[serde(default)]
+    pub idp_domain: String,
+    /// The portal's client id at that IDP.
+    #[serde(default)]
+    pub client_id: String,
+    /// The tokens, sealed to this item.
+    #[serde(flatten)]
+    pub tokens: SealedTokens,
+}
+
+impl Record for Session {
+    const NAME: &'static str = "WebLink session";
+}
+
 /// `GET /weblink/callback?code&state`.
 pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     let q = Params::from_query(req)?;
@@ -885,16 +939,14 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     let state_id = q.require("state")?;
     let state = flow::read_bound(cx, &STATE_COOKIE, req, PLATFORM, Some(state_id)).await?;
     let keys = cx.secrets.app_keys().await?;
-    let text = |name: &str| {
-        state
-            .data
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let (portal, verifier, nonce) = (text("portal"), text("verifier"), text("nonce"));
-    let (client_id, pinned) = (text("client_id"), text("idp_domain"));
+    // A state that does not decode is as unusable as one that lacks a field.
+    let FlowState {
+        portal,
+        verifier,
+        nonce,
+        idp_domain: pinned,
+        client_id,
+    } = state.record::<FlowState>().unwrap_or_default();
     if [&portal, &verifier, &nonce, &client_id, &pinned]
         .iter()
         .any(|v| v.is_empty())
@@ -943,7 +995,7 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
             audiences: &audiences,
             nonce: Some(&nonce),
             code: None,
-            access_token: Some(&reply.access_token),
+            access_token: Some(reply.access_token.expose_secret()),
             skew: s.skew,
         },
     )
@@ -963,27 +1015,28 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
 
     let session_id = crypto::random_token(24)?;
     let key = session_key(&session_id);
-    let mut attrs = Map::new();
-    attrs.insert("portal".into(), portal.clone().into());
-    attrs.insert("sub".into(), claim("sub").into());
-    attrs.insert("email".into(), claim("email").into());
-    attrs.insert("name".into(), name.clone().into());
-    attrs.insert("idp_domain".into(), domain.clone().into());
-    attrs.insert("client_id".into(), client_id.clone().into());
     let grant = Grant {
-        access_token: SecretString::from(reply.access_token),
-        refresh_token: reply.refresh_token.map(SecretString::from),
+        access_token: reply.access_token,
+        refresh_token: reply.refresh_token,
         expires_in: reply.expires_in.unwrap_or(3600),
         extra: Vec::new(),
     };
-    refresh::seal(&keys, &key, &grant, &mut attrs)?;
+    let session = Session {
+        portal: Some(portal.clone()),
+        sub: claim("sub"),
+        email: claim("email"),
+        name: name.clone(),
+        idp_domain: domain.clone(),
+        client_id: client_id.clone(),
+        tokens: SealedTokens::seal(&keys, &key, &grant)?,
+    };
     // The state's consumption and the session commit together.
     flow::commit(
         cx,
         &[
             state.consume(),
             Write::Put(
-                Item::new(key, attrs).expiring_at(now() + SESSION_SECONDS),
+                session.to_item(key)?.expiring_at(now() + SESSION_SECONDS),
                 Condition::Absent,
             ),
         ],
@@ -1044,8 +1097,8 @@ impl Refresher for WeblinkRefresher<'_> {
         )
         .await?;
         Ok(Grant {
-            access_token: SecretString::from(reply.access_token),
-            refresh_token: reply.refresh_token.map(SecretString::from),
+            access_token: reply.access_token,
+            refresh_token: reply.refresh_token,
             expires_in: reply.expires_in.unwrap_or(3600),
             extra: Vec::new(),
         })
@@ -1059,16 +1112,16 @@ pub async fn refresh(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
         .read(cx, &keys, req)
         .map_err(|_| Error::refused(Reason::SessionMissing, "no valid session; sign in"))?;
     let key = session_key(&session_id);
-    let session =
-        cx.store.get(&key).await?.ok_or_else(|| {
-            Error::refused(Reason::SessionMissing, "the session has ended; sign in")
-        })?;
-    let domain = session.str("idp_domain").unwrap_or_default().to_owned();
-    let client_id = session.str("client_id").unwrap_or_default().to_owned();
+    let session: Session = cx
+        .store
+        .get(&key)
+        .await?
+        .ok_or_else(|| Error::refused(Reason::SessionMissing, "the session has ended; sign in"))?
+        .record()?;
     let refresher = WeblinkRefresher {
         cx,
-        domain: &domain,
-        client_id: &client_id,
+        domain: &session.idp_domain,
+        client_id: &session.client_id,
     };
     let item = refresh::fresh_item(cx, &key, &refresher)
         .await
@@ -1080,14 +1133,14 @@ pub async fn refresh(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
                 reason: Reason::NeedsReauth,
                 ..
             } => {
-                let why = if session.attrs.contains_key("refresh_token_sealed") {
+                let why = if session.tokens.refresh_token_sealed.is_some() {
                     "the portal's sign-in service no longer accepts this session: its grant was \
                      revoked, its consent withdrawn, or it expired"
                 } else {
                     "this session cannot be renewed: its sign-in granted no offline access (no \
                      refresh token was issued), and its access token has expired"
                 };
-                let portal = session.str("portal").unwrap_or_default();
+                let portal = session.portal.as_deref().unwrap_or_default();
                 Error::refused(
                     Reason::NeedsReauth,
                     format!(
@@ -1099,13 +1152,14 @@ pub async fn refresh(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
             }
             other => other,
         })?;
-    let tokens = refresh::open(&keys, &item)?;
+    let fresh: Session = item.record()?;
+    let tokens = fresh.tokens.open(&keys, &key)?;
     Ok(web::json(
         StatusCode::OK,
         &json!({
             "access_token": tokens.access_token.expose_secret(),
             "expires_at": tokens.expires_at,
-            "portal": item.str("portal"),
+            "portal": fresh.portal,
         }),
     ))
 }

@@ -26,9 +26,11 @@
 
 mod dynamo;
 mod embedded;
+mod record;
 
 pub use dynamo::{DynamoStore, create_table};
 pub use embedded::EmbeddedStore;
+pub use record::Record;
 
 use serde_json::{Map, Value};
 
