@@ -9,6 +9,11 @@
 //! exists: the `url` crate's form parser, the `hmac` crate, jsonwebtoken's encoder, a reading
 //! of the rules written here.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
 #![warn(missing_docs)]
 
 pub mod harness;

@@ -1,5 +1,11 @@
 //! What fuzzing found, as plain tests (besides the inputs kept in `fuzz/seeds/`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
+
 use gatehouse::routes;
 use gatehouse::web::Params;
 use gatehouse_fuzz::harness::fixture;

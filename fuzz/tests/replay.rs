@@ -2,6 +2,12 @@
 //! found a bug with) and over pseudo-random inputs from a fixed seed, so that a target's
 //! properties hold on each test run, not only when someone runs `fuzz/run`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
+
 use std::path::Path;
 
 /// Pseudo-random inputs per target: a smoke test, not a fuzzing run.

@@ -2,6 +2,12 @@
 //! short to hold its nonce is refused, never a panic; random strings draw from the whole
 //! alphabet they are given (the PKCE verifier's is 66 characters).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
+
 use gatehouse::crypto::{KeyRing, random_string};
 use secrecy::SecretString;
 

@@ -1482,7 +1482,7 @@ async fn webhook_uninstall_older_than_the_install_is_not_acted_on() {
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil from days, Howard Hinnant's algorithm).
 fn iso(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
+    let days = i64::try_from(unix / 86_400).unwrap();
     let secs = unix % 86_400;
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

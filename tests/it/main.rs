@@ -1,5 +1,11 @@
 //! Gatehouse's integration tests, in one binary so that they build once.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
+
 mod bad_input;
 mod budget;
 mod events;

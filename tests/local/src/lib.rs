@@ -2,6 +2,11 @@
 //! `gatehouse-simulators`), the load and bench tools, the DynamoDB fault proxy, and the route
 //! table they share with the integration tests (`tests/it`).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
 #![warn(missing_docs)]
 
 pub mod events;

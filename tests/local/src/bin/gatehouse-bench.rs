@@ -17,6 +17,12 @@
 //! what it acts on (an uninstall takes the install, a delivery leaves its mark) be measured as a
 //! first delivery every time instead of as a replay.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};

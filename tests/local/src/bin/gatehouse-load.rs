@@ -7,6 +7,12 @@
 //! Markdown table for the README and exits non-zero if any valid delivery was not applied
 //! exactly once, any bad one was not refused, or a 5xx was left unretried.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
+
 use gatehouse_local::load::{self, Backend, Plan};
 use std::time::Duration;
 
