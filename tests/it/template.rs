@@ -439,3 +439,30 @@ fn every_binary_runs_its_routes_function() {
         );
     }
 }
+
+/// The README's "Where is…" table answers each question with one path, and each path exists:
+/// a newcomer following it lands on the file.
+#[test]
+fn the_readmes_where_is_table_points_at_files_that_exist() {
+    let readme = read("README.md");
+    let table = readme
+        .split("### Where is")
+        .nth(1)
+        .expect("README.md has a \"Where is\" table");
+    let rows: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .collect();
+    assert!(rows.len() >= 5, "five questions at least: {rows:?}");
+    for row in rows {
+        let answer = row.split('|').nth(2).unwrap_or_default();
+        let path = answer.split('`').nth(1).unwrap_or_default();
+        assert!(!path.is_empty(), "no path in {row:?}");
+        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path);
+        assert!(full.exists(), "{path} (README \"Where is\") does not exist");
+    }
+}
