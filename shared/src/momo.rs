@@ -245,6 +245,7 @@ async fn fetch_token(cx: &Momo, product: &str) -> Result<(SecretString, i64)> {
     let url = format!("{}/{product}/token/", cx.settings.base_url);
     let resp = cx
         .http
+        .client()?
         .post(&url)
         .header("Authorization", format!("Basic {basic}"))
         .header(
@@ -869,6 +870,7 @@ async fn prepare_request_to_pay(
     });
     Ok(cx
         .http
+        .client()?
         .post(format!(
             "{}/collection/v1_0/requesttopay",
             cx.settings.base_url
@@ -1080,6 +1082,7 @@ async fn fetch_status(cx: &Momo, reference: &str) -> Result<Option<StatusReply>>
     let creds = cx.secrets.credentials(PLATFORM).await?;
     let resp = cx
         .http
+        .client()?
         .get(format!(
             "{}/collection/v1_0/requesttopay/{reference}",
             cx.settings.base_url
@@ -1304,6 +1307,7 @@ pub async fn provision(
             .is_some_and(|k| !k.is_empty());
         let resp = cx
             .http
+            .client()?
             .get(format!("{base}/v1_0/apiuser/{user}"))
             .header("Ocp-Apim-Subscription-Key", subscription_key)
             .send()
@@ -1316,6 +1320,7 @@ pub async fn provision(
     let user = uuid::Uuid::new_v4().to_string();
     let created = cx
         .http
+        .client()?
         .post(format!("{base}/v1_0/apiuser"))
         .header("X-Reference-Id", &user)
         .header("Ocp-Apim-Subscription-Key", subscription_key)
@@ -1336,6 +1341,7 @@ pub async fn provision(
     }
     let key_resp = cx
         .http
+        .client()?
         .post(format!("{base}/v1_0/apiuser/{user}/apikey"))
         .header("Ocp-Apim-Subscription-Key", subscription_key)
         .header("Content-Length", "0")
@@ -1354,6 +1360,7 @@ pub async fn provision(
         .map_err(|_| Error::Upstream("MoMo's API key answer is unreadable".into()))?;
     let check = cx
         .http
+        .client()?
         .get(format!("{base}/v1_0/apiuser/{user}"))
         .header("Ocp-Apim-Subscription-Key", subscription_key)
         .send()
