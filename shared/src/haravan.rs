@@ -316,7 +316,7 @@ impl Record for FlowState {
 
 /// The store key of an org's install.
 pub fn install_key(orgid: &str) -> Key {
-    Key::new(format!("install#{PLATFORM}"), orgid)
+    Key::single(&format!("install#{PLATFORM}"), orgid)
 }
 
 fn session_key(orgid: &str, session_id: &str) -> Key {

@@ -140,7 +140,7 @@ impl Record for FlowState {
 
 /// The store key of a shop's install.
 pub fn install_key(shop_id: &str) -> Key {
-    Key::new(format!("install#{PLATFORM}"), shop_id)
+    Key::single(&format!("install#{PLATFORM}"), shop_id)
 }
 
 /// The canonical text Sesami signs: `JSON.stringify` of an object built from `object` with its

@@ -867,8 +867,9 @@ async fn token_call(
     refresh::token_request(request, "Administrate's sign-in service for the portal").await
 }
 
+/// A session's random id is its partition: sessions are only ever read by id.
 fn session_key(session_id: &str) -> Key {
-    Key::new(format!("session#{PLATFORM}"), session_id)
+    Key::single(&format!("session#{PLATFORM}"), session_id)
 }
 
 /// The one-time state of a sign-in: what the callback needs, pinned at login. Each is empty
