@@ -37,8 +37,10 @@ def sesami_uninstall(event):
     shop = str(hook["data"]["shopId"])
     install = {"shop_id": shop, "name": "Bench shop", "token_sealed": PLACEHOLDER_SEALED,
                "expire_at": "NEVER", "scopes": ["Shop:Read"], "installed_at": 1795550400}
-    return {"put": [{"pk": "install#sesami", "sk": shop, "attrs": install}],
-            "delete": [{"pk": "webhook#sesami", "sk": hook["hmac"].lower()}]}
+    mark = hook["hmac"].lower()
+    # Each item alone in its partition, `<kind>#<id>` (README, "Storage").
+    return {"put": [{"pk": f"install#sesami#{shop}", "sk": shop, "attrs": install}],
+            "delete": [{"pk": f"webhook#sesami#{mark}", "sk": mark}]}
 
 
 def haravan_delivery(event):
@@ -52,8 +54,9 @@ def haravan_delivery(event):
                "refresh_token_sealed": PLACEHOLDER_SEALED, "expires_at": 4102444800,
                "token_version": "bench-version", "needs_reauth": False,
                "webhooks_subscribed": True}
-    return {"put": [{"pk": "install#haravan", "sk": org, "attrs": install}],
-            "delete": [{"pk": "webhook#haravan", "sk": hashlib.sha256(body).hexdigest()}]}
+    mark = hashlib.sha256(body).hexdigest()
+    return {"put": [{"pk": f"install#haravan#{org}", "sk": org, "attrs": install}],
+            "delete": [{"pk": f"webhook#haravan#{mark}", "sk": mark}]}
 
 
 SEEDS = {

@@ -89,6 +89,9 @@ impl Store for Journal {
     async fn query(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
         self.inner.query(pk).await
     }
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        self.inner.scan_prefix(prefix).await
+    }
     async fn transact(&self, writes: &[gatehouse::store::Write]) -> Result<(), StoreError> {
         for write in writes {
             self.touch(write.key()).await?;

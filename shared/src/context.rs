@@ -20,8 +20,9 @@ pub struct Deps {
     pub store: Arc<dyn Store>,
     /// App and platform credentials, cached.
     pub secrets: Secrets,
-    /// Outbound calls to platforms.
-    pub http: reqwest::Client,
+    /// Outbound calls to platforms: the client is built on first use, so a function that never
+    /// calls a platform never loads the certificate store a second time.
+    pub http: crate::http::Http,
 }
 
 /// The AWS SDK configuration of a container: region, credentials and endpoints from the
@@ -125,10 +126,7 @@ impl Deps {
                 (name.to_string(), source)
             })
             .collect();
-        let http = crate::http::client(config.http_timeout).map_err(|e| ConfigError {
-            name: "GATEHOUSE_HTTP_TIMEOUT_SECONDS".into(),
-            problem: format!("the HTTP client cannot be built: {e}"),
-        })?;
+        let http = crate::http::Http::new(config.http_timeout);
         Ok(Self {
             secrets: Secrets::new(sources, config.secrets_ttl),
             store,
@@ -162,5 +160,27 @@ impl Deps {
             "{}{path}",
             self.base_url(req)?.as_str().trim_end_matches('/')
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Vars;
+
+    /// Building the dependencies, and every platform's context over them, loads no certificate
+    /// store for the platform client: only a handler that calls a platform builds it.
+    #[tokio::test]
+    async fn building_deps_does_not_build_the_http_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut vars = Vars::default();
+        vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
+        let platforms = crate::routes::Platforms::from_vars(&vars).await.unwrap();
+        assert!(!platforms.deps.http.is_built());
+        platforms
+            .deps
+            .http
+            .client()
+            .expect("the client builds on first use");
+        assert!(platforms.deps.http.is_built());
     }
 }

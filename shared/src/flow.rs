@@ -127,8 +127,10 @@ pub const fn state_cookie(name: &'static str) -> CookieSpec {
     }
 }
 
+/// A state's key: its random id is its partition (`state#<platform>#<id>`), so that starting
+/// flows, any number of tenants at once, spreads over as many partitions.
 fn state_key(platform: &str, id: &str) -> Key {
-    Key::new(format!("state#{platform}"), id)
+    Key::single(&format!("state#{platform}"), id)
 }
 
 /// Stores new one-time state for `platform` and returns its id.
@@ -214,9 +216,9 @@ pub async fn commit(cx: &Deps, writes: &[Write]) -> Result<()> {
 
 /// The key of the mark of `code` of `platform`: a hash, so that the code itself is never stored.
 fn code_key(platform: &str, code: &str) -> Key {
-    Key::new(
-        format!("code#{platform}"),
-        hex::encode(crypto::sha256(code.as_bytes())),
+    Key::single(
+        &format!("code#{platform}"),
+        &hex::encode(crypto::sha256(code.as_bytes())),
     )
 }
 

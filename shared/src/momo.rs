@@ -138,8 +138,10 @@ fn subscription_key(creds: &crate::secrets::Credentials, product: &str) -> Resul
 // ---------------------------------------------------------------------------------------------
 // Access tokens
 
+/// The shared access token of a MoMo product (`collection`): one per product, read from the
+/// container cache on most requests.
 fn token_key(product: &str) -> Key {
-    Key::new(format!("token#{PLATFORM}"), product)
+    Key::single(&format!("token#{PLATFORM}"), product)
 }
 
 #[derive(Deserialize)]
@@ -213,7 +215,8 @@ async fn stored_token(cx: &Momo, product: &str) -> Result<Option<(SecretString, 
 
 async fn shared_token(cx: &Momo, product: &str) -> Result<(SecretString, i64)> {
     let patience = Patience::new(Duration::from_secs(20), Duration::from_millis(100));
-    let lease_key = Key::new(format!("lease#token#{PLATFORM}"), product);
+    let token = token_key(product);
+    let lease_key = Key::new(format!("lease#{}", token.pk), token.sk);
     loop {
         if let Some(found) = stored_token(cx, product).await? {
             return Ok(found);
@@ -245,6 +248,7 @@ async fn fetch_token(cx: &Momo, product: &str) -> Result<(SecretString, i64)> {
     let url = format!("{}/{product}/token/", cx.settings.base_url);
     let resp = cx
         .http
+        .client()?
         .post(&url)
         .header("Authorization", format!("Basic {basic}"))
         .header(
@@ -313,25 +317,44 @@ async fn fetch_token(cx: &Momo, product: &str) -> Result<(SecretString, i64)> {
 
 /// The store key of a transaction.
 pub fn transaction_key(reference: &str) -> Key {
-    Key::new(format!("tx#{PLATFORM}"), reference)
+    Key::single(&format!("tx#{PLATFORM}"), reference)
 }
 
-/// The partition indexing the payments still PENDING, in creation order, so that the
-/// reconciler finds them with one query instead of a scan. An entry is written in the same
-/// transaction as its payment and removed in the same transaction as its outcome.
-pub const PENDING_PK: &str = "pending#momo";
+/// How many partitions index the pending payments. One partition would take every payment's
+/// creation and outcome (two index writes each) on one key, capping payments at ~500/s; the
+/// entries are spread over this many fixed partitions by a hash of the reference, and the
+/// reconciler queries each in turn (16 small Queries a run, ~16,000 index writes/s in all).
+pub const PENDING_SHARDS: u32 = 16;
 
-/// The index entry of a pending payment: `<created_at, 12 digits>#<reference>`, so that the
-/// sort-key order is the creation order.
+/// The partition of shard `shard` of the pending-payment index: `pending#momo#<00..15>`, each
+/// in creation order, so that the reconciler finds the pending payments with
+/// [`PENDING_SHARDS`] queries instead of a scan. An entry is written in the same transaction
+/// as its payment and removed in the same transaction as its outcome.
+pub fn pending_partition(shard: u32) -> String {
+    format!("pending#{PLATFORM}#{shard:02}")
+}
+
+/// The shard of a payment's index entry: a hash of its reference, so that it is found again
+/// from the reference alone.
+fn pending_shard(reference: &str) -> u32 {
+    let hash = crate::crypto::sha256(reference.as_bytes());
+    u32::from(hash[0]) % PENDING_SHARDS
+}
+
+/// The index entry of a pending payment: `<created_at, 12 digits>#<reference>` in its shard,
+/// so that the sort-key order is the creation order.
 fn pending_key(created_at: i64, reference: &str) -> Key {
-    Key::new(PENDING_PK, format!("{created_at:012}#{reference}"))
+    Key::new(
+        pending_partition(pending_shard(reference)),
+        format!("{created_at:012}#{reference}"),
+    )
 }
 
 /// The store key of the idempotency record of an externalId and an Idempotency-Key.
 fn idempotency_key(external_id: &str, idempotency: &str) -> Key {
-    Key::new(
-        format!("idem#{PLATFORM}"),
-        hex::encode(crate::crypto::sha256(
+    Key::single(
+        &format!("idem#{PLATFORM}"),
+        &hex::encode(crate::crypto::sha256(
             format!("{external_id}\n{idempotency}").as_bytes(),
         )),
     )
@@ -516,7 +539,7 @@ impl Record for Idempotency {
     const NAME: &'static str = "MoMo idempotency record";
 }
 
-/// The index entry of a pending payment (`pending#momo`).
+/// The index entry of a pending payment (`pending#momo#<shard>`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PendingEntry {
     #[serde(default)]
@@ -869,6 +892,7 @@ async fn prepare_request_to_pay(
     });
     Ok(cx
         .http
+        .client()?
         .post(format!(
             "{}/collection/v1_0/requesttopay",
             cx.settings.base_url
@@ -1080,6 +1104,7 @@ async fn fetch_status(cx: &Momo, reference: &str) -> Result<Option<StatusReply>>
     let creds = cx.secrets.credentials(PLATFORM).await?;
     let resp = cx
         .http
+        .client()?
         .get(format!(
             "{}/collection/v1_0/requesttopay/{reference}",
             cx.settings.base_url
@@ -1187,56 +1212,62 @@ pub async fn reconcile_at(cx: &Momo, at: i64) -> Result<Reconciled> {
     let started = Instant::now();
     let cutoff = at.saturating_sub(cx.settings.reconcile_after);
     let mut run = Reconciled::default();
-    for item in cx.store.query(PENDING_PK).await? {
-        // An entry that does not decode is left for a look by hand; the run goes on.
-        let entry = match item.record::<PendingEntry>() {
-            Ok(entry) => entry,
-            Err(e) => {
-                run.failed += 1;
-                tracing::warn!(error = %e, "momo reconcile: an index entry is unreadable");
+    // Shard by shard, each in creation order. The first shard turns with the time of the run, so
+    // that a backlog in one shard that outlasts the run's budget cannot starve the others.
+    let first = u32::try_from(at.rem_euclid(i64::from(PENDING_SHARDS))).unwrap_or(0);
+    'shards: for n in 0..PENDING_SHARDS {
+        let shard = (first + n) % PENDING_SHARDS;
+        for item in cx.store.query(&pending_partition(shard)).await? {
+            // An entry that does not decode is left for a look by hand; the run goes on.
+            let entry = match item.record::<PendingEntry>() {
+                Ok(entry) => entry,
+                Err(e) => {
+                    run.failed += 1;
+                    tracing::warn!(error = %e, "momo reconcile: an index entry is unreadable");
+                    continue;
+                }
+            };
+            if entry.created_at > cutoff {
+                continue 'shards; // in creation order: the rest of this shard are younger still
+            }
+            if started.elapsed() > RECONCILE_BUDGET {
+                tracing::warn!("momo reconcile: out of time; the rest waits for the next run");
+                break 'shards;
+            }
+            let reference = entry.reference;
+            let tx = match cx.store.get(&transaction_key(&reference)).await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    run.failed += 1;
+                    tracing::warn!(reference, error = %e, "momo reconcile: the payment is unreadable");
+                    continue;
+                }
+            };
+            let pending = match tx.as_ref().map(Item::record::<Transaction>) {
+                Some(Ok(record)) => record.status == Some(Status::Pending),
+                Some(Err(e)) => {
+                    run.failed += 1;
+                    tracing::warn!(reference, error = %e, "momo reconcile: the payment is unreadable");
+                    continue;
+                }
+                None => false,
+            };
+            let Some(tx) = tx.filter(|_| pending) else {
+                if let Err(e) = cx.store.take(&item.key).await {
+                    tracing::warn!(reference, error = %e, "momo reconcile: a stale entry stays");
+                }
+                run.stale += 1;
                 continue;
-            }
-        };
-        if entry.created_at > cutoff {
-            break; // in creation order: the rest are younger still
-        }
-        if started.elapsed() > RECONCILE_BUDGET {
-            tracing::warn!("momo reconcile: out of time; the rest waits for the next run");
-            break;
-        }
-        let reference = entry.reference;
-        let tx = match cx.store.get(&transaction_key(&reference)).await {
-            Ok(tx) => tx,
-            Err(e) => {
-                run.failed += 1;
-                tracing::warn!(reference, error = %e, "momo reconcile: the payment is unreadable");
-                continue;
-            }
-        };
-        let pending = match tx.as_ref().map(Item::record::<Transaction>) {
-            Some(Ok(record)) => record.status == Some(Status::Pending),
-            Some(Err(e)) => {
-                run.failed += 1;
-                tracing::warn!(reference, error = %e, "momo reconcile: the payment is unreadable");
-                continue;
-            }
-            None => false,
-        };
-        let Some(tx) = tx.filter(|_| pending) else {
-            if let Err(e) = cx.store.take(&item.key).await {
-                tracing::warn!(reference, error = %e, "momo reconcile: a stale entry stays");
-            }
-            run.stale += 1;
-            continue;
-        };
-        run.checked += 1;
-        match confirm(cx, &tx, at).await {
-            Ok((Confirmed::Recorded, _)) => run.recorded += 1,
-            Ok((Confirmed::AlreadyRecorded, _)) => {}
-            Ok((Confirmed::Pending | Confirmed::NotYetKnown, _)) => run.pending += 1,
-            Err(e) => {
-                run.failed += 1;
-                tracing::warn!(reference, error = %e, "momo reconcile: could not confirm");
+            };
+            run.checked += 1;
+            match confirm(cx, &tx, at).await {
+                Ok((Confirmed::Recorded, _)) => run.recorded += 1,
+                Ok((Confirmed::AlreadyRecorded, _)) => {}
+                Ok((Confirmed::Pending | Confirmed::NotYetKnown, _)) => run.pending += 1,
+                Err(e) => {
+                    run.failed += 1;
+                    tracing::warn!(reference, error = %e, "momo reconcile: could not confirm");
+                }
             }
         }
     }
@@ -1304,6 +1335,7 @@ pub async fn provision(
             .is_some_and(|k| !k.is_empty());
         let resp = cx
             .http
+            .client()?
             .get(format!("{base}/v1_0/apiuser/{user}"))
             .header("Ocp-Apim-Subscription-Key", subscription_key)
             .send()
@@ -1316,6 +1348,7 @@ pub async fn provision(
     let user = uuid::Uuid::new_v4().to_string();
     let created = cx
         .http
+        .client()?
         .post(format!("{base}/v1_0/apiuser"))
         .header("X-Reference-Id", &user)
         .header("Ocp-Apim-Subscription-Key", subscription_key)
@@ -1336,6 +1369,7 @@ pub async fn provision(
     }
     let key_resp = cx
         .http
+        .client()?
         .post(format!("{base}/v1_0/apiuser/{user}/apikey"))
         .header("Ocp-Apim-Subscription-Key", subscription_key)
         .header("Content-Length", "0")
@@ -1354,6 +1388,7 @@ pub async fn provision(
         .map_err(|_| Error::Upstream("MoMo's API key answer is unreadable".into()))?;
     let check = cx
         .http
+        .client()?
         .get(format!("{base}/v1_0/apiuser/{user}"))
         .header("Ocp-Apim-Subscription-Key", subscription_key)
         .send()

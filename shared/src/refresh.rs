@@ -173,6 +173,14 @@ pub enum RefreshError {
     Failed(Error),
 }
 
+impl From<Error> for RefreshError {
+    /// An error of ours before the call (the HTTP client cannot be built): a failure, not a
+    /// refusal, so nothing is marked.
+    fn from(e: Error) -> Self {
+        RefreshError::Failed(e)
+    }
+}
+
 impl RefreshError {
     /// The error for a code exchange that failed this way: `invalid_grant` means the platform
     /// refused the code (a 400 asking to start again); anything else stays as it was.

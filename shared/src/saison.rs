@@ -414,6 +414,7 @@ async fn token_call(
         .finish();
     let request = cx
         .http
+        .client()?
         .post(format!("{}/auth/token", cx.settings.api_base))
         .header("X-API-VERSION", API_VERSION)
         .header(
@@ -477,9 +478,14 @@ pub async fn call(
         cx.settings.mac_separator,
     )?;
     let request = match method {
-        "POST" => cx.http.post(url.clone()).form(form.unwrap_or_default()),
+        "POST" => cx
+            .http
+            .client()?
+            .post(url.clone())
+            .form(form.unwrap_or_default()),
         _ => cx
             .http
+            .client()?
             .get(url.clone())
             .header("Content-Type", "application/x-www-form-urlencoded"),
     };

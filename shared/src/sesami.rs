@@ -140,7 +140,7 @@ impl Record for FlowState {
 
 /// The store key of a shop's install.
 pub fn install_key(shop_id: &str) -> Key {
-    Key::new(format!("install#{PLATFORM}"), shop_id)
+    Key::single(&format!("install#{PLATFORM}"), shop_id)
 }
 
 /// The canonical text Sesami signs: `JSON.stringify` of an object built from `object` with its
@@ -439,16 +439,23 @@ async fn exchange(cx: &Sesami, shop_id: &str, code: &str) -> Result<TokenReply> 
         "clientId": creds.client_id,
         "clientSecret": creds.client_secret.expose_secret(),
     });
-    let resp = cx.http.post(&url).json(&body).send().await.map_err(|e| {
-        tracing::warn!(
-            reason = crate::http::describe(&e),
-            "sesami token call failed"
-        );
-        Error::Upstream(format!(
-            "Sesami's token endpoint {}; try installing again",
-            crate::http::describe(&e)
-        ))
-    })?;
+    let resp = cx
+        .http
+        .client()?
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| {
+            tracing::warn!(
+                reason = crate::http::describe(&e),
+                "sesami token call failed"
+            );
+            Error::Upstream(format!(
+                "Sesami's token endpoint {}; try installing again",
+                crate::http::describe(&e)
+            ))
+        })?;
     let status = resp.status();
     if status.is_client_error() {
         tracing::warn!(status = status.as_u16(), "sesami refused the code");

@@ -626,7 +626,7 @@ pub async fn portal_config(cx: &Weblink, portal: &str) -> Result<PortalConfig> {
         let mut url = url::Url::parse(&w.settings.host_lookup_url)
             .map_err(|_| Error::Internal("bad host lookup URL".into()))?;
         url.query_pairs_mut().append_pair("host", portal);
-        let resp = cx.http.get(url).send().await.map_err(|e| {
+        let resp = cx.http.client()?.get(url).send().await.map_err(|e| {
             Error::Upstream(format!(
                 "Administrate's host lookup {}",
                 crate::http::describe(&e)
@@ -740,6 +740,7 @@ async fn cached_guest_token(cx: &Weblink, portal: &str) -> Result<GuestOutcome> 
 async fn fetch_guest_token(cx: &Weblink, portal: &str) -> Result<GuestOutcome> {
     let resp = cx
         .http
+        .client()?
         .post(&cx.settings.guest_url)
         .json(&json!({ "domain": portal }))
         .send()
@@ -799,7 +800,7 @@ pub async fn login(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     let keys = cx.secrets.app_keys().await?;
     let redirect_uri = cx.public_url(req, "/weblink/callback")?;
     let authorize = cx
-        .endpoint(&cx.http, &config.idp.domain, Endpoint::Authorize)
+        .endpoint(cx.http.client()?, &config.idp.domain, Endpoint::Authorize)
         .await?;
     let mut url = url::Url::parse(&authorize).map_err(|_| {
         Error::Upstream(
@@ -849,10 +850,10 @@ async fn token_call(
     fields: &[(&str, &str)],
 ) -> std::result::Result<TokenReply, RefreshError> {
     let url = cx
-        .endpoint(&cx.http, domain, Endpoint::Token)
+        .endpoint(cx.http.client()?, domain, Endpoint::Token)
         .await
         .map_err(RefreshError::Failed)?;
-    let request = cx.http.post(&url);
+    let request = cx.http.client()?.post(&url);
     let request = match cx.settings.token_encoding {
         Encoding::Json => {
             let body: Map<String, Value> = fields
@@ -866,8 +867,9 @@ async fn token_call(
     refresh::token_request(request, "Administrate's sign-in service for the portal").await
 }
 
+/// A session's random id is its partition: sessions are only ever read by id.
 fn session_key(session_id: &str) -> Key {
-    Key::new(format!("session#{PLATFORM}"), session_id)
+    Key::single(&format!("session#{PLATFORM}"), session_id)
 }
 
 /// The one-time state of a sign-in: what the callback needs, pinned at login. Each is empty
@@ -987,7 +989,7 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     let discovered = cx.jwks_of(&domain);
     let jwks = discovered.as_ref().map_or(&cx.jwks, |idp| &idp.jwks);
     let claims = oidc::verify_id_token(
-        &cx.http,
+        cx.http.client()?,
         jwks,
         id_token,
         &Expect {

@@ -63,6 +63,9 @@ impl Store for Slow {
         self.wait().await;
         self.inner.take(key).await
     }
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        self.inner.scan_prefix(prefix).await
+    }
     async fn query(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
         self.wait().await;
         self.inner.query(pk).await

@@ -53,7 +53,7 @@ const HARAVAN_STATES: &[(&str, &str, Option<&str>)] = &[
 fn haravan_state_key(case: &str) -> Key {
     let id = format!("events-haravan-state-{case}");
     assert!(HARAVAN_STATES.iter().any(|(s, _, _)| *s == id), "{id}");
-    Key::new("state#haravan", id)
+    Key::single("state#haravan", &id)
 }
 
 /// An app configured as events/local.env says, on a fresh embedded store, with the Sesami
@@ -267,14 +267,16 @@ impl EventBench {
         self.dispatched.lock().unwrap().clone()
     }
 
-    async fn count(&self, pk: &str) -> usize {
-        self.app.store.query(pk).await.unwrap().len()
+    async fn count(&self, kind: &str) -> usize {
+        crate::harness::of_kind(self.app.store.as_ref(), kind)
+            .await
+            .len()
     }
 
     async fn seed_state(&self) {
         let mut attrs = Map::new();
         attrs.insert("shop_id".into(), json!(SHOP));
-        let item = Item::new(Key::new("state#sesami", STATE_ID), attrs).expiring_at(now() + 600);
+        let item = Item::new(Key::single("state#sesami", STATE_ID), attrs).expiring_at(now() + 600);
         self.app.store.put(&item, Condition::Always).await.unwrap();
     }
 
@@ -299,7 +301,7 @@ impl EventBench {
             if let Some(org) = orgid {
                 attrs.insert("orgid".into(), json!(org));
             }
-            let item = Item::new(Key::new("state#haravan", *id), attrs).expiring_at(now() + 600);
+            let item = Item::new(Key::single("state#haravan", id), attrs).expiring_at(now() + 600);
             self.app.store.put(&item, Condition::Always).await.unwrap();
         }
     }
@@ -554,7 +556,7 @@ pub(crate) async fn haravan_login_start_scenario(b: &EventBench) {
     let cookie = out["cookies"][0].as_str().unwrap();
     assert!(cookie.starts_with("__Host-gh-haravan-state="), "{cookie}");
     assert!(cookie.contains("SameSite=None") && cookie.contains("Secure"));
-    let states = b.app.store.query("state#haravan").await.unwrap();
+    let states = crate::harness::of_kind(b.app.store.as_ref(), "state#haravan").await;
     assert_eq!(states.len(), 1);
     assert_eq!(states[0].str("purpose"), Some("login"));
     assert_eq!(states[0].str("nonce"), query_param(&to, "nonce").as_deref());
@@ -564,7 +566,7 @@ pub(crate) async fn haravan_login_start_scenario(b: &EventBench) {
     assert_eq!(status, 302, "{out}");
     let to = location(&out);
     assert_eq!(query_param(&to, "orgid").as_deref(), Some(ORG_NEW), "{to}");
-    let states = b.app.store.query("state#haravan").await.unwrap();
+    let states = crate::harness::of_kind(b.app.store.as_ref(), "state#haravan").await;
     assert_eq!(states.len(), 2);
     assert!(states.iter().any(|s| s.str("orgid") == Some(ORG_NEW)));
 }
@@ -700,12 +702,8 @@ pub(crate) async fn haravan_login_callback_scenario(b: &EventBench) {
         query_param(&to, "redirect_uri"),
         Some(format!("{EVENTS_BASE}/haravan/install/grandservice"))
     );
-    let started: Vec<Item> = b
-        .app
-        .store
-        .query("state#haravan")
+    let started: Vec<Item> = crate::harness::of_kind(b.app.store.as_ref(), "state#haravan")
         .await
-        .unwrap()
         .into_iter()
         .filter(|s| !HARAVAN_STATES.iter().any(|(id, _, _)| *id == s.key.sk))
         .collect();
@@ -918,7 +916,7 @@ pub(crate) async fn saison_scenario(b: &EventBench) {
 
     let mut attrs = Map::new();
     attrs.insert("member".into(), json!("demo"));
-    let state = Item::new(Key::new("state#saison", STATE), attrs).expiring_at(now() + 600);
+    let state = Item::new(Key::single("state#saison", STATE), attrs).expiring_at(now() + 600);
     b.app.store.put(&state, Condition::Always).await.unwrap();
     b.saison.register_code(CODE, "demo", "M0001");
     for (name, expected) in [
@@ -1087,7 +1085,7 @@ pub(crate) async fn weblink_scenario(b: &EventBench) {
     assert_eq!(b.count("state#weblink").await, 1);
 
     // A session with fresh tokens, as a callback would have stored it.
-    let key = Key::new("session#weblink", "events-weblink-session-0123456789abcdef");
+    let key = Key::single("session#weblink", "events-weblink-session-0123456789abcdef");
     let keys = b.app.secrets.app_keys().await.unwrap();
     let mut attrs = Map::new();
     attrs.insert("portal".into(), json!("demo.administrateweblink.com"));

@@ -254,7 +254,7 @@ async fn sesami_token_endpoint_failures() {
         assert!(authorize.starts_with(&platform.base), "{authorize}");
         let stored = h.stored();
         assert!(
-            !stored.is_empty() && stored.iter().all(|row| row.pk == "state#sesami"),
+            !stored.is_empty() && stored.iter().all(|row| row.pk.starts_with("state#sesami#")),
             "only the states of installs: {stored:?}"
         );
         let consent_page = b.get(&authorize).await;

@@ -1032,6 +1032,12 @@ impl gatehouse::store::Store for Counting {
         self.called();
         self.inner.take(key).await
     }
+    async fn scan_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<gatehouse::store::Item>, gatehouse::store::StoreError> {
+        self.inner.scan_prefix(prefix).await
+    }
     async fn query(
         &self,
         pk: &str,

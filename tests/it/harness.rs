@@ -154,9 +154,10 @@ impl Harness {
         format!("{}{path}", self.server.base())
     }
 
-    /// The live items of one partition.
-    pub async fn items(&self, pk: &str) -> Vec<gatehouse::store::Item> {
-        self.server.app.store.query(pk).await.expect("query")
+    /// The live items of a kind (`state#sesami`: every item keyed `state#sesami#…`), or of one
+    /// partition (`session#haravan#<org>`); see [`of_kind`].
+    pub async fn items(&self, kind: &str) -> Vec<gatehouse::store::Item> {
+        of_kind(self.server.app.store.as_ref(), kind).await
     }
 
     /// Every row of the embedded store, expired or not, in key order: a snapshot of everything
@@ -369,4 +370,21 @@ pub fn resolve(base: &str, action: &str) -> String {
         .and_then(|b| b.join(action))
         .map(|u| u.to_string())
         .expect("form action resolves")
+}
+
+/// The live items whose partition key is `kind` or starts with `kind#`, in key order: a kind's
+/// items, now that each has a partition of its own (`install#haravan#<org>`), or the items of
+/// one partition. A scan of the whole table, for tests only.
+pub async fn of_kind(
+    store: &dyn gatehouse::store::Store,
+    kind: &str,
+) -> Vec<gatehouse::store::Item> {
+    let within = format!("{kind}#");
+    store
+        .scan_prefix(kind)
+        .await
+        .expect("scan")
+        .into_iter()
+        .filter(|item| item.key.pk == kind || item.key.pk.starts_with(&within))
+        .collect()
 }

@@ -1167,7 +1167,7 @@ fn report_unexercised(world: &World, stack: &Stack, allowed: &HashMap<String, Ve
 /// handler turns into a 503.
 #[tokio::test]
 async fn a_call_moto_refuses_is_recorded_by_function_and_action() {
-    use gatehouse::store::{Condition, Key, Store};
+    use gatehouse::store::{Condition, Store};
     let Some(moto) = iam_moto() else {
         return;
     };
@@ -1194,7 +1194,7 @@ async fn a_call_moto_refuses_is_recorded_by_function_and_action() {
     relay.know(credentials.access_key_id(), "haravan-webhooks");
     let sdk = sdk_config_for(&relay.url, credentials, timeouts).await;
     let store = gatehouse::store::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table);
-    let key = Key::new("install#haravan", "1000444444");
+    let key = gatehouse::haravan::install_key("1000444444");
     assert!(store.get(&key).await.unwrap().is_none());
     let mut set = serde_json::Map::new();
     set.insert("shop_updated_at".into(), json!(1));
@@ -1249,6 +1249,20 @@ mod evaluation {
         assert!(wildcard("a?c", "abc") && !wildcard("a?c", "ac"));
         assert!(wildcard("*", "") && !wildcard("", "x"));
         assert!(wildcard("*b*b", "abab") && !wildcard("*b*b", "abba"));
+        // The template's tenant patterns: a kind's items, each in a partition of its own.
+        assert!(wildcard("install#haravan#*", "install#haravan#1000444444"));
+        assert!(
+            !wildcard("install#haravan#*", "install#haravan"),
+            "no tenant part"
+        );
+        assert!(!wildcard("install#haravan#*", "install#sesami#1000"));
+        assert!(!wildcard("install#haravan#*", "lease#install#haravan#1"));
+        assert!(wildcard("pending#momo#??", "pending#momo#07"));
+        assert!(!wildcard("pending#momo#??", "pending#momo#7"));
+        // Case matters in a StringLike value, unlike in an action.
+        assert!(!wildcard("install#haravan#*", "Install#haravan#1"));
+        // `*` spans `#`: a pattern is no narrower than its prefix.
+        assert!(wildcard("tx#momo#*", "tx#momo#a#b"));
     }
 
     #[test]
@@ -1516,7 +1530,7 @@ mod evaluation {
     #[test]
     fn haravan_webhooks_without_update_item_is_refused_by_name() {
         // The shop/update write as DynamoStore::update sends it.
-        let update = json!({"TableName": "t", "Key": key("install#haravan"),
+        let update = json!({"TableName": "t", "Key": key("install#haravan#1000444444"),
                             "UpdateExpression": "SET #s0 = :s0",
                             "ConditionExpression": "attribute_exists(#pk)"});
         let auths = authorizations("DynamoDB_20120810.UpdateItem", &update, &|t| {
@@ -1559,7 +1573,7 @@ mod evaluation {
             "{refused}"
         );
         assert!(
-            refused.contains("partition key install#haravan"),
+            refused.contains("partition key install#haravan#1000444444"),
             "{refused}"
         );
     }

@@ -15,6 +15,7 @@ mod faults;
 mod haravan;
 mod harness;
 mod iam;
+mod keys;
 mod load;
 mod momo;
 mod op;

@@ -135,7 +135,7 @@ async fn dynamodb_install_item_holds_no_plaintext_token() {
         .table_name(table)
         .key(
             "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S("install#sesami".into()),
+            aws_sdk_dynamodb::types::AttributeValue::S("install#sesami#shop-raw".into()),
         )
         .key(
             "sk",

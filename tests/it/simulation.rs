@@ -175,6 +175,9 @@ impl Store for FaultyStore {
         })
         .await
     }
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        self.inner.scan_prefix(prefix).await
+    }
     async fn query(&self, pk: &str) -> Result<Vec<Item>, StoreError> {
         if let Some(f) = self.fault(false) {
             return Err(Self::failure(f));
@@ -221,7 +224,7 @@ impl Delivery {
                     kind,
                     body: serde_json::to_vec(&body).unwrap(),
                     signature: String::new(),
-                    mark: Key::new("webhook#sesami", hmac),
+                    mark: Key::single("webhook#sesami", &hmac),
                 }
             }
             Kind::ShopUpdate { org, name } => {
@@ -239,9 +242,9 @@ impl Delivery {
         Delivery {
             kind,
             signature: webhook_signature(HARAVAN_SECRET, &body),
-            mark: Key::new(
+            mark: Key::single(
                 "webhook#haravan",
-                hex::encode(gatehouse::crypto::sha256(&body)),
+                &hex::encode(gatehouse::crypto::sha256(&body)),
             ),
             body,
         }

@@ -94,6 +94,7 @@ conformance!(
     query_many_pages,
     reserved_attribute,
     invalid_key,
+    scan_prefix_reads_every_partition_of_a_kind,
     concurrent_takes,
     concurrent_creates,
     update_in_place,
@@ -269,6 +270,42 @@ async fn query_one_partition_in_order(store: Shared) {
             .all(|item| item.str("label") == Some(&item.key.sk))
     );
     assert_eq!(store.query("nothing").await.expect("query"), vec![]);
+}
+
+/// `scan_prefix` finds the items of every partition whose key starts with the prefix, and only
+/// live ones, in key order; `%` and `_` are no wildcards in it.
+async fn scan_prefix_reads_every_partition_of_a_kind(store: Shared) {
+    for (pk, sk) in [
+        ("install#haravan#2", "2"),
+        ("install#haravan#1", "1"),
+        ("install#haravanx", "x"),
+        ("install#sesami#1", "1"),
+        ("install#haravan%_", "w"),
+        ("lease#install#haravan#1", "1"),
+    ] {
+        let item = Item::new(Key::new(pk, sk), object(json!({})));
+        store.put(&item, Condition::Always).await.expect("put");
+    }
+    let gone =
+        Item::new(Key::new("install#haravan#3", "3"), object(json!({}))).expiring_at(now() - 10);
+    store.put(&gone, Condition::Always).await.expect("put");
+    let found = |items: Vec<Item>| -> Vec<String> { items.into_iter().map(|i| i.key.pk).collect() };
+    assert_eq!(
+        found(store.scan_prefix("install#haravan#").await.expect("scan")),
+        ["install#haravan#1", "install#haravan#2"]
+    );
+    assert_eq!(
+        found(store.scan_prefix("install#haravan%").await.expect("scan")),
+        ["install#haravan%_"]
+    );
+    assert!(
+        store
+            .scan_prefix("nothing#")
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+    assert_invalid(store.scan_prefix("").await);
 }
 
 /// Items enough to fill more than one DynamoDB page (1 MB) of a Query.

@@ -213,7 +213,7 @@ async fn state_and_verifier_refusals_store_nothing() {
     let mut c = Browser::new();
     let callback = sign_in(&h, &mut c).await;
     let state = query_param(&callback, "state").unwrap();
-    let key = gatehouse::store::Key::new("state#weblink", state);
+    let key = gatehouse::store::Key::single("state#weblink", &state);
     let mut item = h.server.app.store.get(&key).await.unwrap().unwrap();
     item.attrs.insert("verifier".into(), json!("x".repeat(64)));
     h.server
@@ -498,7 +498,7 @@ async fn the_host_lookup_is_cached() {
 /// The state of the sign-in a callback URL belongs to.
 async fn state_of(h: &Harness, callback: &str) -> gatehouse::store::Item {
     let state = query_param(callback, "state").unwrap();
-    let key = gatehouse::store::Key::new("state#weblink", state);
+    let key = gatehouse::store::Key::single("state#weblink", &state);
     h.server.app.store.get(&key).await.unwrap().unwrap()
 }
 

@@ -163,6 +163,31 @@ impl Store for DynamoStore {
         Ok(items)
     }
 
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        check_pk(prefix)?;
+        let now = now();
+        let mut records = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("begins_with(#pk, :prefix)")
+            .expression_attribute_names("#pk", "pk")
+            .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut items = Vec::new();
+        while let Some(record) = records.next().await {
+            let item = from_record(record.map_err(|e| failure("Scan", e))?)?;
+            if item.is_live(now) {
+                items.push(item);
+            }
+        }
+        items.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(items)
+    }
+
     /// One TransactWriteItems with a client request token of its own, so that the SDK's
     /// retries of it (after a timeout, say) are applied at most once: DynamoDB answers a
     /// repeated token within 10 minutes without writing again. A transaction cancelled only

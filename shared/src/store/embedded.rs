@@ -317,6 +317,27 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        check_pk(prefix)?;
+        let prefix = prefix.to_owned();
+        self.run(move |conn| {
+            // substr rather than LIKE: `_` and `%` may be part of a key.
+            let mut statement = conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM items
+                 WHERE substr(pk, 1, length(?1)) = ?1
+                   AND (expires_at IS NULL OR expires_at > ?2)
+                 ORDER BY pk, sk"
+            ))?;
+            let rows = statement.query_map(params![prefix, now()], row_item)?;
+            let mut items = Vec::new();
+            for row in rows {
+                items.push(row??);
+            }
+            Ok(items)
+        })
+        .await
+    }
+
     /// One `BEGIN IMMEDIATE` transaction: the write lock is taken first, every condition is
     /// read and checked, and only if all hold are the writes made and committed. Dropping the
     /// transaction without commit rolls it back, so a failure at any point writes nothing.

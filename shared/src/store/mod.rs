@@ -37,7 +37,7 @@ use serde_json::{Map, Value};
 /// The partition and sort key of an item.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
-    /// Partition key, e.g. `install#sesami`.
+    /// Partition key, e.g. `install#sesami#shop-1`.
     pub pk: String,
     /// Sort key, e.g. the shop id.
     pub sk: String,
@@ -50,6 +50,15 @@ impl Key {
             pk: pk.into(),
             sk: sk.into(),
         }
+    }
+
+    /// The key of an item alone in its partition: partition `<kind>#<id>`, sort key `<id>`
+    /// (`install#haravan#1000`, `1000`). Every kind that is never listed is keyed so, by its
+    /// tenant or its random id, so that no partition key is shared by the tenants of a kind
+    /// (README, "Storage"). The sort key repeats the id, so that `key.sk` still names the
+    /// item's tenant or id.
+    pub fn single(kind: &str, id: &str) -> Self {
+        Self::new(format!("{kind}#{id}"), id)
     }
 }
 
@@ -196,6 +205,10 @@ pub trait Store: Send + Sync + 'static {
     async fn take(&self, key: &Key) -> Result<Option<Item>, StoreError>;
     /// The live items of one partition, in sort-key order.
     async fn query(&self, pk: &str) -> Result<Vec<Item>, StoreError>;
+    /// The live items whose partition key starts with `prefix` (non-empty), in key order: a
+    /// read of the whole table (DynamoDB: a Scan), for the local console and tests only. No
+    /// handler calls it, and no function's policy grants `dynamodb:Scan`.
+    async fn scan_prefix(&self, prefix: &str) -> Result<Vec<Item>, StoreError>;
     /// Applies every write, all or nothing, each on its own condition evaluated on what is
     /// stored before any of them: either all conditions hold and all writes land atomically, or
     /// [`StoreError::Cancelled`] names the writes whose condition failed and nothing is written.
