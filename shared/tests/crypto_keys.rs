@@ -2,6 +2,12 @@
 //! as letters, digits and `-`; a secret of exactly 32 characters is long enough, 31 is not; the
 //! key ring's debug form names its key ids and nothing of the secrets.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
+
 use gatehouse::crypto::KeyRing;
 use secrecy::SecretString;
 

@@ -3,15 +3,21 @@
 //! whatever their `SameSite`; over plain http (the local server) they keep their base name and
 //! only a `SameSite=None` one is `Secure`, as browsers require.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
+
 use cookie::SameSite;
-use gatehouse::App;
+use gatehouse::Deps;
 use gatehouse::config::{Config, Vars};
 use gatehouse::flow::{CookieSpec, state_cookie};
 use gatehouse::store::EmbeddedStore;
 use std::sync::Arc;
 
 /// An app on a fresh embedded store with the events' test secrets, at `base` if given.
-fn app(dir: &tempfile::TempDir, base: Option<&str>) -> App {
+fn app(dir: &tempfile::TempDir, base: Option<&str>) -> Deps {
     let mut vars = Vars::default();
     vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
     vars.set(
@@ -23,7 +29,7 @@ fn app(dir: &tempfile::TempDir, base: Option<&str>) -> App {
     }
     let config = Config::from_vars(&vars).expect("config");
     let store = Arc::new(EmbeddedStore::open(dir.path().join("store.sqlite3")).expect("store"));
-    App::with_store(&vars, config, store, None).expect("app")
+    Deps::with_store(config, store, None).expect("app")
 }
 
 const LAX: CookieSpec = state_cookie("gh-test-state");

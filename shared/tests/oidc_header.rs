@@ -3,6 +3,12 @@
 //! names none; `alg: none` and HMAC algorithms are refused as not RS256, before jsonwebtoken
 //! (which may not represent `none` at all) reads the header.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse::oidc::{check_alg, key_id};

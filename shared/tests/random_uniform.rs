@@ -3,6 +3,12 @@
 //! `256 /` in place of `256 -` and `256 %`, or `<=` in place of `<` against it) still draws
 //! only from the alphabet, so only the frequencies show it.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
+
 use gatehouse::crypto::random_string;
 
 /// An alphabet of 200 bytes, the first 56 of them `a` and the rest `b`. 256 = 200 + 56, so a

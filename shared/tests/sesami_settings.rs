@@ -1,6 +1,12 @@
 //! Sesami's settings as read from their variables (found by `fuzz/mutants`): the scopes are
 //! `Shop:Read` unless set, a comma-separated list whose blank entries are dropped.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
+)]
+
 use gatehouse::config::Vars;
 use gatehouse::sesami::Settings;
 
