@@ -59,7 +59,9 @@ pub fn parse_origins(raw: &str) -> std::result::Result<Vec<String>, String> {
         .map(|o| {
             let url = url::Url::parse(o).map_err(|_| format!("`{o}` is not an origin"))?;
             if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-                return Err(format!("`{o}` is not an origin (no path, query or fragment)"));
+                return Err(format!(
+                    "`{o}` is not an origin (no path, query or fragment)"
+                ));
             }
             check_scheme(&url).map_err(|e| format!("`{o}`: {e}"))?;
             Ok(url.origin().ascii_serialization())
@@ -95,7 +97,7 @@ pub fn allowed_return_to(origins: &[String], return_to: &str) -> Result<url::Url
         return Err(bad("`return_to` must not carry a fragment".into()));
     }
     let origin = url.origin().ascii_serialization();
-    if !origins.iter().any(|o| *o == origin) {
+    if !origins.contains(&origin) {
         return Err(Error::refused(
             Reason::MalformedParameter,
             format!(

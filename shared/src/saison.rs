@@ -480,7 +480,12 @@ async fn store_connection(
         // Whose card this is: the profile, read with the tokens just issued, before anything is
         // stored (the key depends on it).
         let mac_key = match cx.settings.mac_key {
-            MacKey::ClientSecret => cx.secrets.credentials(PLATFORM).await?.client_secret.clone(),
+            MacKey::ClientSecret => cx
+                .secrets
+                .credentials(PLATFORM)
+                .await?
+                .client_secret
+                .clone(),
             MacKey::TokenMacKey => grant
                 .extra
                 .iter()

@@ -286,7 +286,11 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
             extra: vec![
                 ("an anonymous start", "member=demo".into(), 403),
                 ("no link at all", String::new(), 403),
-                ("a link and a member", "link=bad-input-link&member=demo".into(), 400),
+                (
+                    "a link and a member",
+                    "link=bad-input-link&member=demo".into(),
+                    400,
+                ),
             ],
             ..s(query(&[("link", "bad-input-link")]), &[], 409)
         },

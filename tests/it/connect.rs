@@ -229,32 +229,97 @@ async fn bad_link_requests_are_refused_and_store_nothing() {
     let cases: Vec<(&str, &str, Vec<u8>, u16)> = vec![
         ("no platform", "application/json", without("platform"), 400),
         ("no end_user", "application/json", without("end_user"), 400),
-        ("no return_to", "application/json", without("return_to"), 400),
-        ("another platform", "application/json", with("platform", json!("haravan")), 400),
-        ("a platform that is not text", "application/json", with("platform", json!(1)), 400),
-        ("an empty end_user", "application/json", with("end_user", json!("")), 400),
-        ("an end_user with #", "application/json", with("end_user", json!("a#b")), 400),
-        ("an end_user path", "application/json", with("end_user", json!("../x")), 400),
-        ("an end_user of 257 bytes", "application/json", with("end_user", json!("u".repeat(257))), 400),
-        ("an end_user that is a number", "application/json", with("end_user", json!(7)), 400),
-        ("a relative return_to", "application/json", with("return_to", json!("/done")), 400),
-        ("not JSON", "application/json", b"platform=saison".to_vec(), 400),
+        (
+            "no return_to",
+            "application/json",
+            without("return_to"),
+            400,
+        ),
+        (
+            "another platform",
+            "application/json",
+            with("platform", json!("haravan")),
+            400,
+        ),
+        (
+            "a platform that is not text",
+            "application/json",
+            with("platform", json!(1)),
+            400,
+        ),
+        (
+            "an empty end_user",
+            "application/json",
+            with("end_user", json!("")),
+            400,
+        ),
+        (
+            "an end_user with #",
+            "application/json",
+            with("end_user", json!("a#b")),
+            400,
+        ),
+        (
+            "an end_user path",
+            "application/json",
+            with("end_user", json!("../x")),
+            400,
+        ),
+        (
+            "an end_user of 257 bytes",
+            "application/json",
+            with("end_user", json!("u".repeat(257))),
+            400,
+        ),
+        (
+            "an end_user that is a number",
+            "application/json",
+            with("end_user", json!(7)),
+            400,
+        ),
+        (
+            "a relative return_to",
+            "application/json",
+            with("return_to", json!("/done")),
+            400,
+        ),
+        (
+            "not JSON",
+            "application/json",
+            b"platform=saison".to_vec(),
+            400,
+        ),
         ("a JSON array", "application/json", b"[]".to_vec(), 400),
         (
             "a key given twice",
             "application/json",
-            br#"{"platform":"saison","platform":"haravan","end_user":"u","return_to":"x"}"#.to_vec(),
+            br#"{"platform":"saison","platform":"haravan","end_user":"u","return_to":"x"}"#
+                .to_vec(),
             400,
         ),
-        ("a form body", "application/x-www-form-urlencoded", ok.to_string().into_bytes(), 415),
-        ("an oversized body", "application/json", with("pad", json!("x".repeat(8192))), 413),
+        (
+            "a form body",
+            "application/x-www-form-urlencoded",
+            ok.to_string().into_bytes(),
+            415,
+        ),
+        (
+            "an oversized body",
+            "application/json",
+            with("pad", json!("x".repeat(8192))),
+            413,
+        ),
     ];
     for (what, content_type, body, expected) in cases {
         let (status, answer) = post_link(&h, content_type, body).await;
         assert_eq!(status, expected, "{what}: {answer}");
-        assert!(answer["error"].is_string() || answer.is_object(), "{what}: JSON");
+        assert!(
+            answer["error"].is_string() || answer.is_object(),
+            "{what}: JSON"
+        );
     }
-    let (status, answer) = post_link(&h, "application/json", with("platform", json!("haravan"))).await;
+    let (status, answer) =
+        post_link(&h, "application/json", with("platform", json!("haravan"))).await;
     assert_eq!(status, 400);
     assert!(
         answer.to_string().contains("saison"),

@@ -929,7 +929,10 @@ pub(crate) async fn saison_scenario(b: &EventBench) {
     );
     assert!(answer["expires_at"].as_i64().unwrap() > now());
     assert_eq!(b.count(links).await, 1);
-    for name in ["connect-links-wrong-platform", "connect-links-foreign-return-to"] {
+    for name in [
+        "connect-links-wrong-platform",
+        "connect-links-foreign-return-to",
+    ] {
         let (status, out) = b.run(name).await;
         assert_eq!(status, 400, "{name}: {out}");
     }

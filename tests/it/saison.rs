@@ -87,7 +87,10 @@ async fn journey(h: Harness) {
     assert_eq!(page.status, 302, "{}", page.body);
     assert_eq!(
         page.location.as_deref(),
-        Some(h.url("/done?gatehouse=connected&platform=saison&tenant=M0001").as_str()),
+        Some(
+            h.url("/done?gatehouse=connected&platform=saison&tenant=M0001")
+                .as_str()
+        ),
         "back to the app with the outcome"
     );
     assert_eq!(sim.profile_requests(), (1, 0), "{:?}", sim.last_refusal());
@@ -210,7 +213,10 @@ async fn bad_callbacks_are_refused_and_store_nothing() {
     assert_eq!(page.status, 302, "{}", page.body);
     assert_eq!(
         page.location.as_deref(),
-        Some(h.url("/done?gatehouse=error&reason=platform_refused").as_str())
+        Some(
+            h.url("/done?gatehouse=error&reason=platform_refused")
+                .as_str()
+        )
     );
     assert!(stored(&h).await.is_none());
     assert!(h.items("code#saison").await.is_empty());
@@ -220,10 +226,18 @@ async fn bad_callbacks_are_refused_and_store_nothing() {
     // or nothing.)
     let states = h.items("state#saison").await.len();
     assert_eq!(states, 1, "the refused callback's state is not consumed");
-    for path in ["/saison/authorize?member=other", "/saison/authorize?member=demo", "/saison/authorize"] {
+    for path in [
+        "/saison/authorize?member=other",
+        "/saison/authorize?member=demo",
+        "/saison/authorize",
+    ] {
         let page = Browser::new().get(&h.url(path)).await;
         assert_eq!(page.status, 403, "{path}: {}", page.body);
-        assert!(page.body.contains("SAISON_ANONYMOUS_START"), "{}", page.body);
+        assert!(
+            page.body.contains("SAISON_ANONYMOUS_START"),
+            "{}",
+            page.body
+        );
     }
     assert_eq!(h.items("state#saison").await.len(), states);
 
@@ -277,14 +291,24 @@ async fn the_anonymous_start_is_a_setting() {
     let page = b.get(&callback).await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Connected"), "{}", page.body);
-    assert!(page.body.contains("M0002"), "the profile is shown: {}", page.body);
+    assert!(
+        page.body.contains("M0002"),
+        "the profile is shown: {}",
+        page.body
+    );
     let anonymous = ConnectionId {
         end_user: None,
         member: MEMBER.into(),
         cardholder: "M0002".into(),
     };
     assert_eq!(connection_key(&anonymous).pk, "conn#saison#~anonymous");
-    let item = h.server.app.store.get(&connection_key(&anonymous)).await.unwrap();
+    let item = h
+        .server
+        .app
+        .store
+        .get(&connection_key(&anonymous))
+        .await
+        .unwrap();
     assert!(item.is_some(), "stored for no end user");
 }
 
