@@ -331,6 +331,7 @@ EVENTS.update({
 # --- Saison connect ---------------------------------------------------------------------------
 SAISON_STATE = "events-saison-state-0123456789abcdefghijklmn"
 SAISON_CODE = "events-saison-code-0123456789"
+SAISON_LINK = "events-saison-link-0123456789abcdefghijklmn"
 saison_cookie = signed_cookie("__Host-gh-saison-state", SAISON_STATE, FAR_FUTURE)
 EVENTS.update({
     "saison-authorize": event("GET", "/saison/authorize", urlencode({"member": "demo"})),
@@ -344,6 +345,23 @@ EVENTS.update({
     "saison-callback-denied": event("GET", "/saison/callback",
                                     urlencode({"error": "access_denied"}),
                                     cookies=[saison_cookie]),
+    # A connect link the test seeds (the anonymous `?member=` starts above are refused: 403).
+    "saison-authorize-link": event("GET", "/saison/authorize", urlencode({"link": SAISON_LINK})),
+})
+
+# --- Connect links (IAM-authorized on API Gateway; the events carry no signature) -------------
+link_request = {"platform": "saison", "end_user": "events-user-1",
+                "return_to": "https://app.example.com/connected"}
+EVENTS.update({
+    "connect-links": event("POST", "/v1/connect-links", body=json.dumps(link_request),
+                           content_type="application/json"),
+    "connect-links-wrong-platform": event(
+        "POST", "/v1/connect-links", body=json.dumps({**link_request, "platform": "haravan"}),
+        content_type="application/json"),
+    "connect-links-foreign-return-to": event(
+        "POST", "/v1/connect-links",
+        body=json.dumps({**link_request, "return_to": "https://evil.example.com/"}),
+        content_type="application/json"),
 })
 
 # --- MTN MoMo -----------------------------------------------------------------------------------

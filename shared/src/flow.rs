@@ -141,6 +141,28 @@ pub async fn begin(cx: &Deps, platform: &str, data: Map<String, Value>) -> Resul
     Ok(id)
 }
 
+/// As [`begin`], consuming the one-time item at `consumed` (a connect link) in the same
+/// transaction: the state exists only if the link was live and is gone, so a link starts one
+/// flow. A link used already or expired is [`Reason::AlreadyUsed`].
+pub async fn begin_consuming(
+    cx: &Deps,
+    platform: &str,
+    data: Map<String, Value>,
+    consumed: &Key,
+) -> Result<String> {
+    let id = crypto::random_token(32)?;
+    let item = Item::new(state_key(platform, &id), data).expiring_at(now() + STATE_TTL_SECONDS);
+    commit(
+        cx,
+        &[
+            Write::Delete(consumed.clone(), Condition::Exists),
+            Write::Put(item, Condition::Absent),
+        ],
+    )
+    .await?;
+    Ok(id)
+}
+
 /// One-time state that a callback has read and checked but not yet consumed: the callback
 /// consumes it in the same transaction that stores what the flow produced ([`Bound::consume`]
 /// among the writes given to [`commit`] or [`exchange_once`]), so a callback that fails on the

@@ -16,6 +16,7 @@
 pub mod budget;
 pub mod cache;
 pub mod config;
+pub mod connect;
 pub mod context;
 pub mod crypto;
 pub mod error;

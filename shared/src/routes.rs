@@ -93,6 +93,11 @@ function!(
     SAISON_CALLBACK: Saison = "saison-callback", Html, saison::callback
 );
 function!(
+    /// `POST /v1/connect-links` (IAM-authorized): a one-time link that starts a connection for
+    /// one of the app's users. Saison only for now, so it runs on Saison's context.
+    CONNECT_LINKS: Saison = "connect-links", Json, crate::connect::create
+);
+function!(
     /// `POST /momo/requesttopay`.
     MOMO_REQUESTTOPAY: Momo = "momo-requesttopay", Json, momo::request_to_pay
 );
@@ -273,6 +278,7 @@ pub fn all() -> Vec<Route> {
         route(Method::GET, "/haravan/logout", Haravan(&HARAVAN_LOGOUT)),
         route(Method::GET, "/saison/authorize", Saison(&SAISON_AUTHORIZE)),
         route(Method::GET, "/saison/callback", Saison(&SAISON_CALLBACK)),
+        route(Method::POST, "/v1/connect-links", Saison(&CONNECT_LINKS)),
         route(Method::POST, "/momo/requesttopay", Momo(&MOMO_REQUESTTOPAY)),
         route(
             Method::PUT,
@@ -412,6 +418,7 @@ mod tests {
             HARAVAN_LOGOUT,
             SAISON_AUTHORIZE,
             SAISON_CALLBACK,
+            CONNECT_LINKS,
             MOMO_REQUESTTOPAY,
             MOMO_CALLBACK,
             WEBLINK_GUEST_TOKEN,

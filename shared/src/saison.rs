@@ -7,15 +7,22 @@
 //! secret, or (configurable) a `mac_key` from the token reply; the attribute separator is a
 //! space, or (configurable) `", "`.
 //!
-//! A connection belongs to a *member*: the `<member>` path segment of Saison's screen URLs,
-//! which names whose card members sign in. The app may serve several (`SAISON_MEMBERS`); tokens
-//! are kept per member.
+//! A connection belongs to one of the app's users (the *end user* of a connect link,
+//! [`crate::connect`]) and one *cardholder* (the `user_id` of Saison's profile), signed in
+//! through a *member*: the `<member>` path segment of Saison's screen URLs, which names whose
+//! card members sign in (`SAISON_MEMBERS`; the first is the one links use). Tokens are kept per
+//! end user, member and cardholder ([`connection_key`]), so a second cardholder never replaces
+//! the first.
 //!
-//! - `GET /saison/authorize?member=` → one-time state bound to the browser, redirect to the
-//!   screen authorize URL.
-//! - `GET /saison/callback?code=` → the state of this browser, consumed; the code exchanged once
-//!   (form encoding, `X-API-VERSION: 1`); tokens stored sealed; the member's profile fetched with
-//!   a signed request and shown.
+//! - `GET /saison/authorize?link=` → the connect link consumed (once), one-time state holding
+//!   its end user and `return_to` bound to the browser, redirect to the screen authorize URL.
+//!   The anonymous `?member=` start (no end user) is refused with a 403 unless
+//!   `SAISON_ANONYMOUS_START` is on: anyone's link could set its cookie, so anyone could make a
+//!   victim's browser complete a callback with the attacker's code.
+//! - `GET /saison/callback?code=` → the state of this browser; the code exchanged once (form
+//!   encoding, `X-API-VERSION: 1`); the cardholder read from the profile with a signed request;
+//!   tokens stored sealed with the state's consumption; the browser sent to `return_to` with the
+//!   outcome (a page for an anonymous start).
 
 use crate::config::{ConfigError, Vars};
 use crate::context::{Deps, Platform};
@@ -65,6 +72,12 @@ pub struct Settings {
     pub mac_separator: &'static str,
     /// `SAISON_MAC_KEY`: `client_secret` (default) or `mac_key`.
     pub mac_key: MacKey,
+    /// `SAISON_ANONYMOUS_START` (default false): serve `GET /saison/authorize?member=` without
+    /// a connect link (connections of no end user; see the module's documentation).
+    pub anonymous_start: bool,
+    /// `GATEHOUSE_RETURN_TO_ORIGINS`: the origins a connect link's `return_to` may be on
+    /// (comma-separated; empty: none, so no link can be made).
+    pub return_to_origins: Vec<String>,
 }
 
 impl Settings {
@@ -102,6 +115,11 @@ impl Settings {
             scopes: vars.get("SAISON_SCOPES").map(str::to_owned),
             send_redirect_uri: vars.flag("SAISON_SEND_REDIRECT_URI", false)?,
             send_state: vars.flag("SAISON_SEND_STATE", false)?,
+            anonymous_start: vars.flag("SAISON_ANONYMOUS_START", false)?,
+            return_to_origins: crate::connect::parse_origins(
+                vars.get_or("GATEHOUSE_RETURN_TO_ORIGINS", ""),
+            )
+            .map_err(|e| bad("GATEHOUSE_RETURN_TO_ORIGINS", &e))?,
             mac_separator: match vars.get_or("SAISON_MAC_SEPARATOR", "space") {
                 "space" => " ",
                 "comma" => ", ",
@@ -140,12 +158,19 @@ impl Platform for Saison {
     }
 }
 
-/// A stored connection (`install#saison` / `<member>`): the member's tokens.
+/// A stored connection (`conn#saison#<end user>` / `<member>#<cardholder>`, see
+/// [`connection_key`]): one cardholder's tokens, for one of the app's users.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Connection {
     /// The member whose card members sign in.
     #[serde(default)]
     pub member: String,
+    /// The app's own user the connection was made for (none: an anonymous start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_user: Option<String>,
+    /// The cardholder: the `user_id` of Saison's profile.
+    #[serde(default)]
+    pub cardholder: String,
     /// Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected_at: Option<i64>,
@@ -158,19 +183,56 @@ impl Record for Connection {
     const NAME: &'static str = "Saison connection";
 }
 
-/// The one-time state of an authorization: the member it is for.
+/// The one-time state of an authorization: the member it is for, and (started from a connect
+/// link) the end user and where the browser goes afterwards.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct FlowState {
     member: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    return_to: Option<String>,
 }
 
 impl Record for FlowState {
     const NAME: &'static str = "Saison flow state";
 }
 
-/// The store key of a member's connection.
-pub fn connection_key(member: &str) -> Key {
-    Key::new(format!("install#{PLATFORM}"), member)
+/// What identifies one Saison connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionId {
+    /// The app's user it is for; `None` for an anonymous start (`SAISON_ANONYMOUS_START`).
+    pub end_user: Option<String>,
+    /// The member signed in through.
+    pub member: String,
+    /// The cardholder (the profile's `user_id`).
+    pub cardholder: String,
+}
+
+impl ConnectionId {
+    /// A connection of `end_user`.
+    pub fn new(end_user: &str, member: &str, cardholder: &str) -> Self {
+        Self {
+            end_user: Some(end_user.into()),
+            member: member.into(),
+            cardholder: cardholder.into(),
+        }
+    }
+}
+
+/// The store key of a connection: a partition per end user (`conn#saison#<end user>`; high
+/// cardinality, and listing an end user's connections is one query), the sort key
+/// `<member>#<cardholder>`. Anonymous starts use `conn#saison#~anonymous`: `~` is not an id
+/// character ([`web::is_id_byte`]), so no end user's partition can be it. Neither part holds a
+/// `#` (members are checked at configuration, end users and cardholders by [`web::check_id`]).
+pub fn connection_key(id: &ConnectionId) -> Key {
+    Key::new(
+        format!(
+            "conn#{PLATFORM}#{}",
+            id.end_user.as_deref().unwrap_or("~anonymous")
+        ),
+        format!("{}#{}", id.member, id.cardholder),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -248,6 +310,30 @@ pub fn authorization(
 pub async fn authorize(cx: &Saison, req: &Request) -> Result<Response<Body>> {
     let s = &cx.settings;
     let q = Params::from_query(req)?;
+    if q.get("link").is_some() && q.get("member").is_some() {
+        return Err(Error::refused(
+            Reason::MalformedParameter,
+            "a connect link names its member; `member` is not taken with `link`",
+        ));
+    }
+    // A connect link: read now, consumed in the same write that stores the flow's state.
+    let link = match q.get("link") {
+        Some(id) => {
+            let id = web::check_id("parameter `link`", id)?;
+            let key = crate::connect::link_key(PLATFORM, id);
+            let Some(item) = cx.store.get(&key).await? else {
+                return Err(link_used());
+            };
+            Some((key, item.record::<crate::connect::Link>()?))
+        }
+        None if !s.anonymous_start => {
+            return Err(Error::refused(
+                Reason::NotAllowed,
+                "Saison connections are started by the app for one of its users, with a                  connect link (POST /v1/connect-links); the anonymous start is off                  (SAISON_ANONYMOUS_START)",
+            ));
+        }
+        None => None,
+    };
     let member = match q.get("member") {
         Some(m) if s.members.iter().any(|x| x == m) => m.to_owned(),
         Some(m) => {
@@ -269,8 +355,18 @@ pub async fn authorize(cx: &Saison, req: &Request) -> Result<Response<Body>> {
         .map_err(|_| Error::Internal("bad Saison base".into()))?;
     let data = FlowState {
         member: Some(member.clone()),
+        end_user: link.as_ref().map(|(_, l)| l.end_user.clone()),
+        return_to: link.as_ref().map(|(_, l)| l.return_to.clone()),
     };
-    let state = flow::begin(cx, PLATFORM, data.to_attrs()?).await?;
+    let state = match &link {
+        None => flow::begin(cx, PLATFORM, data.to_attrs()?).await?,
+        Some((key, _)) => flow::begin_consuming(cx, PLATFORM, data.to_attrs()?, key)
+            .await
+            .map_err(|e| match e.reason() {
+                Some(Reason::AlreadyUsed) => link_used(),
+                _ => e,
+            })?,
+    };
     {
         let mut pairs = url.query_pairs_mut();
         pairs.append_pair("client_id", &creds.client_id);
@@ -288,6 +384,13 @@ pub async fn authorize(cx: &Saison, req: &Request) -> Result<Response<Body>> {
     let mut resp = web::redirect(url.as_str())?;
     web::set_cookie(&mut resp, &STATE_COOKIE.set(cx, &keys, &state))?;
     Ok(resp)
+}
+
+fn link_used() -> Error {
+    Error::refused(
+        Reason::AlreadyUsed,
+        "this connect link was used already or has expired; ask the app for a new one",
+    )
 }
 
 #[derive(Deserialize)]
@@ -315,34 +418,28 @@ pub async fn callback(cx: &Saison, req: &Request) -> Result<Response<Body>> {
         ));
     }
     let state = flow::read_bound(cx, &STATE_COOKIE, req, PLATFORM, q.get("state")).await?;
-    let keys = cx.secrets.app_keys().await?;
-    let member = state
-        .record::<FlowState>()?
+    let flow_state = state.record::<FlowState>()?;
+    let member = flow_state
         .member
+        .clone()
         .ok_or_else(|| Error::Internal("state without member".into()))?;
-
-    // The code's mark, the state's consumption and the connection commit together.
-    flow::exchange_once(cx, PLATFORM, code, || async {
-        let grant = token_call(cx, &[("grant_type", "authorization_code"), ("code", code)])
-            .await
-            .map(grant_of)
-            .map_err(|e| e.for_code("Saison"))?;
-        let key = connection_key(&member);
-        let connection = Connection {
-            member: member.clone(),
-            connected_at: Some(now()),
-            tokens: SealedTokens::seal(&keys, &key, &grant)?,
+    let stored = store_connection(cx, &state, &flow_state, &member, code).await;
+    if let Some(return_to) = &flow_state.return_to {
+        // Started by a link: back to the app with the outcome, never a token.
+        let location = match &stored {
+            Ok(id) => crate::connect::outcome_url(return_to, Ok((PLATFORM, &id.cardholder))),
+            Err(e) => {
+                tracing::warn!(status = e.status().as_u16(), error = %e, "saison connection refused");
+                crate::connect::outcome_url(return_to, Err(e.code()))
+            }
         };
-        let writes = vec![
-            state.consume(),
-            Write::Put(connection.to_item(key)?, Condition::Always),
-        ];
-        Ok(((), writes))
-    })
-    .await?;
-    tracing::info!(member, "saison connection stored");
+        let mut resp = web::redirect(&location)?;
+        web::set_cookie(&mut resp, &STATE_COOKIE.clear(cx))?;
+        return Ok(resp);
+    }
+    let id = stored?;
 
-    let profile = match call(cx, &member, "GET", "/auth/account/profile", None).await {
+    let profile = match call(cx, &id, "GET", "/auth/account/profile", None).await {
         Ok(v) => render_profile(&v),
         Err(e) => {
             tracing::warn!(error = %e, "saison profile request failed");
@@ -356,12 +453,90 @@ pub async fn callback(cx: &Saison, req: &Request) -> Result<Response<Body>> {
         StatusCode::OK,
         "Connected to Saison",
         &format!(
-            "<p>Gatehouse is connected for member <code>{}</code>.</p><h2>Profile</h2>{profile}",
-            web::escape(&member)
+            "<p>Gatehouse is connected for member <code>{}</code>, cardholder <code>{}</code>.</p><h2>Profile</h2>{profile}",
+            web::escape(&member),
+            web::escape(&id.cardholder)
         ),
     );
     web::set_cookie(&mut resp, &STATE_COOKIE.clear(cx))?;
     Ok(resp)
+}
+
+/// The code exchanged once, the cardholder read from the profile with the new tokens, and the
+/// connection stored with the code's mark and the state's consumption, all or nothing.
+async fn store_connection(
+    cx: &Saison,
+    state: &flow::Bound,
+    flow_state: &FlowState,
+    member: &str,
+    code: &str,
+) -> Result<ConnectionId> {
+    let keys = cx.secrets.app_keys().await?;
+    let id = flow::exchange_once(cx, PLATFORM, code, || async {
+        let grant = token_call(cx, &[("grant_type", "authorization_code"), ("code", code)])
+            .await
+            .map(grant_of)
+            .map_err(|e| e.for_code("Saison"))?;
+        // Whose card this is: the profile, read with the tokens just issued, before anything is
+        // stored (the key depends on it).
+        let mac_key = match cx.settings.mac_key {
+            MacKey::ClientSecret => cx
+                .secrets
+                .credentials(PLATFORM)
+                .await?
+                .client_secret
+                .clone(),
+            MacKey::TokenMacKey => grant
+                .extra
+                .iter()
+                .find(|(k, _)| *k == "mac_key")
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| {
+                    Error::Upstream("Saison issued no mac_key, but SAISON_MAC_KEY=mac_key".into())
+                })?,
+        };
+        let profile = signed_request(
+            cx,
+            &grant.access_token,
+            &mac_key,
+            "GET",
+            "/auth/account/profile",
+            None,
+        )
+        .await?;
+        let cardholder = profile
+            .get("user_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Upstream("Saison's profile names no `user_id`".into()))?;
+        let cardholder = web::check_id("Saison's profile `user_id`", cardholder)
+            .map_err(|_| Error::Upstream("Saison's profile `user_id` is not an id".into()))?;
+        let id = ConnectionId {
+            end_user: flow_state.end_user.clone(),
+            member: member.to_owned(),
+            cardholder: cardholder.to_owned(),
+        };
+        let key = connection_key(&id);
+        let connection = Connection {
+            member: member.to_owned(),
+            end_user: id.end_user.clone(),
+            cardholder: id.cardholder.clone(),
+            connected_at: Some(now()),
+            tokens: SealedTokens::seal(&keys, &key, &grant)?,
+        };
+        let writes = vec![
+            state.consume(),
+            Write::Put(connection.to_item(key)?, Condition::Always),
+        ];
+        Ok((id, writes))
+    })
+    .await?;
+    tracing::info!(
+        member,
+        cardholder = id.cardholder,
+        end_user = id.end_user.as_deref().unwrap_or("(anonymous)"),
+        "saison connection stored"
+    );
+    Ok(id)
 }
 
 fn render_profile(profile: &Value) -> String {
@@ -444,16 +619,16 @@ impl Refresher for Saison {
     }
 }
 
-/// Calls a Saison API endpoint for `member` with a MAC-signed request (refreshing the token when
-/// due): `GET` with no body, or `POST` with a form body. Returns the JSON answer.
+/// Calls a Saison API endpoint for connection `id` with a MAC-signed request (refreshing the
+/// token when due): `GET` with no body, or `POST` with a form body. Returns the JSON answer.
 pub async fn call(
     cx: &Saison,
-    member: &str,
+    id: &ConnectionId,
     method: &str,
     path_and_query: &str,
     form: Option<&[(&str, &str)]>,
 ) -> Result<Value> {
-    let key = connection_key(member);
+    let key = connection_key(id);
     let item = refresh::fresh_item(cx, &key, cx).await?;
     let connection = item.record::<Connection>()?;
     let keys = cx.secrets.app_keys().await?;
@@ -468,6 +643,18 @@ pub async fn call(
                 Error::Upstream("Saison issued no mac_key, but SAISON_MAC_KEY=mac_key".into())
             })?,
     };
+    signed_request(cx, &access, &mac_key, method, path_and_query, form).await
+}
+
+/// One MAC-signed request with these tokens.
+async fn signed_request(
+    cx: &Saison,
+    access: &SecretString,
+    mac_key: &SecretString,
+    method: &str,
+    path_and_query: &str,
+    form: Option<&[(&str, &str)]>,
+) -> Result<Value> {
     let url = url::Url::parse(&format!("{}{path_and_query}", cx.settings.api_base))
         .map_err(|_| Error::Internal("bad Saison API path".into()))?;
     let header = authorization(

@@ -279,10 +279,33 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
             ],
             ..s(query(&[("sid", "")]), &["sid"], 400)
         },
-        // A member the app does not serve (the parameter is optional).
+        // A connect link that was never issued (or was used already). Without one, the
+        // anonymous start is off (403).
         ("GET", "/saison/authorize") => Spec {
-            extra: vec![("an empty member", "member=".into(), 404)],
-            ..s(query(&[("member", "not-a-member")]), &[], 404)
+            ids: &["link"],
+            extra: vec![
+                ("an anonymous start", "member=demo".into(), 403),
+                ("no link at all", String::new(), 403),
+                (
+                    "a link and a member",
+                    "link=bad-input-link&member=demo".into(),
+                    400,
+                ),
+            ],
+            ..s(query(&[("link", "bad-input-link")]), &[], 409)
+        },
+        // A return_to on an origin that is not allowed.
+        ("POST", "/v1/connect-links") => Spec {
+            checks_content_type: true,
+            ..s(
+                Input::Json(object(json!({
+                    "platform": "saison",
+                    "end_user": "bad-input-user",
+                    "return_to": "https://not-allowed.example.com/",
+                }))),
+                &["platform", "end_user", "return_to"],
+                400,
+            )
         },
         // No state cookie.
         ("GET", "/saison/callback") => s(query(&[("code", "bad-input-code")]), &["code"], 400),

@@ -389,6 +389,10 @@ const COVERED: &[&str] = &[
     "momo-callback-malformed",
     "saison-authorize",
     "saison-authorize-unknown-member",
+    "saison-authorize-link",
+    "connect-links",
+    "connect-links-wrong-platform",
+    "connect-links-foreign-return-to",
     "saison-callback",
     "saison-callback-no-cookie",
     "saison-callback-missing-code",
@@ -905,17 +909,61 @@ async fn saison_events() {
 pub(crate) async fn saison_scenario(b: &EventBench) {
     const STATE: &str = "events-saison-state-0123456789abcdefghijklmn";
     const CODE: &str = "events-saison-code-0123456789";
-    let (status, out) = b.run("saison-authorize").await;
+    const LINK: &str = "events-saison-link-0123456789abcdefghijklmn";
+    const END_USER: &str = "events-user-2";
+    const RETURN_TO: &str = "https://app.example.com/done";
+    let links = "link#connect#saison";
+
+    // The app's back end asks for a link; a wrong platform or a foreign return_to stores none.
+    let (status, out) = b.run("connect-links").await;
+    assert_eq!(status, 201, "{out}");
+    let answer: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert!(
+        answer["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{EVENTS_BASE}/saison/authorize?link=")),
+        "{answer}"
+    );
+    assert!(answer["expires_at"].as_i64().unwrap() > now());
+    assert_eq!(b.count(links).await, 1);
+    for name in [
+        "connect-links-wrong-platform",
+        "connect-links-foreign-return-to",
+    ] {
+        let (status, out) = b.run(name).await;
+        assert_eq!(status, 400, "{name}: {out}");
+    }
+    assert_eq!(b.count(links).await, 1, "nothing stored for refusals");
+
+    // The anonymous start is off by default.
+    for name in ["saison-authorize", "saison-authorize-unknown-member"] {
+        let (status, out) = b.run(name).await;
+        assert_eq!(status, 403, "{name}: {out}");
+    }
+    assert_eq!(b.count("state#saison").await, 0, "nothing started");
+
+    // A link starts one flow.
+    let link = Item::new(
+        gatehouse::connect::link_key("saison", LINK),
+        gatehouse::connect::link_attrs(END_USER, RETURN_TO),
+    )
+    .expiring_at(now() + 600);
+    b.app.store.put(&link, Condition::Always).await.unwrap();
+    let (status, out) = b.run("saison-authorize-link").await;
     assert_eq!(status, 302, "{out}");
     let location = out["headers"]["location"].as_str().unwrap();
     assert!(location.contains("/auth/screen/demo/authorize?client_id=events-saison-client"));
     assert_eq!(b.count("state#saison").await, 1);
-    let (status, out) = b.run("saison-authorize-unknown-member").await;
-    assert_eq!(status, 404, "{out}");
-    assert_eq!(b.count("state#saison").await, 1, "nothing started");
+    assert_eq!(b.count(links).await, 1, "the link is consumed");
+    let (status, out) = b.run("saison-authorize-link").await;
+    assert_eq!(status, 409, "a link is used once: {out}");
+    assert_eq!(b.count("state#saison").await, 1);
 
     let mut attrs = Map::new();
     attrs.insert("member".into(), json!("demo"));
+    attrs.insert("end_user".into(), json!(END_USER));
+    attrs.insert("return_to".into(), json!(RETURN_TO));
     let state = Item::new(Key::single("state#saison", STATE), attrs).expiring_at(now() + 600);
     b.app.store.put(&state, Condition::Always).await.unwrap();
     b.saison.register_code(CODE, "demo", "M0001");
@@ -927,14 +975,15 @@ pub(crate) async fn saison_scenario(b: &EventBench) {
         let (status, out) = b.run(name).await;
         assert_eq!(status, expected, "{name}: {out}");
     }
-    assert_eq!(b.count("install#saison").await, 0);
+    let connections = format!("conn#saison#{END_USER}");
+    assert_eq!(b.count(&connections).await, 0);
     let (status, out) = b.run("saison-callback").await;
-    assert_eq!(status, 200, "{out}");
-    assert_eq!(b.count("install#saison").await, 1);
-    assert!(
-        out["body"].as_str().unwrap().contains("M0001"),
-        "the profile shows"
+    assert_eq!(status, 302, "{out}");
+    assert_eq!(
+        out["headers"]["location"].as_str().unwrap(),
+        format!("{RETURN_TO}?gatehouse=connected&platform=saison&tenant=M0001")
     );
+    assert_eq!(b.count(&connections).await, 1);
     let (status, out) = b.run("saison-callback").await;
     assert_eq!(status, 409, "a replay finds its state consumed: {out}");
     assert_eq!(b.saison.token_requests("authorization_code"), 1);

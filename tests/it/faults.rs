@@ -195,6 +195,9 @@ async fn misbehaving(
     let mut vars = Vars::default();
     vars.set(var, format!("{}{value_suffix}", platform.base));
     vars.set("GATEHOUSE_HTTP_TIMEOUT_SECONDS", "1");
+    // Saison's failures are read from the page of an anonymous start (a link-started flow
+    // sends the same refusal back to its return_to: tests/it/saison.rs).
+    vars.set("SAISON_ANONYMOUS_START", "true");
     let h = Harness::start(crate::harness::Backend::Embedded, vars)
         .await
         .unwrap();
@@ -437,7 +440,8 @@ async fn prepare(h: &Harness) -> Prepared {
     let haravan_state = query_param(&started.location.unwrap(), "state").unwrap();
 
     let mut saison = Browser::new();
-    let started = saison.get(&h.url("/saison/authorize?member=demo")).await;
+    let link = crate::harness::saison_link(h, "outage-user").await;
+    let started = saison.get(&link).await;
     assert_eq!(started.status, 302, "{}", started.body);
 
     let portal = "/weblink/login?portal=demo.administrateweblink.com";
@@ -558,7 +562,17 @@ async fn probes(h: &Harness, p: &Prepared) -> Vec<Probe> {
                 )
             }
             "GET /haravan/logout" => (client.get(url("/haravan/logout?sid=outage-sid")), 503),
-            "GET /saison/authorize" => (client.get(url("/saison/authorize?member=demo")), 503),
+            "GET /saison/authorize" => (client.get(url("/saison/authorize?link=outage-link")), 503),
+            "POST /v1/connect-links" => (
+                client
+                    .post(url("/v1/connect-links"))
+                    .header("content-type", "application/json")
+                    .body(
+                        json!({"platform": "saison", "end_user": "outage-user", "return_to": url("/done")})
+                            .to_string(),
+                    ),
+                503,
+            ),
             "GET /saison/callback" => (
                 client
                     .get(url("/saison/callback?code=outage-code"))

@@ -388,3 +388,25 @@ pub async fn of_kind(
         .filter(|item| item.key.pk == kind || item.key.pk.starts_with(&within))
         .collect()
 }
+
+/// What the app's back end does to connect one of its users to Saison: a connect link
+/// (`POST /v1/connect-links`) whose `return_to` is the local server's `/done`. Returns the
+/// link's URL.
+pub async fn saison_link(h: &Harness, end_user: &str) -> String {
+    let page = Browser::new()
+        .post(
+            &h.url("/v1/connect-links"),
+            "application/json",
+            serde_json::json!({
+                "platform": "saison",
+                "end_user": end_user,
+                "return_to": h.url("/done"),
+            })
+            .to_string()
+            .into_bytes(),
+        )
+        .await;
+    assert_eq!(page.status, 201, "{}", page.body);
+    let answer: serde_json::Value = serde_json::from_str(&page.body).expect("JSON");
+    answer["url"].as_str().expect("a url").to_owned()
+}

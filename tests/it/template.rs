@@ -466,3 +466,34 @@ fn the_readmes_where_is_table_points_at_files_that_exist() {
         assert!(full.exists(), "{path} (README \"Where is\") does not exist");
     }
 }
+
+/// The app's back-end routes (`/v1/*`, and MoMo's request to pay) are IAM-authorized on API
+/// Gateway: the event that declares each names `Auth: Authorizer: AWS_IAM`, and no other does.
+#[test]
+fn back_end_routes_are_iam_authorized() {
+    let text = read("template.yaml");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut iam = BTreeSet::new();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(p) = line.trim().strip_prefix("Path:") {
+            let rest = &lines[i + 1..(i + 5).min(lines.len())];
+            if rest.iter().any(|l| l.trim() == "Authorizer: AWS_IAM") {
+                iam.insert(p.trim().to_owned());
+            }
+        }
+    }
+    let expected: BTreeSet<String> = ["/v1/connect-links", "/momo/requesttopay"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(iam, expected);
+    for route in routes::all() {
+        if route.path.starts_with("/v1/") {
+            assert!(
+                iam.contains(route.path),
+                "{} is not IAM-authorized",
+                route.path
+            );
+        }
+    }
+}

@@ -1,6 +1,10 @@
 //! The local server: every route of template.yaml on 127.0.0.1, on the embedded store and the
 //! local secrets file, with each platform's simulator mounted under `/_sim/<platform>/`, and an
 //! index page at `/`. The handlers are the very ones the Lambda binaries run.
+//!
+//! The `/v1/*` routes are the app's back end's, IAM-authorized on API Gateway. Locally there is
+//! no IAM: they are served to loopback clients only (the server listens on 127.0.0.1 alone, and
+//! a request from any other peer address is refused with a 403 all the same).
 
 use axum::Router;
 use axum::body::Body as AxumBody;
@@ -97,6 +101,8 @@ where
     vars.set_default("HARAVAN_WEBHOOK_BASE", format!("{haravan_base}/webhook"));
     vars.set_default("HARAVAN_API_BASE", format!("{haravan_base}/api"));
     vars.set_default("SAISON_API_BASE", format!("{base}/_sim/saison"));
+    // Connect links may send the browser back to the local server itself (its index page).
+    vars.set_default("GATEHOUSE_RETURN_TO_ORIGINS", &base);
     vars.set_default("MOMO_BASE_URL", format!("{base}/_sim/momo"));
     let weblink_base = format!("{base}/_sim/weblink");
     vars.set_default("WEBLINK_PORTALS", "demo.administrateweblink.com");
@@ -174,6 +180,7 @@ where
 
     let router = Router::new()
         .route("/", axum::routing::get(index))
+        .route("/_local/saison/connect", axum::routing::get(demo_connect))
         .nest_service("/_sim/sesami", sesami.router())
         .nest_service("/_sim/haravan", haravan.router())
         .nest_service("/_sim/saison", saison.router())
@@ -182,7 +189,8 @@ where
         .fallback(dispatch)
         .with_state(app.clone());
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).await {
             tracing::error!(error = %e, "local server stopped");
         }
     });
@@ -229,6 +237,19 @@ async fn dispatch(
     axum::extract::State(app): axum::extract::State<Arc<Platforms>>,
     req: axum::extract::Request,
 ) -> AxumResponse {
+    // No IAM here: the app's back-end routes are for this machine only.
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if req.uri().path().starts_with("/v1/") && !peer.is_some_and(|ip| ip.is_loopback()) {
+        return to_axum(routes::answer(
+            Format::Json,
+            Err(Error::Forbidden(
+                "the /v1/ routes are served to 127.0.0.1 only (no IAM locally)".into(),
+            )),
+        ));
+    }
     let all = routes::all();
     let route: &Route = match routes::resolve(&all, req.method(), req.uri().path()) {
         Resolved::Route(route) => route,
@@ -281,16 +302,19 @@ fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
     AxumResponse::from_parts(parts, AxumBody::from(bytes))
 }
 
+/// The end user the index page's Saison link connects for.
+const DEMO_END_USER: &str = "demo-user";
+
 /// Each platform's install kind, and which attribute names the tenant's display name. An
-/// install has a partition of its own (`install#sesami#<shop>`; Saison's connections, being
-/// redesigned, still share `install#saison`), so no one partition lists a platform's installs:
-/// this local console reads them with a scan of the kind's prefix ([`of_kind`]). That is
-/// acceptable here, a developer's page over a small local table, and nowhere else: no function
-/// scans, and no policy grants `dynamodb:Scan`.
+/// install has a partition of its own (`install#sesami#<shop>`; a Saison connection's is its end
+/// user's, `conn#saison#<end user>`), so no one partition lists a platform's installs: this local
+/// console reads them with a scan of the kind's prefix ([`of_kind`]). That is acceptable here, a
+/// developer's page over a small local table, and nowhere else: no function scans, and no
+/// policy grants `dynamodb:Scan`.
 const INSTALLS: &[(&str, &str, &str)] = &[
     ("Sesami", "install#sesami", "name"),
     ("Haravan", "install#haravan", "orgname"),
-    ("Saison connect", "install#saison", "member"),
+    ("Saison connect", "conn#saison", "cardholder"),
 ];
 
 /// The live items of `kind`: partition key `kind` itself or `kind#…`.
@@ -303,6 +327,23 @@ async fn of_kind(app: &Platforms, kind: &str) -> gatehouse::Result<Vec<gatehouse
         .into_iter()
         .filter(|item| item.key.pk == kind || item.key.pk.starts_with(&within))
         .collect())
+}
+
+/// `/_local/saison/connect`: what the app's back end would do for its user `demo-user` (a
+/// connect link, back to `/`), then off to the link. Local only: deployed, links come from
+/// `POST /v1/connect-links` under IAM.
+async fn demo_connect(
+    axum::extract::State(app): axum::extract::State<Arc<Platforms>>,
+) -> AxumResponse {
+    let result = async {
+        let req = lambda_http::Request::default();
+        let return_to = app.public_url(&req, "/")?;
+        let (url, _) =
+            gatehouse::connect::store_link(&app.saison, &req, DEMO_END_USER, &return_to).await?;
+        web::redirect(&url)
+    }
+    .await;
+    to_axum(routes::answer(Format::Html, result))
 }
 
 /// `/`: the flows to click through and what is stored, tokens redacted; within the request
@@ -388,8 +429,9 @@ async fn index_page(app: &Platforms) -> gatehouse::Result<lambda_http::Response<
          (a signed launch from the simulated app store, consent, callback, token exchange); then {}</li>\
          <li>Haravan: <a href=\"/haravan/install/login\">open the app</a> (sign in as the admin of a new shop to \
          install it, again to get a session; as staff to be refused); then {} or {}</li>\
-         <li>Saison connect: <a href=\"/saison/authorize?member=demo\">connect member <code>demo</code></a> \
-         (sign in with any ID and the password <code>password</code>; the callback shows the profile read with a MAC-signed request)</li>\
+         <li>Saison connect: <a href=\"/_local/saison/connect\">connect a card for the app's user <code>demo-user</code></a> \
+         (what <code>POST /v1/connect-links</code> does for the app's back end: a one-time link; sign in with any ID and the password \
+         <code>password</code>; the cardholder is read from the profile with a MAC-signed request, and the browser comes back here)</li>\
          <li>MTN MoMo: <code>curl -X POST {base}/momo/requesttopay -H 'content-type: application/json' -d \
          '{{\"amount\":\"10\",\"currency\":\"EUR\",\"externalId\":\"order-1\",\"payer\":{{\"partyIdType\":\"MSISDN\",\"partyId\":\"46733123450\"}}}}'</code> \
          (a payer number ending in 1 fails, 2 stays pending; the simulator calls back and the outcome is confirmed)</li>\

@@ -1,0 +1,281 @@
+//! Connect links: connections the app's own back end starts for one of its own users.
+//!
+//! `POST /v1/connect-links` (IAM-authorized on API Gateway: only the app's back end can call
+//! it) takes `{platform, end_user, return_to}` and answers `201 {url, expires_at}`: a one-time
+//! URL, valid [`LINK_TTL_SECONDS`], to the platform's authorize route (`?link=<id>`). The link
+//! is stored under a random id; the authorize route consumes it (once) and starts the flow with
+//! the end user and `return_to` in its state, so the connection the callback stores belongs to
+//! that end user, and the browser is sent back to `return_to` with the outcome.
+//!
+//! Only `saison` is served for now: Saison's connections are started by the app (an anonymous
+//! start let anyone's browser complete a callback). Other platforms come later (issue 15):
+//! Sesami's and Haravan's installs are platform-initiated and keep working without a link.
+
+use crate::crypto;
+use crate::error::{Error, Reason, Result};
+use crate::saison::{self, Saison};
+use crate::store::{Condition, Item, Key, Record, now};
+use crate::web;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+/// How long a connect link may wait to be opened.
+pub const LINK_TTL_SECONDS: i64 = 600;
+
+/// The largest body `POST /v1/connect-links` reads.
+pub const MAX_BODY: usize = 4096;
+
+/// The longest `return_to` taken.
+pub const MAX_RETURN_TO: usize = 2048;
+
+/// A stored connect link (`link#connect#<platform>#<id>`, alone in its partition): who the connection is for and
+/// where the browser goes afterwards.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Link {
+    /// The app's own reference of its user.
+    pub end_user: String,
+    /// An absolute URL whose origin was allowed when the link was made.
+    pub return_to: String,
+}
+
+impl Record for Link {
+    const NAME: &'static str = "connect link";
+}
+
+/// The store key of a link of `platform`. The partition names `connect` and the platform, so
+/// that only the connect-links function and that platform's authorize route reach it.
+pub fn link_key(platform: &str, id: &str) -> Key {
+    Key::single(&format!("link#connect#{platform}"), id)
+}
+
+/// Parses `GATEHOUSE_RETURN_TO_ORIGINS`: comma-separated origins (`https://app.example.com`,
+/// `http://127.0.0.1:8080`), each as [`allowed_return_to`] checks it. Empty: none.
+pub fn parse_origins(raw: &str) -> std::result::Result<Vec<String>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let url = url::Url::parse(o).map_err(|_| format!("`{o}` is not an origin"))?;
+            if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+                return Err(format!(
+                    "`{o}` is not an origin (no path, query or fragment)"
+                ));
+            }
+            check_scheme(&url).map_err(|e| format!("`{o}`: {e}"))?;
+            Ok(url.origin().ascii_serialization())
+        })
+        .collect()
+}
+
+/// https, or http for 127.0.0.1 and localhost only; no userinfo.
+fn check_scheme(url: &url::Url) -> std::result::Result<(), &'static str> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry userinfo");
+    }
+    match (url.scheme(), url.host_str()) {
+        ("https", Some(_)) => Ok(()),
+        ("http", Some("127.0.0.1" | "localhost")) => Ok(()),
+        _ => Err("must be https (http only for 127.0.0.1 and localhost)"),
+    }
+}
+
+/// `return_to` if it is an absolute https URL (http only for 127.0.0.1 and localhost) whose
+/// origin is one of `origins`; a 400 otherwise (also when no origin is allowed at all).
+pub fn allowed_return_to(origins: &[String], return_to: &str) -> Result<url::Url> {
+    let bad = |why: String| Error::refused(Reason::MalformedParameter, why);
+    if return_to.len() > MAX_RETURN_TO {
+        return Err(bad(format!(
+            "`return_to` is longer than {MAX_RETURN_TO} bytes"
+        )));
+    }
+    let url = url::Url::parse(return_to)
+        .map_err(|_| bad("`return_to` must be an absolute URL".into()))?;
+    check_scheme(&url).map_err(|e| bad(format!("`return_to` {e}")))?;
+    if url.fragment().is_some() {
+        return Err(bad("`return_to` must not carry a fragment".into()));
+    }
+    let origin = url.origin().ascii_serialization();
+    if !origins.contains(&origin) {
+        return Err(Error::refused(
+            Reason::MalformedParameter,
+            format!(
+                "the origin of `return_to` is not in GATEHOUSE_RETURN_TO_ORIGINS ({})",
+                if origins.is_empty() {
+                    "which is empty: no origin is allowed".to_owned()
+                } else {
+                    origins.join(", ")
+                }
+            ),
+        ));
+    }
+    Ok(url)
+}
+
+#[derive(Deserialize)]
+struct LinkRequest {
+    platform: Option<Value>,
+    end_user: Option<Value>,
+    return_to: Option<Value>,
+}
+
+fn text_field<'a>(v: &'a Option<Value>, name: &str) -> Result<&'a str> {
+    match v {
+        None | Some(Value::Null) => Err(Error::refused(
+            Reason::MissingParameter,
+            format!("`{name}` is missing"),
+        )),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(Error::refused(
+            Reason::MalformedBody,
+            format!("`{name}` must be a string"),
+        )),
+    }
+}
+
+/// `POST /v1/connect-links`: `{platform, end_user, return_to}` → `201 {url, expires_at}`.
+///
+/// `platform` must be `saison` (other platforms come later: 400 naming them); `end_user` an id
+/// ([`web::check_id`]); `return_to` as [`allowed_return_to`] takes it. Nothing is stored
+/// unless all three hold.
+pub async fn create(cx: &Saison, req: &Request) -> Result<Response<Body>> {
+    web::require_content_type(req, "application/json")?;
+    let body: LinkRequest = web::json_body(
+        web::body(req, MAX_BODY)?,
+        "the body must be a JSON object `{\"platform\", \"end_user\", \"return_to\"}`",
+    )?;
+    let platform = text_field(&body.platform, "platform")?;
+    if platform != saison::PLATFORM {
+        return Err(Error::refused(
+            Reason::MalformedParameter,
+            format!(
+                "connect links are served for `saison` only (other platforms come later), not `{}`",
+                web::printable(platform)
+            ),
+        ));
+    }
+    let end_user = web::check_id("`end_user`", text_field(&body.end_user, "end_user")?)?;
+    let return_to = allowed_return_to(
+        &cx.settings.return_to_origins,
+        text_field(&body.return_to, "return_to")?,
+    )?;
+    let (url, expires_at) = store_link(cx, req, end_user, return_to.as_str()).await?;
+    Ok(web::json(
+        StatusCode::CREATED,
+        &json!({ "url": url, "expires_at": expires_at }),
+    ))
+}
+
+/// Stores a Saison link for `end_user` (already checked) and returns its URL and expiry. The
+/// local server's demo link uses this too.
+pub async fn store_link(
+    cx: &Saison,
+    req: &Request,
+    end_user: &str,
+    return_to: &str,
+) -> Result<(String, i64)> {
+    let id = crypto::random_token(32)?;
+    let expires_at = now() + LINK_TTL_SECONDS;
+    let link = Link {
+        end_user: end_user.to_owned(),
+        return_to: return_to.to_owned(),
+    };
+    let item = Item::new(link_key(saison::PLATFORM, &id), link.to_attrs()?).expiring_at(expires_at);
+    cx.store.put(&item, Condition::Absent).await?;
+    let url = cx.public_url(req, &format!("/saison/authorize?link={id}"))?;
+    Ok((url, expires_at))
+}
+
+/// The outcome appended to `return_to`: `gatehouse=connected&platform=<p>&tenant=<t>`, or
+/// `gatehouse=error&reason=<code>`; never a token.
+pub fn outcome_url(return_to: &str, outcome: std::result::Result<(&str, &str), &str>) -> String {
+    let Ok(mut url) = url::Url::parse(return_to) else {
+        return return_to.to_owned();
+    };
+    {
+        let mut q = url.query_pairs_mut();
+        match outcome {
+            Ok((platform, tenant)) => {
+                q.append_pair("gatehouse", "connected");
+                q.append_pair("platform", platform);
+                q.append_pair("tenant", tenant);
+            }
+            Err(reason) => {
+                q.append_pair("gatehouse", "error");
+                q.append_pair("reason", reason);
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// The attributes of a link, for tests that seed one.
+pub fn link_attrs(end_user: &str, return_to: &str) -> Map<String, Value> {
+    Link {
+        end_user: end_user.into(),
+        return_to: return_to.into(),
+    }
+    .to_attrs()
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_parsed_and_checked() {
+        assert_eq!(
+            parse_origins(" https://app.example.com , http://127.0.0.1:8080").unwrap(),
+            vec!["https://app.example.com", "http://127.0.0.1:8080"]
+        );
+        assert!(parse_origins("").unwrap().is_empty());
+        for bad in [
+            "http://app.example.com",
+            "https://app.example.com/path",
+            "app.example.com",
+            "https://u:p@app.example.com",
+        ] {
+            assert!(parse_origins(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn return_to_must_be_on_an_allowed_origin() {
+        let origins = parse_origins("https://app.example.com,http://localhost:3000").unwrap();
+        for ok in [
+            "https://app.example.com/done?x=1",
+            "https://app.example.com",
+            "http://localhost:3000/back",
+        ] {
+            assert!(allowed_return_to(&origins, ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://evil.example.com/",
+            "https://app.example.com.evil.com/",
+            "https://app.example.com:8443/",
+            "http://app.example.com/",
+            "/relative",
+            "javascript:alert(1)",
+            "https://app.example.com@evil.com/",
+            "https://app.example.com/#frag",
+            "http://localhost:3001/",
+        ] {
+            assert!(allowed_return_to(&origins, bad).is_err(), "{bad}");
+        }
+        assert!(allowed_return_to(&[], "https://app.example.com/").is_err());
+    }
+
+    #[test]
+    fn outcomes_never_carry_more_than_the_outcome() {
+        assert_eq!(
+            outcome_url("https://a.example/x?y=1", Ok(("saison", "M0001"))),
+            "https://a.example/x?y=1&gatehouse=connected&platform=saison&tenant=M0001"
+        );
+        assert_eq!(
+            outcome_url("https://a.example/", Err("already_used")),
+            "https://a.example/?gatehouse=error&reason=already_used"
+        );
+    }
+}
