@@ -372,21 +372,14 @@ pub fn resolve(base: &str, action: &str) -> String {
         .expect("form action resolves")
 }
 
-/// The live items whose partition key is `kind` or starts with `kind#`, in key order: a kind's
-/// items, now that each has a partition of its own (`install#haravan#<org>`), or the items of
-/// one partition. A scan of the whole table, for tests only.
+/// The live items of `kind` ([`gatehouse_local::server::of_kind`]), in key order.
 pub async fn of_kind(
     store: &dyn gatehouse::store::Store,
     kind: &str,
 ) -> Vec<gatehouse::store::Item> {
-    let within = format!("{kind}#");
-    store
-        .scan_prefix(kind)
+    gatehouse_local::server::of_kind(store, kind)
         .await
         .expect("scan")
-        .into_iter()
-        .filter(|item| item.key.pk == kind || item.key.pk.starts_with(&within))
-        .collect()
 }
 
 /// What the app's back end does to connect one of its users to Saison: a connect link

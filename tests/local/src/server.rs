@@ -317,11 +317,15 @@ const INSTALLS: &[(&str, &str, &str)] = &[
     ("Saison connect", "conn#saison", "cardholder"),
 ];
 
-/// The live items of `kind`: partition key `kind` itself or `kind#…`.
-async fn of_kind(app: &Platforms, kind: &str) -> gatehouse::Result<Vec<gatehouse::store::Item>> {
+/// The live items of `kind`, in key order: partition key `kind` itself or `kind#…` (so
+/// `install#haravan` lists every org's install, not `install#haravanx`). A scan of the whole
+/// table: for the local console and the tests only.
+pub async fn of_kind(
+    store: &dyn gatehouse::store::Store,
+    kind: &str,
+) -> Result<Vec<gatehouse::store::Item>, gatehouse::store::StoreError> {
     let within = format!("{kind}#");
-    Ok(app
-        .store
+    Ok(store
         .scan_prefix(kind)
         .await?
         .into_iter()
@@ -362,7 +366,7 @@ async fn index(axum::extract::State(app): axum::extract::State<Arc<Platforms>>) 
 async fn index_page(app: &Platforms) -> gatehouse::Result<lambda_http::Response<Body>> {
     let mut rows = String::new();
     for (platform, kind, name_attr) in INSTALLS {
-        let items = of_kind(app, kind).await?;
+        let items = of_kind(app.store.as_ref(), kind).await?;
         for item in items {
             rows.push_str(&format!(
                 "<tr><td>{platform}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>encrypted</td></tr>",
@@ -379,7 +383,7 @@ async fn index_page(app: &Platforms) -> gatehouse::Result<lambda_http::Response<
             "<table><tr><th>platform</th><th>tenant</th><th>name</th><th>installed at</th><th>tokens</th></tr>{rows}</table>"
         )
     };
-    let payments: String = match of_kind(app, "tx#momo").await {
+    let payments: String = match of_kind(app.store.as_ref(), "tx#momo").await {
         Ok(items) => items
             .iter()
             .map(|tx| {
@@ -400,7 +404,7 @@ async fn index_page(app: &Platforms) -> gatehouse::Result<lambda_http::Response<
                 )
             })
             .collect(),
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let payments_html = if payments.is_empty() {
         String::new()
