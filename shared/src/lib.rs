@@ -20,6 +20,7 @@ pub mod connect;
 pub mod context;
 pub mod crypto;
 pub mod error;
+pub mod events;
 pub mod flow;
 pub mod haravan;
 pub mod http;
