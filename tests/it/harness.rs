@@ -30,6 +30,14 @@ pub enum Backend {
     Dynamo,
 }
 
+/// The handlers' tests run behind the local authorizer as API Gateway runs them behind its own:
+/// given authorized requests. Unsigned requests from this machine pass as the loopback caller
+/// (a signed one is still checked); tests/it/client.rs runs the authorizer as a developer gets
+/// it (`GATEHOUSE_LOCAL_IAM=sigv4`), refusing what is unsigned.
+fn loopback_iam(vars: &mut Vars) {
+    vars.set_default("GATEHOUSE_LOCAL_IAM", "loopback");
+}
+
 impl Harness {
     /// A server on the embedded store with a fresh data dir.
     pub async fn embedded() -> Harness {
@@ -43,6 +51,7 @@ impl Harness {
     pub async fn start(backend: Backend, mut vars: Vars) -> Option<Harness> {
         let dir = tempfile::tempdir().expect("tempdir");
         vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
+        loopback_iam(&mut vars);
         let Backend::Dynamo = backend else {
             let server = server::start(0, vars).await.expect("local server starts");
             return Some(Harness {
@@ -100,6 +109,7 @@ impl Harness {
     {
         let dir = tempfile::tempdir().expect("tempdir");
         vars.set("GATEHOUSE_DATA_DIR", dir.path().to_string_lossy());
+        loopback_iam(&mut vars);
         let server = server::start_with(0, vars, build)
             .await
             .expect("local server starts");

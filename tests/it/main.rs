@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod budget;
+mod client;
 mod connect;
 mod events;
 mod exactly_once;

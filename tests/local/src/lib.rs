@@ -13,3 +13,4 @@ pub mod events;
 pub mod faultproxy;
 pub mod load;
 pub mod server;
+pub mod sigv4;

@@ -6,6 +6,7 @@
 //! no IAM: they are served to loopback clients only (the server listens on 127.0.0.1 alone, and
 //! a request from any other peer address is refused with a 403 all the same).
 
+use crate::sigv4::{Caller, LocalIam};
 use axum::Router;
 use axum::body::Body as AxumBody;
 use axum::response::Response as AxumResponse;
@@ -187,6 +188,7 @@ where
         .nest_service("/_sim/momo", momo.router())
         .nest_service("/_sim/weblink", weblink.router())
         .fallback(dispatch)
+        .layer(axum::Extension(LocalIam::from_vars(&vars)?))
         .with_state(app.clone());
     let task = tokio::spawn(async move {
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -235,6 +237,7 @@ fn reconcile_every(
 /// Lambda adapter makes one, and the handler's response goes back unchanged.
 async fn dispatch(
     axum::extract::State(app): axum::extract::State<Arc<Platforms>>,
+    axum::Extension(iam): axum::Extension<LocalIam>,
     req: axum::extract::Request,
 ) -> AxumResponse {
     // No IAM here: the app's back-end routes are for this machine only.
@@ -277,6 +280,25 @@ async fn dispatch(
             return to_axum(routes::answer(Format::Json, Err(Error::TooLarge(MAX_BODY))));
         }
     };
+    // API Gateway's IAM authorizer, locally: the signature checked, the caller named in the
+    // request context as the deployed routes see it.
+    let context = if parts.uri.path().starts_with("/v1/") {
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        match iam.verify(
+            parts.method.as_str(),
+            target,
+            &parts.headers,
+            &bytes,
+            std::time::SystemTime::now(),
+        ) {
+            Ok(caller) => Some(iam_context(&parts.method, &caller)),
+            Err(why) => {
+                return to_axum(routes::answer(Format::Json, Err(Error::Forbidden(why))));
+            }
+        }
+    } else {
+        None
+    };
     let mut lreq = lambda_http::Request::new(if bytes.is_empty() {
         Body::Empty
     } else {
@@ -287,8 +309,29 @@ async fn dispatch(
     *lreq.headers_mut() = parts.headers;
     lreq.extensions_mut()
         .insert(gatehouse::context::RequestInfo::default());
+    if let Some(context) = context {
+        lreq.extensions_mut().insert(context);
+    }
     let result = gatehouse::budget::within(deadline, route.function.call(&app, &lreq)).await;
     to_axum(routes::answer(route.format(), result))
+}
+
+/// The request context API Gateway gives a route under `AWS_IAM`: the caller's key and ARN.
+fn iam_context(
+    method: &lambda_http::http::Method,
+    caller: &Caller,
+) -> lambda_http::request::RequestContext {
+    let context = serde_json::json!({
+        "http": {"method": method.as_str()},
+        "authorizer": {"iam": {
+            "accessKey": caller.access_key_id,
+            "accountId": "000000000000",
+            "userArn": caller.user_arn,
+        }},
+    });
+    lambda_http::request::RequestContext::ApiGatewayV2(
+        serde_json::from_value(context).unwrap_or_default(),
+    )
 }
 
 fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
@@ -458,4 +501,28 @@ async fn index_page(app: &Platforms) -> gatehouse::Result<lambda_http::Response<
         ),
     );
     Ok(web::html_page(StatusCode::OK, "Gatehouse (local)", &body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_iam_context_names_the_caller() {
+        let caller = Caller {
+            access_key_id: "k".into(),
+            user_arn: "arn:aws:iam::000000000000:user/k".into(),
+        };
+        let lambda_http::request::RequestContext::ApiGatewayV2(context) =
+            iam_context(&lambda_http::http::Method::POST, &caller)
+        else {
+            panic!("an HTTP API context");
+        };
+        let iam = context
+            .authorizer
+            .and_then(|a| a.iam)
+            .expect("an IAM authorizer");
+        assert_eq!(iam.user_arn.as_deref(), Some(caller.user_arn.as_str()));
+        assert_eq!(iam.access_key.as_deref(), Some("k"));
+    }
 }

@@ -1,0 +1,102 @@
+//! The typed client (`gatehouse-client`) against the local server with its authorizer as a
+//! developer gets it (`GATEHOUSE_LOCAL_IAM=sigv4`): every `/v1` call is SigV4-signed with the
+//! local key pair and checked again by the server with the SDK's signer; what is unsigned,
+//! signed with another key, or changed after signing is refused with a 403, and stores nothing.
+
+use crate::harness::{Backend, Browser, Harness};
+use gatehouse::config::Vars;
+use gatehouse_client::{Client, Error, Signer};
+use gatehouse_local::sigv4::{DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY};
+use serde_json::json;
+
+async fn signed_harness() -> Harness {
+    let mut vars = Vars::default();
+    vars.set("GATEHOUSE_LOCAL_IAM", "sigv4");
+    Harness::start(Backend::Embedded, vars).await.unwrap()
+}
+
+fn client(h: &Harness, secret: &str) -> Client {
+    Client::new(
+        &h.url("/"),
+        Signer::fixed(DEFAULT_ACCESS_KEY_ID, secret, "us-east-1"),
+    )
+    .unwrap()
+}
+
+async fn links_stored(h: &Harness) -> usize {
+    crate::harness::of_kind(h.server.app.store.as_ref(), "link")
+        .await
+        .len()
+}
+
+#[tokio::test]
+async fn a_signed_connect_link_opens_the_flow() {
+    let h = signed_harness().await;
+    let link = client(&h, DEFAULT_SECRET_ACCESS_KEY)
+        .connect_link("saison", "user-a", &h.url("/done"))
+        .await
+        .unwrap();
+    assert!(
+        link.url.starts_with(&h.url("/saison/authorize?link=")),
+        "{}",
+        link.url
+    );
+    assert!(link.expires_at > gatehouse::store::now());
+    let page = Browser::new().get(&link.url).await;
+    assert_eq!(page.status, 302, "{}", page.body);
+    assert_eq!(links_stored(&h).await, 0, "the link was consumed");
+}
+
+#[tokio::test]
+async fn unsigned_or_wrongly_signed_calls_are_refused_and_store_nothing() {
+    let h = signed_harness().await;
+    let body = json!({"platform": "saison", "end_user": "u", "return_to": h.url("/done")});
+    // Unsigned.
+    let page = Browser::new()
+        .post(
+            &h.url("/v1/connect-links"),
+            "application/json",
+            body.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(page.body.contains("not signed"), "{}", page.body);
+    // Signed with another secret.
+    match client(&h, "not-the-secret")
+        .connect_link("saison", "u", &h.url("/done"))
+        .await
+    {
+        Err(Error::Api { status: 403, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Signed, then changed: another body under the same signature.
+    let url = h.url("/v1/connect-links");
+    let host = url::Url::parse(&url).unwrap();
+    let host = format!("{}:{}", host.host_str().unwrap(), host.port().unwrap());
+    let signer = Signer::fixed(
+        DEFAULT_ACCESS_KEY_ID,
+        DEFAULT_SECRET_ACCESS_KEY,
+        "us-east-1",
+    );
+    let signed = signer
+        .sign(
+            "POST",
+            &url,
+            &[("host", &host), ("content-type", "application/json")],
+            body.to_string().as_bytes(),
+            std::time::SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    let other = json!({"platform": "saison", "end_user": "mallory", "return_to": h.url("/done")});
+    let mut request = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(other.to_string());
+    for (name, value) in &signed {
+        request = request.header(name, value);
+    }
+    let answer = request.send().await.unwrap();
+    assert_eq!(answer.status(), 403);
+    assert_eq!(links_stored(&h).await, 0);
+}
