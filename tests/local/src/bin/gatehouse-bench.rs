@@ -178,6 +178,18 @@ struct Proxy {
     upstream: String,
     client: reqwest::Client,
     counts: Counts,
+    /// While `Some`, every AWS request's target and JSON body, in order (the floor's script).
+    recording: std::sync::Mutex<Option<Vec<Value>>>,
+}
+
+impl Proxy {
+    fn record(&self) {
+        *self.recording.lock().unwrap() = Some(Vec::new());
+    }
+
+    fn recorded(&self) -> Vec<Value> {
+        self.recording.lock().unwrap().take().unwrap_or_default()
+    }
 }
 
 async fn forward(
@@ -197,6 +209,12 @@ async fn forward(
         p.counts.secrets.fetch_add(1, Ordering::SeqCst);
     } else {
         p.counts.other.fetch_add(1, Ordering::SeqCst);
+    }
+    if let Some(calls) = p.recording.lock().unwrap().as_mut() {
+        calls.push(json!({
+            "target": target,
+            "body": serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+        }));
     }
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut req = p.client.request(method, format!("{}{path}", p.upstream));
@@ -280,6 +298,7 @@ struct Args {
     cold: usize,
     warm: usize,
     reset: Option<String>,
+    floor: Option<String>,
 }
 
 /// What `--reset` puts back before every invocation.
@@ -355,6 +374,7 @@ fn args() -> Args {
         cold: 10,
         warm: 1000,
         reset: None,
+        floor: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -367,12 +387,13 @@ fn args() -> Args {
             "--cold" => a.cold = v.parse().expect("--cold N"),
             "--warm" => a.warm = v.parse().expect("--warm N"),
             "--reset" => a.reset = Some(v),
+            "--floor" => a.floor = Some(v),
             _ => panic!("unknown argument {k}"),
         }
     }
     assert!(
         !a.bootstrap.is_empty() && !a.event.is_empty() && !a.moto.is_empty(),
-        "usage: gatehouse-bench --bootstrap PATH --event FILE --name NAME --moto URL [--cold N] [--warm N] [--reset FILE]"
+        "usage: gatehouse-bench --bootstrap PATH --event FILE --name NAME --moto URL [--cold N] [--warm N] [--reset FILE] [--floor PATH]"
     );
     a
 }
@@ -387,8 +408,15 @@ impl Drop for Running {
     }
 }
 
-fn spawn(a: &Args, runtime_api: &str, proxy: &str) -> Running {
-    let child = std::process::Command::new(&a.bootstrap)
+/// What is spawned: the function's bootstrap, or the floor with its script.
+struct Target {
+    bootstrap: String,
+    env: Vec<(String, String)>,
+}
+
+fn spawn(a: &Args, target: &Target, runtime_api: &str, proxy: &str) -> Running {
+    let child = std::process::Command::new(&target.bootstrap)
+        .envs(target.env.iter().map(|(k, v)| (k, v)))
         .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
         .env("AWS_ENDPOINT_URL", proxy)
         .env("AWS_LAMBDA_FUNCTION_NAME", &a.name)
@@ -414,6 +442,7 @@ async fn main() {
         upstream: a.moto.trim_end_matches('/').to_owned(),
         client: reqwest::Client::new(),
         counts: Counts::default(),
+        recording: std::sync::Mutex::new(None),
     });
     let router = Router::new().fallback(forward).with_state(proxy.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -432,107 +461,273 @@ async fn main() {
     println!("{out}");
 }
 
-async fn run(a: &Args, event: &str, proxy: &Proxy, proxy_url: &str) -> Result<Value, String> {
-    let reset = match &a.reset {
-        Some(path) => Reset::load(path, &a.moto).await?,
-        None => None,
-    };
-    // Cold: a fresh process (and Runtime API) per spawn.
-    let (mut init, mut first, mut first_own, mut rss) = (vec![], vec![], vec![], vec![]);
-    let (mut cold_ddb, mut cold_sm) = (vec![], vec![]);
-    let mut statuses = vec![];
-    for i in 0..a.cold {
-        Reset::before_invocation(&reset).await?;
-        let (addr, jobs, mut seen) = emulator(&a.name).await;
-        jobs.send((format!("cold-{i}"), event.to_owned())).unwrap();
-        proxy.counts.take();
-        proxy.counts.take_upstream();
-        let t0 = Instant::now();
-        let child = spawn(a, &addr, proxy_url);
-        let pid = child.0.id();
-        let Seen::Next(t1) = wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await? else {
-            unreachable!()
-        };
-        let t2 = match wait_for(&mut seen, |s| {
-            matches!(s, Seen::Response(..) | Seen::Error(..))
-        })
-        .await?
-        {
-            Seen::Response(t, status) => {
-                statuses.push(status);
-                t
-            }
-            Seen::Error(e) => return Err(format!("invocation error: {e}")),
-            _ => unreachable!(),
-        };
-        // Idle again (its next `next`): everything of the first invocation is done.
-        wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await?;
-        let (ddb, sm, _) = proxy.counts.take();
-        first_own.push(ms((t2 - t0).saturating_sub(proxy.counts.take_upstream())));
-        rss.push(vm_hwm_kib(pid).unwrap_or(0) as f64 / 1024.0);
-        drop(child);
-        init.push(ms(t1 - t0));
-        first.push(ms(t2 - t0));
-        cold_ddb.push(ddb as f64);
-        cold_sm.push(sm as f64);
-    }
+/// One cold start: a fresh process (and Runtime API) answering one event.
+struct Cold {
+    init: f64,
+    first: f64,
+    first_own: f64,
+    rss: f64,
+    dynamodb: f64,
+    secrets: f64,
+    status: i64,
+}
 
-    // Warm: one process, one invocation to warm it, then `warm` more, one at a time.
+async fn cold_start(
+    a: &Args,
+    target: &Target,
+    event: &str,
+    proxy: &Proxy,
+    proxy_url: &str,
+    reset: &Option<Reset>,
+    id: &str,
+) -> Result<Cold, String> {
+    Reset::before_invocation(reset).await?;
     let (addr, jobs, mut seen) = emulator(&a.name).await;
-    let child = spawn(a, &addr, proxy_url);
-    let pid = child.0.id();
-    Reset::before_invocation(&reset).await?;
-    jobs.send(("warmup".into(), event.to_owned())).unwrap();
-    wait_for(&mut seen, |s| matches!(s, Seen::Response(..))).await?;
-    wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await?;
+    jobs.send((id.to_owned(), event.to_owned())).unwrap();
     proxy.counts.take();
     proxy.counts.take_upstream();
-    let mut lat = Vec::with_capacity(a.warm);
-    let mut own = Vec::with_capacity(a.warm);
-    let mut warm_status = None;
-    for i in 0..a.warm {
-        Reset::before_invocation(&reset).await?;
-        jobs.send((format!("warm-{i}"), event.to_owned())).unwrap();
-        let Seen::Given(t0) = wait_for(&mut seen, |s| matches!(s, Seen::Given(_))).await? else {
+    let t0 = Instant::now();
+    let child = spawn(a, target, &addr, proxy_url);
+    let pid = child.0.id();
+    let Seen::Next(t1) = wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await? else {
+        unreachable!()
+    };
+    let (t2, status) = match wait_for(&mut seen, |s| {
+        matches!(s, Seen::Response(..) | Seen::Error(..))
+    })
+    .await?
+    {
+        Seen::Response(t, status) => (t, status),
+        Seen::Error(e) => return Err(format!("invocation error: {e}")),
+        _ => unreachable!(),
+    };
+    // Idle again (its next `next`): everything of the first invocation is done.
+    wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await?;
+    let (ddb, sm, _) = proxy.counts.take();
+    let cold = Cold {
+        init: ms(t1 - t0),
+        first: ms(t2 - t0),
+        first_own: ms((t2 - t0).saturating_sub(proxy.counts.take_upstream())),
+        rss: vm_hwm_kib(pid).unwrap_or(0) as f64 / 1024.0,
+        dynamodb: ddb as f64,
+        secrets: sm as f64,
+        status,
+    };
+    drop(child);
+    Ok(cold)
+}
+
+/// A warm process: its Runtime API, warmed by one invocation.
+struct Warm {
+    jobs: mpsc::UnboundedSender<(String, String)>,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    child: Running,
+    lat: Vec<f64>,
+    own: Vec<f64>,
+    status: Option<i64>,
+    dynamodb: usize,
+    secrets: usize,
+}
+
+impl Warm {
+    async fn start(
+        a: &Args,
+        target: &Target,
+        event: &str,
+        proxy_url: &str,
+        reset: &Option<Reset>,
+    ) -> Result<Self, String> {
+        let (addr, jobs, mut seen) = emulator(&a.name).await;
+        let child = spawn(a, target, &addr, proxy_url);
+        Reset::before_invocation(reset).await?;
+        jobs.send(("warmup".into(), event.to_owned())).unwrap();
+        wait_for(&mut seen, |s| matches!(s, Seen::Response(..))).await?;
+        wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await?;
+        Ok(Self {
+            jobs,
+            seen,
+            child,
+            lat: Vec::with_capacity(a.warm),
+            own: Vec::with_capacity(a.warm),
+            status: None,
+            dynamodb: 0,
+            secrets: 0,
+        })
+    }
+
+    /// One warm invocation, timed from the event handed over to the response.
+    async fn invoke(
+        &mut self,
+        event: &str,
+        proxy: &Proxy,
+        reset: &Option<Reset>,
+        id: String,
+    ) -> Result<(), String> {
+        Reset::before_invocation(reset).await?;
+        proxy.counts.take();
+        proxy.counts.take_upstream();
+        self.jobs.send((id, event.to_owned())).unwrap();
+        let Seen::Given(t0) = wait_for(&mut self.seen, |s| matches!(s, Seen::Given(_))).await?
+        else {
             unreachable!()
         };
-        match wait_for(&mut seen, |s| {
+        match wait_for(&mut self.seen, |s| {
             matches!(s, Seen::Response(..) | Seen::Error(..))
         })
         .await?
         {
             Seen::Response(t1, status) => {
+                wait_for(&mut self.seen, |s| matches!(s, Seen::Next(_))).await?;
                 let moto = proxy.counts.take_upstream();
-                lat.push(ms(t1 - t0));
-                own.push(ms((t1 - t0).saturating_sub(moto)));
-                warm_status = Some(status);
+                let (ddb, sm, _) = proxy.counts.take();
+                self.dynamodb += ddb;
+                self.secrets += sm;
+                self.lat.push(ms(t1 - t0));
+                self.own.push(ms((t1 - t0).saturating_sub(moto)));
+                self.status = Some(status);
+                Ok(())
             }
-            Seen::Error(e) => return Err(format!("invocation error: {e}")),
+            Seen::Error(e) => Err(format!("invocation error: {e}")),
             _ => unreachable!(),
         }
     }
-    wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await?;
-    let (ddb, sm, _) = proxy.counts.take();
-    let warm_rss = vm_hwm_kib(pid).unwrap_or(0) as f64 / 1024.0;
-    drop(child);
-    let n = a.warm.max(1) as f64;
-    Ok(json!({
-        "cold_spawns": a.cold,
+
+    fn rss(&self) -> f64 {
+        vm_hwm_kib(self.child.0.id()).unwrap_or(0) as f64 / 1024.0
+    }
+}
+
+/// The figures of one target, cold and warm.
+fn figures(cold: &[Cold], warm: &mut Warm, n: usize) -> Value {
+    let col = |f: fn(&Cold) -> f64| cold.iter().map(f).collect::<Vec<f64>>();
+    let (mut init, mut first, mut first_own) =
+        (col(|c| c.init), col(|c| c.first), col(|c| c.first_own));
+    let (rss, mut ddb, mut sm) = (col(|c| c.rss), col(|c| c.dynamodb), col(|c| c.secrets));
+    let n = n.max(1) as f64;
+    json!({
+        "cold_spawns": cold.len(),
         "init_ms_p50": median(&mut init),
         "first_response_ms_p50": median(&mut first),
         "first_response_own_ms_p50": median(&mut first_own),
-        "cold_status": statuses.first(),
+        "cold_status": cold.first().map(|c| c.status),
         "cold_rss_mb_max": rss.iter().copied().fold(0.0, f64::max),
-        "cold_dynamodb_calls": median(&mut cold_ddb),
-        "cold_secrets_calls": median(&mut cold_sm),
-        "warm_invocations": a.warm,
-        "warm_status": warm_status,
-        "warm_ms_p50": median(&mut lat.clone()),
-        "warm_ms_p99": percentile(&mut lat, 99.0),
-        "warm_own_ms_p50": median(&mut own.clone()),
-        "warm_own_ms_p99": percentile(&mut own, 99.0),
-        "warm_rss_mb": warm_rss,
-        "warm_dynamodb_calls": ddb as f64 / n,
-        "warm_secrets_calls": sm as f64 / n,
-    }))
+        "cold_dynamodb_calls": median(&mut ddb),
+        "cold_secrets_calls": median(&mut sm),
+        "warm_invocations": warm.lat.len(),
+        "warm_status": warm.status,
+        "warm_ms_p50": median(&mut warm.lat.clone()),
+        "warm_ms_p99": percentile(&mut warm.lat.clone(), 99.0),
+        "warm_own_ms_p50": median(&mut warm.own.clone()),
+        "warm_own_ms_p99": percentile(&mut warm.own.clone(), 99.0),
+        "warm_rss_mb": warm.rss(),
+        "warm_dynamodb_calls": warm.dynamodb as f64 / n,
+        "warm_secrets_calls": warm.secrets as f64 / n,
+    })
+}
+
+/// The function's own AWS calls for `event`, first cold then warm, recorded on a process of its
+/// own (not measured): the floor's script.
+async fn record_script(
+    a: &Args,
+    function: &Target,
+    event: &str,
+    proxy: &Proxy,
+    proxy_url: &str,
+    reset: &Option<Reset>,
+) -> Result<Value, String> {
+    let (addr, jobs, mut seen) = emulator(&a.name).await;
+    Reset::before_invocation(reset).await?;
+    proxy.record();
+    let child = spawn(a, function, &addr, proxy_url);
+    jobs.send(("record-cold".into(), event.to_owned())).unwrap();
+    wait_for(&mut seen, |s| matches!(s, Seen::Response(..))).await?;
+    wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await?;
+    let cold = proxy.recorded();
+    Reset::before_invocation(reset).await?;
+    proxy.record();
+    jobs.send(("record-warm".into(), event.to_owned())).unwrap();
+    wait_for(&mut seen, |s| matches!(s, Seen::Response(..))).await?;
+    wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await?;
+    let warm = proxy.recorded();
+    drop(child);
+    Ok(json!({"cold": cold, "warm": warm}))
+}
+
+async fn run(a: &Args, event: &str, proxy: &Proxy, proxy_url: &str) -> Result<Value, String> {
+    let reset = match &a.reset {
+        Some(path) => Reset::load(path, &a.moto).await?,
+        None => None,
+    };
+    let function = Target {
+        bootstrap: a.bootstrap.clone(),
+        env: Vec::new(),
+    };
+    // The floor replays exactly the calls the function makes for this event.
+    let floor = match &a.floor {
+        Some(path) => {
+            let script = record_script(a, &function, event, proxy, proxy_url, &reset).await?;
+            Some(Target {
+                bootstrap: path.clone(),
+                env: vec![("FLOOR_SCRIPT".into(), script.to_string())],
+            })
+        }
+        None => None,
+    };
+    // Cold: a fresh process per spawn, the function's and the floor's alternately, so that
+    // both see the same machine.
+    let (mut cold, mut floor_cold) = (Vec::new(), Vec::new());
+    for i in 0..a.cold {
+        cold.push(
+            cold_start(
+                a,
+                &function,
+                event,
+                proxy,
+                proxy_url,
+                &reset,
+                &format!("cold-{i}"),
+            )
+            .await?,
+        );
+        if let Some(floor) = &floor {
+            floor_cold.push(
+                cold_start(
+                    a,
+                    floor,
+                    event,
+                    proxy,
+                    proxy_url,
+                    &reset,
+                    &format!("floor-cold-{i}"),
+                )
+                .await?,
+            );
+        }
+    }
+    // Warm: one process each, invoked alternately, one invocation at a time.
+    let mut warm = Warm::start(a, &function, event, proxy_url, &reset).await?;
+    let mut floor_warm = match &floor {
+        Some(floor) => Some(Warm::start(a, floor, event, proxy_url, &reset).await?),
+        None => None,
+    };
+    for i in 0..a.warm {
+        warm.invoke(event, proxy, &reset, format!("warm-{i}"))
+            .await?;
+        if let Some(f) = floor_warm.as_mut() {
+            f.invoke(event, proxy, &reset, format!("floor-warm-{i}"))
+                .await?;
+        }
+    }
+    let mut out = figures(&cold, &mut warm, a.warm);
+    if let Some(f) = floor_warm.as_mut() {
+        out["floor"] = figures(&floor_cold, f, a.warm);
+        if let Some(floor) = &floor {
+            out["floor_bytes"] = json!(
+                std::fs::metadata(&floor.bootstrap)
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            );
+        }
+    }
+    Ok(out)
 }
