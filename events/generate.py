@@ -89,6 +89,14 @@ def event(method, path, query="", body=None, b64=False, cookies=None, content_ty
         },
         "isBase64Encoded": b64,
     }
+    if path.startswith("/v1/"):
+        # What API Gateway's AWS_IAM authorizer adds for a signed request: the caller.
+        ev["requestContext"]["authorizer"] = {"iam": {
+            "accessKey": "AKIAEVENTSEXAMPLE", "accountId": "123456789012",
+            "callerId": "AIDAEVENTSEXAMPLE",
+            "userArn": "arn:aws:iam::123456789012:role/app-backend",
+            "userId": "AIDAEVENTSEXAMPLE",
+        }}
     if cookies:
         ev["cookies"] = cookies
     if body is not None:

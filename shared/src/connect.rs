@@ -140,6 +140,7 @@ fn text_field<'a>(v: &'a Option<Value>, name: &str) -> Result<&'a str> {
 /// ([`web::check_id`]); `return_to` as [`allowed_return_to`] takes it. Nothing is stored
 /// unless all three hold.
 pub async fn create(cx: &Saison, req: &Request) -> Result<Response<Body>> {
+    web::require_iam_caller(req)?;
     web::require_content_type(req, "application/json")?;
     let body: LinkRequest = web::json_body(
         web::body(req, MAX_BODY)?,

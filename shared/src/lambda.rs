@@ -55,7 +55,7 @@ pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Err
         Some(b) => Body::Text(b),
     };
     let mut req = Request::new(body);
-    *req.method_mut() = event.request_context.http.method;
+    *req.method_mut() = event.request_context.http.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = event.headers;
     if let Some(cookies) = event.cookies.filter(|c| !c.is_empty())
@@ -64,10 +64,16 @@ pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Err
         req.headers_mut().insert(header::COOKIE, v);
     }
     req.extensions_mut().insert(RequestInfo {
-        domain_name: event.request_context.domain_name,
-        request_id: event.request_context.request_id,
-        source_ip: event.request_context.http.source_ip,
+        domain_name: event.request_context.domain_name.clone(),
+        request_id: event.request_context.request_id.clone(),
+        source_ip: event.request_context.http.source_ip.clone(),
     });
+    // The context as lambda_http gives it (`RequestExt::request_context_ref`): the `/v1` routes
+    // read the IAM caller API Gateway's authorizer names in it ([`crate::web::require_iam_caller`]).
+    req.extensions_mut()
+        .insert(lambda_http::request::RequestContext::ApiGatewayV2(
+            event.request_context,
+        ));
     Ok(req)
 }
 
@@ -156,4 +162,40 @@ where
         Err(e) => Err(e),
     };
     response_into_event(crate::routes::answer(function.format, result))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(authorizer: Option<serde_json::Value>) -> String {
+        let mut ev = json!({
+            "version": "2.0", "routeKey": "POST /v1/connect-links", "rawPath": "/v1/connect-links",
+            "rawQueryString": "", "headers": {"host": "abc.execute-api.us-east-1.amazonaws.com"},
+            "requestContext": {"http": {"method": "POST", "path": "/v1/connect-links"},
+                               "requestId": "r", "timeEpoch": 0},
+            "isBase64Encoded": false,
+        });
+        if let Some(a) = authorizer {
+            ev["requestContext"]["authorizer"] = a;
+        }
+        ev.to_string()
+    }
+
+    #[test]
+    fn the_iam_caller_of_the_authorizer_reaches_the_handler() {
+        let arn = "arn:aws:iam::123456789012:role/app";
+        let req = request_from_json(&event(Some(json!({"iam": {"userArn": arn}})))).unwrap();
+        assert_eq!(crate::web::require_iam_caller(&req).unwrap(), arn);
+        // No authorizer (a route deployed without AWS_IAM), or another kind of authorizer.
+        for authorizer in [
+            None,
+            Some(json!({"jwt": {"claims": {"sub": "x"}, "scopes": []}})),
+        ] {
+            let req = request_from_json(&event(authorizer)).unwrap();
+            let e = crate::web::require_iam_caller(&req).unwrap_err();
+            assert_eq!(e.status(), lambda_http::http::StatusCode::FORBIDDEN);
+        }
+    }
 }

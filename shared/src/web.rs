@@ -345,6 +345,29 @@ pub fn set_cookie(resp: &mut Response<Body>, cookie: &str) -> Result<()> {
     Ok(())
 }
 
+/// The IAM caller of a request to a `/v1` route (the ARN API Gateway's `AWS_IAM` authorizer
+/// names in the request context), or a 403. API Gateway checks the SigV4 signature before the
+/// function runs; this holds the function to it, so that a route deployed without the
+/// authorizer (or called any other way) serves nothing.
+pub fn require_iam_caller(req: &Request) -> Result<String> {
+    use lambda_http::RequestExt as _;
+    let caller = match req.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.iam.as_ref())
+            .and_then(|iam| iam.user_arn.clone().or_else(|| iam.caller_id.clone())),
+        _ => None,
+    };
+    caller.filter(|c| !c.is_empty()).ok_or_else(|| {
+        Error::Forbidden(
+            "this route is for the app's back end: it must be called through API Gateway with \
+             IAM authorization (a SigV4-signed request)"
+                .into(),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
