@@ -3,7 +3,7 @@
 //! requests to pay can be lost. Its behaviour is [`gatehouse::momo::reconcile`], shared with the
 //! local server's timer and the tests.
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     gatehouse::momo::run_reconciler().await
 }

@@ -5,8 +5,12 @@
 //! The AWS SDK and the HTTP stack under it are another matter: at `debug` and `trace` they log
 //! request and response bodies, and a Secrets Manager answer's body is the secret. So their
 //! targets are pinned at `warn` whatever `RUST_LOG` says ([`PINNED`]).
+//!
+//! `RUST_LOG` is read as a list of `target=level` (or bare `level`) directives, with
+//! tracing-subscriber's [`Targets`] filter: no span or field filters, and so no regular
+//! expressions compiled at init (the `env-filter` feature's cost in every cold start).
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 
 /// Targets whose verbose levels can print what they carry: the AWS SDK and runtime, hyper, h2,
 /// rustls, reqwest. Each is held at `warn`.
@@ -26,26 +30,53 @@ pub const PINNED: [&str; 12] = [
 ];
 
 /// The filter for `rust_log` (the value of `RUST_LOG`, if set): its directives, then every
-/// [`PINNED`] target at `warn`, which overrides whatever it said about them. A directive that
-/// does not parse is dropped rather than failing the start (none left: `info`).
-pub fn filter(rust_log: Option<&str>) -> EnvFilter {
-    let spec = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
-    let mut filter = EnvFilter::builder()
-        .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
-        .parse_lossy(spec);
-    for target in PINNED.iter().chain(["reqwest"].iter()) {
-        if let Ok(directive) = format!("{target}=warn").parse() {
-            filter = filter.add_directive(directive);
+/// [`PINNED`] target at `warn`, which overrides whatever it said about them or anything under
+/// them. A directive that does not parse is dropped rather than failing the start (none left:
+/// `info`).
+pub fn filter(rust_log: Option<&str>) -> Targets {
+    let pinned = |target: &str| {
+        PINNED
+            .iter()
+            .chain(["reqwest"].iter())
+            .any(|p| target == *p || target.strip_prefix(p).is_some_and(|r| r.starts_with("::")))
+    };
+    let mut filter = Targets::new().with_default(LevelFilter::INFO);
+    for directive in rust_log
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        match directive.split_once('=') {
+            Some((target, level)) => {
+                if let Ok(level) = level.trim().parse::<LevelFilter>()
+                    && !target.is_empty()
+                    && !pinned(target.trim())
+                {
+                    filter = filter.with_target(target.trim().to_owned(), level);
+                }
+            }
+            None => {
+                if let Ok(level) = directive.parse::<LevelFilter>() {
+                    filter = filter.with_default(level);
+                }
+            }
         }
+    }
+    for target in PINNED.iter().chain(["reqwest"].iter()) {
+        filter = filter.with_target(*target, LevelFilter::WARN);
     }
     filter
 }
 
 /// Installs the global subscriber once; later calls do nothing.
 pub fn init() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = filter(std::env::var("RUST_LOG").ok().as_deref());
     let on_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // The builder's own level lets everything through: the filter decides.
+    let builder = tracing_subscriber::fmt().with_max_level(LevelFilter::TRACE);
     let _ = if on_lambda {
         builder
             .json()
@@ -53,9 +84,11 @@ pub fn init() {
             .without_time()
             .with_current_span(false)
             .with_target(false)
+            .finish()
+            .with(filter)
             .try_init()
     } else {
-        builder.compact().try_init()
+        builder.compact().finish().with(filter).try_init()
     };
 }
 
@@ -86,6 +119,21 @@ mod tests {
             }
             _ => unreachable!("a case the test names"),
         })
+    }
+
+    #[test]
+    fn directives_are_read_and_pinned_targets_stay_pinned_below() {
+        let f = filter(Some(
+            "debug, gatehouse::haravan=trace ,aws_smithy_runtime::client=trace,x=nonsense",
+        ));
+        assert!(f.would_enable("gatehouse::haravan", &Level::TRACE));
+        assert!(f.would_enable("anything", &Level::DEBUG));
+        assert!(!f.would_enable("anything", &Level::TRACE));
+        assert!(!f.would_enable("aws_smithy_runtime::client", &Level::DEBUG));
+        assert!(f.would_enable("aws_smithy_runtime::client", &Level::WARN));
+        // Nothing set: info.
+        assert!(filter(None).would_enable("gatehouse", &Level::INFO));
+        assert!(!filter(None).would_enable("gatehouse", &Level::DEBUG));
     }
 
     #[test]
