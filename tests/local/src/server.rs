@@ -112,6 +112,7 @@ where
         format!("{weblink_base}/portal_config"),
     );
     vars.set_default("WEBLINK_IDP_BASE", format!("{weblink_base}/idp/{{domain}}"));
+    vars.set_default("WEBLINK_API_BASE", format!("{weblink_base}/api"));
     // With discovery (the default) the keys are where the simulated IDP's metadata says, so
     // that path is what the tests run; without it, the simulator's keys by configuration.
     if vars
@@ -287,8 +288,28 @@ async fn dispatch(
     *lreq.headers_mut() = parts.headers;
     lreq.extensions_mut()
         .insert(gatehouse::context::RequestInfo::default());
+    if lreq.uri().path().starts_with("/v1/") {
+        lreq.extensions_mut().insert(loopback_caller());
+    }
     let result = gatehouse::budget::within(deadline, route.function.call(&app, &lreq)).await;
     to_axum(routes::answer(route.format(), result))
+}
+
+/// The request context of a `/v1/` request here: served to loopback clients only (checked
+/// above), it stands for the IAM caller that API Gateway's `AWS_IAM` authorizer names when
+/// deployed, which the handlers require.
+fn loopback_caller() -> lambda_http::request::RequestContext {
+    use lambda_http::aws_lambda_events::apigw::{
+        ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerIamDescription,
+        ApiGatewayV2httpRequestContext,
+    };
+    let mut iam = ApiGatewayRequestAuthorizerIamDescription::default();
+    iam.user_arn = Some("arn:local:loopback".into());
+    let mut authorizer = ApiGatewayRequestAuthorizer::default();
+    authorizer.iam = Some(iam);
+    let mut ctx = ApiGatewayV2httpRequestContext::default();
+    ctx.authorizer = Some(authorizer);
+    lambda_http::request::RequestContext::ApiGatewayV2(ctx)
 }
 
 fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {

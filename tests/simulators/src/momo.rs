@@ -114,6 +114,8 @@ pub struct MomoSim {
 }
 
 struct Inner {
+    /// The account API's knobs (the proxy tests').
+    api: crate::kit::ApiKnobs,
     /// Product → its subscription key.
     subscription_keys: HashMap<String, String>,
     /// The app's public base URL: every callback URL must lie under it.
@@ -399,6 +401,7 @@ impl MomoSim {
             .unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
+                api: crate::kit::ApiKnobs::default(),
                 subscription_keys: subscription_keys
                     .iter()
                     .map(|(p, k)| ((*p).to_owned(), (*k).to_owned()))
@@ -432,12 +435,19 @@ impl MomoSim {
             .route("/v1_0/apiuser/{id}/apikey", post(create_api_key))
             .route("/{product}/token/", post(token))
             .route("/collection/v1_0/requesttopay", post(request_to_pay))
+            .route("/{product}/v1_0/account/balance", get(account_balance))
             .route(
                 "/collection/v1_0/requesttopay/{reference}",
                 get(payment_status),
             )
             .fallback(not_found)
             .with_state(self.clone())
+    }
+
+    /// The knobs of the account API (`GET /<product>/v1_0/account/balance`): counted,
+    /// recorded, 401/429 on demand.
+    pub fn api(&self) -> &crate::kit::ApiKnobs {
+        &self.inner.api
     }
 
     /// Creates (or replaces) an API user with this key, as provisioning would: for the local
@@ -983,6 +993,32 @@ async fn token(
 }
 
 /// `POST /collection/v1_0/requesttopay`.
+/// `GET /{collection|disbursement}/v1_0/account/balance`: the account's balance, with the
+/// product's subscription key, a live token of that product and the target environment.
+async fn account_balance(
+    State(sim): State<MomoSim>,
+    Path(product): Path<String>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    sim.inner.api.record(&method, &uri, &headers);
+    if !matches!(product.as_str(), "collection" | "disbursement") {
+        return not_found().await;
+    }
+    if let Err(resp) = sim
+        .check_subscription(&headers, Some(&product))
+        .and_then(|()| sim.check_bearer(&headers, &product))
+        .and_then(|()| sim.check_target_environment(&headers))
+    {
+        return *resp;
+    }
+    if let Some(imposed) = sim.inner.api.imposed() {
+        return imposed;
+    }
+    Json(json!({"availableBalance": "1000", "currency": "EUR"})).into_response()
+}
+
 async fn request_to_pay(State(sim): State<MomoSim>, headers: HeaderMap, body: Bytes) -> Response {
     sim.inner.requests_received.fetch_add(1, Ordering::SeqCst);
     if let Err(resp) = sim
