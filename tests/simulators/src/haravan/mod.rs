@@ -348,6 +348,16 @@ impl HaravanSim {
             .store(withhold, Ordering::SeqCst);
     }
 
+    /// The access tokens of `orgid` stop working now (Haravan judged them expired or revoked),
+    /// while its refresh tokens still do.
+    pub fn expire_access_tokens(&self, orgid: &str) {
+        for grant in lock(&self.inner.grants).access.values_mut() {
+            if grant.user.orgid == orgid {
+                grant.expires_at = 0;
+            }
+        }
+    }
+
     /// Revokes every refresh token issued for `orgid`'s users.
     pub fn revoke_refresh_tokens(&self, orgid: &str) {
         lock(&self.inner.grants)
