@@ -492,8 +492,8 @@ fn back_end_routes_are_iam_authorized() {
         "/v1/proxy/weblink/{tenant}/{proxy+}",
     ]
     .into_iter()
-        .map(str::to_owned)
-        .collect();
+    .map(str::to_owned)
+    .collect();
     assert_eq!(iam, expected);
     for route in routes::all() {
         if route.path.starts_with("/v1/") {

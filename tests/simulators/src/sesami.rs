@@ -126,6 +126,12 @@ impl SesamiSim {
         self.inner.token_requests.load(Ordering::SeqCst)
     }
 
+    /// Registers an offline token for `shop_id`, as if a code exchange had issued it (event
+    /// files carry the tenants they act on).
+    pub fn register_token(&self, token: &str, shop_id: &str) {
+        crate::kit::lock(&self.inner.tokens).insert(token.into(), shop_id.into());
+    }
+
     /// Issues a code for `shop_id` as the consent page would.
     pub fn issue_code(&self, shop_id: &str) -> String {
         let code = uuid::Uuid::new_v4().simple().to_string();
