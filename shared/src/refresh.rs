@@ -14,6 +14,11 @@
 //! because a sibling (whose lease ran out) rotated it, re-reading finds the new tokens. Only a
 //! refresh token that is refused while still the stored one marks the tenant as needing
 //! re-authorization, after which callers get a clear 403 until the app is authorized again.
+//!
+//! A platform can also stop accepting a token before its expiry (the proxy's 401):
+//! [`fresh_item_replacing`] forces a refresh, but only while the stored token is still the
+//! version that was refused, under the same lease, so that concurrent callers who all got a 401
+//! for one token cause one refresh and take its result.
 
 use crate::context::Deps;
 use crate::crypto::KeyRing;
