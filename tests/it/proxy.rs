@@ -601,6 +601,29 @@ async fn concurrent_401s_make_one_refresh() {
     assert_eq!(c.refreshes(), refreshes + 1, "one refresh for twenty 401s");
 }
 
+/// MoMo's product token refused early, by twenty callers at once on DynamoDB: one new token is
+/// fetched (the renewal is one per refused token across callers), and every caller is served.
+#[tokio::test]
+async fn concurrent_401s_fetch_one_momo_token() {
+    let Some(h) = Harness::start(Backend::Dynamo, Vars::default()).await else {
+        return;
+    };
+    let c = Arc::new(Case::on(P::Momo, h).await);
+    let fetched = c.refreshes();
+    c.h.server.momo.expire_tokens();
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.call(&[]).await })
+        })
+        .collect();
+    for call in calls {
+        let (status, _, body) = call.await.unwrap();
+        assert_read(&c, status, &body);
+    }
+    assert_eq!(c.refreshes(), fetched + 1, "one token for twenty 401s");
+}
+
 /// A refresh token the platform refuses: 409 `needs_reauth`, and the tenant marked.
 #[tokio::test]
 async fn a_refused_refresh_token_is_409_needs_reauth() {

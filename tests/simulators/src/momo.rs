@@ -480,6 +480,14 @@ impl MomoSim {
         *lock(&self.inner.token_delay) = delay;
     }
 
+    /// Every access token issued so far stops working now (MoMo revoked or expired them early);
+    /// new ones work.
+    pub fn expire_tokens(&self) {
+        for grant in lock(&self.inner.state).tokens.values_mut() {
+            grant.expires_at = 0;
+        }
+    }
+
     /// The lifetime of access tokens issued from now on (default 3600 s; 0: born expired).
     pub fn set_token_lifetime(&self, secs: u64) {
         self.inner.token_lifetime.store(secs, Ordering::SeqCst);
