@@ -15,6 +15,8 @@
 //!   JSON payment → 202, empty. The outcome follows the test numbers below; when the request had
 //!   a callback URL, the callback goes to it once, after a short delay.
 //! - `GET  /collection/v1_0/requesttopay/{referenceId}` → 200, the payment and its status.
+//! - `GET  /{collection|disbursement}/v1_0/account/balance` — the same Bearer, subscription key and
+//!   target environment checks → 200 `{"availableBalance","currency"}` (the proxy tests' read).
 //!
 //! Every endpoint needs `Ocp-Apim-Subscription-Key`: the product's own key for the product
 //! endpoints, any of the configured keys for provisioning (the sandbox accepts a key of any
