@@ -430,6 +430,43 @@ EVENTS.update({
     "weblink-refresh-no-session": event("POST", "/weblink/refresh"),
 })
 
+# --- The auth-injecting proxy ---------------------------------------------------------------------
+# The app's back end, SigV4-signed: API Gateway's AWS_IAM authorizer names the caller in
+# requestContext.authorizer.iam. The tenants are seeded by tests/it/events.rs (proxy_scenario).
+PROXY_CALLER = {"iam": {
+    "accessKey": "ASIAEXAMPLEEVENTS", "accountId": "123456789012",
+    "callerId": "AROAEXAMPLEEVENTS:app-backend",
+    "principalOrgId": None,
+    "userArn": "arn:aws:sts::123456789012:assumed-role/app-backend/app-backend",
+    "userId": "AROAEXAMPLEEVENTS:app-backend",
+}}
+
+
+def proxy_event(method, path, query="", body=None, iam=True, content_type=None):
+    ev = event(method, path, query, body=body, content_type=content_type,
+               headers={"authorization": "AWS4-HMAC-SHA256 Credential=ASIAEXAMPLEEVENTS/...",
+                        "x-amz-date": "20261124T200000Z",
+                        "x-amz-security-token": "events-session-token"})
+    if iam:
+        ev["requestContext"]["authorizer"] = PROXY_CALLER
+    return ev
+
+
+EVENTS.update({
+    "sesami-proxy": proxy_event("GET", "/v1/proxy/sesami/events-proxy-shop/api/v1/shop"),
+    "sesami-proxy-no-iam": proxy_event(
+        "GET", "/v1/proxy/sesami/events-proxy-shop/api/v1/shop", iam=False),
+    "haravan-proxy": proxy_event("GET", "/v1/proxy/haravan/1000999999/com/shop.json"),
+    "haravan-proxy-escape": proxy_event(
+        "GET", "/v1/proxy/haravan/1000999999/..%2F..%2Fevil.example"),
+    "saison-proxy": proxy_event("GET", "/v1/proxy/saison/M0009/auth/account/profile",
+                                urlencode({"end_user": "events-proxy-user", "info_key": "sex"})),
+    "momo-proxy": proxy_event("GET", "/v1/proxy/momo/collection/collection/v1_0/account/balance"),
+    "weblink-proxy": proxy_event(
+        "POST", "/v1/proxy/weblink/events-proxy-session-0123456789abcdef/graphql",
+        body=json.dumps({"query": "{ viewer { email } }"}), content_type="application/json"),
+})
+
 with open(os.path.join(HERE, "haravan-jwks.json"), "w") as f:
     json.dump(jwks(), f, indent=2)
     f.write("\n")

@@ -28,6 +28,7 @@ pub mod lambda;
 pub mod momo;
 pub mod oidc;
 pub mod once;
+pub mod proxy;
 pub mod refresh;
 pub mod response;
 pub mod routes;

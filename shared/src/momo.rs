@@ -213,16 +213,61 @@ async fn stored_token(cx: &Momo, product: &str) -> Result<Option<(SecretString, 
     }
 }
 
+/// A valid access token for `product` other than `rejected`, which MoMo answered 401 to (the
+/// proxy's retry): the container's copy is dropped, and a new token is fetched only while the
+/// shared one is still the rejected one, under the same lease as any fetch, so that concurrent
+/// callers who all got a 401 for one token cause one token call; a caller who finds a newer one
+/// (a sibling's fetch) takes it.
+pub async fn access_token_replacing(
+    cx: &Momo,
+    product: &str,
+    rejected: &SecretString,
+) -> Result<SecretString> {
+    let key = product.to_owned();
+    cx.tokens.forget(&key);
+    let (token, _) = cx
+        .tokens
+        .get(&key, |_| async {
+            match shared_token_other_than(cx, product, Some(rejected)).await {
+                Ok((token, expires_at)) => {
+                    let left = u64::try_from(expires_at - TOKEN_MARGIN - now()).unwrap_or(0);
+                    Fetched::value((token, expires_at), Duration::from_secs(left))
+                }
+                Err(e) => Fetched::failed(e),
+            }
+        })
+        .await?;
+    Ok(token)
+}
+
+/// The Ocp-Apim-Subscription-Key of `product`, from MoMo's secret (the proxy sends it).
+pub async fn product_subscription_key(cx: &Momo, product: &str) -> Result<SecretString> {
+    let creds = cx.secrets.credentials(PLATFORM).await?;
+    subscription_key(&creds, product).map(SecretString::from)
+}
+
 async fn shared_token(cx: &Momo, product: &str) -> Result<(SecretString, i64)> {
+    shared_token_other_than(cx, product, None).await
+}
+
+async fn shared_token_other_than(
+    cx: &Momo,
+    product: &str,
+    rejected: Option<&SecretString>,
+) -> Result<(SecretString, i64)> {
     let patience = Patience::new(Duration::from_secs(20), Duration::from_millis(100));
     let token = token_key(product);
     let lease_key = Key::new(format!("lease#{}", token.pk), token.sk);
+    // A stored token that MoMo refused counts as none.
+    let usable = |found: Option<(SecretString, i64)>| {
+        found.filter(|(t, _)| rejected.is_none_or(|r| r.expose_secret() != t.expose_secret()))
+    };
     loop {
-        if let Some(found) = stored_token(cx, product).await? {
+        if let Some(found) = usable(stored_token(cx, product).await?) {
             return Ok(found);
         }
         if let Some(lease) = Lease::try_take(cx.store.as_ref(), lease_key.clone()).await? {
-            let outcome = match stored_token(cx, product).await {
+            let outcome = match stored_token(cx, product).await.map(usable) {
                 Ok(Some(found)) => Ok(found),
                 Ok(None) => fetch_token(cx, product).await,
                 Err(e) => Err(e),

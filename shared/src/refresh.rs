@@ -14,6 +14,11 @@
 //! because a sibling (whose lease ran out) rotated it, re-reading finds the new tokens. Only a
 //! refresh token that is refused while still the stored one marks the tenant as needing
 //! re-authorization, after which callers get a clear 403 until the app is authorized again.
+//!
+//! A platform can also stop accepting a token before its expiry (the proxy's 401):
+//! [`fresh_item_replacing`] forces a refresh, but only while the stored token is still the
+//! version that was refused, under the same lease, so that concurrent callers who all got a 401
+//! for one token cause one refresh and take its result.
 
 use crate::context::Deps;
 use crate::crypto::KeyRing;
@@ -295,6 +300,42 @@ pub async fn access_token(cx: &Deps, key: &Key, refresher: &dyn Refresher) -> Re
 /// Platforms that keep more than the access token (a MAC key) read it from this same item, so
 /// the two always belong together.
 pub async fn fresh_item(cx: &Deps, key: &Key, refresher: &dyn Refresher) -> Result<Item> {
+    fresh_item_or_replacing(cx, key, refresher, None).await
+}
+
+/// A forced refresh: the tenant's item with an access token other than the one of version
+/// `rejected` (its `token_version`, as [`version_of`] reads it), which the platform answered 401
+/// to. It refreshes only while the stored token is still that one, under the same lease as a
+/// refresh that is due, so that any number of concurrent callers who all got a 401 for one token
+/// cause one refresh call; a caller who finds a newer token (a sibling's refresh) takes it
+/// without refreshing. Without a refresh token nothing can be done: the item comes back as it is
+/// (the same version), and the caller passes the 401 on.
+pub async fn fresh_item_replacing(
+    cx: &Deps,
+    key: &Key,
+    refresher: &dyn Refresher,
+    rejected: &Value,
+) -> Result<Item> {
+    fresh_item_or_replacing(cx, key, refresher, Some(rejected)).await
+}
+
+/// The version of the tokens in `item`, as [`fresh_item_replacing`] takes it (`null` for an item
+/// written before versions existed).
+pub fn version_of(item: &Item) -> Result<Value> {
+    Ok(item.record::<SealedTokens>()?.version())
+}
+
+/// Whether the stored tokens must be refreshed: due, or still the rejected ones.
+fn must_refresh(sealed: &SealedTokens, tokens: &Tokens, rejected: Option<&Value>) -> bool {
+    tokens.expires_at - MARGIN <= now() || rejected.is_some_and(|r| *r == sealed.version())
+}
+
+async fn fresh_item_or_replacing(
+    cx: &Deps,
+    key: &Key,
+    refresher: &dyn Refresher,
+    rejected: Option<&Value>,
+) -> Result<Item> {
     let keys = cx.secrets.app_keys().await?;
     let patience = Patience::new(WAIT, POLL);
     loop {
@@ -309,7 +350,7 @@ pub async fn fresh_item(cx: &Deps, key: &Key, refresher: &dyn Refresher) -> Resu
             return Err(reauth_error());
         }
         let tokens = sealed.open(&keys, key)?;
-        if tokens.expires_at - MARGIN > now() {
+        if !must_refresh(&sealed, &tokens, rejected) {
             return Ok(item);
         }
         if tokens.refresh_token.is_none() {
@@ -321,7 +362,7 @@ pub async fn fresh_item(cx: &Deps, key: &Key, refresher: &dyn Refresher) -> Resu
         }
         match Lease::try_take(cx.store.as_ref(), lease_key(key)).await? {
             Some(lease) => {
-                let outcome = refresh_under_lease(cx, &keys, key, refresher).await;
+                let outcome = refresh_under_lease(cx, &keys, key, refresher, rejected).await;
                 lease.release(cx.store.as_ref()).await;
                 match outcome {
                     Ok(Some(item)) => return Ok(item),
@@ -347,6 +388,7 @@ async fn refresh_under_lease(
     keys: &KeyRing,
     key: &Key,
     refresher: &dyn Refresher,
+    rejected: Option<&Value>,
 ) -> Result<Option<Item>> {
     let Some(item) = cx.store.get(key).await? else {
         return Err(Error::refused(
@@ -359,7 +401,7 @@ async fn refresh_under_lease(
         return Err(reauth_error());
     }
     let tokens = sealed.open(keys, key)?;
-    if tokens.expires_at - MARGIN > now() {
+    if !must_refresh(&sealed, &tokens, rejected) {
         return Ok(Some(item));
     }
     let Some(refresh_token) = tokens.refresh_token else {

@@ -122,6 +122,34 @@ function!(
     WEBLINK_REFRESH: Weblink = "weblink-refresh", Json, weblink::refresh
 );
 
+function!(
+    /// `ANY /v1/proxy/sesami/{tenant}/{proxy+}` (IAM-authorized): a Sesami API call for a shop.
+    SESAMI_PROXY: Sesami = "sesami-proxy", Json, crate::proxy::sesami
+);
+function!(
+    /// `ANY /v1/proxy/haravan/{tenant}/{proxy+}` (IAM-authorized): a Haravan API call for an org.
+    HARAVAN_PROXY: Haravan = "haravan-proxy", Json, crate::proxy::haravan
+);
+function!(
+    /// `ANY /v1/proxy/saison/{tenant}/{proxy+}` (IAM-authorized): a MAC-signed Saison API call
+    /// for a cardholder of an app user.
+    SAISON_PROXY: Saison = "saison-proxy", Json, crate::proxy::saison
+);
+function!(
+    /// `ANY /v1/proxy/momo/{tenant}/{proxy+}` (IAM-authorized): a MoMo API call for a product.
+    MOMO_PROXY: Momo = "momo-proxy", Json, crate::proxy::momo
+);
+function!(
+    /// `ANY /v1/proxy/weblink/{tenant}/{proxy+}` (IAM-authorized): a WebLink API call for a
+    /// session.
+    WEBLINK_PROXY: Weblink = "weblink-proxy", Json, crate::proxy::weblink
+);
+
+/// The method of a route that takes every method (template.yaml's `Method: ANY`).
+pub fn any_method() -> Method {
+    Method::from_bytes(b"ANY").unwrap_or(Method::GET)
+}
+
 /// Every platform's contexts over one [`Deps`]: what the local server and the tests serve all
 /// routes with. (A Lambda binary builds only its own platform's.)
 pub struct Platforms {
@@ -298,15 +326,45 @@ pub fn all() -> Vec<Route> {
         route(Method::GET, "/weblink/login", Weblink(&WEBLINK_LOGIN)),
         route(Method::GET, "/weblink/callback", Weblink(&WEBLINK_CALLBACK)),
         route(Method::POST, "/weblink/refresh", Weblink(&WEBLINK_REFRESH)),
+        route(
+            any_method(),
+            "/v1/proxy/sesami/{tenant}/{proxy+}",
+            Sesami(&SESAMI_PROXY),
+        ),
+        route(
+            any_method(),
+            "/v1/proxy/haravan/{tenant}/{proxy+}",
+            Haravan(&HARAVAN_PROXY),
+        ),
+        route(
+            any_method(),
+            "/v1/proxy/saison/{tenant}/{proxy+}",
+            Saison(&SAISON_PROXY),
+        ),
+        route(
+            any_method(),
+            "/v1/proxy/momo/{tenant}/{proxy+}",
+            Momo(&MOMO_PROXY),
+        ),
+        route(
+            any_method(),
+            "/v1/proxy/weblink/{tenant}/{proxy+}",
+            Weblink(&WEBLINK_PROXY),
+        ),
     ]
 }
 
-/// Whether `path` matches the route's pattern (`{name}` matches one non-empty segment).
+/// Whether `path` matches the route's pattern (`{name}` matches one non-empty segment; a last
+/// `{name+}` matches the rest of the path, at least one character of it, as API Gateway's
+/// greedy parameter does: what the rest may hold is its handler's to check).
 pub fn matches(pattern: &str, path: &str) -> bool {
     let (mut p, mut s) = (pattern.split('/'), path.split('/'));
     loop {
         match (p.next(), s.next()) {
             (None, None) => return true,
+            (Some(a), Some(b)) if a.starts_with('{') && a.ends_with("+}") => {
+                return p.next().is_none() && !(b.is_empty() && s.clone().next().is_none());
+            }
             (Some(a), Some(b)) if a.starts_with('{') && a.ends_with('}') => {
                 if b.is_empty() {
                     return false;
@@ -333,7 +391,7 @@ pub fn resolve<'r>(routes: &'r [Route], method: &Method, path: &str) -> Resolved
     let mut path_known = false;
     for route in routes {
         if matches(route.path, path) {
-            if route.method == *method {
+            if route.method == *method || route.method == any_method() {
                 return Resolved::Route(route);
             }
             path_known = true;
@@ -425,6 +483,11 @@ mod tests {
             WEBLINK_LOGIN,
             WEBLINK_CALLBACK,
             WEBLINK_REFRESH,
+            SESAMI_PROXY,
+            HARAVAN_PROXY,
+            SAISON_PROXY,
+            MOMO_PROXY,
+            WEBLINK_PROXY,
         );
         for (id, name) in all {
             assert_eq!(id, name.to_ascii_uppercase().replace('-', "_"));
@@ -447,6 +510,21 @@ mod tests {
             "/momo/callback/{referenceId}",
             "/momo/callback/a/b"
         ));
+        // A greedy `{proxy+}` takes the rest of the path, one character at least.
+        let proxy = "/v1/proxy/haravan/{tenant}/{proxy+}";
+        assert!(matches(proxy, "/v1/proxy/haravan/1/com/shop.json"));
+        assert!(matches(proxy, "/v1/proxy/haravan/1/x"));
+        assert!(matches(proxy, "/v1/proxy/haravan/1/a//b/"));
+        assert!(!matches(proxy, "/v1/proxy/haravan/1/"));
+        assert!(!matches(proxy, "/v1/proxy/haravan/1"));
+        assert!(!matches(proxy, "/v1/proxy/haravan//x"));
+        assert!(!matches(proxy, "/v1/proxy/sesami/1/x"));
+        for method in [Method::GET, Method::POST, Method::DELETE, Method::PATCH] {
+            assert!(matches!(
+                resolve(&super::all(), &method, "/v1/proxy/momo/collection/v1_0/account/balance"),
+                Resolved::Route(r) if r.function_name() == "momo-proxy"
+            ));
+        }
         assert!(matches("/sesami/install", "/sesami/install"));
         assert!(!matches("/sesami/install", "/sesami/install/"));
         let all = super::all();

@@ -96,6 +96,10 @@ pub struct Settings {
     pub guest_url: String,
     /// `WEBLINK_HOST_LOOKUP_URL` (default `https://host-lookup.getadministrate.com/portal_config`).
     pub host_lookup_url: String,
+    /// `WEBLINK_API_BASE` (default `https://weblink-api.administratehq.com`): the WebLink API
+    /// the proxy forwards a session's calls to (`/graphql` below it), with the session's token
+    /// and its portal as `weblink-portal`.
+    pub api_base: String,
     /// `WEBLINK_IDP_BASE`: the IDP's base URL, `{domain}` standing for the looked-up domain
     /// (default `https://{domain}`).
     pub idp_base: String,
@@ -230,6 +234,7 @@ impl Settings {
                 "WEBLINK_HOST_LOOKUP_URL",
                 "https://host-lookup.getadministrate.com/portal_config",
             )?,
+            api_base: url("WEBLINK_API_BASE", "https://weblink-api.administratehq.com")?,
             idp_base: idp_base.trim_end_matches('/').to_owned(),
             issuers: list("WEBLINK_ISSUERS", "https://identity.getadministrate.com/"),
             audiences: list("WEBLINK_AUDIENCES", "weblink2ui"),
@@ -868,7 +873,7 @@ async fn token_call(
 }
 
 /// A session's random id is its partition: sessions are only ever read by id.
-fn session_key(session_id: &str) -> Key {
+pub fn session_key(session_id: &str) -> Key {
     Key::single(&format!("session#{PLATFORM}"), session_id)
 }
 
@@ -1067,10 +1072,21 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
 }
 
 /// Refreshes WebLink tokens at the session's IDP.
-struct WeblinkRefresher<'a> {
+pub struct WeblinkRefresher<'a> {
     cx: &'a Weblink,
     domain: &'a str,
     client_id: &'a str,
+}
+
+impl<'a> WeblinkRefresher<'a> {
+    /// The refresher of `session`'s tokens: at the IDP and client pinned at its sign-in.
+    pub fn for_session(cx: &'a Weblink, session: &'a Session) -> Self {
+        Self {
+            cx,
+            domain: &session.idp_domain,
+            client_id: &session.client_id,
+        }
+    }
 }
 
 #[async_trait::async_trait]

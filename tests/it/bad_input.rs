@@ -351,6 +351,20 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
         ),
         // No session cookie.
         ("POST", "/weblink/refresh") => s(Input::None, &[], 401),
+        // The proxy, for a tenant with no connection (the path's tenant and platform path are
+        // fresh uuids). The query is the platform's and forwarded as it is, except Saison's,
+        // which names the app's user and is signed.
+        (
+            "ANY",
+            "/v1/proxy/sesami/{tenant}/{proxy+}"
+            | "/v1/proxy/haravan/{tenant}/{proxy+}"
+            | "/v1/proxy/momo/{tenant}/{proxy+}"
+            | "/v1/proxy/weblink/{tenant}/{proxy+}",
+        ) => s(Input::None, &[], 404),
+        ("ANY", "/v1/proxy/saison/{tenant}/{proxy+}") => Spec {
+            ids: &["end_user"],
+            ..s(query(&[("end_user", "bad-input-user")]), &["end_user"], 404)
+        },
         _ => return None,
     })
 }
@@ -393,9 +407,15 @@ fn cases(route: &Route, spec: &Spec) -> Vec<Case> {
     {
         headers.push(("content-type".into(), ct.as_bytes().to_vec()));
     }
+    // A route of every method (`ANY`) is tried with GET.
+    let method = if route.method == routes::any_method() {
+        Method::GET
+    } else {
+        route.method.clone()
+    };
     let base = Case {
         name: "the baseline".into(),
-        method: route.method.clone(),
+        method,
         path: path.clone(),
         query: query.clone(),
         headers: headers.clone(),
@@ -940,9 +960,20 @@ fn cases(route: &Route, spec: &Spec) -> Vec<Case> {
         .map(|r| r.method.clone())
         .collect();
     for method in METHODS.iter().filter(|m| !served.contains(m)) {
+        if served.contains(&routes::any_method()) {
+            break;
+        }
         add(format!("method {method}"), &|c: &mut Case| {
             c.method = method.clone();
             c.via = Via::Http;
+            c.status = Some(405);
+        });
+    }
+    if served.contains(&routes::any_method()) {
+        // Every method of HTTP is served; an extension method is not forwarded.
+        let method = Method::from_bytes(b"PROPFIND").unwrap();
+        add(format!("method {method}"), &|c: &mut Case| {
+            c.method = method.clone();
             c.status = Some(405);
         });
     }
@@ -1119,6 +1150,15 @@ fn event(route: &Route, case: &Case) -> String {
     }
     if !case.cookies.is_empty() {
         event["cookies"] = json!(case.cookies);
+    }
+    if case.path.starts_with("/v1/") {
+        // The app's back-end routes are behind API Gateway's AWS_IAM authorizer: bad input
+        // from a caller it authenticated, as it names it.
+        event["requestContext"]["authorizer"] = json!({"iam": {
+            "accountId": "123456789012",
+            "callerId": "AROAEXAMPLE:bad-input",
+            "userArn": "arn:aws:sts::123456789012:assumed-role/app/bad-input",
+        }});
     }
     match &case.payload {
         Payload::None => {}

@@ -107,6 +107,7 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
         scenario!(saison_scenario),
         scenario!(momo_scenario),
         scenario!(weblink_scenario),
+        scenario!(proxy_scenario),
     ]
 }
 
@@ -200,6 +201,7 @@ impl EventBench {
             format!("{weblink_base}/portal_config"),
         );
         vars.set("WEBLINK_IDP_BASE", format!("{weblink_base}/idp/{{domain}}"));
+        vars.set("WEBLINK_API_BASE", format!("{weblink_base}/api"));
         vars.set(
             "WEBLINK_JWKS_URL",
             format!("{weblink_base}/.well-known/jwks.json"),
@@ -370,6 +372,13 @@ async fn every_event_file_is_covered_here() {
 }
 
 const COVERED: &[&str] = &[
+    "sesami-proxy",
+    "sesami-proxy-no-iam",
+    "haravan-proxy",
+    "haravan-proxy-escape",
+    "saison-proxy",
+    "momo-proxy",
+    "weblink-proxy",
     "weblink-guest-token",
     "weblink-guest-token-not-allowed",
     "weblink-guest-token-not-json",
@@ -1160,4 +1169,116 @@ pub(crate) async fn weblink_scenario(b: &EventBench) {
             .unwrap()
             .contains("events-weblink-access")
     );
+}
+
+#[tokio::test]
+async fn proxy_events() {
+    proxy_scenario(&EventBench::new().await).await;
+}
+
+/// The proxy's events, on tenants seeded as their flows would have stored them: a served read
+/// (Sesami, MoMo), a platform's own answer passed back (Haravan's 404 here, where only its keys
+/// are served), and refreshes the platform refuses (Saison's due token, WebLink's 401), each a
+/// 409 `needs_reauth` after one refresh under the lease; a request without an IAM caller and
+/// one whose path would leave the API base are refused before anything is read.
+pub(crate) async fn proxy_scenario(b: &EventBench) {
+    use gatehouse::refresh::SealedTokens;
+    use gatehouse::store::Record;
+    let keys = b.app.secrets.app_keys().await.unwrap();
+    let grant = |access: &str, expires_in: i64| Grant {
+        access_token: SecretString::from(access.to_owned()),
+        refresh_token: Some(SecretString::from(format!("{access}-refresh"))),
+        expires_in,
+        extra: Vec::new(),
+    };
+
+    // Sesami: an install whose offline token the simulator issued.
+    let shop = "events-proxy-shop";
+    let key = gatehouse::sesami::install_key(shop);
+    let install = gatehouse::sesami::Install {
+        shop_id: shop.into(),
+        name: None,
+        token_sealed: keys
+            .seal(
+                "events-sesami-proxy-token",
+                &format!("{}/{}", key.pk, key.sk),
+                "token_sealed",
+            )
+            .unwrap(),
+        expire_at: Some("NEVER".into()),
+        scopes: vec!["Shop:Read".into()],
+        installed_at: now(),
+    };
+    b.app
+        .store
+        .put(&install.to_item(key).unwrap(), Condition::Always)
+        .await
+        .unwrap();
+    b.sesami.register_token("events-sesami-proxy-token", shop);
+    let (status, out) = b.run("sesami-proxy-no-iam").await;
+    assert_eq!(status, 403, "{out}");
+    let (status, out) = b.run("sesami-proxy").await;
+    assert_eq!(status, 200, "{out}");
+    assert!(out["body"].as_str().unwrap().contains(shop), "{out}");
+
+    // Haravan: the platform's answer, whatever it is, comes back as it is.
+    let key = install_key("1000999999");
+    let install = gatehouse::haravan::Install {
+        orgid: "1000999999".into(),
+        tokens: SealedTokens::seal(&keys, &key, &grant("events-haravan-proxy", 3600)).unwrap(),
+        ..Default::default()
+    };
+    b.app
+        .store
+        .put(&install.to_item(key).unwrap(), Condition::Always)
+        .await
+        .unwrap();
+    let (status, out) = b.run("haravan-proxy-escape").await;
+    assert_eq!(status, 400, "{out}");
+    let (status, out) = b.run("haravan-proxy").await;
+    assert_eq!(status, 404, "Haravan's own 404: {out}");
+
+    // Saison: a due token whose refresh Saison refuses.
+    let id = gatehouse::saison::ConnectionId::new("events-proxy-user", "demo", "M0009");
+    let key = gatehouse::saison::connection_key(&id);
+    let connection = gatehouse::saison::Connection {
+        member: "demo".into(),
+        end_user: Some("events-proxy-user".into()),
+        cardholder: "M0009".into(),
+        connected_at: Some(now()),
+        tokens: SealedTokens::seal(&keys, &key, &grant("events-saison-proxy", 0)).unwrap(),
+    };
+    b.app
+        .store
+        .put(&connection.to_item(key).unwrap(), Condition::Always)
+        .await
+        .unwrap();
+    let refreshes = b.saison.token_requests("refresh_token");
+    let (status, out) = b.run("saison-proxy").await;
+    assert_eq!(status, 409, "{out}");
+    assert!(out["body"].as_str().unwrap().contains("needs_reauth"));
+    assert_eq!(b.saison.token_requests("refresh_token"), refreshes + 1);
+
+    // MoMo: the product's token fetched (under the lease) and injected.
+    let (status, out) = b.run("momo-proxy").await;
+    assert_eq!(status, 200, "{out}");
+    assert!(out["body"].as_str().unwrap().contains("availableBalance"));
+
+    // WebLink: a token the API refuses, then a refresh the IDP refuses.
+    let key = gatehouse::weblink::session_key("events-proxy-session-0123456789abcdef");
+    let session = gatehouse::weblink::Session {
+        portal: Some("demo.administrateweblink.com".into()),
+        idp_domain: "demo.identity.getadministrate.com".into(),
+        client_id: "demo-client".into(),
+        tokens: SealedTokens::seal(&keys, &key, &grant("events-weblink-proxy", 3600)).unwrap(),
+        ..Default::default()
+    };
+    b.app
+        .store
+        .put(&session.to_item(key).unwrap(), Condition::Always)
+        .await
+        .unwrap();
+    let (status, out) = b.run("weblink-proxy").await;
+    assert_eq!(status, 409, "{out}");
+    assert_eq!(b.weblink.token_requests("refresh_token"), 1);
 }

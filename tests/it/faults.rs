@@ -631,6 +631,34 @@ async fn probes(h: &Harness, p: &Prepared) -> Vec<Probe> {
                     .header("cookie", &p.weblink_session),
                 503,
             ),
+            // The proxy reads the tenant's connection (MoMo: its product token) first.
+            "ANY /v1/proxy/sesami/{tenant}/{proxy+}" => (
+                client.get(url("/v1/proxy/sesami/outage-shop/api/v1/shop")),
+                503,
+            ),
+            "ANY /v1/proxy/haravan/{tenant}/{proxy+}" => (
+                client.get(url("/v1/proxy/haravan/1000111111/com/shop.json")),
+                503,
+            ),
+            "ANY /v1/proxy/saison/{tenant}/{proxy+}" => (
+                client.get(url(
+                    "/v1/proxy/saison/M0001/auth/account/profile?end_user=outage-user",
+                )),
+                503,
+            ),
+            "ANY /v1/proxy/momo/{tenant}/{proxy+}" => (
+                client.get(url(
+                    "/v1/proxy/momo/collection/collection/v1_0/account/balance",
+                )),
+                503,
+            ),
+            "ANY /v1/proxy/weblink/{tenant}/{proxy+}" => (
+                client
+                    .post(url("/v1/proxy/weblink/outage-session/graphql"))
+                    .header("content-type", "application/json")
+                    .body(r#"{"query":"{ viewer { email } }"}"#),
+                503,
+            ),
             _ => panic!("{what}: no request for the store outage (add one to faults::probes)"),
         };
         out.push(Probe {

@@ -64,7 +64,7 @@ async fn login(h: &Harness, b: &mut Browser, sub: &str) -> Page {
 }
 
 /// Logs in as an admin of a new org and completes the install. Returns the app page.
-async fn install(h: &Harness, b: &mut Browser, sub: &str) -> Page {
+pub(crate) async fn install(h: &Harness, b: &mut Browser, sub: &str) -> Page {
     let to_install = login(h, b, sub).await;
     let location = to_install.location.clone().unwrap_or_default();
     assert!(

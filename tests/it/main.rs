@@ -21,6 +21,7 @@ mod keys;
 mod load;
 mod momo;
 mod op;
+mod proxy;
 mod saison;
 mod secrets;
 mod sesami;

@@ -7,8 +7,8 @@ use gatehouse_simulators::haravan::HaravanSim;
 use secrecy::ExposeSecret;
 
 pub(crate) const MEMBER: &str = "demo";
-const END_USER: &str = "app-user-1";
-const CARDHOLDER: &str = "M0001";
+pub(crate) const END_USER: &str = "app-user-1";
+pub(crate) const CARDHOLDER: &str = "M0001";
 
 /// The connection of the tests' end user and cardholder.
 fn id() -> ConnectionId {
@@ -17,7 +17,7 @@ fn id() -> ConnectionId {
 
 /// A connect link for the tests' end user → Saison's sign-in screen → callback. Returns the
 /// callback's answer and its URL.
-async fn connect(h: &Harness, b: &mut Browser) -> (Page, String) {
+pub(crate) async fn connect(h: &Harness, b: &mut Browser) -> (Page, String) {
     let link = saison_link(h, END_USER).await;
     connect_through(b, &link, CARDHOLDER, h).await
 }

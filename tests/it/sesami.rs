@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// Launch → install → consent → callback. Returns the callback page and its URL.
-async fn install(h: &Harness, browser: &mut Browser, shop: &str) -> (Page, String) {
+pub(crate) async fn install(h: &Harness, browser: &mut Browser, shop: &str) -> (Page, String) {
     let launch = browser
         .get(&h.url(&format!("/_sim/sesami/launch?shopId={shop}")))
         .await;

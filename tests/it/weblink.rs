@@ -12,7 +12,7 @@ const IDP: &str = "demo.identity.getadministrate.com";
 const OTHER_IDP: &str = "other.identity.getadministrate.com";
 
 /// login → the IDP's sign-in → the redirect back. Returns the callback URL (not yet visited).
-async fn sign_in(h: &Harness, b: &mut Browser) -> String {
+pub(crate) async fn sign_in(h: &Harness, b: &mut Browser) -> String {
     let start = b
         .get(&h.url(&format!("/weblink/login?portal={PORTAL}")))
         .await;

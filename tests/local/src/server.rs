@@ -113,6 +113,7 @@ where
         format!("{weblink_base}/portal_config"),
     );
     vars.set_default("WEBLINK_IDP_BASE", format!("{weblink_base}/idp/{{domain}}"));
+    vars.set_default("WEBLINK_API_BASE", format!("{weblink_base}/api"));
     // With discovery (the default) the keys are where the simulated IDP's metadata says, so
     // that path is what the tests run; without it, the simulator's keys by configuration.
     if vars

@@ -367,3 +367,117 @@ mod tests {
         assert_eq!(fields, [(nasty.to_owned(), nasty.to_owned())]);
     }
 }
+
+// --- API reads: what the proxy tests turn ------------------------------------------------------
+
+/// One API request as a simulator received it: what the proxy tests assert about what was
+/// forwarded (the path under the base, no caller auth, no hop-by-hop headers).
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    /// The method.
+    pub method: String,
+    /// The path and query, as received (relative to the simulator's mount point).
+    pub path_and_query: String,
+    /// Every header received.
+    pub headers: axum::http::HeaderMap,
+}
+
+/// The knobs of a simulator's API reads, the same for every platform: each request is counted
+/// and recorded; a test can make the next ones answer 401 (a token the platform stopped
+/// accepting, to test refresh and retry), 429 with `Retry-After`, or an answer of a given size.
+/// The platform's own auth check comes first and is the platform's (wrong or missing auth is
+/// its 401 whatever the knobs say); the knobs act only on requests that passed it.
+#[derive(Default)]
+pub struct ApiKnobs {
+    calls: std::sync::atomic::AtomicUsize,
+    unauthorized: std::sync::atomic::AtomicUsize,
+    throttled: Mutex<Option<u64>>,
+    oversized: Mutex<Option<usize>>,
+    seen: Mutex<Vec<SeenRequest>>,
+}
+
+impl ApiKnobs {
+    /// Records a request (before its auth is checked).
+    pub fn record(
+        &self,
+        method: &axum::http::Method,
+        uri: &axum::http::Uri,
+        headers: &axum::http::HeaderMap,
+    ) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        lock(&self.seen).push(SeenRequest {
+            method: method.to_string(),
+            path_and_query: uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
+            headers: headers.clone(),
+        });
+    }
+
+    /// The answer a knob imposes on a request whose auth passed, if one is set (each acts once).
+    pub fn imposed(&self) -> Option<Response> {
+        use std::sync::atomic::Ordering;
+        if self
+            .unauthorized
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")],
+                    Json(json!({"error": "invalid_token", "error_description": "the access token is no longer accepted"})),
+                )
+                    .into_response(),
+            );
+        }
+        if let Some(secs) = lock(&self.throttled).take() {
+            return Some(
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, secs.to_string())],
+                    Json(json!({"error": "rate_limited"})),
+                )
+                    .into_response(),
+            );
+        }
+        if let Some(n) = lock(&self.oversized).take() {
+            return Some(
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/octet-stream")],
+                    vec![b'x'; n],
+                )
+                    .into_response(),
+            );
+        }
+        None
+    }
+
+    /// The next `n` requests whose auth passes answer 401.
+    pub fn answer_401(&self, n: usize) {
+        self.unauthorized
+            .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The next request whose auth passes answers 429 with `Retry-After: secs`.
+    pub fn answer_429(&self, secs: u64) {
+        *lock(&self.throttled) = Some(secs);
+    }
+
+    /// The next request whose auth passes answers 200 with `n` bytes.
+    pub fn answer_bytes(&self, n: usize) {
+        *lock(&self.oversized) = Some(n);
+    }
+
+    /// How many API requests arrived.
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every API request received, in order.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        lock(&self.seen).clone()
+    }
+}

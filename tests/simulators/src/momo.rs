@@ -15,6 +15,8 @@
 //!   JSON payment → 202, empty. The outcome follows the test numbers below; when the request had
 //!   a callback URL, the callback goes to it once, after a short delay.
 //! - `GET  /collection/v1_0/requesttopay/{referenceId}` → 200, the payment and its status.
+//! - `GET  /{collection|disbursement}/v1_0/account/balance` — the same Bearer, subscription key and
+//!   target environment checks → 200 `{"availableBalance","currency"}` (the proxy tests' read).
 //!
 //! Every endpoint needs `Ocp-Apim-Subscription-Key`: the product's own key for the product
 //! endpoints, any of the configured keys for provisioning (the sandbox accepts a key of any
@@ -114,6 +116,8 @@ pub struct MomoSim {
 }
 
 struct Inner {
+    /// The account API's knobs (the proxy tests').
+    api: crate::kit::ApiKnobs,
     /// Product → its subscription key.
     subscription_keys: HashMap<String, String>,
     /// The app's public base URL: every callback URL must lie under it.
@@ -399,6 +403,7 @@ impl MomoSim {
             .unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
+                api: crate::kit::ApiKnobs::default(),
                 subscription_keys: subscription_keys
                     .iter()
                     .map(|(p, k)| ((*p).to_owned(), (*k).to_owned()))
@@ -432,12 +437,19 @@ impl MomoSim {
             .route("/v1_0/apiuser/{id}/apikey", post(create_api_key))
             .route("/{product}/token/", post(token))
             .route("/collection/v1_0/requesttopay", post(request_to_pay))
+            .route("/{product}/v1_0/account/balance", get(account_balance))
             .route(
                 "/collection/v1_0/requesttopay/{reference}",
                 get(payment_status),
             )
             .fallback(not_found)
             .with_state(self.clone())
+    }
+
+    /// The knobs of the account API (`GET /<product>/v1_0/account/balance`): counted,
+    /// recorded, 401/429 on demand.
+    pub fn api(&self) -> &crate::kit::ApiKnobs {
+        &self.inner.api
     }
 
     /// Creates (or replaces) an API user with this key, as provisioning would: for the local
@@ -468,6 +480,14 @@ impl MomoSim {
     /// Holds every token request this long before handling it, to widen races in tests.
     pub fn set_token_delay(&self, delay: Duration) {
         *lock(&self.inner.token_delay) = delay;
+    }
+
+    /// Every access token issued so far stops working now (MoMo revoked or expired them early);
+    /// new ones work.
+    pub fn expire_tokens(&self) {
+        for grant in lock(&self.inner.state).tokens.values_mut() {
+            grant.expires_at = 0;
+        }
     }
 
     /// The lifetime of access tokens issued from now on (default 3600 s; 0: born expired).
@@ -983,6 +1003,32 @@ async fn token(
 }
 
 /// `POST /collection/v1_0/requesttopay`.
+/// `GET /{collection|disbursement}/v1_0/account/balance`: the account's balance, with the
+/// product's subscription key, a live token of that product and the target environment.
+async fn account_balance(
+    State(sim): State<MomoSim>,
+    Path(product): Path<String>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    sim.inner.api.record(&method, &uri, &headers);
+    if !matches!(product.as_str(), "collection" | "disbursement") {
+        return not_found().await;
+    }
+    if let Err(resp) = sim
+        .check_subscription(&headers, Some(&product))
+        .and_then(|()| sim.check_bearer(&headers, &product))
+        .and_then(|()| sim.check_target_environment(&headers))
+    {
+        return *resp;
+    }
+    if let Some(imposed) = sim.inner.api.imposed() {
+        return imposed;
+    }
+    Json(json!({"availableBalance": "1000", "currency": "EUR"})).into_response()
+}
+
 async fn request_to_pay(State(sim): State<MomoSim>, headers: HeaderMap, body: Bytes) -> Response {
     sim.inner.requests_received.fetch_add(1, Ordering::SeqCst);
     if let Err(resp) = sim

@@ -91,6 +91,8 @@ pub struct SaisonSim {
 }
 
 struct Inner {
+    /// The profile API's knobs (the proxy tests').
+    api: crate::kit::ApiKnobs,
     client_id: String,
     client_secret: String,
     /// The app's public base URL: its redirect URI hangs off it.
@@ -224,6 +226,7 @@ impl SaisonSim {
         };
         Self {
             inner: Arc::new(Inner {
+                api: crate::kit::ApiKnobs::default(),
                 client_id: client_id.into(),
                 client_secret: client_secret.into(),
                 app_base: app_base.trim_end_matches('/').into(),
@@ -248,6 +251,12 @@ impl SaisonSim {
             .route("/auth/token", post(token))
             .route("/auth/account/profile", get(profile).post(profile))
             .with_state(self.clone())
+    }
+
+    /// The knobs of the profile API (`/auth/account/profile`, MAC-verified): counted,
+    /// recorded, 401/429 on demand.
+    pub fn api(&self) -> &crate::kit::ApiKnobs {
+        &self.inner.api
     }
 
     /// The app's registered redirect URI: `{app_base}/saison/callback`.
@@ -872,6 +881,7 @@ async fn profile(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    sim.inner.api.record(&method, &uri, &headers);
     if !api_version_ok(&headers) {
         return sim.refuse(
             StatusCode::BAD_REQUEST,
@@ -883,6 +893,9 @@ async fn profile(
         Ok(s) => s,
         Err((error, why)) => return sim.refuse(StatusCode::UNAUTHORIZED, error, &why),
     };
+    if let Some(imposed) = sim.inner.api.imposed() {
+        return imposed;
+    }
     let payload = if method == Method::POST {
         if !body.is_empty() && !form_content_type(&headers) {
             return sim.refuse(

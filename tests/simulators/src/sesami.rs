@@ -6,6 +6,9 @@
 //! - `POST /consent` — the merchant's decision; redirects back with `code, shopId, timestamp, hmac`.
 //! - `POST /api/v1/oauth/access-token` — JSON `{code, shopId, clientId, clientSecret}`, each code
 //!   honoured once → `{token, clientId, expireAt: "NEVER", name}`.
+//! - `GET  /api/v1/shop` — the shop an offline token opens: `x-api-key: <token>`, `x-client-id`
+//!   and `x-shop-id` must be the token's, its client's and its shop's (401 otherwise). Sesami
+//!   documents the headers but no read; this one is the simulator's, for the proxy tests.
 //! - `POST /webhooks/send?shopId=&event=` — sends a signed webhook to the app and relays its answer;
 //!   its `data` is `{event, shopId, timestamp}`: a webhook names its event inside the signature.
 //!
@@ -38,6 +41,10 @@ struct Inner {
     codes: Mutex<HashMap<String, Grant>>,
     token_requests: AtomicUsize,
     http: reqwest::Client,
+    /// Every token issued, and its shop.
+    tokens: Mutex<HashMap<String, String>>,
+    /// The shop API's knobs (the proxy tests').
+    api: crate::kit::ApiKnobs,
 }
 
 #[derive(Clone)]
@@ -91,6 +98,8 @@ impl SesamiSim {
                 codes: Mutex::new(HashMap::new()),
                 token_requests: AtomicUsize::new(0),
                 http: reqwest::Client::new(),
+                tokens: Mutex::new(HashMap::new()),
+                api: crate::kit::ApiKnobs::default(),
             }),
         }
     }
@@ -102,13 +111,25 @@ impl SesamiSim {
             .route("/api/v1/oauth/authorization", get(authorization))
             .route("/consent", post(consent))
             .route("/api/v1/oauth/access-token", post(access_token))
+            .route("/api/v1/shop", get(shop))
             .route("/webhooks/send", post(send_webhook))
             .with_state(self.clone())
+    }
+
+    /// The knobs of the shop API (`GET /api/v1/shop`): counted, recorded, 401/429 on demand.
+    pub fn api(&self) -> &crate::kit::ApiKnobs {
+        &self.inner.api
     }
 
     /// How many token requests reached the simulator (of any outcome).
     pub fn token_requests(&self) -> usize {
         self.inner.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Registers an offline token for `shop_id`, as if a code exchange had issued it (event
+    /// files carry the tenants they act on).
+    pub fn register_token(&self, token: &str, shop_id: &str) {
+        crate::kit::lock(&self.inner.tokens).insert(token.into(), shop_id.into());
     }
 
     /// Issues a code for `shop_id` as the consent page would.
@@ -273,8 +294,10 @@ async fn access_token(State(sim): State<SesamiSim>, body: axum::body::Bytes) -> 
     match codes.get_mut(&code) {
         Some(grant) if grant.shop_id == shop_id && !grant.used => {
             grant.used = true;
+            let token = format!("sesami-tok-{}", uuid::Uuid::new_v4().simple());
+            crate::kit::lock(&sim.inner.tokens).insert(token.clone(), shop_id.clone());
             Json(json!({
-                "token": format!("sesami-tok-{}", uuid::Uuid::new_v4().simple()),
+                "token": token,
                 "clientId": client_id,
                 "expireAt": "NEVER",
                 "name": format!("Demo shop {shop_id}"),
@@ -284,6 +307,42 @@ async fn access_token(State(sim): State<SesamiSim>, body: axum::body::Bytes) -> 
         Some(grant) if grant.used => error(StatusCode::BAD_REQUEST, "code already used"),
         _ => error(StatusCode::BAD_REQUEST, "invalid code"),
     }
+}
+
+/// `GET /api/v1/shop`: the shop of a live offline token, named by all three headers.
+async fn shop(
+    State(sim): State<SesamiSim>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    sim.inner.api.record(&method, &uri, &headers);
+    let one = |name: &str| {
+        let mut all = headers.get_all(name).iter();
+        match (all.next(), all.next()) {
+            (Some(v), None) => v.to_str().ok().map(str::to_owned),
+            _ => None,
+        }
+    };
+    let (Some(token), Some(client_id), Some(shop_id)) =
+        (one("x-api-key"), one("x-client-id"), one("x-shop-id"))
+    else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "x-api-key, x-client-id and x-shop-id are required, once each",
+        );
+    };
+    let issued_for = crate::kit::lock(&sim.inner.tokens).get(&token).cloned();
+    if client_id != sim.inner.client_id || issued_for.as_deref() != Some(shop_id.as_str()) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid api key for this client and shop",
+        );
+    }
+    if let Some(imposed) = sim.inner.api.imposed() {
+        return imposed;
+    }
+    Json(json!({"id": shop_id, "name": format!("Demo shop {shop_id}")})).into_response()
 }
 
 #[derive(Deserialize)]

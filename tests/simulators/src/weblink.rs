@@ -19,6 +19,9 @@
 //! - `POST /idp/{domain}/token` — a JSON body as the document shows it, or a form: the code with
 //!   `client_id` and `code_verifier` (`grant_type` optional), or `grant_type=refresh_token`
 //!   (rotating). RFC 6749 error answers.
+//! - `POST /api/graphql` — the WebLink API: `Authorization: Bearer <a live access token, or a
+//!   portal token>` and `weblink-portal: <portal>`, the portal the token is for (401 otherwise);
+//!   answers the signed-in user (`viewer`) whatever the query.
 //! - `GET  /.well-known/jwks.json` — the signing key: id_tokens are RS256 JWTs of the issuer
 //!   `https://identity.getadministrate.com/` for the audience `weblink2ui`.
 //!
@@ -111,6 +114,8 @@ pub struct WeblinkSim {
 }
 
 struct Inner {
+    /// The WebLink API's knobs (the proxy tests').
+    api: crate::kit::ApiKnobs,
     /// The simulator's own base URL as mounted.
     own_base: String,
     /// The app's public base URL: its redirect URI hangs off it.
@@ -181,6 +186,7 @@ impl WeblinkSim {
     pub fn new(own_base: &str, app_base: &str) -> Self {
         let sim = Self {
             inner: Arc::new(Inner {
+                api: crate::kit::ApiKnobs::default(),
                 own_base: own_base.trim_end_matches('/').into(),
                 app_base: app_base.trim_end_matches('/').into(),
                 portals: Mutex::new(BTreeMap::new()),
@@ -246,7 +252,14 @@ impl WeblinkSim {
                 ),
             )
             .route("/.well-known/jwks.json", get(jwks))
+            .route("/api/graphql", post(graphql))
             .with_state(self.clone())
+    }
+
+    /// The knobs of the WebLink API (`POST /api/graphql`): counted, recorded, 401/429 on
+    /// demand.
+    pub fn api(&self) -> &crate::kit::ApiKnobs {
+        &self.inner.api
     }
 
     /// Adds a portal (host names compare case-insensitively), or replaces the one of that host.
@@ -986,6 +999,77 @@ async fn jwks(State(sim): State<WeblinkSim>) -> Json<Value> {
     sim.inner.jwks_fetches.fetch_add(1, Ordering::SeqCst);
     let key = lock(&sim.inner.key).clone();
     Json(json!({ "keys": [key.jwk()] }))
+}
+
+/// `POST /api/graphql`: a token for the portal `weblink-portal` names, as the document requires
+/// both; the answer is the token's user.
+async fn graphql(
+    State(sim): State<WeblinkSim>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    sim.inner.api.record(&method, &uri, &headers);
+    let refuse = |why: &str| {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"errors": [{"message": why}]})),
+        )
+            .into_response()
+    };
+    let one = |name: &str| {
+        let mut all = headers.get_all(name).iter();
+        match (all.next(), all.next()) {
+            (Some(v), None) => v.to_str().ok().map(str::to_owned),
+            _ => None,
+        }
+    };
+    let Some(token) = one("authorization").and_then(|v| {
+        v.split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_owned())
+    }) else {
+        return refuse("Authorization: Bearer <token> is required, once");
+    };
+    let Some(portal_host) = one("weblink-portal").map(|p| p.to_ascii_lowercase()) else {
+        return refuse("the weblink-portal header is required, once");
+    };
+    let portal = lock(&sim.inner.portals).get(&portal_host).cloned();
+    let Some(portal) = portal else {
+        return refuse("the weblink-portal header names no known portal");
+    };
+    let viewer = {
+        let grants = lock(&sim.inner.grants);
+        if let Some((subject, expires_at)) = grants.access.get(&token) {
+            (now() < *expires_at
+                && subject.client_id == portal.client_id
+                && subject.idp_domain == portal.idp_domain)
+                .then(|| json!({"sub": subject.sub, "email": subject.user.email}))
+        } else if let Some((host, expires_at)) = grants.guest.get(&token) {
+            (now() < *expires_at && *host == portal.host).then(|| Value::Null)
+        } else {
+            None
+        }
+    };
+    let Some(viewer) = viewer else {
+        return refuse("the token is unknown, expired, or not for this portal");
+    };
+    if let Some(imposed) = sim.inner.api.imposed() {
+        return imposed;
+    }
+    if serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("query").and_then(Value::as_str).map(str::to_owned))
+        .is_none()
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"errors": [{"message": "a JSON body with a `query` is required"}]})),
+        )
+            .into_response();
+    }
+    Json(json!({"data": {"viewer": viewer}})).into_response()
 }
 
 #[cfg(test)]

@@ -152,11 +152,20 @@ pub(super) async fn unsubscribe(State(sim): State<HaravanSim>, headers: HeaderMa
 
 /// Haravan's shop API. The token must be an install token (scope `grant_service`): a login
 /// token is a user's, not the app's.
-pub(super) async fn shop_api(State(sim): State<HaravanSim>, headers: HeaderMap) -> Response {
+pub(super) async fn shop_api(
+    State(sim): State<HaravanSim>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    sim.inner.api.record(&method, &uri, &headers);
     let grant = match sim.bearer_with(&headers, "grant_service") {
         Ok(g) => g,
         Err(denied) => return denied.into_response(),
     };
+    if let Some(imposed) = sim.inner.api.imposed() {
+        return imposed;
+    }
     match sim.shop(&grant.user.orgid) {
         Some(shop) => Json(json!({ "shop": shop })).into_response(),
         None => (StatusCode::NOT_FOUND, Json(json!({"error": "Not Found"}))).into_response(),

@@ -113,6 +113,8 @@ struct Inner {
     /// Whether grants with `offline_access` come back without a refresh token.
     withhold_refresh_tokens: AtomicBool,
     http: reqwest::Client,
+    /// The shop API's knobs (the proxy tests').
+    api: crate::kit::ApiKnobs,
 }
 
 /// Everything issued: sign-in sessions, codes, tokens, webhook subscriptions.
@@ -238,6 +240,7 @@ impl HaravanSim {
                 token_id_token_patch: Mutex::new(Map::new()),
                 withhold_refresh_tokens: AtomicBool::new(false),
                 http,
+                api: crate::kit::ApiKnobs::default(),
             }),
         }
     }
@@ -262,6 +265,11 @@ impl HaravanSim {
             .route("/_send_webhook", post(webhooks::dev_send_webhook))
             .route("/_logout", post(logout::dev_logout))
             .with_state(self.clone())
+    }
+
+    /// The knobs of the shop API (`GET /api/com/shop.json`): counted, recorded, 401/429 on demand.
+    pub fn api(&self) -> &crate::kit::ApiKnobs {
+        &self.inner.api
     }
 
     /// The issuer: the simulator's own base URL.
@@ -338,6 +346,16 @@ impl HaravanSim {
         self.inner
             .withhold_refresh_tokens
             .store(withhold, Ordering::SeqCst);
+    }
+
+    /// The access tokens of `orgid` stop working now (Haravan judged them expired or revoked),
+    /// while its refresh tokens still do.
+    pub fn expire_access_tokens(&self, orgid: &str) {
+        for grant in lock(&self.inner.grants).access.values_mut() {
+            if grant.user.orgid == orgid {
+                grant.expires_at = 0;
+            }
+        }
     }
 
     /// Revokes every refresh token issued for `orgid`'s users.
