@@ -100,3 +100,50 @@ async fn unsigned_or_wrongly_signed_calls_are_refused_and_store_nothing() {
     assert_eq!(answer.status(), 403);
     assert_eq!(links_stored(&h).await, 0);
 }
+
+/// The client's proxy call, signed, through the local authorizer, to Haravan's simulator as an
+/// org installed through its real flow: the platform's answer comes back as it was.
+#[tokio::test]
+async fn a_signed_proxy_call_reaches_the_platform_as_the_tenant() {
+    let h = signed_harness().await;
+    let mut browser = Browser::new();
+    let page = crate::haravan::install(&h, &mut browser, "200000011111").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let org = gatehouse_client::Tenant::haravan("1000111111");
+    let answer = client(&h, DEFAULT_SECRET_ACCESS_KEY)
+        .proxy(&org, reqwest::Method::GET, "com/shop.json", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(
+        answer.json().unwrap()["shop"]["id"].to_string(),
+        "1000111111"
+    );
+    // An unknown org is Gatehouse's own refusal, typed.
+    match client(&h, DEFAULT_SECRET_ACCESS_KEY)
+        .proxy(
+            &gatehouse_client::Tenant::haravan("999"),
+            reqwest::Method::GET,
+            "com/shop.json",
+            None,
+        )
+        .await
+    {
+        Err(Error::Api {
+            status: 404,
+            reason,
+            ..
+        }) => assert_eq!(reason, "unknown_tenant"),
+        other => panic!("{other:?}"),
+    }
+    // Unsigned: refused by the authorizer before the proxy runs.
+    let page = Browser::new()
+        .get(&h.url("/v1/proxy/haravan/1000111111/com/shop.json"))
+        .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+}
