@@ -42,15 +42,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("--hang-seconds needs --dynamo (the hang is the fault proxy's)".into());
     }
     let dir = tempfile_dir()?;
+    let before = reference();
     let report = load::run(plan, &dir).await?;
+    let after = reference();
     let _ = std::fs::remove_dir_all(&dir);
     print!("{}", report.table());
+    println!(
+        "\nThis machine's single-core reference in the same run: {before:.0} / {after:.0} \
+         HMAC-SHA256 of 1 KiB per second (before / after the load). Throughput divided by it \
+         compares runs on machines that differ or drift; a change in the ratio is Gatehouse's."
+    );
     let problems = report.problems();
     if problems.is_empty() {
         Ok(())
     } else {
         Err(format!("the run does not hold:\n{}", problems.join("\n")).into())
     }
+}
+
+/// One core's speed now: HMAC-SHA256 of 1 KiB, per second, over 300 ms (the same primitive
+/// every delivery's signature check runs).
+fn reference() -> f64 {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, b"reference key");
+    let block = [0x5au8; 1024];
+    let started = std::time::Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_millis(300) {
+        for _ in 0..100 {
+            std::hint::black_box(aws_lc_rs::hmac::sign(&key, std::hint::black_box(&block)));
+        }
+        n += 100;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
