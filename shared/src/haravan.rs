@@ -20,6 +20,7 @@
 //! org are each a query of one partition, never a scan.
 
 use crate::config::{ConfigError, Vars};
+use crate::connection;
 use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Reason, Result};
@@ -251,6 +252,9 @@ pub struct Install {
     /// When they came, unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shop_updated_at: Option<i64>,
+    /// What every connection carries (end user, status, times, index attributes).
+    #[serde(flatten)]
+    pub connection: crate::connection::Common,
 }
 
 impl Record for Install {
@@ -308,6 +312,12 @@ struct FlowState {
     /// The org being installed or signed in to, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     orgid: Option<String>,
+    /// Started by a connect link: the app's user the install is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end_user: Option<String>,
+    /// Started by a connect link: where the browser goes afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    return_to: Option<String>,
 }
 
 impl Record for FlowState {
@@ -405,6 +415,8 @@ async fn authorize_redirect(
         nonce: Some(nonce.clone()),
         purpose,
         orgid: orgid.map(str::to_owned),
+        end_user: None,
+        return_to: None,
     };
     let state = flow::begin(cx, PLATFORM, data.to_attrs()?).await?;
     {
@@ -718,6 +730,16 @@ pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
             extra: Vec::new(),
         };
         let tokens = SealedTokens::seal(&keys, &key, &grant)?;
+        // A re-install keeps the connection's creation time (and end user) and reports an
+        // update.
+        let earlier = cx.store.get(&key).await?;
+        let (created_at, event) = connection::earlier(earlier.as_ref());
+        let end_user = cb.data.end_user.clone().or_else(|| {
+            earlier
+                .as_ref()
+                .and_then(|i| connection::view(i).ok())
+                .and_then(|c| c.end_user)
+        });
         let subscribed = subscribe_webhooks(cx, reply.access_token.expose_secret()).await;
         let install = Install {
             orgid: who.orgid.clone(),
@@ -733,11 +755,20 @@ pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
             webhooks_subscribed: subscribed,
             shop: None,
             shop_updated_at: None,
+            connection: connection::Common::new(
+                PLATFORM,
+                &key,
+                end_user.as_deref(),
+                created_at,
+                now(),
+            ),
         };
         let item = install.to_item(key)?;
+        let event = connection::view(&item)?.event_write(event)?;
         let mut writes = vec![
             cb.state.consume(),
             Write::Put(item.clone(), Condition::Always),
+            event,
         ];
         writes.extend(session.writes()?);
         Ok(((install, subscribed), writes))
@@ -1212,9 +1243,11 @@ async fn uninstalled(
     // A transaction holds at most 100 writes: the mark, the install, and as many sessions as
     // fit; any left over (an org with dozens of open sessions) are removed after the commit,
     // and would lapse within the session lifetime anyway.
-    let room = crate::store::MAX_TRANSACT_WRITES - 2;
+    let room = crate::store::MAX_TRANSACT_WRITES - 3;
     let rest = sessions.split_off(sessions.len().min(room));
     let mut effect = vec![Write::Delete(install_key(orgid), Condition::Exists)];
+    // The removal's lifecycle event, written exactly when the install is deleted.
+    effect.extend(connection::removed_event(store, &install_key(orgid)).await?);
     effect.extend(sessions.iter().cloned());
     let answer = match once::apply(store, mark, &effect).await? {
         Applied::Done => {

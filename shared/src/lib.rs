@@ -17,6 +17,7 @@ pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod connect;
+pub mod connection;
 pub mod context;
 pub mod crypto;
 pub mod error;

@@ -868,7 +868,7 @@ async fn token_call(
 }
 
 /// A session's random id is its partition: sessions are only ever read by id.
-fn session_key(session_id: &str) -> Key {
+pub fn session_key(session_id: &str) -> Key {
     Key::single(&format!("session#{PLATFORM}"), session_id)
 }
 
@@ -919,6 +919,9 @@ pub struct Session {
     /// The tokens, sealed to this item.
     #[serde(flatten)]
     pub tokens: SealedTokens,
+    /// What every connection carries (end user, status, times, index attributes).
+    #[serde(flatten)]
+    pub connection: crate::connection::Common,
 }
 
 impl Record for Session {
@@ -1031,16 +1034,19 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
         idp_domain: domain.clone(),
         client_id: client_id.clone(),
         tokens: SealedTokens::seal(&keys, &key, &grant)?,
+        connection: crate::connection::Common::new(PLATFORM, &key, None, None, now()),
     };
+    let item = session.to_item(key)?.expiring_at(now() + SESSION_SECONDS);
+    // A new session (its id is fresh): the lifecycle event commits with it.
+    let event = crate::connection::view(&item)?
+        .event_write(crate::events::names::CONNECTION_CREATED)?;
     // The state's consumption and the session commit together.
     flow::commit(
         cx,
         &[
             state.consume(),
-            Write::Put(
-                session.to_item(key)?.expiring_at(now() + SESSION_SECONDS),
-                Condition::Absent,
-            ),
+            Write::Put(item, Condition::Absent),
+            event,
         ],
     )
     .await?;
