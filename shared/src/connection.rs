@@ -59,6 +59,10 @@ pub struct Common {
     /// The app's own reference of its user, when the connection was started by a connect link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_user: Option<String>,
+    /// Where the connect link that started it sent the browser back: where a new link for a
+    /// connection that needs re-authorization returns too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_to: Option<String>,
     /// Written with every change of it; absent: derived from the record's `needs_reauth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
@@ -105,6 +109,7 @@ impl Common {
         let sk = index_sort_key(key);
         Self {
             end_user: end_user.map(str::to_owned),
+            return_to: None,
             status: Some(Status::Active),
             created_at: Some(created_at.unwrap_or(now)),
             updated_at: Some(now),
@@ -227,12 +232,8 @@ fn known(expires_at: i64) -> Option<i64> {
 }
 
 fn facts(item: &Item) -> Result<Facts, StoreError> {
-    let not_one = || {
-        StoreError::Invalid(format!(
-            "the item in `{}` is not a connection",
-            item.key.pk
-        ))
-    };
+    let not_one =
+        || StoreError::Invalid(format!("the item in `{}` is not a connection", item.key.pk));
     let platform = platform_of(&item.key).ok_or_else(not_one)?;
     Ok(match platform {
         "sesami" => {
@@ -302,7 +303,10 @@ pub fn view(item: &Item) -> Result<Connection, StoreError> {
         status,
         scopes: facts.scopes,
         created_at: common.created_at.or(facts.created_fallback),
-        updated_at: common.updated_at.or(common.created_at).or(facts.created_fallback),
+        updated_at: common
+            .updated_at
+            .or(common.created_at)
+            .or(facts.created_fallback),
         expires_at: facts.expires_at,
         last_refresh_at: common.last_refresh_at,
         last_error: common.last_error,
@@ -390,7 +394,10 @@ mod tests {
         assert_eq!(c.tenant, "1000");
         assert_eq!(c.status, Status::NeedsReauth);
         assert_eq!(c.scopes, ["openid", "org"]);
-        assert_eq!((c.created_at, c.updated_at, c.expires_at), (Some(7), Some(7), Some(99)));
+        assert_eq!(
+            (c.created_at, c.updated_at, c.expires_at),
+            (Some(7), Some(7), Some(99))
+        );
         assert_eq!(c.end_user, None);
         let text = c.to_json().to_string();
         assert!(!text.contains("v2.x"), "{text}");
@@ -398,9 +405,8 @@ mod tests {
 
     #[test]
     fn common_attributes_name_both_indexes_and_shard_the_platform() {
-        let key = crate::saison::connection_key(&crate::saison::ConnectionId::new(
-            "u1", "demo", "M1",
-        ));
+        let key =
+            crate::saison::connection_key(&crate::saison::ConnectionId::new("u1", "demo", "M1"));
         let common = Common::new("saison", &key, Some("u1"), None, 5);
         let attrs = common.to_attrs().unwrap();
         assert_eq!(attrs["ix_user_pk"], json!("user#saison#u1"));
@@ -414,7 +420,11 @@ mod tests {
         let shards: std::collections::BTreeSet<u32> = (0..200)
             .map(|i| shard_of(&crate::sesami::install_key(&format!("shop-{i}"))))
             .collect();
-        assert_eq!(shards.len(), PLATFORM_SHARDS as usize, "spread over every shard");
+        assert_eq!(
+            shards.len(),
+            PLATFORM_SHARDS as usize,
+            "spread over every shard"
+        );
         let without = Common::new("sesami", &crate::sesami::install_key("s"), None, Some(1), 5);
         assert_eq!((without.ix_user_pk, without.created_at), (None, Some(1)));
     }

@@ -63,10 +63,18 @@ pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Err
     {
         req.headers_mut().insert(header::COOKIE, v);
     }
+    // The principal API Gateway checked the SigV4 signature of (IAM-authorized routes only).
+    let iam_caller = event
+        .request_context
+        .authorizer
+        .and_then(|a| a.iam)
+        .and_then(|iam| iam.user_arn.or(iam.caller_id))
+        .filter(|caller| !caller.is_empty());
     req.extensions_mut().insert(RequestInfo {
         domain_name: event.request_context.domain_name,
         request_id: event.request_context.request_id,
         source_ip: event.request_context.http.source_ip,
+        iam_caller,
     });
     Ok(req)
 }

@@ -37,6 +37,7 @@ pub mod secrets;
 pub mod sesami;
 pub mod store;
 pub mod telemetry;
+pub mod vending;
 pub mod web;
 pub mod weblink;
 

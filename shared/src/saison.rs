@@ -518,8 +518,7 @@ async fn store_connection(
         };
         let key = connection_key(&id);
         // The same cardholder connected again for the same user: an update of that connection.
-        let (created_at, event) =
-            crate::connection::earlier(cx.store.get(&key).await?.as_ref());
+        let (created_at, event) = crate::connection::earlier(cx.store.get(&key).await?.as_ref());
         let connection = Connection {
             member: member.to_owned(),
             cardholder: id.cardholder.clone(),

@@ -407,11 +407,7 @@ pub async fn callback(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
         let item = install.to_item(key)?;
         // The lifecycle event commits with the install it reports.
         let event = connection::view(&item)?.event_write(event)?;
-        let writes = vec![
-            state.consume(),
-            Write::Put(item, Condition::Always),
-            event,
-        ];
+        let writes = vec![state.consume(), Write::Put(item, Condition::Always), event];
         Ok((reply, writes))
     })
     .await?;

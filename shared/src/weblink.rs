@@ -1038,16 +1038,12 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     };
     let item = session.to_item(key)?.expiring_at(now() + SESSION_SECONDS);
     // A new session (its id is fresh): the lifecycle event commits with it.
-    let event = crate::connection::view(&item)?
-        .event_write(crate::events::names::CONNECTION_CREATED)?;
+    let event =
+        crate::connection::view(&item)?.event_write(crate::events::names::CONNECTION_CREATED)?;
     // The state's consumption and the session commit together.
     flow::commit(
         cx,
-        &[
-            state.consume(),
-            Write::Put(item, Condition::Absent),
-            event,
-        ],
+        &[state.consume(), Write::Put(item, Condition::Absent), event],
     )
     .await?;
     tracing::info!(portal, "weblink session started");
@@ -1070,6 +1066,15 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     web::set_cookie(&mut resp, &SESSION_COOKIE.set(cx, &keys, &session_id))?;
     web::set_cookie(&mut resp, &STATE_COOKIE.clear(cx))?;
     Ok(resp)
+}
+
+/// The refresher of `session`'s tokens: at the IDP and client it was signed in with.
+pub fn refresher<'a>(cx: &'a Weblink, session: &'a Session) -> impl Refresher + 'a {
+    WeblinkRefresher {
+        cx,
+        domain: &session.idp_domain,
+        client_id: &session.client_id,
+    }
 }
 
 /// Refreshes WebLink tokens at the session's IDP.

@@ -65,11 +65,11 @@ async fn two_users_two_cardholders(h: Harness) {
         connection(&h, &id_b).await.expect("user-b's"),
     );
     assert_eq!(
-        (ca.end_user.as_deref(), ca.cardholder.as_str()),
+        (ca.connection.end_user.as_deref(), ca.cardholder.as_str()),
         (Some("user-a"), "M0001")
     );
     assert_eq!(
-        (cb.end_user.as_deref(), cb.cardholder.as_str()),
+        (cb.connection.end_user.as_deref(), cb.cardholder.as_str()),
         (Some("user-b"), "M0002")
     );
     // Each connection calls Saison as its own cardholder.

@@ -341,10 +341,8 @@ impl Store for EmbeddedStore {
                  ORDER BY json_extract(attrs, ?2), pk, sk
                  LIMIT ?6"
             ))?;
-            let rows = statement.query_map(
-                params![pk_path, sk_path, pk, after, now(), limit],
-                row_item,
-            )?;
+            let rows = statement
+                .query_map(params![pk_path, sk_path, pk, after, now(), limit], row_item)?;
             let mut items = Vec::new();
             for row in rows {
                 items.push(row??);

@@ -285,8 +285,13 @@ async fn dispatch(
     *lreq.method_mut() = parts.method;
     *lreq.uri_mut() = parts.uri;
     *lreq.headers_mut() = parts.headers;
+    // The local server listens on 127.0.0.1 only: its callers are this machine's, which is
+    // what IAM-authorizing a deployed /v1 route stands for.
     lreq.extensions_mut()
-        .insert(gatehouse::context::RequestInfo::default());
+        .insert(gatehouse::context::RequestInfo {
+            iam_caller: Some("local:127.0.0.1".into()),
+            ..Default::default()
+        });
     let result = gatehouse::budget::within(deadline, route.function.call(&app, &lreq)).await;
     to_axum(routes::answer(route.format(), result))
 }
@@ -343,7 +348,7 @@ async fn demo_connect(
         let req = lambda_http::Request::default();
         let return_to = app.public_url(&req, "/")?;
         let (url, _) =
-            gatehouse::connect::store_link(&app.saison, &req, DEMO_END_USER, &return_to).await?;
+            gatehouse::connect::store_link(&app.deps, &req, DEMO_END_USER, &return_to).await?;
         web::redirect(&url)
     }
     .await;
