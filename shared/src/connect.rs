@@ -271,6 +271,26 @@ pub async fn store_platform_link(
     Ok((format!("{base}?link={id}"), expires_at))
 }
 
+/// The link `id` of `platform` (checked as an id), read to be consumed by the flow it starts
+/// ([`crate::flow::begin_consuming`]); a link used already, expired or unknown is 409
+/// `already_used`.
+pub async fn read_link(cx: &Deps, platform: &str, id: &str) -> Result<(Key, Link)> {
+    let id = web::check_id("parameter `link`", id)?;
+    let key = link_key(platform, id);
+    let Some(item) = cx.store.get(&key).await? else {
+        return Err(link_used());
+    };
+    Ok((key, item.record::<Link>()?))
+}
+
+/// A link that is gone: used already, or expired.
+pub fn link_used() -> Error {
+    Error::refused(
+        Reason::AlreadyUsed,
+        "this connect link was used already or has expired; ask the app for a new one",
+    )
+}
+
 /// The outcome appended to `return_to`: `gatehouse=connected&platform=<p>&tenant=<t>`, or
 /// `gatehouse=error&reason=<code>`; never a token.
 pub fn outcome_url(return_to: &str, outcome: std::result::Result<(&str, &str), &str>) -> String {

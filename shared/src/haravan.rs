@@ -398,6 +398,7 @@ async fn authorize_redirect(
     req: &Request,
     purpose: Purpose,
     orgid: Option<&str>,
+    link: Option<(Key, crate::connect::Link)>,
 ) -> Result<Response<Body>> {
     let h = &cx.settings;
     let (scope, callback) = match purpose {
@@ -415,10 +416,18 @@ async fn authorize_redirect(
         nonce: Some(nonce.clone()),
         purpose,
         orgid: orgid.map(str::to_owned),
-        end_user: None,
-        return_to: None,
+        end_user: link.as_ref().map(|(_, l)| l.end_user.clone()),
+        return_to: link.as_ref().map(|(_, l)| l.return_to.clone()),
     };
-    let state = flow::begin(cx, PLATFORM, data.to_attrs()?).await?;
+    let state = match &link {
+        None => flow::begin(cx, PLATFORM, data.to_attrs()?).await?,
+        Some((key, _)) => flow::begin_consuming(cx, PLATFORM, data.to_attrs()?, key)
+            .await
+            .map_err(|e| match e.reason() {
+                Some(Reason::AlreadyUsed) => crate::connect::link_used(),
+                _ => e,
+            })?,
+    };
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_mode", "form_post");
@@ -498,11 +507,17 @@ pub async fn login(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
 
 async fn login_start(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     let q = Params::from_query(req)?;
+    // A connect link: an install for one of the app's users, by whichever shop's admin signs
+    // in; the link is consumed with the storing of the flow's state.
+    if let Some(id) = q.get("link") {
+        let link = crate::connect::read_link(cx, PLATFORM, id).await?;
+        return authorize_redirect(cx, req, Purpose::Install, None, Some(link)).await;
+    }
     let orgid = q
         .get("orgid")
         .map(|o| web::check_id("parameter `orgid`", o))
         .transpose()?;
-    authorize_redirect(cx, req, Purpose::Login, orgid).await
+    authorize_redirect(cx, req, Purpose::Login, orgid, None).await
 }
 
 async fn login_callback(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
@@ -526,7 +541,7 @@ async fn login_callback(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
         None if who.is_admin => {
             tracing::info!(orgid = %who.orgid, "haravan admin login of a new org: installing");
             flow::commit(cx, &[cb.state.consume()]).await?;
-            authorize_redirect(cx, req, Purpose::Install, Some(&who.orgid)).await
+            authorize_redirect(cx, req, Purpose::Install, Some(&who.orgid), None).await
         }
         None => Err(Error::refused(
             Reason::NotAllowed,
@@ -668,11 +683,32 @@ async fn verify(
     .await
 }
 
-/// `POST /haravan/install/grandservice`.
+/// `POST /haravan/install/grandservice`. Started by a connect link, the browser goes back to
+/// the link's `return_to` with the outcome (an org's id, or the reason it failed) instead of
+/// the app page.
 pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     let cb = read_callback(cx, req, Purpose::Install).await?;
+    let Some(return_to) = cb.data.return_to.clone() else {
+        return install_checked(cx, req, cb).await;
+    };
+    let orgid = cb.identity.orgid.clone();
+    let location = match install_checked(cx, req, cb).await {
+        Ok(_) => crate::connect::outcome_url(&return_to, Ok((PLATFORM, &orgid))),
+        Err(e) => {
+            tracing::warn!(status = e.status().as_u16(), error = %e, "haravan linked install refused");
+            crate::connect::outcome_url(&return_to, Err(e.code()))
+        }
+    };
+    let mut resp = web::redirect(&location)?;
+    web::set_cookie(&mut resp, &STATE_COOKIE.clear(cx))?;
+    Ok(resp)
+}
+
+async fn install_checked(cx: &Haravan, req: &Request, cb: Callback) -> Result<Response<Body>> {
     let who = &cb.identity;
-    if cb.data.orgid.as_deref() != Some(who.orgid.as_str()) {
+    // A link's install is for whichever shop the admin signs in to; any other names its org.
+    let linked = cb.data.end_user.is_some() && cb.data.orgid.is_none();
+    if !linked && cb.data.orgid.as_deref() != Some(who.orgid.as_str()) {
         return Err(Error::refused(
             Reason::WrongTenant,
             "Haravan signed in another shop than the one being installed; start again",
@@ -755,13 +791,15 @@ pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
             webhooks_subscribed: subscribed,
             shop: None,
             shop_updated_at: None,
-            connection: connection::Common::new(
-                PLATFORM,
-                &key,
-                end_user.as_deref(),
-                created_at,
-                now(),
-            ),
+            connection: connection::Common {
+                return_to: cb.data.return_to.clone().or_else(|| {
+                    earlier
+                        .as_ref()
+                        .and_then(|i| i.record::<connection::Common>().ok())
+                        .and_then(|c| c.return_to)
+                }),
+                ..connection::Common::new(PLATFORM, &key, end_user.as_deref(), created_at, now())
+            },
         };
         let item = install.to_item(key)?;
         let event = connection::view(&item)?.event_write(event)?;

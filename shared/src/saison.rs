@@ -524,13 +524,16 @@ async fn store_connection(
             cardholder: id.cardholder.clone(),
             connected_at: Some(now()),
             tokens: SealedTokens::seal(&keys, &key, &grant)?,
-            connection: crate::connection::Common::new(
-                PLATFORM,
-                &key,
-                id.end_user.as_deref(),
-                created_at,
-                now(),
-            ),
+            connection: crate::connection::Common {
+                return_to: flow_state.return_to.clone(),
+                ..crate::connection::Common::new(
+                    PLATFORM,
+                    &key,
+                    id.end_user.as_deref(),
+                    created_at,
+                    now(),
+                )
+            },
         };
         let item = connection.to_item(key)?;
         let event = crate::connection::view(&item)?.event_write(event)?;

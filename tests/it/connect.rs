@@ -236,9 +236,27 @@ async fn bad_link_requests_are_refused_and_store_nothing() {
             400,
         ),
         (
-            "another platform",
+            "a platform without links (Sesami)",
             "application/json",
-            with("platform", json!("haravan")),
+            with("platform", json!("sesami")),
+            400,
+        ),
+        (
+            "a platform without user authorization (MoMo)",
+            "application/json",
+            with("platform", json!("momo")),
+            400,
+        ),
+        (
+            "no such platform",
+            "application/json",
+            with("platform", json!("shopify")),
+            400,
+        ),
+        (
+            "a portal for a platform other than weblink",
+            "application/json",
+            with("portal", json!("demo.administrateweblink.com")),
             400,
         ),
         (
@@ -319,11 +337,11 @@ async fn bad_link_requests_are_refused_and_store_nothing() {
         );
     }
     let (status, answer) =
-        post_link(&h, "application/json", with("platform", json!("haravan"))).await;
+        post_link(&h, "application/json", with("platform", json!("sesami"))).await;
     assert_eq!(status, 400);
     assert!(
-        answer.to_string().contains("saison"),
-        "the message names what is served: {answer}"
+        answer.to_string().contains("Sesami's admin"),
+        "the message says why: {answer}"
     );
     assert!(h.items(LINKS).await.is_empty(), "nothing stored");
 }

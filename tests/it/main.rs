@@ -27,4 +27,5 @@ mod simulation;
 mod store;
 mod support;
 mod template;
+mod vending;
 mod weblink;
