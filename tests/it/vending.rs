@@ -12,7 +12,7 @@ const ARRAY_ADMIN_ORG: &str = "1000222222";
 use gatehouse::config::Vars;
 use gatehouse::connection::{Common, PLATFORM_SHARDS};
 use gatehouse::events::{Event, names};
-use gatehouse::store::{Condition, Item, Key, Record, now};
+use gatehouse::store::{Condition, Item, Key, Record, Store, now};
 use gatehouse_simulators::haravan::HaravanSim;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -607,5 +607,100 @@ async fn an_uninstall_removes_the_connection_with_one_event() {
     assert_eq!(
         events(&h, names::CONNECTION_REMOVED, ADMIN_ORG).await.len(),
         1
+    );
+}
+
+/// The outbox's events named `name` about `tenant`, read from the table around the proxy.
+async fn table_events(table: &crate::harness::Table, name: &str, tenant: &str) -> usize {
+    table
+        .store
+        .scan_prefix("outbox#")
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|i| Event::from_attrs(&i.attrs).ok())
+        .filter(|e| e.name == name && e.tenant == tenant)
+        .count()
+}
+
+/// A change's transaction applied but its answer lost (the AWS SDK's retry, or the platform's
+/// or caller's, then meets the change done): still exactly one event, for an uninstall and for
+/// a refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_lost_after_the_change_still_makes_one_event() {
+    use gatehouse_local::faultproxy::{Fault, Rule};
+    let Some((h, proxy, table)) = Harness::on_proxied_dynamo(Vars::default(), 11).await else {
+        return;
+    };
+    let sim = h.server.haravan.clone();
+    sim.set_access_token_lifetime(120);
+    let mut b = Browser::new();
+    assert_eq!(install(&h, &mut b, ADMIN).await.status, 200);
+    proxy.settle(std::time::Duration::from_secs(10)).await;
+    sim.set_access_token_lifetime(86_400);
+
+    // A refresh whose transaction's answer is dropped once.
+    let updated = table_events(&table, names::CONNECTION_UPDATED, ADMIN_ORG).await;
+    proxy.set(vec![
+        Rule::every(Fault::AnswerDropped)
+            .on(&["TransactWriteItems"])
+            .times(1),
+    ]);
+    let url = h.url(&format!("/v1/connections/haravan/{ADMIN_ORG}/token"));
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (status, _) = post_json(&url, json!({})).await;
+        statuses.push(status);
+        if status == 200 {
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+    assert!(
+        !proxy.fired().is_empty(),
+        "the fault was put on the refresh"
+    );
+    proxy.clear();
+    proxy.settle(std::time::Duration::from_secs(10)).await;
+    assert_eq!(
+        table_events(&table, names::CONNECTION_UPDATED, ADMIN_ORG).await - updated,
+        1,
+        "one refresh, one event ({statuses:?})"
+    );
+
+    // An uninstall delivery whose transaction's answer is dropped once, retried by Haravan.
+    proxy.set(vec![
+        Rule::every(Fault::AnswerDropped)
+            .on(&["TransactWriteItems"])
+            .times(1),
+    ]);
+    let body = sim.webhook_body("app/uninstalled", ADMIN_ORG);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (status, _) = sim.send_webhook("app/uninstalled", ADMIN_ORG, &body).await;
+        statuses.push(status);
+        if status == 200 {
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+    assert!(
+        !proxy.fired().is_empty(),
+        "the fault was put on the uninstall"
+    );
+    proxy.clear();
+    proxy.settle(std::time::Duration::from_secs(10)).await;
+    assert_eq!(
+        table_events(&table, names::CONNECTION_REMOVED, ADMIN_ORG).await,
+        1,
+        "one removal, one event ({statuses:?})"
+    );
+    assert!(
+        table
+            .store
+            .get(&gatehouse::haravan::install_key(ADMIN_ORG))
+            .await
+            .unwrap()
+            .is_none()
     );
 }
