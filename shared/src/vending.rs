@@ -469,6 +469,38 @@ pub async fn list(cx: &Core, req: &Request) -> Result<Response<Body>> {
 mod tests {
     use super::*;
 
+    fn request(method: Method, path: &str) -> Request {
+        let mut req = Request::new(Body::Empty);
+        *req.method_mut() = method;
+        *req.uri_mut() = path.parse().unwrap();
+        req
+    }
+
+    #[test]
+    fn the_tenant_and_the_route_are_read_from_the_path() {
+        let get = request(Method::GET, "/v1/connections/haravan/1000");
+        assert!(matches!(target(&get, "haravan"), Ok(("1000", Ask::Show))));
+        let token = request(Method::POST, "/v1/connections/haravan/1000/token");
+        assert!(matches!(
+            target(&token, "haravan"),
+            Ok(("1000", Ask::Token))
+        ));
+        for (method, path, platform) in [
+            (Method::POST, "/v1/connections/haravan/1000", "haravan"),
+            (Method::GET, "/v1/connections/haravan/1000/token", "haravan"),
+            (Method::GET, "/v1/connections/haravan/1000/other", "haravan"),
+            (Method::GET, "/v1/connections/sesami/1000", "haravan"),
+            (Method::GET, "/v1/connections/haravanx/1000", "haravan"),
+            (Method::GET, "/v1/connections/haravan/", "haravan"),
+            (Method::GET, "/v1/connections/haravan/a%23b", "haravan"),
+        ] {
+            assert!(
+                target(&request(method.clone(), path), platform).is_err(),
+                "{method} {path}"
+            );
+        }
+    }
+
     #[test]
     fn cursors_round_trip_and_foreign_ones_are_refused() {
         let c = Cursor {
