@@ -1135,23 +1135,15 @@ async fn shop_update(
     let mut set = Map::new();
     set.insert("shop".into(), Value::Object(shop));
     set.insert("shop_updated_at".into(), now().into());
+    // The connection's `updated_at` moves with it. (No `connection.updated` here: its data
+    // would need a read of the install, and a delivery is one store call; the delivery itself
+    // is reported as its `webhook.shop/update` event.)
     set.insert("updated_at".into(), now().into());
-    let key = install_key(orgid);
-    // The connection's `connection.updated`, in the delivery's transaction (no install: the
-    // update is refused, and the event with it).
-    let event = match cx.store.get(&key).await? {
-        Some(item) => connection::view_updated(&item, &set)
-            .ok()
-            .map(|c| c.event_write(crate::events::names::CONNECTION_UPDATED))
-            .transpose()?,
-        None => None,
-    };
-    let mut effect = vec![Write::Update {
-        key,
+    let effect = [Write::Update {
+        key: install_key(orgid),
         set,
         condition: Condition::Exists,
     }];
-    effect.extend(event);
     match once::apply(cx.store.as_ref(), mark, &effect).await? {
         Applied::Done => Ok(json!({"ok": true, "handled": true})),
         Applied::Duplicate => Ok(duplicate()),
