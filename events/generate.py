@@ -61,8 +61,16 @@ def signed_cookie(name, value, expires):
     return f"{name}={body}.{APP_KID}.{b64url(tag)}"
 
 
+# The caller API Gateway names in `requestContext.authorizer.iam` once it has verified a request's
+# SigV4 signature on an `Authorizer: AWS_IAM` route (the /v1 handlers refuse a request without it).
+IAM_CALLER = {"accessKey": "ASIAEVENTSEXAMPLE", "accountId": "123456789012",
+              "callerId": "AROAEVENTSEXAMPLE:app-backend", "principalOrgId": None,
+              "userArn": "arn:aws:sts::123456789012:assumed-role/app-backend/events",
+              "userId": "AROAEVENTSEXAMPLE:app-backend"}
+
+
 def event(method, path, query="", body=None, b64=False, cookies=None, content_type=None,
-          headers=None):
+          headers=None, iam=False):
     extra = headers or {}
     headers = {"host": DOMAIN, "user-agent": "Mozilla/5.0 (events)", "x-forwarded-proto": "https"}
     if content_type:
@@ -89,14 +97,8 @@ def event(method, path, query="", body=None, b64=False, cookies=None, content_ty
         },
         "isBase64Encoded": b64,
     }
-    if path.startswith("/v1/"):
-        # What API Gateway's AWS_IAM authorizer adds for a signed request: the caller.
-        ev["requestContext"]["authorizer"] = {"iam": {
-            "accessKey": "AKIAEVENTSEXAMPLE", "accountId": "123456789012",
-            "callerId": "AIDAEVENTSEXAMPLE",
-            "userArn": "arn:aws:iam::123456789012:role/app-backend",
-            "userId": "AIDAEVENTSEXAMPLE",
-        }}
+    if iam:
+        ev["requestContext"]["authorizer"] = {"iam": IAM_CALLER}
     if cookies:
         ev["cookies"] = cookies
     if body is not None:
@@ -362,14 +364,48 @@ link_request = {"platform": "saison", "end_user": "events-user-1",
                 "return_to": "https://app.example.com/connected"}
 EVENTS.update({
     "connect-links": event("POST", "/v1/connect-links", body=json.dumps(link_request),
-                           content_type="application/json"),
+                           content_type="application/json", iam=True),
+    # Sesami installs are started in Sesami's admin: no links.
     "connect-links-wrong-platform": event(
-        "POST", "/v1/connect-links", body=json.dumps({**link_request, "platform": "haravan"}),
-        content_type="application/json"),
+        "POST", "/v1/connect-links", body=json.dumps({**link_request, "platform": "sesami"}),
+        content_type="application/json", iam=True),
     "connect-links-foreign-return-to": event(
         "POST", "/v1/connect-links",
         body=json.dumps({**link_request, "return_to": "https://evil.example.com/"}),
-        content_type="application/json"),
+        content_type="application/json", iam=True),
+    # A route deployed without the authorizer (or a hand-made call): no IAM caller, 403.
+    "connect-links-no-iam": event("POST", "/v1/connect-links", body=json.dumps(link_request),
+                                  content_type="application/json"),
+})
+
+# --- Connections: token vending (IAM-authorized) -----------------------------------------------
+EVENTS.update({
+    "connections-list": event("GET", "/v1/connections", urlencode({"platform": "haravan"}),
+                              iam=True),
+    "connections-list-end-user": event(
+        "GET", "/v1/connections", urlencode({"platform": "saison", "end_user": "events-user-2"}),
+        iam=True),
+    "connections-list-no-iam": event("GET", "/v1/connections",
+                                     urlencode({"platform": "haravan"})),
+    "sesami-connections": event("GET", "/v1/connections/sesami/events-shop", iam=True),
+    "sesami-connections-token": event("POST", "/v1/connections/sesami/events-shop/token",
+                                      iam=True),
+    "haravan-connections": event("GET", "/v1/connections/haravan/1000444444", iam=True),
+    "haravan-connections-token": event("POST", "/v1/connections/haravan/1000444444/token",
+                                       iam=True),
+    "haravan-connections-unknown": event("GET", "/v1/connections/haravan/1000999999", iam=True),
+    "saison-connections": event("GET", "/v1/connections/saison/M0001",
+                                urlencode({"end_user": "events-user-2"}), iam=True),
+    "saison-connections-token": event("POST", "/v1/connections/saison/M0001/token",
+                                      urlencode({"end_user": "events-user-2"}), iam=True),
+    "momo-connections-token": event("POST", "/v1/connections/momo/collection/token", iam=True),
+    "weblink-connections": event(
+        "GET", "/v1/connections/weblink/events-weblink-session-0123456789abcdef", iam=True),
+    "weblink-connections-token": event(
+        "POST", "/v1/connections/weblink/events-weblink-session-0123456789abcdef/token",
+        iam=True),
+    "weblink-connections-no-iam": event(
+        "POST", "/v1/connections/weblink/events-weblink-session-0123456789abcdef/token"),
 })
 
 # --- MTN MoMo -----------------------------------------------------------------------------------

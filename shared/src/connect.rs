@@ -7,13 +7,21 @@
 //! the end user and `return_to` in its state, so the connection the callback stores belongs to
 //! that end user, and the browser is sent back to `return_to` with the outcome.
 //!
-//! Only `saison` is served for now: Saison's connections are started by the app (an anonymous
-//! start let anyone's browser complete a callback). Other platforms come later (issue 15):
-//! Sesami's and Haravan's installs are platform-initiated and keep working without a link.
+//! Served for the platforms whose connections a user authorizes in a browser: `saison`
+//! (`/saison/authorize?link=`), `haravan` (`/haravan/install/login?link=`: an install by a shop
+//! admin) and `weblink` (`/weblink/login?link=`, for the portal the link names or the first of
+//! `WEBLINK_PORTALS`). `sesami` (installs are started in Sesami's admin) and `momo` (no user
+//! authorization at all) are a 400 saying so. Platform-initiated installs keep working without
+//! a link.
+//!
+//! Link creation needs no platform's settings, only the store, our public URL and the
+//! allow-list of `return_to` origins: it runs on [`Core`], as the connections listing does.
 
+use crate::config::{ConfigError, Vars};
+use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Reason, Result};
-use crate::saison::{self, Saison};
+use crate::saison;
 use crate::store::{Condition, Item, Key, Record, now};
 use crate::web;
 use lambda_http::http::StatusCode;
@@ -38,6 +46,56 @@ pub struct Link {
     pub end_user: String,
     /// An absolute URL whose origin was allowed when the link was made.
     pub return_to: String,
+    /// WebLink only: the portal to sign in to (none: the first of `WEBLINK_PORTALS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<String>,
+}
+
+/// The context of the functions that need no platform's settings (connect links, the
+/// connections listing): what every platform shares, and the allowed `return_to` origins.
+pub struct Core {
+    /// What every platform shares.
+    pub deps: std::sync::Arc<Deps>,
+    /// `GATEHOUSE_RETURN_TO_ORIGINS`: the origins a connect link's `return_to` may be on.
+    pub return_to_origins: Vec<String>,
+}
+
+crate::context::derefs_to_deps!(Core);
+
+impl Platform for Core {
+    fn build(deps: std::sync::Arc<Deps>, vars: &Vars) -> std::result::Result<Self, ConfigError> {
+        Ok(Self {
+            deps,
+            return_to_origins: parse_origins(vars.get_or("GATEHOUSE_RETURN_TO_ORIGINS", ""))
+                .map_err(|problem| ConfigError {
+                    name: "GATEHOUSE_RETURN_TO_ORIGINS".into(),
+                    problem,
+                })?,
+        })
+    }
+}
+
+/// The route a platform's link opens, or why the platform has none.
+pub fn link_route(platform: &str) -> std::result::Result<&'static str, String> {
+    match platform {
+        "saison" => Ok("/saison/authorize"),
+        "haravan" => Ok("/haravan/install/login"),
+        "weblink" => Ok("/weblink/login"),
+        "sesami" => Err(
+            "Sesami installs are started by the merchant in Sesami's admin, not by a connect \
+             link; they need none"
+                .into(),
+        ),
+        "momo" => Err(
+            "MTN MoMo has no user authorization: its product tokens are the app's own \
+             (POST /v1/connections/momo/{product}/token)"
+                .into(),
+        ),
+        other => Err(format!(
+            "`{}` is not a platform (sesami, haravan, saison, momo, weblink)",
+            web::printable(other)
+        )),
+    }
 }
 
 impl Record for Link {
@@ -118,6 +176,7 @@ struct LinkRequest {
     platform: Option<Value>,
     end_user: Option<Value>,
     return_to: Option<Value>,
+    portal: Option<Value>,
 }
 
 fn text_field<'a>(v: &'a Option<Value>, name: &str) -> Result<&'a str> {
@@ -134,12 +193,13 @@ fn text_field<'a>(v: &'a Option<Value>, name: &str) -> Result<&'a str> {
     }
 }
 
-/// `POST /v1/connect-links`: `{platform, end_user, return_to}` → `201 {url, expires_at}`.
+/// `POST /v1/connect-links`: `{platform, end_user, return_to}` (and for `weblink` an
+/// optional `portal`) → `201 {url, expires_at}`.
 ///
-/// `platform` must be `saison` (other platforms come later: 400 naming them); `end_user` an id
+/// `platform` must have links ([`link_route`]: 400 naming why not); `end_user` an id
 /// ([`web::check_id`]); `return_to` as [`allowed_return_to`] takes it. Nothing is stored
-/// unless all three hold.
-pub async fn create(cx: &Saison, req: &Request) -> Result<Response<Body>> {
+/// unless all hold. Only for the app's back end: a request without an IAM caller is a 403.
+pub async fn create(cx: &Core, req: &Request) -> Result<Response<Body>> {
     web::require_iam_caller(req)?;
     web::require_content_type(req, "application/json")?;
     let body: LinkRequest = web::json_body(
@@ -147,21 +207,27 @@ pub async fn create(cx: &Saison, req: &Request) -> Result<Response<Body>> {
         "the body must be a JSON object `{\"platform\", \"end_user\", \"return_to\"}`",
     )?;
     let platform = text_field(&body.platform, "platform")?;
-    if platform != saison::PLATFORM {
-        return Err(Error::refused(
-            Reason::MalformedParameter,
-            format!(
-                "connect links are served for `saison` only (other platforms come later), not `{}`",
-                web::printable(platform)
-            ),
-        ));
-    }
+    link_route(platform).map_err(|why| Error::refused(Reason::MalformedParameter, why))?;
     let end_user = web::check_id("`end_user`", text_field(&body.end_user, "end_user")?)?;
     let return_to = allowed_return_to(
-        &cx.settings.return_to_origins,
+        &cx.return_to_origins,
         text_field(&body.return_to, "return_to")?,
     )?;
-    let (url, expires_at) = store_link(cx, req, end_user, return_to.as_str()).await?;
+    let portal = match &body.portal {
+        None | Some(Value::Null) => None,
+        Some(_) if platform != "weblink" => {
+            return Err(Error::refused(
+                Reason::MalformedParameter,
+                "`portal` is for `weblink` links only",
+            ));
+        }
+        Some(_) => Some(web::check_id(
+            "`portal`",
+            text_field(&body.portal, "portal")?,
+        )?),
+    };
+    let (url, expires_at) =
+        store_platform_link(cx, req, platform, end_user, return_to.as_str(), portal).await?;
     Ok(web::json(
         StatusCode::CREATED,
         &json!({ "url": url, "expires_at": expires_at }),
@@ -171,21 +237,58 @@ pub async fn create(cx: &Saison, req: &Request) -> Result<Response<Body>> {
 /// Stores a Saison link for `end_user` (already checked) and returns its URL and expiry. The
 /// local server's demo link uses this too.
 pub async fn store_link(
-    cx: &Saison,
+    cx: &Deps,
     req: &Request,
     end_user: &str,
     return_to: &str,
 ) -> Result<(String, i64)> {
+    store_platform_link(cx, req, saison::PLATFORM, end_user, return_to, None).await
+}
+
+/// Stores a link of `platform` for `end_user` (checked, as `return_to` and `portal` are) and
+/// returns its URL (the platform's [`link_route`] with `?link=<id>`) and expiry.
+pub async fn store_platform_link(
+    cx: &Deps,
+    req: &Request,
+    platform: &str,
+    end_user: &str,
+    return_to: &str,
+    portal: Option<&str>,
+) -> Result<(String, i64)> {
+    let route =
+        link_route(platform).map_err(|why| Error::refused(Reason::MalformedParameter, why))?;
+    // The URL first: a request that cannot name our domain stores nothing.
+    let base = cx.public_url(req, route)?;
     let id = crypto::random_token(32)?;
     let expires_at = now() + LINK_TTL_SECONDS;
     let link = Link {
         end_user: end_user.to_owned(),
         return_to: return_to.to_owned(),
+        portal: portal.map(str::to_owned),
     };
-    let item = Item::new(link_key(saison::PLATFORM, &id), link.to_attrs()?).expiring_at(expires_at);
+    let item = Item::new(link_key(platform, &id), link.to_attrs()?).expiring_at(expires_at);
     cx.store.put(&item, Condition::Absent).await?;
-    let url = cx.public_url(req, &format!("/saison/authorize?link={id}"))?;
-    Ok((url, expires_at))
+    Ok((format!("{base}?link={id}"), expires_at))
+}
+
+/// The link `id` of `platform` (checked as an id), read to be consumed by the flow it starts
+/// ([`crate::flow::begin_consuming`]); a link used already, expired or unknown is 409
+/// `already_used`.
+pub async fn read_link(cx: &Deps, platform: &str, id: &str) -> Result<(Key, Link)> {
+    let id = web::check_id("parameter `link`", id)?;
+    let key = link_key(platform, id);
+    let Some(item) = cx.store.get(&key).await? else {
+        return Err(link_used());
+    };
+    Ok((key, item.record::<Link>()?))
+}
+
+/// A link that is gone: used already, or expired.
+pub fn link_used() -> Error {
+    Error::refused(
+        Reason::AlreadyUsed,
+        "this connect link was used already or has expired; ask the app for a new one",
+    )
 }
 
 /// The outcome appended to `return_to`: `gatehouse=connected&platform=<p>&tenant=<t>`, or
@@ -216,6 +319,7 @@ pub fn link_attrs(end_user: &str, return_to: &str) -> Map<String, Value> {
     Link {
         end_user: end_user.into(),
         return_to: return_to.into(),
+        portal: None,
     }
     .to_attrs()
     .unwrap_or_default()

@@ -44,6 +44,10 @@ pub struct RequestInfo {
     /// The client's IP address as API Gateway saw it (`requestContext.http.sourceIp`), for
     /// per-client limits; not a header a client could set.
     pub source_ip: Option<String>,
+    /// The IAM principal API Gateway verified the request's SigV4 signature for
+    /// (`requestContext.authorizer.iam`: its `userArn`, else `callerId`), on routes with
+    /// `Authorizer: AWS_IAM`; `None` on any other route. See [`crate::web::require_iam_caller`].
+    pub iam_caller: Option<String>,
 }
 
 /// A platform's context: its settings (and caches) over the shared [`Deps`].

@@ -20,6 +20,7 @@
 //! org are each a query of one partition, never a scan.
 
 use crate::config::{ConfigError, Vars};
+use crate::connection;
 use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Reason, Result};
@@ -251,6 +252,9 @@ pub struct Install {
     /// When they came, unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shop_updated_at: Option<i64>,
+    /// What every connection carries (end user, status, times, index attributes).
+    #[serde(flatten)]
+    pub connection: crate::connection::Common,
 }
 
 impl Record for Install {
@@ -308,6 +312,12 @@ struct FlowState {
     /// The org being installed or signed in to, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     orgid: Option<String>,
+    /// Started by a connect link: the app's user the install is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end_user: Option<String>,
+    /// Started by a connect link: where the browser goes afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    return_to: Option<String>,
 }
 
 impl Record for FlowState {
@@ -388,6 +398,7 @@ async fn authorize_redirect(
     req: &Request,
     purpose: Purpose,
     orgid: Option<&str>,
+    link: Option<(Key, crate::connect::Link)>,
 ) -> Result<Response<Body>> {
     let h = &cx.settings;
     let (scope, callback) = match purpose {
@@ -405,8 +416,18 @@ async fn authorize_redirect(
         nonce: Some(nonce.clone()),
         purpose,
         orgid: orgid.map(str::to_owned),
+        end_user: link.as_ref().map(|(_, l)| l.end_user.clone()),
+        return_to: link.as_ref().map(|(_, l)| l.return_to.clone()),
     };
-    let state = flow::begin(cx, PLATFORM, data.to_attrs()?).await?;
+    let state = match &link {
+        None => flow::begin(cx, PLATFORM, data.to_attrs()?).await?,
+        Some((key, _)) => flow::begin_consuming(cx, PLATFORM, data.to_attrs()?, key)
+            .await
+            .map_err(|e| match e.reason() {
+                Some(Reason::AlreadyUsed) => crate::connect::link_used(),
+                _ => e,
+            })?,
+    };
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_mode", "form_post");
@@ -486,11 +507,17 @@ pub async fn login(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
 
 async fn login_start(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     let q = Params::from_query(req)?;
+    // A connect link: an install for one of the app's users, by whichever shop's admin signs
+    // in; the link is consumed with the storing of the flow's state.
+    if let Some(id) = q.get("link") {
+        let link = crate::connect::read_link(cx, PLATFORM, id).await?;
+        return authorize_redirect(cx, req, Purpose::Install, None, Some(link)).await;
+    }
     let orgid = q
         .get("orgid")
         .map(|o| web::check_id("parameter `orgid`", o))
         .transpose()?;
-    authorize_redirect(cx, req, Purpose::Login, orgid).await
+    authorize_redirect(cx, req, Purpose::Login, orgid, None).await
 }
 
 async fn login_callback(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
@@ -514,7 +541,7 @@ async fn login_callback(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
         None if who.is_admin => {
             tracing::info!(orgid = %who.orgid, "haravan admin login of a new org: installing");
             flow::commit(cx, &[cb.state.consume()]).await?;
-            authorize_redirect(cx, req, Purpose::Install, Some(&who.orgid)).await
+            authorize_redirect(cx, req, Purpose::Install, Some(&who.orgid), None).await
         }
         None => Err(Error::refused(
             Reason::NotAllowed,
@@ -656,11 +683,32 @@ async fn verify(
     .await
 }
 
-/// `POST /haravan/install/grandservice`.
+/// `POST /haravan/install/grandservice`. Started by a connect link, the browser goes back to
+/// the link's `return_to` with the outcome (an org's id, or the reason it failed) instead of
+/// the app page.
 pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     let cb = read_callback(cx, req, Purpose::Install).await?;
+    let Some(return_to) = cb.data.return_to.clone() else {
+        return install_checked(cx, req, cb).await;
+    };
+    let orgid = cb.identity.orgid.clone();
+    let location = match install_checked(cx, req, cb).await {
+        Ok(_) => crate::connect::outcome_url(&return_to, Ok((PLATFORM, &orgid))),
+        Err(e) => {
+            tracing::warn!(status = e.status().as_u16(), error = %e, "haravan linked install refused");
+            crate::connect::outcome_url(&return_to, Err(e.code()))
+        }
+    };
+    let mut resp = web::redirect(&location)?;
+    web::set_cookie(&mut resp, &STATE_COOKIE.clear(cx))?;
+    Ok(resp)
+}
+
+async fn install_checked(cx: &Haravan, req: &Request, cb: Callback) -> Result<Response<Body>> {
     let who = &cb.identity;
-    if cb.data.orgid.as_deref() != Some(who.orgid.as_str()) {
+    // A link's install is for whichever shop the admin signs in to; any other names its org.
+    let linked = cb.data.end_user.is_some() && cb.data.orgid.is_none();
+    if !linked && cb.data.orgid.as_deref() != Some(who.orgid.as_str()) {
         return Err(Error::refused(
             Reason::WrongTenant,
             "Haravan signed in another shop than the one being installed; start again",
@@ -718,6 +766,16 @@ pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
             extra: Vec::new(),
         };
         let tokens = SealedTokens::seal(&keys, &key, &grant)?;
+        // A re-install keeps the connection's creation time (and end user) and reports an
+        // update.
+        let earlier = cx.store.get(&key).await?;
+        let (created_at, event) = connection::earlier(earlier.as_ref());
+        let end_user = cb.data.end_user.clone().or_else(|| {
+            earlier
+                .as_ref()
+                .and_then(|i| connection::view(i).ok())
+                .and_then(|c| c.end_user)
+        });
         let subscribed = subscribe_webhooks(cx, reply.access_token.expose_secret()).await;
         let install = Install {
             orgid: who.orgid.clone(),
@@ -733,11 +791,22 @@ pub async fn install(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
             webhooks_subscribed: subscribed,
             shop: None,
             shop_updated_at: None,
+            connection: connection::Common {
+                return_to: cb.data.return_to.clone().or_else(|| {
+                    earlier
+                        .as_ref()
+                        .and_then(|i| i.record::<connection::Common>().ok())
+                        .and_then(|c| c.return_to)
+                }),
+                ..connection::Common::new(PLATFORM, &key, end_user.as_deref(), created_at, now())
+            },
         };
         let item = install.to_item(key)?;
+        let event = connection::view(&item)?.event_write(event)?;
         let mut writes = vec![
             cb.state.consume(),
             Write::Put(item.clone(), Condition::Always),
+            event,
         ];
         writes.extend(session.writes()?);
         Ok(((install, subscribed), writes))
@@ -1066,6 +1135,10 @@ async fn shop_update(
     let mut set = Map::new();
     set.insert("shop".into(), Value::Object(shop));
     set.insert("shop_updated_at".into(), now().into());
+    // The connection's `updated_at` moves with it. (No `connection.updated` here: its data
+    // would need a read of the install, and a delivery is one store call; the delivery itself
+    // is reported as its `webhook.shop/update` event.)
+    set.insert("updated_at".into(), now().into());
     let effect = [Write::Update {
         key: install_key(orgid),
         set,
@@ -1212,9 +1285,11 @@ async fn uninstalled(
     // A transaction holds at most 100 writes: the mark, the install, and as many sessions as
     // fit; any left over (an org with dozens of open sessions) are removed after the commit,
     // and would lapse within the session lifetime anyway.
-    let room = crate::store::MAX_TRANSACT_WRITES - 2;
+    let room = crate::store::MAX_TRANSACT_WRITES - 3;
     let rest = sessions.split_off(sessions.len().min(room));
     let mut effect = vec![Write::Delete(install_key(orgid), Condition::Exists)];
+    // The removal's lifecycle event, written exactly when the install is deleted.
+    effect.extend(connection::removed_event(store, &install_key(orgid)).await?);
     effect.extend(sessions.iter().cloned());
     let answer = match once::apply(store, mark, &effect).await? {
         Applied::Done => {

@@ -55,7 +55,7 @@ pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Err
         Some(b) => Body::Text(b),
     };
     let mut req = Request::new(body);
-    *req.method_mut() = event.request_context.http.method.clone();
+    *req.method_mut() = event.request_context.http.method;
     *req.uri_mut() = uri;
     *req.headers_mut() = event.headers;
     if let Some(cookies) = event.cookies.filter(|c| !c.is_empty())
@@ -63,17 +63,19 @@ pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Err
     {
         req.headers_mut().insert(header::COOKIE, v);
     }
+    // The principal API Gateway checked the SigV4 signature of (IAM-authorized routes only).
+    let iam_caller = event
+        .request_context
+        .authorizer
+        .and_then(|a| a.iam)
+        .and_then(|iam| iam.user_arn.or(iam.caller_id))
+        .filter(|caller| !caller.is_empty());
     req.extensions_mut().insert(RequestInfo {
-        domain_name: event.request_context.domain_name.clone(),
-        request_id: event.request_context.request_id.clone(),
-        source_ip: event.request_context.http.source_ip.clone(),
+        domain_name: event.request_context.domain_name,
+        request_id: event.request_context.request_id,
+        source_ip: event.request_context.http.source_ip,
+        iam_caller,
     });
-    // The context as lambda_http gives it (`RequestExt::request_context_ref`): the `/v1` routes
-    // read the IAM caller API Gateway's authorizer names in it ([`crate::web::require_iam_caller`]).
-    req.extensions_mut()
-        .insert(lambda_http::request::RequestContext::ApiGatewayV2(
-            event.request_context,
-        ));
     Ok(req)
 }
 

@@ -17,6 +17,7 @@ pub mod budget;
 pub mod cache;
 pub mod config;
 pub mod connect;
+pub mod connection;
 pub mod context;
 pub mod crypto;
 pub mod error;
@@ -37,6 +38,7 @@ pub mod secrets;
 pub mod sesami;
 pub mod store;
 pub mod telemetry;
+pub mod vending;
 pub mod web;
 pub mod weblink;
 

@@ -169,9 +169,14 @@ impl Record for CachedToken {
 /// A valid access token for `product`: from the container, from the store, or — by one caller
 /// across all containers — from MoMo.
 pub async fn access_token(cx: &Momo, product: &str) -> Result<SecretString> {
+    Ok(access_token_until(cx, product).await?.0)
+}
+
+/// [`access_token`] and when it expires (unix seconds): what token vending answers.
+pub async fn access_token_until(cx: &Momo, product: &str) -> Result<(SecretString, i64)> {
     // Concurrent callers in this container share one fetch (the cache's single flight) instead
     // of each asking; the token is kept until it is within the margin of expiring.
-    let (token, _) = cx
+    let (token, expires_at) = cx
         .tokens
         .get(&product.to_owned(), |_| async {
             match shared_token(cx, product).await {
@@ -183,7 +188,7 @@ pub async fn access_token(cx: &Momo, product: &str) -> Result<SecretString> {
             }
         })
         .await?;
-    Ok(token)
+    Ok((token, expires_at))
 }
 
 async fn stored_token(cx: &Momo, product: &str) -> Result<Option<(SecretString, i64)>> {
@@ -1248,7 +1253,11 @@ pub struct Reconciled {
 /// since MoMo's callbacks can be lost and answers to requests to pay can be: MoMo's status
 /// decides, recorded once as the callback records it.
 pub async fn reconcile(cx: &Momo) -> Result<Reconciled> {
-    reconcile_at(cx, now()).await
+    // Boxed: the run's future nests every platform and store call it makes, deeper than the
+    // compiler's type-layout limit lets a caller (a spawned task, the runtime) embed it.
+    let run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reconciled>> + Send + '_>> =
+        Box::pin(reconcile_at(cx, now()));
+    run.await
 }
 
 /// [`reconcile`] as of `at` (unix seconds): what is old enough and what counts as never

@@ -412,24 +412,19 @@ async fn refresh_under_lease(
         Ok(grant) => {
             // Only what the grant changes is written, in place: another writer's attributes
             // (a `shop/update`'s shop details) and the item's expiry (a WebLink session's) stay.
-            let set = SealedTokens::seal(keys, key, &grant)?.to_attrs()?;
-            match cx
-                .store
-                .update(
-                    key,
-                    &set,
-                    Condition::AttrEquals("token_version".into(), version),
-                )
-                .await
-            {
-                Ok(()) => {
+            // With them, the connection's refresh time, and its `connection.updated` event in
+            // the same transaction: the event exists exactly when the new tokens do.
+            let mut set = SealedTokens::seal(keys, key, &grant)?.to_attrs()?;
+            set.extend(crate::connection::refreshed_attrs(now()));
+            let event = lifecycle_event(&item, &set, crate::events::names::CONNECTION_UPDATED)?;
+            match versioned_write(cx, key, &set, version, event).await? {
+                true => {
                     tracing::info!(pk = %key.pk, tenant = %key.sk, "access token refreshed");
                     let mut updated = item;
                     updated.attrs.extend(set);
                     Ok(Some(updated))
                 }
-                Err(StoreError::ConditionFailed) => Ok(None),
-                Err(e) => Err(e.into()),
+                false => Ok(None),
             }
         }
         Err(RefreshError::InvalidGrant) => {
@@ -444,10 +439,28 @@ async fn refresh_under_lease(
                     None => return Ok(None),
                 }
             }
-            // Only the mark is written, in place.
+            // Only the mark (and the connection's status and error) is written, in place,
+            // with the `connection.needs_reauth` event in the same transaction.
+            let set = crate::connection::needs_reauth_attrs(
+                now(),
+                "invalid_grant: the platform refused the refresh token",
+            );
+            let event =
+                lifecycle_event(&item, &set, crate::events::names::CONNECTION_NEEDS_REAUTH)?;
+            match versioned_write(cx, key, &set, version, event).await? {
+                true => {
+                    tracing::warn!(pk = %key.pk, tenant = %key.sk, "refresh token refused; re-authorization needed");
+                    Err(reauth_error())
+                }
+                false => Ok(None),
+            }
+        }
+        Err(RefreshError::Failed(e)) => {
+            // Noted on the connection for the app to see (best effort, on the version read so
+            // that it never lands on newer tokens); the caller gets the failure either way.
             let mut set = Map::new();
-            set.insert("needs_reauth".into(), true.into());
-            match cx
+            set.insert("last_error".into(), e.public_message().into());
+            if let Err(store) = cx
                 .store
                 .update(
                     key,
@@ -456,15 +469,46 @@ async fn refresh_under_lease(
                 )
                 .await
             {
-                Ok(()) => {
-                    tracing::warn!(pk = %key.pk, tenant = %key.sk, "refresh token refused; re-authorization needed");
-                    Err(reauth_error())
-                }
-                Err(StoreError::ConditionFailed) => Ok(None),
-                Err(e) => Err(e.into()),
+                tracing::debug!(error = %store, "the refresh failure was not noted");
             }
+            Err(e)
         }
-        Err(RefreshError::Failed(e)) => Err(e),
+    }
+}
+
+/// The lifecycle event of a change `set` in place on `item`, when `item` is a connection
+/// ([`crate::connection::view`]); `None` for any other refreshable item.
+fn lifecycle_event(
+    item: &Item,
+    set: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<crate::store::Write>> {
+    match crate::connection::view_updated(item, set) {
+        Ok(connection) => Ok(Some(connection.event_write(name)?)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// `set` written in place on condition that `token_version` is still `version`, in one
+/// transaction with `event`. `false`: the version changed (a sibling wrote first), nothing
+/// written.
+async fn versioned_write(
+    cx: &Deps,
+    key: &Key,
+    set: &Map<String, Value>,
+    version: Value,
+    event: Option<crate::store::Write>,
+) -> Result<bool> {
+    let mut writes = vec![crate::store::Write::Update {
+        key: key.clone(),
+        set: set.clone(),
+        condition: Condition::AttrEquals("token_version".into(), version),
+    }];
+    writes.extend(event);
+    match cx.store.transact(&writes).await {
+        Ok(()) => Ok(true),
+        Err(StoreError::Cancelled(_) | StoreError::ConditionFailed) => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

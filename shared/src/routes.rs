@@ -11,6 +11,7 @@
 //! platform).
 
 use crate::config::{Config, ConfigError, Vars};
+use crate::connect::Core;
 use crate::context::{Deps, Platform};
 use crate::error::{Error, Result};
 use crate::haravan::{self, Haravan};
@@ -94,8 +95,33 @@ function!(
 );
 function!(
     /// `POST /v1/connect-links` (IAM-authorized): a one-time link that starts a connection for
-    /// one of the app's users. Saison only for now, so it runs on Saison's context.
-    CONNECT_LINKS: Saison = "connect-links", Json, crate::connect::create
+    /// one of the app's users (saison, haravan, weblink). It needs no platform's settings.
+    CONNECT_LINKS: Core = "connect-links", Json, crate::connect::create
+);
+function!(
+    /// `GET /v1/connections` (IAM-authorized): connections listed per platform or end user,
+    /// from the table's indexes only.
+    CONNECTIONS: Core = "connections", Json, crate::vending::list
+);
+function!(
+    /// `GET /v1/connections/sesami/{tenant}`, `POST …/token` (IAM-authorized).
+    SESAMI_CONNECTIONS: Sesami = "sesami-connections", Json, crate::vending::sesami
+);
+function!(
+    /// `GET /v1/connections/haravan/{tenant}`, `POST …/token` (IAM-authorized).
+    HARAVAN_CONNECTIONS: Haravan = "haravan-connections", Json, crate::vending::haravan
+);
+function!(
+    /// `GET /v1/connections/saison/{tenant}`, `POST …/token` (IAM-authorized).
+    SAISON_CONNECTIONS: Saison = "saison-connections", Json, crate::vending::saison
+);
+function!(
+    /// `GET /v1/connections/momo/{tenant}`, `POST …/token` (IAM-authorized).
+    MOMO_CONNECTIONS: Momo = "momo-connections", Json, crate::vending::momo
+);
+function!(
+    /// `GET /v1/connections/weblink/{tenant}`, `POST …/token` (IAM-authorized).
+    WEBLINK_CONNECTIONS: Weblink = "weblink-connections", Json, crate::vending::weblink
 );
 function!(
     /// `POST /momo/requesttopay`.
@@ -165,6 +191,8 @@ pub struct Platforms {
     pub momo: Momo,
     /// Administrate WebLink.
     pub weblink: Weblink,
+    /// What needs no platform's settings (connect links, the connections listing).
+    pub core: Core,
 }
 
 crate::context::derefs_to_deps!(Platforms);
@@ -193,6 +221,7 @@ impl Platforms {
             saison: Saison::build(deps.clone(), vars)?,
             momo: Momo::build(deps.clone(), vars)?,
             weblink: Weblink::build(deps.clone(), vars)?,
+            core: Core::build(deps.clone(), vars)?,
             deps,
         })
     }
@@ -211,6 +240,8 @@ pub enum Served {
     Momo(&'static Function<Momo>),
     /// A WebLink function.
     Weblink(&'static Function<Weblink>),
+    /// A function of no platform.
+    Core(&'static Function<Core>),
 }
 
 impl Served {
@@ -222,6 +253,7 @@ impl Served {
             Served::Saison(f) => f.name,
             Served::Momo(f) => f.name,
             Served::Weblink(f) => f.name,
+            Served::Core(f) => f.name,
         }
     }
 
@@ -233,6 +265,7 @@ impl Served {
             Served::Saison(f) => f.format,
             Served::Momo(f) => f.format,
             Served::Weblink(f) => f.format,
+            Served::Core(f) => f.format,
         }
     }
 
@@ -244,6 +277,7 @@ impl Served {
             Served::Saison(f) => (f.handler)(&all.saison, req),
             Served::Momo(f) => (f.handler)(&all.momo, req),
             Served::Weblink(f) => (f.handler)(&all.weblink, req),
+            Served::Core(f) => (f.handler)(&all.core, req),
         }
     }
 }
@@ -306,7 +340,58 @@ pub fn all() -> Vec<Route> {
         route(Method::GET, "/haravan/logout", Haravan(&HARAVAN_LOGOUT)),
         route(Method::GET, "/saison/authorize", Saison(&SAISON_AUTHORIZE)),
         route(Method::GET, "/saison/callback", Saison(&SAISON_CALLBACK)),
-        route(Method::POST, "/v1/connect-links", Saison(&CONNECT_LINKS)),
+        route(Method::POST, "/v1/connect-links", Core(&CONNECT_LINKS)),
+        route(Method::GET, "/v1/connections", Core(&CONNECTIONS)),
+        route(
+            Method::GET,
+            "/v1/connections/sesami/{tenant}",
+            Sesami(&SESAMI_CONNECTIONS),
+        ),
+        route(
+            Method::POST,
+            "/v1/connections/sesami/{tenant}/token",
+            Sesami(&SESAMI_CONNECTIONS),
+        ),
+        route(
+            Method::GET,
+            "/v1/connections/haravan/{tenant}",
+            Haravan(&HARAVAN_CONNECTIONS),
+        ),
+        route(
+            Method::POST,
+            "/v1/connections/haravan/{tenant}/token",
+            Haravan(&HARAVAN_CONNECTIONS),
+        ),
+        route(
+            Method::GET,
+            "/v1/connections/saison/{tenant}",
+            Saison(&SAISON_CONNECTIONS),
+        ),
+        route(
+            Method::POST,
+            "/v1/connections/saison/{tenant}/token",
+            Saison(&SAISON_CONNECTIONS),
+        ),
+        route(
+            Method::GET,
+            "/v1/connections/momo/{tenant}",
+            Momo(&MOMO_CONNECTIONS),
+        ),
+        route(
+            Method::POST,
+            "/v1/connections/momo/{tenant}/token",
+            Momo(&MOMO_CONNECTIONS),
+        ),
+        route(
+            Method::GET,
+            "/v1/connections/weblink/{tenant}",
+            Weblink(&WEBLINK_CONNECTIONS),
+        ),
+        route(
+            Method::POST,
+            "/v1/connections/weblink/{tenant}/token",
+            Weblink(&WEBLINK_CONNECTIONS),
+        ),
         route(Method::POST, "/momo/requesttopay", Momo(&MOMO_REQUESTTOPAY)),
         route(
             Method::PUT,
@@ -461,6 +546,11 @@ mod tests {
             Served::Weblink(f)
         }
     }
+    impl From<&'static Function<Core>> for Served {
+        fn from(f: &'static Function<Core>) -> Self {
+            Served::Core(f)
+        }
+    }
 
     /// A binary names its function by constant (`SESAMI_WEBHOOKS`); the integration tests hold
     /// every binary to the constant named for it, so each constant must carry its own name.
@@ -477,6 +567,12 @@ mod tests {
             SAISON_AUTHORIZE,
             SAISON_CALLBACK,
             CONNECT_LINKS,
+            CONNECTIONS,
+            SESAMI_CONNECTIONS,
+            HARAVAN_CONNECTIONS,
+            SAISON_CONNECTIONS,
+            MOMO_CONNECTIONS,
+            WEBLINK_CONNECTIONS,
             MOMO_REQUESTTOPAY,
             MOMO_CALLBACK,
             WEBLINK_GUEST_TOKEN,

@@ -165,9 +165,6 @@ pub struct Connection {
     /// The member whose card members sign in.
     #[serde(default)]
     pub member: String,
-    /// The app's own user the connection was made for (none: an anonymous start).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_user: Option<String>,
     /// The cardholder: the `user_id` of Saison's profile.
     #[serde(default)]
     pub cardholder: String,
@@ -177,6 +174,10 @@ pub struct Connection {
     /// The tokens and, when Saison issued one, the MAC key, sealed to this item.
     #[serde(flatten)]
     pub tokens: SealedTokens,
+    /// What every connection carries; its `end_user` is the app's own user the connection was
+    /// made for (none: an anonymous start), stored as `end_user` as it always was.
+    #[serde(flatten)]
+    pub connection: crate::connection::Common,
 }
 
 impl Record for Connection {
@@ -516,17 +517,27 @@ async fn store_connection(
             cardholder: cardholder.to_owned(),
         };
         let key = connection_key(&id);
+        // The same cardholder connected again for the same user: an update of that connection.
+        let (created_at, event) = crate::connection::earlier(cx.store.get(&key).await?.as_ref());
         let connection = Connection {
             member: member.to_owned(),
-            end_user: id.end_user.clone(),
             cardholder: id.cardholder.clone(),
             connected_at: Some(now()),
             tokens: SealedTokens::seal(&keys, &key, &grant)?,
+            connection: crate::connection::Common {
+                return_to: flow_state.return_to.clone(),
+                ..crate::connection::Common::new(
+                    PLATFORM,
+                    &key,
+                    id.end_user.as_deref(),
+                    created_at,
+                    now(),
+                )
+            },
         };
-        let writes = vec![
-            state.consume(),
-            Write::Put(connection.to_item(key)?, Condition::Always),
-        ];
+        let item = connection.to_item(key)?;
+        let event = crate::connection::view(&item)?.event_write(event)?;
+        let writes = vec![state.consume(), Write::Put(item, Condition::Always), event];
         Ok((id, writes))
     })
     .await?;

@@ -18,6 +18,7 @@
 //! store the install with its token encrypted) → `POST /sesami/webhooks` (`uninstall_app`).
 
 use crate::config::{ConfigError, Vars};
+use crate::connection;
 use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Reason, Result};
@@ -121,6 +122,9 @@ pub struct Install {
     pub scopes: Vec<String>,
     /// Unix seconds.
     pub installed_at: i64,
+    /// What every connection carries (status, times, index attributes).
+    #[serde(flatten)]
+    pub connection: crate::connection::Common,
 }
 
 impl Record for Install {
@@ -385,6 +389,8 @@ pub async fn callback(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
     let reply = flow::exchange_once(cx, PLATFORM, code, || async {
         let reply = exchange(cx, shop_id, code).await?;
         let key = install_key(shop_id);
+        // A re-install keeps the connection's creation time and reports an update.
+        let (created_at, event) = connection::earlier(cx.store.get(&key).await?.as_ref());
         let install = Install {
             shop_id: shop_id.to_owned(),
             name: reply.name.clone(),
@@ -396,11 +402,12 @@ pub async fn callback(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
             expire_at: reply.expire_at.clone(),
             scopes: cx.settings.scopes.clone(),
             installed_at: now(),
+            connection: connection::Common::new(PLATFORM, &key, None, created_at, now()),
         };
-        let writes = vec![
-            state.consume(),
-            Write::Put(install.to_item(key)?, Condition::Always),
-        ];
+        let item = install.to_item(key)?;
+        // The lifecycle event commits with the install it reports.
+        let event = connection::view(&item)?.event_write(event)?;
+        let writes = vec![state.consume(), Write::Put(item, Condition::Always), event];
         Ok((reply, writes))
     })
     .await?;
@@ -521,7 +528,11 @@ pub async fn webhooks(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
     let answer = match hook.event.as_str() {
         "uninstall_app" => {
             let shop_id = uninstalled_shop(&hook)?;
-            let effect = [Write::Delete(install_key(&shop_id), Condition::Exists)];
+            let key = install_key(&shop_id);
+            let mut effect = vec![Write::Delete(key.clone(), Condition::Exists)];
+            // The removal's lifecycle event, in the delivery's transaction: written exactly
+            // when the install is deleted (no install: the delete is refused, and so is it).
+            effect.extend(connection::removed_event(store, &key).await?);
             match once::apply(store, &mark, &effect).await? {
                 Applied::Done => {
                     tracing::info!(shop_id, "sesami install removed");

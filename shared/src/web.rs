@@ -345,27 +345,25 @@ pub fn set_cookie(resp: &mut Response<Body>, cookie: &str) -> Result<()> {
     Ok(())
 }
 
-/// The IAM caller of a request to a `/v1` route (the ARN API Gateway's `AWS_IAM` authorizer
-/// names in the request context), or a 403. API Gateway checks the SigV4 signature before the
-/// function runs; this holds the function to it, so that a route deployed without the
-/// authorizer (or called any other way) serves nothing.
-pub fn require_iam_caller(req: &Request) -> Result<String> {
-    use lambda_http::RequestExt as _;
-    let caller = match req.request_context_ref() {
-        Some(lambda_http::request::RequestContext::ApiGatewayV2(context)) => context
-            .authorizer
-            .as_ref()
-            .and_then(|a| a.iam.as_ref())
-            .and_then(|iam| iam.user_arn.clone().or_else(|| iam.caller_id.clone())),
-        _ => None,
-    };
-    caller.filter(|c| !c.is_empty()).ok_or_else(|| {
-        Error::Forbidden(
-            "this route is for the app's back end: it must be called through API Gateway with \
-             IAM authorization (a SigV4-signed request)"
-                .into(),
-        )
-    })
+/// The IAM principal API Gateway verified this request's SigV4 signature for, or a 403.
+///
+/// Every `/v1/*` route is `Authorizer: AWS_IAM` in template.yaml, so API Gateway refuses an
+/// unsigned or wrongly signed request before any function runs, and names the caller in
+/// `requestContext.authorizer.iam`. A request that reaches a `/v1` handler without that identity
+/// came through a route deployed without the authorizer (a template mistake) or was made by
+/// hand: it is refused, so that such a mistake does not open the app's tokens to anyone.
+pub fn require_iam_caller(req: &Request) -> Result<&str> {
+    req.extensions()
+        .get::<crate::context::RequestInfo>()
+        .and_then(|info| info.iam_caller.as_deref())
+        .ok_or_else(|| {
+            Error::refused(
+                Reason::NotAllowed,
+                "this route is for the app's own back end: the request carries no IAM caller \
+                 identity (requestContext.authorizer.iam), so it was not SigV4-verified by API \
+                 Gateway; deploy the route with `Authorizer: AWS_IAM` and sign the request",
+            )
+        })
 }
 
 #[cfg(test)]

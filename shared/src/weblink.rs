@@ -795,10 +795,24 @@ async fn fetch_guest_token(cx: &Weblink, portal: &str) -> Result<GuestOutcome> {
 // ---------------------------------------------------------------------------------------------
 // Login, callback, refresh
 
-/// `GET /weblink/login?portal=`.
+/// `GET /weblink/login?portal=`, or `?link=` (a connect link: a session for one of the app's
+/// users, on the link's portal or the first of `WEBLINK_PORTALS`; consumed with the storing of
+/// the flow's state).
 pub async fn login(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     let q = Params::from_query(req)?;
-    let portal = q.require("portal")?.to_ascii_lowercase();
+    let link = match q.get("link") {
+        Some(id) => Some(crate::connect::read_link(cx, PLATFORM, id).await?),
+        None => None,
+    };
+    let portal = match (&link, q.get("portal")) {
+        (Some((_, l)), _) if l.portal.is_some() => l.portal.clone().unwrap_or_default(),
+        (_, Some(p)) => p.to_owned(),
+        (Some(_), None) => cx.settings.portals.first().cloned().ok_or_else(|| {
+            Error::refused(Reason::NotAllowed, "no portal is served (WEBLINK_PORTALS)")
+        })?,
+        (None, None) => q.require("portal")?.to_owned(),
+    }
+    .to_ascii_lowercase();
     cx.allowed(&portal)?;
     let config = portal_config(cx, &portal).await?;
     // Everything that can fail comes before the state is stored: a refusal stores nothing.
@@ -821,8 +835,18 @@ pub async fn login(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
         nonce: nonce.clone(),
         idp_domain: config.idp.domain.clone(),
         client_id: config.idp.client_id.clone(),
+        end_user: link.as_ref().map(|(_, l)| l.end_user.clone()),
+        return_to: link.as_ref().map(|(_, l)| l.return_to.clone()),
     };
-    let state = flow::begin(cx, PLATFORM, data.to_attrs()?).await?;
+    let state = match &link {
+        None => flow::begin(cx, PLATFORM, data.to_attrs()?).await?,
+        Some((key, _)) => flow::begin_consuming(cx, PLATFORM, data.to_attrs()?, key)
+            .await
+            .map_err(|e| match e.reason() {
+                Some(Reason::AlreadyUsed) => crate::connect::link_used(),
+                _ => e,
+            })?,
+    };
     url.query_pairs_mut()
         .append_pair("brand", &config.brand)
         .append_pair("client_id", &config.idp.client_id)
@@ -893,6 +917,12 @@ struct FlowState {
     idp_domain: String,
     #[serde(default)]
     client_id: String,
+    /// Started by a connect link: the app's user the session is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end_user: Option<String>,
+    /// Started by a connect link: where the browser goes afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    return_to: Option<String>,
 }
 
 impl Record for FlowState {
@@ -924,14 +954,57 @@ pub struct Session {
     /// The tokens, sealed to this item.
     #[serde(flatten)]
     pub tokens: SealedTokens,
+    /// What every connection carries (end user, status, times, index attributes).
+    #[serde(flatten)]
+    pub connection: crate::connection::Common,
 }
 
 impl Record for Session {
     const NAME: &'static str = "WebLink session";
 }
 
-/// `GET /weblink/callback?code&state`.
+/// `GET /weblink/callback?code&state`. Started by a connect link, the browser goes back to
+/// the link's `return_to` with the outcome (the session's id, or the reason it failed), the
+/// session cookie set as on the page otherwise shown.
 pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
+    // Whether this flow came from a link: a read of this browser's state, which the sign-in
+    // below reads (and consumes) again.
+    let return_to = match Params::from_query(req) {
+        Ok(q) => match flow::read_bound(cx, &STATE_COOKIE, req, PLATFORM, q.get("state")).await {
+            Ok(state) => state.record::<FlowState>().ok().and_then(|f| f.return_to),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    let Some(return_to) = return_to else {
+        return signed_in(cx, req).await.map(|(resp, _)| resp);
+    };
+    let (location, cookies) = match signed_in(cx, req).await {
+        Ok((resp, session_id)) => (
+            crate::connect::outcome_url(&return_to, Ok((PLATFORM, &session_id))),
+            resp.headers()
+                .get_all(lambda_http::http::header::SET_COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect::<Vec<_>>(),
+        ),
+        Err(e) => {
+            tracing::warn!(status = e.status().as_u16(), error = %e, "weblink linked sign-in refused");
+            (
+                crate::connect::outcome_url(&return_to, Err(e.code())),
+                vec![STATE_COOKIE.clear(cx)],
+            )
+        }
+    };
+    let mut resp = web::redirect(&location)?;
+    for cookie in cookies {
+        web::set_cookie(&mut resp, &cookie)?;
+    }
+    Ok(resp)
+}
+
+/// The sign-in completed: the page, and the new session's id.
+async fn signed_in(cx: &Weblink, req: &Request) -> Result<(Response<Body>, String)> {
     let q = Params::from_query(req)?;
     if let Some(error) = q.get("error") {
         return Err(Error::refused(
@@ -953,6 +1026,8 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
         nonce,
         idp_domain: pinned,
         client_id,
+        end_user,
+        return_to,
     } = state.record::<FlowState>().unwrap_or_default();
     if [&portal, &verifier, &nonce, &client_id, &pinned]
         .iter()
@@ -1036,17 +1111,19 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
         idp_domain: domain.clone(),
         client_id: client_id.clone(),
         tokens: SealedTokens::seal(&keys, &key, &grant)?,
+        connection: crate::connection::Common {
+            return_to,
+            ..crate::connection::Common::new(PLATFORM, &key, end_user.as_deref(), None, now())
+        },
     };
+    let item = session.to_item(key)?.expiring_at(now() + SESSION_SECONDS);
+    // A new session (its id is fresh): the lifecycle event commits with it.
+    let event =
+        crate::connection::view(&item)?.event_write(crate::events::names::CONNECTION_CREATED)?;
     // The state's consumption and the session commit together.
     flow::commit(
         cx,
-        &[
-            state.consume(),
-            Write::Put(
-                session.to_item(key)?.expiring_at(now() + SESSION_SECONDS),
-                Condition::Absent,
-            ),
-        ],
+        &[state.consume(), Write::Put(item, Condition::Absent), event],
     )
     .await?;
     tracing::info!(portal, "weblink session started");
@@ -1068,7 +1145,16 @@ pub async fn callback(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
     );
     web::set_cookie(&mut resp, &SESSION_COOKIE.set(cx, &keys, &session_id))?;
     web::set_cookie(&mut resp, &STATE_COOKIE.clear(cx))?;
-    Ok(resp)
+    Ok((resp, session_id))
+}
+
+/// The refresher of `session`'s tokens: at the IDP and client it was signed in with.
+pub fn refresher<'a>(cx: &'a Weblink, session: &'a Session) -> impl Refresher + 'a {
+    WeblinkRefresher {
+        cx,
+        domain: &session.idp_domain,
+        client_id: &session.client_id,
+    }
 }
 
 /// Refreshes WebLink tokens at the session's IDP.

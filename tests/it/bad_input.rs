@@ -307,6 +307,40 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
                 400,
             )
         },
+        // A cursor the listing never gave.
+        ("GET", "/v1/connections") => Spec {
+            ids: &["end_user"],
+            extra: vec![("a platform that is not one", "platform=nope".into(), 400)],
+            ..s(
+                query(&[
+                    ("platform", "haravan"),
+                    ("end_user", "bad-input-user"),
+                    ("cursor", "not-a-cursor"),
+                ]),
+                &["platform"],
+                400,
+            )
+        },
+        // A Saison connection nobody made.
+        (
+            "GET" | "POST",
+            "/v1/connections/saison/{tenant}" | "/v1/connections/saison/{tenant}/token",
+        ) => Spec {
+            ids: &["end_user"],
+            ..s(query(&[("end_user", "bad-input-user")]), &["end_user"], 404)
+        },
+        // A tenant nobody installed (a product the app does not use).
+        (
+            "GET" | "POST",
+            "/v1/connections/sesami/{tenant}"
+            | "/v1/connections/sesami/{tenant}/token"
+            | "/v1/connections/haravan/{tenant}"
+            | "/v1/connections/haravan/{tenant}/token"
+            | "/v1/connections/momo/{tenant}"
+            | "/v1/connections/momo/{tenant}/token"
+            | "/v1/connections/weblink/{tenant}"
+            | "/v1/connections/weblink/{tenant}/token",
+        ) => s(Input::None, &[], 404),
         // No state cookie.
         ("GET", "/saison/callback") => s(query(&[("code", "bad-input-code")]), &["code"], 400),
         // A zero amount.
@@ -1142,11 +1176,14 @@ fn event(route: &Route, case: &Case) -> String {
         },
         "isBase64Encoded": false
     });
+    // API Gateway names the SigV4-verified caller on the IAM-authorized /v1 routes.
     if route.path.starts_with("/v1/") {
-        // The caller API Gateway's AWS_IAM authorizer names: bad input from the app's own back
-        // end, past the authorizer.
-        event["requestContext"]["authorizer"] =
-            json!({"iam": {"userArn": "arn:aws:iam::123456789012:role/bad-input"}});
+        event["requestContext"]["authorizer"] = json!({"iam": {
+            "accountId": "123456789012",
+            "callerId": "AROABADINPUT:app-backend",
+            "userArn": "arn:aws:sts::123456789012:assumed-role/app-backend/bad-input",
+            "userId": "AROABADINPUT:app-backend"
+        }});
     }
     if !case.cookies.is_empty() {
         event["cookies"] = json!(case.cookies);

@@ -65,11 +65,11 @@ async fn two_users_two_cardholders(h: Harness) {
         connection(&h, &id_b).await.expect("user-b's"),
     );
     assert_eq!(
-        (ca.end_user.as_deref(), ca.cardholder.as_str()),
+        (ca.connection.end_user.as_deref(), ca.cardholder.as_str()),
         (Some("user-a"), "M0001")
     );
     assert_eq!(
-        (cb.end_user.as_deref(), cb.cardholder.as_str()),
+        (cb.connection.end_user.as_deref(), cb.cardholder.as_str()),
         (Some("user-b"), "M0002")
     );
     // Each connection calls Saison as its own cardholder.
@@ -236,9 +236,27 @@ async fn bad_link_requests_are_refused_and_store_nothing() {
             400,
         ),
         (
-            "another platform",
+            "a platform without links (Sesami)",
             "application/json",
-            with("platform", json!("haravan")),
+            with("platform", json!("sesami")),
+            400,
+        ),
+        (
+            "a platform without user authorization (MoMo)",
+            "application/json",
+            with("platform", json!("momo")),
+            400,
+        ),
+        (
+            "no such platform",
+            "application/json",
+            with("platform", json!("shopify")),
+            400,
+        ),
+        (
+            "a portal for a platform other than weblink",
+            "application/json",
+            with("portal", json!("demo.administrateweblink.com")),
             400,
         ),
         (
@@ -319,11 +337,91 @@ async fn bad_link_requests_are_refused_and_store_nothing() {
         );
     }
     let (status, answer) =
-        post_link(&h, "application/json", with("platform", json!("haravan"))).await;
+        post_link(&h, "application/json", with("platform", json!("sesami"))).await;
     assert_eq!(status, 400);
     assert!(
-        answer.to_string().contains("saison"),
-        "the message names what is served: {answer}"
+        answer.to_string().contains("Sesami's admin"),
+        "the message says why: {answer}"
     );
     assert!(h.items(LINKS).await.is_empty(), "nothing stored");
+}
+
+/// The `connection.created` events about `tenant` in the outbox.
+async fn created(h: &Harness, tenant: &str) -> usize {
+    h.items("outbox")
+        .await
+        .iter()
+        .filter_map(|i| gatehouse::events::Event::from_attrs(&i.attrs).ok())
+        .filter(|e| e.name == gatehouse::events::names::CONNECTION_CREATED && e.tenant == tenant)
+        .count()
+}
+
+/// A callback of another app user's link, completed in a browser that opened a link of its own
+/// (Saison echoing `state`), is refused: nothing stored for either user and no lifecycle event;
+/// each user's own callback then stores one connection with one `connection.created`, and the
+/// two are read and listed apart through `/v1/connections`.
+#[tokio::test]
+async fn another_users_callback_is_refused_and_each_connection_has_one_event() {
+    let mut vars = Vars::default();
+    vars.set("SAISON_SEND_STATE", "true");
+    let h = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let mut a = Browser::new();
+    let callback_a = sign_in(&h, &mut a, &saison_link(&h, "user-a").await, "M0001").await;
+    let mut b = Browser::new();
+    let callback_b = sign_in(&h, &mut b, &saison_link(&h, "user-b").await, "M0002").await;
+    let page = b.get(&callback_a).await;
+    assert_ne!(page.status, 200, "{}", page.body);
+    assert!(
+        page.location
+            .as_deref()
+            .is_none_or(|l| !l.contains("gatehouse=connected")),
+        "{:?}",
+        page.location
+    );
+    assert!(connections_of(&h, "user-a").await.is_empty());
+    assert!(connections_of(&h, "user-b").await.is_empty());
+    assert_eq!(created(&h, "M0001").await + created(&h, "M0002").await, 0);
+    for (browser, callback) in [(&mut a, &callback_a), (&mut b, &callback_b)] {
+        let page = browser.get(callback).await;
+        assert_eq!(page.status, 302, "{}", page.body);
+    }
+    assert_eq!(
+        (created(&h, "M0001").await, created(&h, "M0002").await),
+        (1, 1)
+    );
+    for (user, cardholder) in [("user-a", "M0001"), ("user-b", "M0002")] {
+        let page = Browser::new()
+            .get(&h.url(&format!(
+                "/v1/connections/saison/{cardholder}?end_user={user}"
+            )))
+            .await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let c: Value = serde_json::from_str(&page.body).unwrap();
+        assert_eq!(
+            (c["end_user"].as_str(), c["tenant"].as_str()),
+            (Some(user), Some(cardholder))
+        );
+        let page = Browser::new()
+            .get(&h.url(&format!("/v1/connections?platform=saison&end_user={user}")))
+            .await;
+        let list: Value = serde_json::from_str(&page.body).unwrap();
+        assert_eq!(list["connections"].as_array().unwrap().len(), 1, "{list}");
+        // Another user's address of the same cardholder is another (absent) connection.
+        let other = if user == "user-a" { "user-b" } else { "user-a" };
+        let page = Browser::new()
+            .get(&h.url(&format!(
+                "/v1/connections/saison/{cardholder}?end_user={other}"
+            )))
+            .await;
+        assert_eq!(page.status, 404, "{}", page.body);
+    }
+    let page = Browser::new()
+        .post(
+            &h.url("/v1/connections/saison/M0001/token?end_user=user-a"),
+            "application/json",
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(page.status, 409, "{}", page.body);
+    assert!(page.body.contains("use_proxy"), "{}", page.body);
 }

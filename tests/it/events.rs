@@ -108,6 +108,7 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
         scenario!(momo_scenario),
         scenario!(weblink_scenario),
         scenario!(proxy_scenario),
+        scenario!(connections_scenario),
     ]
 }
 
@@ -402,6 +403,21 @@ const COVERED: &[&str] = &[
     "connect-links",
     "connect-links-wrong-platform",
     "connect-links-foreign-return-to",
+    "connect-links-no-iam",
+    "connections-list",
+    "connections-list-end-user",
+    "connections-list-no-iam",
+    "sesami-connections",
+    "sesami-connections-token",
+    "haravan-connections",
+    "haravan-connections-token",
+    "haravan-connections-unknown",
+    "saison-connections",
+    "saison-connections-token",
+    "momo-connections-token",
+    "weblink-connections",
+    "weblink-connections-token",
+    "weblink-connections-no-iam",
     "saison-callback",
     "saison-callback-no-cookie",
     "saison-callback-missing-code",
@@ -944,6 +960,13 @@ pub(crate) async fn saison_scenario(b: &EventBench) {
         assert_eq!(status, 400, "{name}: {out}");
     }
     assert_eq!(b.count(links).await, 1, "nothing stored for refusals");
+    let (status, out) = b.run("connect-links-no-iam").await;
+    assert_eq!(status, 403, "no IAM caller: {out}");
+    assert_eq!(
+        b.count(links).await,
+        1,
+        "nothing stored without an IAM caller"
+    );
 
     // The anonymous start is off by default.
     for name in ["saison-authorize", "saison-authorize-unknown-member"] {
@@ -1208,6 +1231,7 @@ pub(crate) async fn proxy_scenario(b: &EventBench) {
         expire_at: Some("NEVER".into()),
         scopes: vec!["Shop:Read".into()],
         installed_at: now(),
+        connection: Default::default(),
     };
     b.app
         .store
@@ -1243,10 +1267,13 @@ pub(crate) async fn proxy_scenario(b: &EventBench) {
     let key = gatehouse::saison::connection_key(&id);
     let connection = gatehouse::saison::Connection {
         member: "demo".into(),
-        end_user: Some("events-proxy-user".into()),
         cardholder: "M0009".into(),
         connected_at: Some(now()),
         tokens: SealedTokens::seal(&keys, &key, &grant("events-saison-proxy", 0)).unwrap(),
+        connection: gatehouse::connection::Common {
+            end_user: Some("events-proxy-user".into()),
+            ..Default::default()
+        },
     };
     b.app
         .store
@@ -1281,4 +1308,198 @@ pub(crate) async fn proxy_scenario(b: &EventBench) {
     let (status, out) = b.run("weblink-proxy").await;
     assert_eq!(status, 409, "{out}");
     assert_eq!(b.weblink.token_requests("refresh_token"), 1);
+}
+
+#[tokio::test]
+async fn connections_events() {
+    connections_scenario(&EventBench::new().await).await;
+}
+
+/// The body of an event's answer, as JSON.
+fn body_of(out: &Value) -> Value {
+    serde_json::from_str(out["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+/// Token vending: one connection of each platform seeded as its flow stores it (common
+/// attributes and index keys included), then every `/v1/connections` event.
+pub(crate) async fn connections_scenario(b: &EventBench) {
+    use gatehouse::connection::Common;
+    use gatehouse::store::Record;
+    let keys = b.app.secrets.app_keys().await.unwrap();
+    let at = now();
+
+    // Sesami: the install, its offline token sealed as the callback seals it.
+    let key = gatehouse::sesami::install_key(SHOP);
+    let mut attrs = Map::new();
+    attrs.insert("shop_id".into(), json!(SHOP));
+    attrs.insert("scopes".into(), json!(["Shop:Read"]));
+    attrs.insert("installed_at".into(), json!(at));
+    attrs.insert(
+        "token_sealed".into(),
+        json!(
+            keys.seal(
+                "events-sesami-token",
+                &format!("{}/{}", key.pk, key.sk),
+                "token_sealed"
+            )
+            .unwrap()
+        ),
+    );
+    attrs.extend(
+        Common::new("sesami", &key, None, None, at)
+            .to_attrs()
+            .unwrap(),
+    );
+    b.app
+        .store
+        .put(&Item::new(key, attrs), Condition::Always)
+        .await
+        .unwrap();
+
+    // Haravan: an install with fresh tokens, in the platform index.
+    b.seed_haravan_install(ORG_INSTALLED).await;
+    let key = install_key(ORG_INSTALLED);
+    b.app
+        .store
+        .update(
+            &key,
+            &Common::new("haravan", &key, None, None, at)
+                .to_attrs()
+                .unwrap(),
+            Condition::Exists,
+        )
+        .await
+        .unwrap();
+
+    // Saison: a connection of events-user-2's cardholder M0001.
+    let key = gatehouse::saison::connection_key(&gatehouse::saison::ConnectionId::new(
+        "events-user-2",
+        "demo",
+        "M0001",
+    ));
+    let mut attrs = Map::new();
+    attrs.insert("member".into(), json!("demo"));
+    attrs.insert("cardholder".into(), json!("M0001"));
+    let grant = Grant {
+        access_token: SecretString::from("events-saison-access".to_owned()),
+        refresh_token: None,
+        expires_in: 3600,
+        extra: Vec::new(),
+    };
+    seal(&keys, &key, &grant, &mut attrs).unwrap();
+    attrs.extend(
+        Common::new("saison", &key, Some("events-user-2"), None, at)
+            .to_attrs()
+            .unwrap(),
+    );
+    b.app
+        .store
+        .put(&Item::new(key, attrs), Condition::Always)
+        .await
+        .unwrap();
+
+    // WebLink: a session with fresh tokens.
+    let key = Key::single("session#weblink", "events-weblink-session-0123456789abcdef");
+    let mut attrs = Map::new();
+    attrs.insert("portal".into(), json!("demo.administrateweblink.com"));
+    attrs.insert("idp_domain".into(), json!("identity.demo"));
+    attrs.insert("client_id".into(), json!("demo-client"));
+    let grant = Grant {
+        access_token: SecretString::from("events-weblink-access".to_owned()),
+        refresh_token: Some(SecretString::from("events-weblink-refresh".to_owned())),
+        expires_in: 3600,
+        extra: Vec::new(),
+    };
+    seal(&keys, &key, &grant, &mut attrs).unwrap();
+    attrs.extend(
+        Common::new("weblink", &key, None, None, at)
+            .to_attrs()
+            .unwrap(),
+    );
+    b.app
+        .store
+        .put(
+            &Item::new(key, attrs).expiring_at(at + 3600),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+
+    // Without an IAM caller, nothing is answered.
+    for name in ["connections-list-no-iam", "weblink-connections-no-iam"] {
+        let (status, out) = b.run(name).await;
+        assert_eq!(status, 403, "{name}: {out}");
+        assert!(!out.to_string().contains("events-weblink-access"), "{out}");
+    }
+
+    // A connection shows no token; its token route gives it.
+    for (name, platform, tenant, token) in [
+        ("sesami-connections", "sesami", SHOP, "events-sesami-token"),
+        (
+            "haravan-connections",
+            "haravan",
+            ORG_INSTALLED,
+            "events-access-1000444444",
+        ),
+        (
+            "saison-connections",
+            "saison",
+            "M0001",
+            "events-saison-access",
+        ),
+        (
+            "weblink-connections",
+            "weblink",
+            "events-weblink-session-0123456789abcdef",
+            "events-weblink-access",
+        ),
+    ] {
+        let (status, out) = b.run(name).await;
+        assert_eq!(status, 200, "{name}: {out}");
+        let c = body_of(&out);
+        assert_eq!(
+            (
+                c["platform"].as_str(),
+                c["tenant"].as_str(),
+                c["status"].as_str()
+            ),
+            (Some(platform), Some(tenant), Some("active")),
+            "{name}: {c}"
+        );
+        assert!(!out.to_string().contains(token), "{name} shows no token");
+        assert!(!out.to_string().contains("_sealed"), "{name}: {out}");
+    }
+    for (name, token) in [
+        ("sesami-connections-token", "events-sesami-token"),
+        ("haravan-connections-token", "events-access-1000444444"),
+        ("weblink-connections-token", "events-weblink-access"),
+    ] {
+        let (status, out) = b.run(name).await;
+        assert_eq!(status, 200, "{name}: {out}");
+        assert_eq!(body_of(&out)["access_token"], token, "{name}");
+    }
+    let (status, out) = b.run("saison-connections-token").await;
+    assert_eq!(status, 409, "{out}");
+    assert_eq!(body_of(&out)["reason"], "use_proxy");
+    assert!(!out.to_string().contains("events-saison-access"));
+    let (status, out) = b.run("momo-connections-token").await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(body_of(&out)["token_type"], "Bearer");
+    assert!(body_of(&out)["expires_at"].as_i64().unwrap() > now());
+    let (status, out) = b.run("haravan-connections-unknown").await;
+    assert_eq!(status, 404, "{out}");
+    assert_eq!(body_of(&out)["reason"], "unknown_tenant");
+
+    // Listings: per platform (Haravan's one install) and per end user (Saison's one).
+    let (status, out) = b.run("connections-list").await;
+    assert_eq!(status, 200, "{out}");
+    let list = body_of(&out);
+    assert_eq!(list["connections"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["connections"][0]["tenant"], ORG_INSTALLED);
+    assert!(list["next_cursor"].is_null());
+    let (status, out) = b.run("connections-list-end-user").await;
+    assert_eq!(status, 200, "{out}");
+    let list = body_of(&out);
+    assert_eq!(list["connections"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["connections"][0]["end_user"], "events-user-2");
 }

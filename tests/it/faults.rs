@@ -659,6 +659,33 @@ async fn probes(h: &Harness, p: &Prepared) -> Vec<Probe> {
                     .body(r#"{"query":"{ viewer { email } }"}"#),
                 503,
             ),
+            "GET /v1/connections" => (client.get(url("/v1/connections?platform=haravan")), 503),
+            "GET /v1/connections/saison/{tenant}" => (
+                client.get(url("/v1/connections/saison/outage-card?end_user=outage-user")),
+                503,
+            ),
+            "POST /v1/connections/saison/{tenant}/token" => (
+                client.post(url(
+                    "/v1/connections/saison/outage-card/token?end_user=outage-user",
+                )),
+                503,
+            ),
+            "GET /v1/connections/momo/{tenant}" => {
+                // Answered from configuration alone: no store call to fail.
+                (client.get(url("/v1/connections/momo/collection")), 200)
+            }
+            "POST /v1/connections/momo/{tenant}/token" => (
+                client.post(url("/v1/connections/momo/collection/token")),
+                503,
+            ),
+            other if other.starts_with("GET /v1/connections/") => {
+                let path = route.path.replace("{tenant}", "outage-tenant");
+                (client.get(url(&path)), 503)
+            }
+            other if other.starts_with("POST /v1/connections/") => {
+                let path = route.path.replace("{tenant}", "outage-tenant");
+                (client.post(url(&path)), 503)
+            }
             _ => panic!("{what}: no request for the store outage (add one to faults::probes)"),
         };
         out.push(Probe {

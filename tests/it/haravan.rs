@@ -11,15 +11,15 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-const ADMIN: &str = "200000011111"; // admin (role "admin") of org 1000111111
-const ADMIN_ORG: &str = "1000111111";
+pub(crate) const ADMIN: &str = "200000011111"; // admin (role "admin") of org 1000111111
+pub(crate) const ADMIN_ORG: &str = "1000111111";
 const ARRAY_ADMIN: &str = "200000022222"; // role ["com_api.admin", "admin"] of org 1000222222
 const STAFF: &str = "200000033333"; // role "staff" of org 1000333333
 const STAFF_ORG: &str = "1000333333";
 
 /// From an authorize redirect (`to_authorize`), signs in at the simulator as `sub`, and POSTs the
 /// form_post answer to the app as the browser would. Returns the app's answer.
-async fn sign_in_at_haravan(b: &mut Browser, to_authorize: &Page, sub: &str) -> Page {
+pub(crate) async fn sign_in_at_haravan(b: &mut Browser, to_authorize: &Page, sub: &str) -> Page {
     assert_eq!(to_authorize.status, 302, "{}", to_authorize.body);
     let authorize = to_authorize.location.clone().expect("authorize location");
     let page = b.get(&authorize).await;

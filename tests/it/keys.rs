@@ -30,16 +30,44 @@ const LISTED: [&str; 5] = [
     "pending#momo#",
 ];
 
+/// Index partitions that hold several items on purpose: one platform's connections over a
+/// fixed number of shards (`conns#<platform>#<00..15>`), and one app user's connections of a
+/// platform (`user#<platform>#<end user>`).
+const LISTED_INDEX: [&str; 2] = ["conns#", "user#"];
+
 /// A store that records the key of every write (put, update, take, and each write of a
-/// transaction) before passing it on.
+/// transaction) before passing it on, and the index partition keys each write gives its item.
 struct Recorder {
     inner: Arc<dyn Store>,
     written: Arc<Mutex<Vec<Key>>>,
 }
 
+/// Every (index partition, item key) written, across the scenarios.
+static INDEXED: Mutex<Vec<(String, Key)>> = Mutex::new(Vec::new());
+
 impl Recorder {
     fn note(&self, key: &Key) {
         self.written.lock().unwrap().push(key.clone());
+    }
+
+    fn note_attrs(&self, key: &Key, attrs: &Map<String, Value>) {
+        for index in gatehouse::store::INDEXES {
+            if let Some(Value::String(ipk)) = attrs.get(index.pk) {
+                INDEXED
+                    .lock()
+                    .unwrap()
+                    .push((format!("{}:{ipk}", index.name), key.clone()));
+            }
+        }
+    }
+
+    fn note_write(&self, w: &Write) {
+        self.note(w.key());
+        match w {
+            Write::Put(item, _) => self.note_attrs(&item.key, &item.attrs),
+            Write::Update { key, set, .. } => self.note_attrs(key, set),
+            _ => {}
+        }
     }
 }
 
@@ -50,6 +78,7 @@ impl Store for Recorder {
     }
     async fn put(&self, item: &Item, condition: Condition) -> Result<(), StoreError> {
         self.note(&item.key);
+        self.note_attrs(&item.key, &item.attrs);
         self.inner.put(item, condition).await
     }
     async fn update(
@@ -59,6 +88,7 @@ impl Store for Recorder {
         condition: Condition,
     ) -> Result<(), StoreError> {
         self.note(key);
+        self.note_attrs(key, set);
         self.inner.update(key, set, condition).await
     }
     async fn take(&self, key: &Key) -> Result<Option<Item>, StoreError> {
@@ -73,9 +103,18 @@ impl Store for Recorder {
     }
     async fn transact(&self, writes: &[Write]) -> Result<(), StoreError> {
         for w in writes {
-            self.note(w.key());
+            self.note_write(w);
         }
         self.inner.transact(writes).await
+    }
+    async fn query_index(
+        &self,
+        index: &gatehouse::store::Index,
+        pk: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.inner.query_index(index, pk, after, limit).await
     }
 }
 
@@ -135,6 +174,11 @@ async fn no_partition_key_is_shared_by_the_tenants_of_a_kind() {
         .map(String::as_str)
         .filter(|pk| {
             let guarded = pk.strip_prefix("lease#").unwrap_or(pk);
+            // An outbox item's kind has no platform part: `outbox#<event id>`, one per event.
+            if let Some(id) = guarded.strip_prefix(&format!("{}#", gatehouse::events::OUTBOX_KIND))
+            {
+                return id.is_empty();
+            }
             guarded.splitn(3, '#').nth(2).is_none_or(str::is_empty)
         })
         .collect();
@@ -170,4 +214,32 @@ async fn no_partition_key_is_shared_by_the_tenants_of_a_kind() {
             .map(|(k, v)| (k, v.len()))
             .collect::<Vec<_>>()
     );
+
+    // The same for the secondary indexes: an index partition holding several items is a listed
+    // one and names its platform and its shard or user; none stops at the kind.
+    let indexed = INDEXED.lock().unwrap().clone();
+    assert!(
+        indexed.len() >= 4,
+        "the events write connections into the indexes: {indexed:?}"
+    );
+    let mut index_partitions: BTreeMap<String, BTreeSet<Key>> = BTreeMap::new();
+    for (ipk, key) in &indexed {
+        index_partitions
+            .entry(ipk.clone())
+            .or_default()
+            .insert(key.clone());
+    }
+    for (ipk, keys) in &index_partitions {
+        let value = ipk.split_once(':').map_or(ipk.as_str(), |(_, v)| v);
+        let listed = LISTED_INDEX.iter().any(|p| value.starts_with(p));
+        assert!(
+            keys.len() == 1 || listed,
+            "index partition {ipk} holds {} items and is not a listed one",
+            keys.len()
+        );
+        assert!(
+            value.splitn(3, '#').nth(2).is_some_and(|t| !t.is_empty()),
+            "index partition {ipk} names no shard or tenant after its kind"
+        );
+    }
 }

@@ -29,4 +29,5 @@ mod simulation;
 mod store;
 mod support;
 mod template;
+mod vending;
 mod weblink;

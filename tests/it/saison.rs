@@ -103,7 +103,7 @@ async fn journey(h: Harness) {
     assert!(h.items("state#saison").await.is_empty());
     assert!(h.items("link#connect#saison").await.is_empty());
     let connection = item.record::<saison::Connection>().unwrap();
-    assert_eq!(connection.end_user.as_deref(), Some(END_USER));
+    assert_eq!(connection.connection.end_user.as_deref(), Some(END_USER));
     assert_eq!(connection.cardholder, CARDHOLDER);
 
     // Many signed calls: fresh nonces every time, all accepted.

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue::{self, Bool, L, M, N, S};
 use gatehouse::store::{
-    Condition, DynamoStore, EmbeddedStore, Item, Key, MAX_TRANSACT_WRITES, Store, StoreError,
-    Write as W, create_table, now,
+    BY_END_USER, BY_PLATFORM, Condition, DynamoStore, EmbeddedStore, Index, Item, Key,
+    MAX_INDEX_PAGE, MAX_TRANSACT_WRITES, Store, StoreError, Write as W, create_table, now,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::Barrier;
@@ -111,6 +111,10 @@ conformance!(
     transact_invalid,
     concurrent_transactions_one_mark,
     concurrent_transactions_one_version,
+    index_query_in_order_after_a_cursor,
+    index_query_skips_expired_without_short_pages,
+    index_membership_follows_the_attributes,
+    index_query_invalid,
 );
 
 conformance_pairs!(
@@ -123,6 +127,157 @@ conformance_pairs!(
 );
 
 // ---- the checks ----
+
+/// An item in partition `ipk` of [`BY_PLATFORM`] with index sort key `isk` (its table key in
+/// a partition of its own, as connections are stored).
+fn indexed(id: &str, ipk: &str, isk: &str) -> Item {
+    Item::new(
+        Key::single("ix-test", id),
+        object(json!({"ix_platform_pk": ipk, "ix_platform_sk": isk, "n": id})),
+    )
+}
+
+fn ids(items: &[Item]) -> Vec<String> {
+    items.iter().map(|i| i.key.sk.clone()).collect()
+}
+
+/// An index partition reads in index-sort-key order (not table-key order), only its own
+/// items, from after a cursor, a page at a time.
+async fn index_query_in_order_after_a_cursor(store: Shared) {
+    for (id, ipk, isk) in [
+        ("a", "P", "3"),
+        ("b", "P", "1"),
+        ("c", "P", "2"),
+        ("d", "Q", "0"),
+    ] {
+        store
+            .put(&indexed(id, ipk, isk), Condition::Always)
+            .await
+            .unwrap();
+    }
+    let all = store
+        .query_index(&BY_PLATFORM, "P", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&all), ["b", "c", "a"]);
+    assert_eq!(
+        all[0].attrs["n"],
+        json!("b"),
+        "every attribute is projected"
+    );
+    let after = store
+        .query_index(&BY_PLATFORM, "P", Some("1"), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&after), ["c", "a"]);
+    let first = store.query_index(&BY_PLATFORM, "P", None, 2).await.unwrap();
+    assert_eq!(ids(&first), ["b", "c"]);
+    let last = first[1].str("ix_platform_sk").unwrap().to_owned();
+    let next = store
+        .query_index(&BY_PLATFORM, "P", Some(&last), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(&next), ["a"], "a short page: the partition's end");
+    assert!(
+        store
+            .query_index(&BY_PLATFORM, "R", None, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .query_index(&BY_END_USER, "P", None, 5)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another index's partition of the same name is another partition"
+    );
+}
+
+/// Expired items are not in a page, and do not shorten it: a full page still means "more".
+async fn index_query_skips_expired_without_short_pages(store: Shared) {
+    for i in 0..5 {
+        let item = indexed(&format!("old{i}"), "P", &format!("0{i}")).expiring_at(now() - 10);
+        store.put(&item, Condition::Always).await.unwrap();
+    }
+    for (id, isk) in [("x", "10"), ("y", "11"), ("z", "12")] {
+        store
+            .put(&indexed(id, "P", isk), Condition::Always)
+            .await
+            .unwrap();
+    }
+    let page = store.query_index(&BY_PLATFORM, "P", None, 2).await.unwrap();
+    assert_eq!(ids(&page), ["x", "y"]);
+}
+
+/// An item is in an index exactly while it carries both of its attributes: an update that sets
+/// them adds it, a delete removes it, an item with only one is not in it.
+async fn index_membership_follows_the_attributes(store: Shared) {
+    let half = Item::new(
+        Key::single("ix-test", "half"),
+        object(json!({"ix_platform_pk": "P"})),
+    );
+    store.put(&half, Condition::Always).await.unwrap();
+    assert!(
+        store
+            .query_index(&BY_PLATFORM, "P", None, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .update(
+            &half.key,
+            &object(json!({"ix_platform_sk": "k"})),
+            Condition::Exists,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&store.query_index(&BY_PLATFORM, "P", None, 5).await.unwrap()),
+        ["half"]
+    );
+    store
+        .transact(&[W::Delete(half.key.clone(), Condition::Exists)])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .query_index(&BY_PLATFORM, "P", None, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// What DynamoDB would refuse is refused by both: an index attribute that is not a non-empty
+/// string, a page of 0 or over the maximum, an index the table does not have.
+async fn index_query_invalid(store: Shared) {
+    for bad in [json!(5), json!(""), json!(null), json!(["x"])] {
+        let item = Item::new(
+            Key::single("ix-test", "bad"),
+            object(json!({"ix_platform_pk": bad, "ix_platform_sk": "k"})),
+        );
+        assert_invalid(store.put(&item, Condition::Always).await);
+    }
+    assert_invalid(store.query_index(&BY_PLATFORM, "P", None, 0).await);
+    assert_invalid(
+        store
+            .query_index(&BY_PLATFORM, "P", None, MAX_INDEX_PAGE + 1)
+            .await,
+    );
+    let unknown = Index {
+        name: "nope",
+        pk: "a",
+        sk: "b",
+    };
+    assert_invalid(store.query_index(&unknown, "P", None, 1).await);
+    assert!(
+        store.query("ix-test#bad").await.unwrap().is_empty(),
+        "nothing stored"
+    );
+}
 
 async fn round_trip(store: Shared) {
     let attrs = object(json!({

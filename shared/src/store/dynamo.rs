@@ -13,16 +13,16 @@ use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement,
-    KeyType, Put, ReturnValue, ScalarAttributeType, TimeToLiveSpecification, TimeToLiveStatus,
-    TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
+    TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update,
 };
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_attribute_value, to_item};
 use serde_json::{Map, Value};
 
 use super::{
-    Condition, Item, Key, Store, StoreError, Write, check_key, check_pk, check_put, check_transact,
-    check_update, now,
+    Condition, INDEXES, Index, Item, Key, Store, StoreError, Write, check_index_query, check_key,
+    check_pk, check_put, check_transact, check_update, now,
 };
 
 /// Creates only if no live item has the key: none at all, or one whose TTL has passed
@@ -158,6 +158,50 @@ impl Store for DynamoStore {
             let item = from_record(record.map_err(|e| failure("Query", e))?)?;
             if item.is_live(now) {
                 items.push(item);
+            }
+        }
+        Ok(items)
+    }
+
+    /// A Query of the index, page after page (DynamoDB's `Limit` counts items before the
+    /// liveness filter, so a page of expired items is not the end) until `limit` live items or
+    /// the partition's end.
+    async fn query_index(
+        &self,
+        index: &Index,
+        pk: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        check_index_query(index, pk, after, limit)?;
+        let now = now();
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index.name)
+            .expression_attribute_names("#ipk", index.pk)
+            .expression_attribute_values(":ipk", AttributeValue::S(pk.to_owned()))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX));
+        request = match after {
+            Some(after) => request
+                .key_condition_expression("#ipk = :ipk AND #isk > :after")
+                .expression_attribute_names("#isk", index.sk)
+                .expression_attribute_values(":after", AttributeValue::S(after.to_owned())),
+            None => request.key_condition_expression("#ipk = :ipk"),
+        };
+        let mut pages = request.into_paginator().send();
+        let mut items = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| failure("Query", e))?;
+            for record in page.items.unwrap_or_default() {
+                let item = from_record(record)?;
+                if item.is_live(now) {
+                    items.push(item);
+                    if items.len() == limit {
+                        return Ok(items);
+                    }
+                }
             }
         }
         Ok(items)
@@ -378,20 +422,38 @@ impl Change {
 }
 
 /// Creates `table` as [`DynamoStore`] expects it (`pk` HASH and `sk` RANGE strings, on-demand
-/// billing, TTL on `ttl`) and waits until it is active. For tests and local development against
+/// billing, TTL on `ttl`, the global secondary indexes of [`INDEXES`] projecting every
+/// attribute) and waits until it is active. For tests and local development against
 /// a DynamoDB-compatible server; deployed tables come from the template. An existing table is
 /// not an error, so this can run on every start.
 pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
-    let created = client
+    let mut request = client
         .create_table()
         .table_name(table)
         .attribute_definitions(key_definition("pk")?)
         .attribute_definitions(key_definition("sk")?)
         .key_schema(key_schema("pk", KeyType::Hash)?)
         .key_schema(key_schema("sk", KeyType::Range)?)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await;
+        .billing_mode(BillingMode::PayPerRequest);
+    for index in INDEXES {
+        request = request
+            .attribute_definitions(key_definition(index.pk)?)
+            .attribute_definitions(key_definition(index.sk)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(index.name)
+                    .key_schema(key_schema(index.pk, KeyType::Hash)?)
+                    .key_schema(key_schema(index.sk, KeyType::Range)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(invalid)?,
+            );
+    }
+    let created = request.send().await;
     match created {
         Ok(_) => {}
         Err(e)

@@ -27,8 +27,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 use serde_json::{Map, Value};
 
 use super::{
-    Condition, Item, Key, Store, StoreError, Write, check_key, check_pk, check_put, check_transact,
-    check_update, holds, now,
+    Condition, Index, Item, Key, Store, StoreError, Write, check_index_query, check_key, check_pk,
+    check_put, check_transact, check_update, holds, now,
 };
 
 /// How long a call waits for another connection's write lock before giving up.
@@ -308,6 +308,41 @@ impl Store for EmbeddedStore {
                  ORDER BY sk"
             ))?;
             let rows = statement.query_map(params![pk, now()], row_item)?;
+            let mut items = Vec::new();
+            for row in rows {
+                items.push(row??);
+            }
+            Ok(items)
+        })
+        .await
+    }
+
+    /// A read of the items whose JSON attributes name the index partition (the file is small
+    /// and local: no SQL index is kept), ordered by the index sort key with SQLite's BINARY
+    /// collation, as DynamoDB orders it.
+    async fn query_index(
+        &self,
+        index: &Index,
+        pk: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        check_index_query(index, pk, after, limit)?;
+        let (pk, after) = (pk.to_owned(), after.map(str::to_owned));
+        let (pk_path, sk_path) = (format!("$.{}", index.pk), format!("$.{}", index.sk));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(move |conn| {
+            let mut statement = conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM items
+                 WHERE json_extract(attrs, ?1) = ?3
+                   AND json_type(attrs, ?2) = 'text'
+                   AND (?4 IS NULL OR json_extract(attrs, ?2) > ?4)
+                   AND (expires_at IS NULL OR expires_at > ?5)
+                 ORDER BY json_extract(attrs, ?2), pk, sk
+                 LIMIT ?6"
+            ))?;
+            let rows = statement
+                .query_map(params![pk_path, sk_path, pk, after, now(), limit], row_item)?;
             let mut items = Vec::new();
             for row in rows {
                 items.push(row??);

@@ -23,6 +23,12 @@
 //!   if any condition fails nothing is written and [`StoreError::Cancelled`] names which. This
 //!   is how a mark and its effect commit together ([`crate::once`]): a retry after any failure,
 //!   including a transaction that was applied but whose answer was lost, finds both or neither.
+//! - [`Store::query_index`] reads one partition of a secondary index ([`INDEXES`]): the live
+//!   items whose index attributes are set, in index-sort-key order, from after a cursor, up to
+//!   a limit. An item is in an index exactly when it carries both of the index's attributes
+//!   (strings); they are written with the item, like any attribute. On DynamoDB an index is
+//!   eventually consistent (a write shows in it a moment later); nothing that decides a write
+//!   reads one, only listings.
 
 mod dynamo;
 mod embedded;
@@ -61,6 +67,41 @@ impl Key {
         Self::new(format!("{kind}#{id}"), id)
     }
 }
+
+/// A secondary index of the table (a DynamoDB global secondary index, projecting every
+/// attribute). An item is in it when it carries both attributes, each a non-empty string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Index {
+    /// The index's name (DynamoDB's `IndexName`; IAM grants Query on `<table>/index/<name>`).
+    pub name: &'static str,
+    /// The attribute holding the index's partition key.
+    pub pk: &'static str,
+    /// The attribute holding the index's sort key: unique within an index partition, so that
+    /// it can serve as a cursor.
+    pub sk: &'static str,
+}
+
+/// Connections by platform: partition `conns#<platform>#<shard>`, so that no one key holds a
+/// platform's every tenant (see [`crate::connection`]).
+pub const BY_PLATFORM: Index = Index {
+    name: "by_platform",
+    pk: "ix_platform_pk",
+    sk: "ix_platform_sk",
+};
+
+/// Connections by the app's end user: partition `user#<platform>#<end user>`.
+pub const BY_END_USER: Index = Index {
+    name: "by_end_user",
+    pk: "ix_user_pk",
+    sk: "ix_user_sk",
+};
+
+/// Every secondary index of the table (template.yaml's `GlobalSecondaryIndexes`,
+/// [`create_table`]'s).
+pub const INDEXES: [Index; 2] = [BY_PLATFORM, BY_END_USER];
+
+/// The most items one [`Store::query_index`] returns.
+pub const MAX_INDEX_PAGE: usize = 1000;
 
 /// Attribute names the store itself uses; item attributes must not use them.
 pub const RESERVED_ATTRIBUTES: [&str; 3] = ["pk", "sk", "ttl"];
@@ -216,10 +257,70 @@ pub trait Store: Send + Sync + 'static {
     /// Retrying a call the backend applied but whose answer was lost must not apply it twice
     /// (DynamoDB: a client request token per call).
     async fn transact(&self, writes: &[Write]) -> Result<(), StoreError>;
+    /// Up to `limit` (1 to [`MAX_INDEX_PAGE`]) live items of partition `pk` of `index`, in
+    /// the order of their index sort key, starting after `after` (an index sort key, e.g. the
+    /// last one of the previous page). Fewer than `limit` means the partition holds no more
+    /// (expired items are skipped without shortening a page). Not a consistent read on DynamoDB.
+    ///
+    /// The default refuses it ([`StoreError::Invalid`]), so that stores wrapping another for a
+    /// test need not pass it on unless they are listed through.
+    async fn query_index(
+        &self,
+        index: &Index,
+        pk: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let _ = (pk, after, limit);
+        Err(StoreError::Invalid(format!(
+            "this store does not serve index `{}`",
+            index.name
+        )))
+    }
 }
 
-/// Rejects attribute names the store reserves for itself.
+/// Everything a [`Store::query_index`] checks before touching the backend.
+pub(crate) fn check_index_query(
+    index: &Index,
+    pk: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(), StoreError> {
+    if !INDEXES.contains(index) {
+        return Err(StoreError::Invalid(format!(
+            "`{}` is not an index of the table",
+            index.name
+        )));
+    }
+    check_pk(pk)?;
+    if let Some(after) = after {
+        check_key_part("index sort", after, MAX_SK_BYTES)?;
+    }
+    if limit == 0 || limit > MAX_INDEX_PAGE {
+        return Err(StoreError::Invalid(format!(
+            "an index page holds 1 to {MAX_INDEX_PAGE} items, not {limit}"
+        )));
+    }
+    Ok(())
+}
+
+/// Rejects attribute names the store reserves for itself, and index attributes that are not
+/// non-empty strings of at most a key's length (DynamoDB refuses any other value of an index
+/// key, so the embedded store does too).
 pub(crate) fn check_attrs(attrs: &Map<String, Value>) -> Result<(), StoreError> {
+    for index in INDEXES {
+        for (name, max) in [(index.pk, MAX_PK_BYTES), (index.sk, MAX_SK_BYTES)] {
+            match attrs.get(name) {
+                None => {}
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= max => {}
+                Some(_) => {
+                    return Err(StoreError::Invalid(format!(
+                        "index attribute `{name}` must be a string of 1 to {max} bytes"
+                    )));
+                }
+            }
+        }
+    }
     match RESERVED_ATTRIBUTES
         .iter()
         .find(|name| attrs.contains_key(**name))

@@ -6,7 +6,7 @@
 //! no IAM: they are served to loopback clients only (the server listens on 127.0.0.1 alone, and
 //! a request from any other peer address is refused with a 403 all the same).
 
-use crate::sigv4::{Caller, LocalIam};
+use crate::sigv4::LocalIam;
 use axum::Router;
 use axum::body::Body as AxumBody;
 use axum::response::Response as AxumResponse;
@@ -283,7 +283,7 @@ async fn dispatch(
     };
     // API Gateway's IAM authorizer, locally: the signature checked, the caller named in the
     // request context as the deployed routes see it.
-    let context = if parts.uri.path().starts_with("/v1/") {
+    let caller = if parts.uri.path().starts_with("/v1/") {
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         match iam.verify(
             parts.method.as_str(),
@@ -292,7 +292,7 @@ async fn dispatch(
             &bytes,
             std::time::SystemTime::now(),
         ) {
-            Ok(caller) => Some(iam_context(&parts.method, &caller)),
+            Ok(caller) => Some(caller),
             Err(why) => {
                 return to_axum(routes::answer(Format::Json, Err(Error::Forbidden(why))));
             }
@@ -308,31 +308,15 @@ async fn dispatch(
     *lreq.method_mut() = parts.method;
     *lreq.uri_mut() = parts.uri;
     *lreq.headers_mut() = parts.headers;
+    // The caller the local authorizer verified, as API Gateway's names it for a deployed /v1
+    // route (RequestInfo::iam_caller).
     lreq.extensions_mut()
-        .insert(gatehouse::context::RequestInfo::default());
-    if let Some(context) = context {
-        lreq.extensions_mut().insert(context);
-    }
+        .insert(gatehouse::context::RequestInfo {
+            iam_caller: caller.map(|c| c.user_arn),
+            ..Default::default()
+        });
     let result = gatehouse::budget::within(deadline, route.function.call(&app, &lreq)).await;
     to_axum(routes::answer(route.format(), result))
-}
-
-/// The request context API Gateway gives a route under `AWS_IAM`: the caller's key and ARN.
-fn iam_context(
-    method: &lambda_http::http::Method,
-    caller: &Caller,
-) -> lambda_http::request::RequestContext {
-    let context = serde_json::json!({
-        "http": {"method": method.as_str()},
-        "authorizer": {"iam": {
-            "accessKey": caller.access_key_id,
-            "accountId": "000000000000",
-            "userArn": caller.user_arn,
-        }},
-    });
-    lambda_http::request::RequestContext::ApiGatewayV2(
-        serde_json::from_value(context).unwrap_or_default(),
-    )
 }
 
 fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
@@ -387,7 +371,7 @@ async fn demo_connect(
         let req = lambda_http::Request::default();
         let return_to = app.public_url(&req, "/")?;
         let (url, _) =
-            gatehouse::connect::store_link(&app.saison, &req, DEMO_END_USER, &return_to).await?;
+            gatehouse::connect::store_link(&app.deps, &req, DEMO_END_USER, &return_to).await?;
         web::redirect(&url)
     }
     .await;
@@ -502,28 +486,4 @@ async fn index_page(app: &Platforms) -> gatehouse::Result<lambda_http::Response<
         ),
     );
     Ok(web::html_page(StatusCode::OK, "Gatehouse (local)", &body))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_iam_context_names_the_caller() {
-        let caller = Caller {
-            access_key_id: "k".into(),
-            user_arn: "arn:aws:iam::000000000000:user/k".into(),
-        };
-        let lambda_http::request::RequestContext::ApiGatewayV2(context) =
-            iam_context(&lambda_http::http::Method::POST, &caller)
-        else {
-            panic!("an HTTP API context");
-        };
-        let iam = context
-            .authorizer
-            .and_then(|a| a.iam)
-            .expect("an IAM authorizer");
-        assert_eq!(iam.user_arn.as_deref(), Some(caller.user_arn.as_str()));
-        assert_eq!(iam.access_key.as_deref(), Some("k"));
-    }
 }

@@ -1,0 +1,7 @@
+//! `saison-connections`: the Lambda function behind its routes in template.yaml. It runs
+//! [`gatehouse::routes::SAISON_CONNECTIONS`], shared with the local server and the tests.
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    gatehouse::lambda::run(&gatehouse::routes::SAISON_CONNECTIONS).await
+}
