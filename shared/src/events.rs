@@ -130,7 +130,13 @@ impl Event {
 
     /// The event of a verified webhook delivery of `topic` for `tenant`: `webhook.<topic>`,
     /// data `{topic, payload}`, its id derived from the delivery's `mark`.
-    pub fn delivery(platform: &str, topic: &str, tenant: &str, payload: Value, mark: &Item) -> Self {
+    pub fn delivery(
+        platform: &str,
+        topic: &str,
+        tenant: &str,
+        payload: Value,
+        mark: &Item,
+    ) -> Self {
         let mut event = Self::new(
             platform,
             &format!("{}{topic}", names::WEBHOOK_PREFIX),
@@ -220,7 +226,8 @@ impl Event {
         let bytes = serde_json::to_string(&self.data).map_or(0, |d| d.len());
         let mut reference = self.to_json();
         reference["data"] = Value::Null;
-        reference["data_ref"] = json!({"path": format!("{EVENTS_PATH}{}", self.id), "bytes": bytes});
+        reference["data_ref"] =
+            json!({"path": format!("{EVENTS_PATH}{}", self.id), "bytes": bytes});
         (reference.to_string(), true)
     }
 
@@ -280,7 +287,11 @@ pub async fn apply_delivery(
 
 /// [`once::mark_alone`] for a delivery with no effect, but with its event: the mark and the
 /// event in one transaction; `true` if this call wrote them, `false` for a duplicate.
-pub async fn mark_delivery(store: &dyn Store, mark: &Item, event: &Event) -> Result<bool, StoreError> {
+pub async fn mark_delivery(
+    store: &dyn Store,
+    mark: &Item,
+    event: &Event,
+) -> Result<bool, StoreError> {
     Ok(apply_delivery(store, mark, &[], event).await? == Applied::Done)
 }
 

@@ -1241,7 +1241,8 @@ async fn uninstalled(
         }
         Applied::Duplicate => return Ok(duplicate()),
         Applied::Refused(_) => {
-            let done = events::apply_delivery(store, mark, &sessions, event).await? == Applied::Done;
+            let done =
+                events::apply_delivery(store, mark, &sessions, event).await? == Applied::Done;
             if !done {
                 return Ok(duplicate());
             }

@@ -9,6 +9,7 @@
 mod bad_input;
 mod budget;
 mod connect;
+mod event_schemas;
 mod events;
 mod exactly_once;
 mod fault_proxy;
@@ -20,6 +21,7 @@ mod keys;
 mod load;
 mod momo;
 mod op;
+mod outbox;
 mod saison;
 mod secrets;
 mod sesami;
