@@ -23,10 +23,17 @@
 //! The JSON Schema of every event is in `docs/events/` (one file per name, and one for every
 //! `webhook.<topic>`); the tests validate every event they make against it.
 
+use crate::config::{ConfigError, Vars};
+use crate::context::{Deps, Platform};
+use crate::error::{Error, Reason, Result};
 use crate::once::{self, Applied};
 use crate::store::{Condition, Item, Key, Store, StoreError, Write, now};
+use crate::web;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, RequestExt, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 /// How long an outbox item stays in the table after it was written: long enough for the stream
 /// (which keeps records 24 hours) and a replay by an operator, and as long as a delivery's mark
@@ -159,7 +166,7 @@ impl Event {
 
     /// The write that puts this event in the outbox: one more write of the transaction that
     /// makes the change it reports.
-    pub fn write(&self) -> Result<Write, StoreError> {
+    pub fn write(&self) -> std::result::Result<Write, StoreError> {
         Ok(Write::Put(self.to_item()?, Condition::Absent))
     }
 
@@ -167,7 +174,7 @@ impl Event {
     /// delivery's payload may nest deeper than DynamoDB's 32 levels, hold numbers DynamoDB
     /// cannot, or empty keys; as text it is stored and read back exactly as received. An event
     /// over [`MAX_EVENT_BYTES`] is [`StoreError::Invalid`].
-    pub fn to_item(&self) -> Result<Item, StoreError> {
+    pub fn to_item(&self) -> std::result::Result<Item, StoreError> {
         let data = serde_json::to_string(&self.data)
             .map_err(|e| StoreError::Invalid(format!("an event's data does not encode: {e}")))?;
         if data.len() > MAX_EVENT_BYTES {
@@ -187,7 +194,7 @@ impl Event {
     }
 
     /// The event an outbox item holds (its `data` as text, or as a value).
-    pub fn from_attrs(attrs: &Map<String, Value>) -> Result<Self, StoreError> {
+    pub fn from_attrs(attrs: &Map<String, Value>) -> std::result::Result<Self, StoreError> {
         let mut attrs = attrs.clone();
         if let Some(text) = attrs.remove("data_json") {
             let data = text
@@ -269,7 +276,7 @@ pub async fn apply_delivery(
     mark: &Item,
     effect: &[Write],
     event: &Event,
-) -> Result<Applied, StoreError> {
+) -> std::result::Result<Applied, StoreError> {
     let mut writes = effect.to_vec();
     writes.push(event.write()?);
     match once::apply(store, mark, &writes).await? {
@@ -293,6 +300,70 @@ pub async fn mark_delivery(
     event: &Event,
 ) -> Result<bool, StoreError> {
     Ok(apply_delivery(store, mark, &[], event).await? == Applied::Done)
+}
+
+/// The context of `GET /v1/events/{id}`: the shared dependencies only (it reads the outbox of
+/// every platform, and no platform's settings).
+pub struct Events {
+    deps: Arc<Deps>,
+}
+
+crate::context::derefs_to_deps!(Events);
+
+impl Platform for Events {
+    fn build(deps: Arc<Deps>, _vars: &Vars) -> std::result::Result<Self, ConfigError> {
+        Ok(Self { deps })
+    }
+}
+
+/// Refuses (403) a request whose API Gateway request context names no IAM caller
+/// (`requestContext.authorizer.iam`). API Gateway's `AWS_IAM` authorizer puts the
+/// SigV4-verified caller there; a request without one did not pass it (a misconfigured route, a
+/// direct invocation), and the `/v1` routes must never answer it. (The same check as the other
+/// `/v1` routes'; one of them is to remain.)
+pub fn require_iam_caller(req: &Request) -> Result<()> {
+    let iam = match req.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => {
+            ctx.authorizer.as_ref().and_then(|a| a.iam.as_ref())
+        }
+        _ => None,
+    };
+    let named = iam.is_some_and(|iam| {
+        [&iam.user_arn, &iam.caller_id, &iam.account_id]
+            .into_iter()
+            .any(|v| v.as_deref().is_some_and(|s| !s.is_empty()))
+    });
+    if named {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(
+            "this route is for the app's own back end: the request carries no IAM caller \
+             identity (sign it with SigV4 through the API)"
+                .into(),
+        ))
+    }
+}
+
+/// `GET /v1/events/{id}` (IAM-authorized): the whole event, as `{id, platform, name, tenant,
+/// time, data}`, for a detail on the bus that is a reference (`data_ref`), or any event still in
+/// the outbox ([`OUTBOX_SECONDS`]). An id that is not a UUID, or no such event: 404.
+pub async fn read(cx: &Events, req: &Request) -> Result<Response<Body>> {
+    require_iam_caller(req)?;
+    let id = req
+        .uri()
+        .path()
+        .strip_prefix(EVENTS_PATH)
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .ok_or_else(|| Error::refused(Reason::UnknownTenant, "no such event"))?
+        .hyphenated()
+        .to_string();
+    let item = cx
+        .store
+        .get(&Key::single(OUTBOX_KIND, &id))
+        .await?
+        .ok_or_else(|| Error::refused(Reason::UnknownTenant, "no such event"))?;
+    let event = Event::from_attrs(&item.attrs)?;
+    Ok(web::json(StatusCode::OK, &event.to_json()))
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Err
         Some(b) => Body::Text(b),
     };
     let mut req = Request::new(body);
-    *req.method_mut() = event.request_context.http.method;
+    *req.method_mut() = event.request_context.http.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = event.headers;
     if let Some(cookies) = event.cookies.filter(|c| !c.is_empty())
@@ -63,6 +63,13 @@ pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Err
     {
         req.headers_mut().insert(header::COOKIE, v);
     }
+    // lambda_http's own request context (`RequestExt::request_context_ref`), kept whole: the
+    // IAM caller API Gateway authenticated is in its `authorizer.iam`
+    // (`crate::proxy::require_iam_caller`).
+    req.extensions_mut()
+        .insert(lambda_http::request::RequestContext::ApiGatewayV2(
+            event.request_context.clone(),
+        ));
     req.extensions_mut().insert(RequestInfo {
         domain_name: event.request_context.domain_name,
         request_id: event.request_context.request_id,

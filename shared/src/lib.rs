@@ -28,6 +28,8 @@ pub mod lambda;
 pub mod momo;
 pub mod oidc;
 pub mod once;
+#[cfg(feature = "publisher")]
+pub mod publisher;
 pub mod refresh;
 pub mod response;
 pub mod routes;

@@ -13,6 +13,7 @@
 use crate::config::{Config, ConfigError, Vars};
 use crate::context::{Deps, Platform};
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::haravan::{self, Haravan};
 use crate::momo::{self, Momo};
 use crate::saison::{self, Saison};
@@ -98,6 +99,11 @@ function!(
     CONNECT_LINKS: Saison = "connect-links", Json, crate::connect::create
 );
 function!(
+    /// `GET /v1/events/{id}` (IAM-authorized): an event of the outbox, whole (what a reference
+    /// on the bus points to).
+    EVENTS_READ: Events = "events-read", Json, crate::events::read
+);
+function!(
     /// `POST /momo/requesttopay`.
     MOMO_REQUESTTOPAY: Momo = "momo-requesttopay", Json, momo::request_to_pay
 );
@@ -137,6 +143,8 @@ pub struct Platforms {
     pub momo: Momo,
     /// Administrate WebLink.
     pub weblink: Weblink,
+    /// The outbox's reader (`/v1/events`).
+    pub events: Events,
 }
 
 crate::context::derefs_to_deps!(Platforms);
@@ -165,6 +173,7 @@ impl Platforms {
             saison: Saison::build(deps.clone(), vars)?,
             momo: Momo::build(deps.clone(), vars)?,
             weblink: Weblink::build(deps.clone(), vars)?,
+            events: Events::build(deps.clone(), vars)?,
             deps,
         })
     }
@@ -183,6 +192,8 @@ pub enum Served {
     Momo(&'static Function<Momo>),
     /// A WebLink function.
     Weblink(&'static Function<Weblink>),
+    /// A function of the outbox (`/v1/events`).
+    Events(&'static Function<Events>),
 }
 
 impl Served {
@@ -194,6 +205,7 @@ impl Served {
             Served::Saison(f) => f.name,
             Served::Momo(f) => f.name,
             Served::Weblink(f) => f.name,
+            Served::Events(f) => f.name,
         }
     }
 
@@ -205,6 +217,7 @@ impl Served {
             Served::Saison(f) => f.format,
             Served::Momo(f) => f.format,
             Served::Weblink(f) => f.format,
+            Served::Events(f) => f.format,
         }
     }
 
@@ -216,6 +229,7 @@ impl Served {
             Served::Saison(f) => (f.handler)(&all.saison, req),
             Served::Momo(f) => (f.handler)(&all.momo, req),
             Served::Weblink(f) => (f.handler)(&all.weblink, req),
+            Served::Events(f) => (f.handler)(&all.events, req),
         }
     }
 }
@@ -298,6 +312,7 @@ pub fn all() -> Vec<Route> {
         route(Method::GET, "/weblink/login", Weblink(&WEBLINK_LOGIN)),
         route(Method::GET, "/weblink/callback", Weblink(&WEBLINK_CALLBACK)),
         route(Method::POST, "/weblink/refresh", Weblink(&WEBLINK_REFRESH)),
+        route(Method::GET, "/v1/events/{id}", Events(&EVENTS_READ)),
     ]
 }
 

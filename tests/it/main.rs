@@ -22,6 +22,7 @@ mod load;
 mod momo;
 mod op;
 mod outbox;
+mod publisher;
 mod saison;
 mod secrets;
 mod sesami;
