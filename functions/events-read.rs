@@ -1,4 +1,4 @@
-//! `events-read`: `GET /v1/events/{id}` (IAM-authorized), the whole event of the outbox, for an
+//! `events-read`: `GET /v1/events/{platform}/{id}` (IAM-authorized), the whole event of the outbox, for an
 //! event whose detail on the bus is a reference because it was too large for EventBridge.
 
 #[tokio::main]

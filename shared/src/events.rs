@@ -13,7 +13,7 @@
 //! `{id, platform, name, tenant, time, data}` ([`Event::detail`]). A detail too large for
 //! EventBridge ([`MAX_ENTRY_BYTES`]) is published as a reference instead
 //! (`data: null, data_ref: {path, bytes}`): the event itself stays whole in the outbox, and
-//! `GET /v1/events/{id}` answers it.
+//! `GET /v1/events/{platform}/{id}` answers it.
 //!
 //! Deliveries: [`apply_delivery`] and [`mark_delivery`] are [`once::apply`] and
 //! [`once::mark_alone`] with the delivery's `webhook.<topic>` event in the same transaction; a
@@ -40,7 +40,9 @@ use std::sync::Arc;
 /// (so that while the mark stops a delivery, its event can still be read).
 pub const OUTBOX_SECONDS: i64 = once::DELIVERY_MARK_SECONDS;
 
-/// The partition prefix of outbox items: `outbox#<id>`, one partition per event.
+/// The partition prefix of outbox items: `outbox#<platform>#<id>`, one partition per event,
+/// under its platform's prefix so that a function's policy lets it write its own platform's
+/// events only.
 pub const OUTBOX_KIND: &str = "outbox";
 
 /// EventBridge's limit on one entry of a `PutEvents` (and on the whole request): 256 KiB,
@@ -53,7 +55,7 @@ pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
 pub const MAX_EVENT_BYTES: usize = 380 * 1024;
 
 /// Where the app reads a whole event whose detail on the bus is a reference:
-/// `GET /v1/events/{id}` (IAM-authorized).
+/// `GET /v1/events/{platform}/{id}` (IAM-authorized).
 pub const EVENTS_PATH: &str = "/v1/events/";
 
 /// The lifecycle and delivery events Gatehouse emits (the detail-type on the bus).
@@ -161,7 +163,7 @@ impl Event {
 
     /// The key of this event's outbox item.
     pub fn key(&self) -> Key {
-        Key::single(OUTBOX_KIND, &self.id)
+        outbox_key(&self.platform, &self.id)
     }
 
     /// The write that puts this event in the outbox: one more write of the transaction that
@@ -223,7 +225,7 @@ impl Event {
 
     /// The detail on the bus, as JSON text: the event itself, or, when that would make an entry
     /// over [`MAX_ENTRY_BYTES`], the event with `data: null` and
-    /// `data_ref: {path, bytes}` naming where the whole event is read (`GET /v1/events/{id}`)
+    /// `data_ref: {path, bytes}` naming where the whole event is read (`GET /v1/events/{platform}/{id}`)
     /// and how large its data is. The second value says whether it is a reference.
     pub fn detail(&self) -> (String, bool) {
         let whole = self.to_json().to_string();
@@ -234,7 +236,7 @@ impl Event {
         let mut reference = self.to_json();
         reference["data"] = Value::Null;
         reference["data_ref"] =
-            json!({"path": format!("{EVENTS_PATH}{}", self.id), "bytes": bytes});
+            json!({"path": format!("{EVENTS_PATH}{}/{}", self.platform, self.id), "bytes": bytes});
         (reference.to_string(), true)
     }
 
@@ -250,6 +252,14 @@ impl Event {
             "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null),
         })
     }
+}
+
+/// The platforms whose events the outbox holds.
+pub const PLATFORMS: [&str; 5] = ["sesami", "haravan", "saison", "momo", "weblink"];
+
+/// The key of the outbox item of event `id` of `platform`.
+pub fn outbox_key(platform: &str, id: &str) -> Key {
+    Key::single(&format!("{OUTBOX_KIND}#{platform}"), id)
 }
 
 /// Whether `topic` can name a delivery's event (`webhook.<topic>`): 1 to 128 bytes of ASCII
@@ -302,7 +312,7 @@ pub async fn mark_delivery(
     Ok(apply_delivery(store, mark, &[], event).await? == Applied::Done)
 }
 
-/// The context of `GET /v1/events/{id}`: the shared dependencies only (it reads the outbox of
+/// The context of `GET /v1/events/{platform}/{id}`: the shared dependencies only (it reads the outbox of
 /// every platform, and no platform's settings).
 pub struct Events {
     deps: Arc<Deps>,
@@ -344,24 +354,30 @@ pub fn require_iam_caller(req: &Request) -> Result<()> {
     }
 }
 
-/// `GET /v1/events/{id}` (IAM-authorized): the whole event, as `{id, platform, name, tenant,
+/// `GET /v1/events/{platform}/{id}` (IAM-authorized): the whole event, as `{id, platform, name, tenant,
 /// time, data}`, for a detail on the bus that is a reference (`data_ref`), or any event still in
 /// the outbox ([`OUTBOX_SECONDS`]). An id that is not a UUID, or no such event: 404.
 pub async fn read(cx: &Events, req: &Request) -> Result<Response<Body>> {
     require_iam_caller(req)?;
-    let id = req
+    let unknown = || Error::refused(Reason::UnknownTenant, "no such event");
+    let (platform, id) = req
         .uri()
         .path()
         .strip_prefix(EVENTS_PATH)
-        .and_then(|id| uuid::Uuid::parse_str(id).ok())
-        .ok_or_else(|| Error::refused(Reason::UnknownTenant, "no such event"))?
+        .and_then(|rest| rest.split_once('/'))
+        .ok_or_else(unknown)?;
+    if !PLATFORMS.contains(&platform) {
+        return Err(unknown());
+    }
+    let id = uuid::Uuid::parse_str(id)
+        .map_err(|_| unknown())?
         .hyphenated()
         .to_string();
     let item = cx
         .store
-        .get(&Key::single(OUTBOX_KIND, &id))
+        .get(&outbox_key(platform, &id))
         .await?
-        .ok_or_else(|| Error::refused(Reason::UnknownTenant, "no such event"))?;
+        .ok_or_else(unknown)?;
     let event = Event::from_attrs(&item.attrs)?;
     Ok(web::json(StatusCode::OK, &event.to_json()))
 }
@@ -380,7 +396,7 @@ mod tests {
             json!({"scopes": ["a"]}),
         );
         let item = event.to_item().unwrap();
-        assert_eq!(item.key.pk, format!("outbox#{}", event.id));
+        assert_eq!(item.key.pk, format!("outbox#haravan#{}", event.id));
         assert_eq!(Event::from_attrs(&item.attrs).unwrap(), event);
         assert_eq!(event.source(), "gatehouse.haravan");
         assert!(matches!(

@@ -99,7 +99,7 @@ function!(
     CONNECT_LINKS: Saison = "connect-links", Json, crate::connect::create
 );
 function!(
-    /// `GET /v1/events/{id}` (IAM-authorized): an event of the outbox, whole (what a reference
+    /// `GET /v1/events/{platform}/{id}` (IAM-authorized): an event of the outbox, whole (what a reference
     /// on the bus points to).
     EVENTS_READ: Events = "events-read", Json, crate::events::read
 );
@@ -312,7 +312,11 @@ pub fn all() -> Vec<Route> {
         route(Method::GET, "/weblink/login", Weblink(&WEBLINK_LOGIN)),
         route(Method::GET, "/weblink/callback", Weblink(&WEBLINK_CALLBACK)),
         route(Method::POST, "/weblink/refresh", Weblink(&WEBLINK_REFRESH)),
-        route(Method::GET, "/v1/events/{id}", Events(&EVENTS_READ)),
+        route(
+            Method::GET,
+            "/v1/events/{platform}/{id}",
+            Events(&EVENTS_READ),
+        ),
     ]
 }
 

@@ -142,7 +142,7 @@ fn an_oversized_event_is_referenced_and_still_valid() {
     assert_eq!(detail["data"], Value::Null);
     assert_eq!(
         detail["data_ref"]["path"],
-        format!("/v1/events/{}", event.id)
+        format!("/v1/events/haravan/{}", event.id)
     );
     assert_valid(&event);
     let item = event.to_item().unwrap();

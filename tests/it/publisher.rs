@@ -391,7 +391,7 @@ fn check_delivered(delivered: &[Value], events: &[Event]) -> usize {
         if detail["data"].is_null() {
             assert_eq!(
                 detail["data_ref"]["path"],
-                json!(format!("/v1/events/{id}"))
+                json!(format!("/v1/events/{}/{id}", event.platform))
             );
         } else {
             assert_eq!(detail["data"], event.data);

@@ -483,10 +483,14 @@ fn back_end_routes_are_iam_authorized() {
             }
         }
     }
-    let expected: BTreeSet<String> = ["/v1/connect-links", "/v1/events/{id}", "/momo/requesttopay"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
+    let expected: BTreeSet<String> = [
+        "/v1/connect-links",
+        "/v1/events/{platform}/{id}",
+        "/momo/requesttopay",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
     assert_eq!(iam, expected);
     for route in routes::all() {
         if route.path.starts_with("/v1/") {
