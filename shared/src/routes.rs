@@ -444,6 +444,7 @@ mod tests {
             WEBLINK_LOGIN,
             WEBLINK_CALLBACK,
             WEBLINK_REFRESH,
+            EVENTS_READ,
         );
         for (id, name) in all {
             assert_eq!(id, name.to_ascii_uppercase().replace('-', "_"));
