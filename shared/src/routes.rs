@@ -422,6 +422,11 @@ mod tests {
             Served::Weblink(f)
         }
     }
+    impl From<&'static Function<Events>> for Served {
+        fn from(f: &'static Function<Events>) -> Self {
+            Served::Events(f)
+        }
+    }
 
     /// A binary names its function by constant (`SESAMI_WEBHOOKS`); the integration tests hold
     /// every binary to the constant named for it, so each constant must carry its own name.
