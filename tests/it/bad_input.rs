@@ -307,6 +307,9 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
                 400,
             )
         },
+        // An event that is not in the outbox (each path parameter a fresh uuid: no such
+        // platform, so no store read).
+        ("GET", "/v1/events/{platform}/{id}") => s(Input::None, &[], 404),
         // No state cookie.
         ("GET", "/saison/callback") => s(query(&[("code", "bad-input-code")]), &["code"], 400),
         // A zero amount.
@@ -1113,6 +1116,15 @@ fn event(route: &Route, case: &Case) -> String {
     });
     if !case.cookies.is_empty() {
         event["cookies"] = json!(case.cookies);
+    }
+    if case.path.starts_with("/v1/") {
+        // The app's back-end routes are behind API Gateway's AWS_IAM authorizer: bad input
+        // from a caller it authenticated, as it names it.
+        event["requestContext"]["authorizer"] = json!({"iam": {
+            "accountId": "123456789012",
+            "callerId": "AROAEXAMPLE:bad-input",
+            "userArn": "arn:aws:sts::123456789012:assumed-role/app/bad-input",
+        }});
     }
     match &case.payload {
         Payload::None => {}

@@ -19,6 +19,7 @@ mod harness;
 mod iam;
 mod keys;
 mod load;
+mod local_events;
 mod momo;
 mod op;
 mod outbox;

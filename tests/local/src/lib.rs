@@ -12,4 +12,5 @@
 pub mod events;
 pub mod faultproxy;
 pub mod load;
+pub mod outbox;
 pub mod server;

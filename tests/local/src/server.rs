@@ -50,6 +50,8 @@ pub struct LocalServer {
     task: tokio::task::JoinHandle<()>,
     /// The MoMo reconciler's timer, when it runs.
     reconciler: Option<tokio::task::JoinHandle<()>>,
+    /// The events relay to `GATEHOUSE_LOCAL_EVENTS_URL`, when set (crate::outbox).
+    events_relay: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for LocalServer {
@@ -57,6 +59,9 @@ impl Drop for LocalServer {
         self.task.abort();
         if let Some(reconciler) = &self.reconciler {
             reconciler.abort();
+        }
+        if let Some(relay) = &self.events_relay {
+            relay.abort();
         }
     }
 }
@@ -181,6 +186,14 @@ where
     let router = Router::new()
         .route("/", axum::routing::get(index))
         .route("/_local/saison/connect", axum::routing::get(demo_connect))
+        .route(
+            "/_local/events",
+            axum::routing::get(crate::outbox::html_page),
+        )
+        .route(
+            "/_local/events.json",
+            axum::routing::get(crate::outbox::json_page),
+        )
         .nest_service("/_sim/sesami", sesami.router())
         .nest_service("/_sim/haravan", haravan.router())
         .nest_service("/_sim/saison", saison.router())
@@ -195,6 +208,11 @@ where
         }
     });
     let reconciler = reconcile_every(&app, vars.seconds("MOMO_LOCAL_RECONCILE_SECONDS", 30)?);
+    let events_relay = crate::outbox::relay_every(
+        &app,
+        vars.get("GATEHOUSE_LOCAL_EVENTS_URL").map(str::to_owned),
+        vars.seconds("GATEHOUSE_LOCAL_EVENTS_SECONDS", 1)?,
+    );
     Ok(LocalServer {
         addr,
         app,
@@ -205,6 +223,7 @@ where
         weblink,
         task,
         reconciler,
+        events_relay,
     })
 }
 
@@ -287,8 +306,28 @@ async fn dispatch(
     *lreq.headers_mut() = parts.headers;
     lreq.extensions_mut()
         .insert(gatehouse::context::RequestInfo::default());
+    if lreq.uri().path().starts_with("/v1/") {
+        lreq.extensions_mut().insert(loopback_caller());
+    }
     let result = gatehouse::budget::within(deadline, route.function.call(&app, &lreq)).await;
     to_axum(routes::answer(route.format(), result))
+}
+
+/// The request context of a `/v1/` request here: served to loopback clients only (checked
+/// above), it stands for the IAM caller that API Gateway's `AWS_IAM` authorizer names when
+/// deployed, which the handlers require.
+fn loopback_caller() -> lambda_http::request::RequestContext {
+    use lambda_http::aws_lambda_events::apigw::{
+        ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerIamDescription,
+        ApiGatewayV2httpRequestContext,
+    };
+    let mut iam = ApiGatewayRequestAuthorizerIamDescription::default();
+    iam.user_arn = Some("arn:local:loopback".into());
+    let mut authorizer = ApiGatewayRequestAuthorizer::default();
+    authorizer.iam = Some(iam);
+    let mut ctx = ApiGatewayV2httpRequestContext::default();
+    ctx.authorizer = Some(authorizer);
+    lambda_http::request::RequestContext::ApiGatewayV2(ctx)
 }
 
 fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
@@ -443,7 +482,8 @@ async fn index_page(app: &Platforms) -> gatehouse::Result<lambda_http::Response<
          (<code>jane@example.com</code> / <code>password</code>; PKCE S256), then <form method=\"post\" action=\"/weblink/refresh\" style=\"display:inline\">\
          <button>get a fresh access token</button></form>; a guest portal token: <code>curl -X POST {base}/weblink/guest-token \
          -H 'content-type: application/json' -d '{{\"portal\":\"demo.administrateweblink.com\"}}'</code></li>\
-         </ul><h2>Stored installs</h2>{installs_html}{payments_html}",
+         </ul><p>Every verified webhook and payment outcome is an event: <a href=\"/_local/events\">the outbox</a>.</p>\
+         <h2>Stored installs</h2>{installs_html}{payments_html}",
         post(
             "/_sim/sesami/webhooks/send?shopId=demo-shop&event=uninstall_app",
             "send a signed uninstall_app webhook",
