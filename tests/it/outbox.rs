@@ -313,3 +313,156 @@ async fn an_uninstall_with_many_sessions_still_fits_its_event() {
             .is_empty()
     );
 }
+
+/// A payment's outcome, recorded by whichever of MoMo's callbacks and the reconciler's runs
+/// gets there first, all at once: one `payment.*` event, with the outcome.
+async fn one_payment_event_whoever_records_it(h: crate::harness::Harness) {
+    let sim = h.server.momo.clone();
+    sim.set_drop_callbacks(true);
+    let http = reqwest::Client::new();
+    let mut references = Vec::new();
+    for (msisdn, status) in [("46733123450", "SUCCESSFUL"), ("46733123451", "FAILED")] {
+        let answer: Value = http
+            .post(h.url("/momo/requesttopay"))
+            .header("content-type", "application/json")
+            .body(
+                json!({"amount": "10.50", "currency": "EUR", "externalId": format!("race-{msisdn}"),
+                       "payer": {"partyIdType": "MSISDN", "partyId": msisdn}})
+                .to_string(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let reference = answer["referenceId"].as_str().unwrap().to_owned();
+        let reason = (status == "FAILED").then(|| json!("PAYER_NOT_FOUND"));
+        sim.set_status(&reference, status, reason);
+        references.push((reference, status));
+    }
+    let later = gatehouse::store::now() + 3600;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let app = h.server.app.clone();
+        let http = http.clone();
+        let url = h.url(&format!("/momo/callback/{}", references[i % 2].0));
+        tasks.push(tokio::spawn(async move {
+            if i % 4 < 2 {
+                gatehouse::momo::reconcile_at(&app.momo, later)
+                    .await
+                    .map(|_| ())
+                    .ok();
+            } else {
+                let _ = http
+                    .put(url)
+                    .header("content-type", "application/json")
+                    .body(r#"{"status":"SUCCESSFUL"}"#)
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = outbox(h.server.app.store.as_ref()).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    for (reference, status) in &references {
+        let event = events.iter().find(|e| &e.tenant == reference).unwrap();
+        assert_eq!(event.source(), "gatehouse.momo");
+        let name = if *status == "SUCCESSFUL" {
+            names::PAYMENT_SUCCEEDED
+        } else {
+            names::PAYMENT_FAILED
+        };
+        assert_eq!(event.name, name);
+        assert_eq!(event.data["status"], json!(status));
+        assert_eq!(event.data["amount"], "10.50");
+        assert!(event.data.get("payer").is_none(), "never the payer");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_payment_event_whoever_records_it_embedded() {
+    let mut vars = Vars::default();
+    vars.set("MOMO_LOCAL_RECONCILE_SECONDS", "0");
+    let h = crate::harness::Harness::start(crate::harness::Backend::Embedded, vars)
+        .await
+        .unwrap();
+    one_payment_event_whoever_records_it(h).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_payment_event_whoever_records_it_on_dynamodb() {
+    let mut vars = Vars::default();
+    vars.set("MOMO_LOCAL_RECONCILE_SECONDS", "0");
+    let Some(h) = crate::harness::Harness::start(crate::harness::Backend::Dynamo, vars).await
+    else {
+        return;
+    };
+    one_payment_event_whoever_records_it(h).await;
+}
+
+/// A delivery too large for EventBridge (Haravan's limit is 256 KiB, as is EventBridge's, and
+/// the event adds its envelope): kept whole in the outbox, published as a reference, and the
+/// reference answered by `GET /v1/events/{platform}/{id}` for an IAM caller (403 without one).
+#[tokio::test]
+async fn an_oversized_delivery_is_referenced_and_read_back_whole() {
+    const BLOB: usize = 256 * 1024 - 64;
+    let dir = tempfile::tempdir().unwrap();
+    let app = embedded_app(dir.path()).await;
+    let body = json!({"org_id": "1000900900", "blob": "y".repeat(BLOB)}).to_string();
+    assert!(body.len() <= gatehouse::haravan::MAX_BODY);
+    let (status, answer) =
+        dispatch(&app, haravan_delivery("products/update", body.as_bytes())).await;
+    assert_eq!(status, 200, "{answer}");
+    let events = outbox(app.store.as_ref()).await;
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    let (detail, referenced) = event.detail();
+    assert!(referenced);
+    let detail: Value = serde_json::from_str(&detail).unwrap();
+    let path = detail["data_ref"]["path"].as_str().unwrap().to_owned();
+    assert_eq!(path, format!("/v1/events/haravan/{}", event.id));
+
+    let read = |iam: bool| {
+        let mut req = lambda_http::http::Request::builder()
+            .method("GET")
+            .uri(&path)
+            .body(Body::Empty)
+            .unwrap();
+        if iam {
+            let mut ctx =
+                lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext::default();
+            let mut authorizer =
+                lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizer::default();
+            let mut who = lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizerIamDescription::default();
+            who.user_arn = Some("arn:aws:iam::123456789012:user/app".into());
+            authorizer.iam = Some(who);
+            ctx.authorizer = Some(authorizer);
+            req.extensions_mut()
+                .insert(lambda_http::request::RequestContext::ApiGatewayV2(ctx));
+        }
+        req
+    };
+    let (status, whole) = dispatch(&app, read(true)).await;
+    assert_eq!(status, 200);
+    assert_eq!(whole, event.to_json());
+    assert_eq!(
+        whole["data"]["payload"]["blob"].as_str().unwrap().len(),
+        BLOB
+    );
+    assert_eq!(dispatch(&app, read(false)).await.0, 403);
+}
+
+/// The outbox holds the largest delivery either platform accepts.
+#[test]
+fn the_webhooks_body_limits_fit_the_outbox() {
+    for limit in [
+        gatehouse::haravan::MAX_BODY,
+        gatehouse::sesami::MAX_WEBHOOK_BYTES,
+    ] {
+        assert!(limit + 1024 < gatehouse::events::MAX_EVENT_BYTES);
+    }
+}
