@@ -4,7 +4,7 @@
 //! a payment becomes one [`Event`]. The event is not sent anywhere by the request that makes
 //! it: it is written to the table **in the same atomic write** as the mark and the effect it
 //! reports ([`Event::write`] is one more [`Write`] of that transaction), so that an event exists
-//! exactly when its change does. A publisher (`events-publisher`, [`crate::publisher`]) reads
+//! exactly when its change does. A publisher (`events-publisher`, `gatehouse::publisher`) reads
 //! the table's stream and puts each outbox item on the bus; the event's id is fixed when it is
 //! written, so a publisher that retries after a failure sends the same id again and a consumer
 //! that deduplicates on it sees each event once.
