@@ -167,9 +167,13 @@ impl Event {
     }
 
     /// The write that puts this event in the outbox: one more write of the transaction that
-    /// makes the change it reports.
+    /// makes the change it reports. Unconditional: what makes the change happen once (a
+    /// delivery's mark, a payment's status condition) makes its event happen once, and an id is
+    /// its change's alone (derived from it, or random), so a condition here would guard nothing
+    /// and cost a read in every transaction. A rewrite of the same event (a delivery whose mark
+    /// lapsed) is a MODIFY on the stream, which the publisher's filter does not pass.
     pub fn write(&self) -> std::result::Result<Write, StoreError> {
-        Ok(Write::Put(self.to_item()?, Condition::Absent))
+        Ok(Write::Put(self.to_item()?, Condition::Always))
     }
 
     /// The outbox item holding this event. `data` is kept as its JSON text (`data_json`): a
@@ -279,8 +283,7 @@ pub fn entry_bytes(source: &str, detail_type: &str, detail: &str) -> usize {
 
 /// [`once::apply`] with `event` written in the same transaction, after `effect`: the mark, the
 /// effect and the event commit together or not at all, and a duplicate writes nothing.
-/// `Refused` names indices into `effect` only: the event's own condition (its id is derived
-/// from the mark) fails only where the delivery was made before, which is a duplicate.
+/// `Refused` names indices into `effect` only (the event's write has no condition of its own).
 pub async fn apply_delivery(
     store: &dyn Store,
     mark: &Item,
@@ -401,7 +404,7 @@ mod tests {
         assert_eq!(event.source(), "gatehouse.haravan");
         assert!(matches!(
             event.write().unwrap(),
-            Write::Put(_, Condition::Absent)
+            Write::Put(_, Condition::Always)
         ));
     }
 
