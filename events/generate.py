@@ -503,6 +503,55 @@ EVENTS.update({
         body=json.dumps({"query": "{ viewer { email } }"}), content_type="application/json"),
 })
 
+# --- Events (the outbox) ------------------------------------------------------------------
+EVENT_ID = "0190f1c2-7a3e-7b1d-8c2e-9f0a1b2c3d4e"
+EVENTS_CALLER = {"iam": {"accessKey": "AKIAEVENTSCALLER", "accountId": "123456789012",
+                      "callerId": "AIDAEVENTSCALLER", "principalOrgId": None,
+                      "userArn": "arn:aws:iam::123456789012:user/app-back-end",
+                      "userId": "AIDAEVENTSCALLER"}}
+
+
+def iam_event(method, path):
+    ev = event(method, path)
+    ev["requestContext"]["authorizer"] = EVENTS_CALLER
+    return ev
+
+
+def outbox_record(seq, event_id, platform, name, tenant, data):
+    image = {"pk": {"S": f"outbox#{platform}#{event_id}"}, "sk": {"S": event_id}, "id": {"S": event_id},
+             "platform": {"S": platform}, "name": {"S": name}, "tenant": {"S": tenant},
+             "time": {"N": str(NOW_MS // 1000)},
+             "data_json": {"S": json.dumps(data, separators=(",", ":"))},
+             "ttl": {"N": str(NOW_MS // 1000 + 7 * 86400)}}
+    return {"eventID": f"events-{seq}", "eventName": "INSERT", "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+            "dynamodb": {"ApproximateCreationDateTime": NOW_MS // 1000,
+                         "Keys": {"pk": image["pk"], "sk": image["sk"]}, "NewImage": image,
+                         "SequenceNumber": f"{seq:021d}", "SizeBytes": 300,
+                         "StreamViewType": "NEW_IMAGE"},
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/gatehouse/stream/"
+                              "2026-11-24T20:00:00.000"}
+
+
+EVENTS.update({
+    # What the table's stream gives events-publisher: outbox INSERTs (the mapping's filter).
+    "events-publisher": {"Records": [
+        outbox_record(1, EVENT_ID, "haravan", "webhook.orders/create", "1000444444",
+                      {"topic": "orders/create", "payload": {"org_id": "1000444444",
+                                                             "order": {"id": 1}}}),
+        outbox_record(2, "0190f1c2-7a3e-7b1d-8c2e-9f0a1b2c3d4f", "momo", "payment.succeeded",
+                      "7b6f1f9e-4a55-4d3b-9d0e-6a1d1c1b2a3f",
+                      {"reference_id": "7b6f1f9e-4a55-4d3b-9d0e-6a1d1c1b2a3f",
+                       "status": "SUCCESSFUL", "amount": "10.50", "currency": "EUR",
+                       "external_id": "order-1", "created_at": NOW_MS // 1000 - 60,
+                       "completed_at": NOW_MS // 1000, "reason": None,
+                       "financial_transaction_id": "1234567", "submitted": "accepted"}),
+    ]},
+    "events-read": iam_event("GET", f"/v1/events/haravan/{EVENT_ID}"),
+    "events-read-unknown": iam_event("GET", "/v1/events/haravan/0190f1c2-7a3e-7b1d-8c2e-000000000000"),
+    "events-read-no-iam": event("GET", f"/v1/events/haravan/{EVENT_ID}"),
+})
+
 with open(os.path.join(HERE, "haravan-jwks.json"), "w") as f:
     json.dump(jwks(), f, indent=2)
     f.write("\n")

@@ -67,9 +67,9 @@ if [ ! -f "$OP_DIR/node_modules/.package-lock.json" ] \
 fi
 
 # --- moto servers ------------------------------------------------------------------------------
-# Two: the one every DynamoDB and Secrets Manager test uses, which allows every call, and one that
+# Three: the one every DynamoDB and Secrets Manager test uses, which allows every call, and one that
 # enforces IAM (INITIAL_NO_AUTH_ACTION_COUNT, see tests/moto_iam_admin.py), on which
-# tests/it/iam.rs runs each function under its template policy.
+# tests/it/iam.rs runs each function under its template policy, and one for the load test.
 mkdir -p "$TARGET_DIR"
 free_port() {
     "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
@@ -124,6 +124,13 @@ EOF
 MOTO_LOG=$TARGET_DIR/moto.log
 PORT=$(free_port)
 start_moto "$PORT" "$MOTO_LOG"
+# One for the load test alone (tests/it/load.rs): its 2,000 deliveries through an 8 s hang are
+# timed, and moto serves one request at a time, so the other tests' requests must not queue
+# before them.
+LOAD_MOTO_LOG=$TARGET_DIR/moto-load.log
+LOAD_PORT=$(free_port)
+start_moto "$LOAD_PORT" "$LOAD_MOTO_LOG"
+export GATEHOUSE_LOAD_ENDPOINT_URL=http://127.0.0.1:$LOAD_PORT
 IAM_MOTO_LOG=$TARGET_DIR/moto-iam.log
 IAM_PORT=$(free_port)
 start_moto "$IAM_PORT" "$IAM_MOTO_LOG" INITIAL_NO_AUTH_ACTION_COUNT=3

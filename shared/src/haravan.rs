@@ -24,6 +24,7 @@ use crate::connection;
 use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Reason, Result};
+use crate::events::{self, Event};
 use crate::flow::{self, CookieSpec};
 use crate::oidc::{self, Discovery, Expect, Jwks};
 use crate::once::{self, Applied};
@@ -1019,6 +1020,7 @@ async fn delivery(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
         || !topic
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'))
+        || !events::is_topic(&topic)
     {
         return Err(Error::BadRequest(
             "the X-Haravan-Topic header is not one topic".into(),
@@ -1068,11 +1070,25 @@ async fn delivery(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
 
     // The mark and the effect commit together (see `once`).
     let mark = once::delivery_mark(PLATFORM, &hex::encode(crypto::sha256(body)));
+    // Every delivery that is not a duplicate becomes one `webhook.<topic>` event, written with
+    // its mark and effect (see `events`).
+    let made_at = if topic == "app/uninstalled" {
+        made_at(&payload)?
+    } else {
+        None
+    };
+    let event = Event::delivery(
+        PLATFORM,
+        &topic,
+        &orgid,
+        Value::Object(payload.clone()),
+        &mark,
+    );
     let answer = match topic.as_str() {
-        "shop/update" => shop_update(cx, &mark, &orgid, &payload).await?,
-        "app/uninstalled" => uninstalled(cx, &mark, &orgid, made_at(&payload)?).await?,
+        "shop/update" => shop_update(cx, &mark, &event, &orgid, &payload).await?,
+        "app/uninstalled" => uninstalled(cx, &mark, &event, &orgid, made_at).await?,
         other => {
-            if once::mark_alone(cx.store.as_ref(), &mark).await? {
+            if events::mark_delivery(cx.store.as_ref(), &mark, &event).await? {
                 tracing::info!(topic = %web::printable(other), orgid, "haravan webhook acknowledged, not handled");
                 json!({"ok": true, "handled": false})
             } else {
@@ -1123,6 +1139,7 @@ fn check_shop_fields(payload: &Map<String, Value>) -> Result<()> {
 async fn shop_update(
     cx: &Haravan,
     mark: &Item,
+    event: &Event,
     orgid: &str,
     payload: &Map<String, Value>,
 ) -> Result<Value> {
@@ -1144,7 +1161,7 @@ async fn shop_update(
         set,
         condition: Condition::Exists,
     }];
-    match once::apply(cx.store.as_ref(), mark, &effect).await? {
+    match events::apply_delivery(cx.store.as_ref(), mark, &effect, event).await? {
         Applied::Done => Ok(json!({"ok": true, "handled": true})),
         Applied::Duplicate => Ok(duplicate()),
         Applied::Refused(_) => Err(Error::refused(
@@ -1250,6 +1267,7 @@ fn parse_iso8601(s: &str) -> Option<i64> {
 async fn uninstalled(
     cx: &Haravan,
     mark: &Item,
+    event: &Event,
     orgid: &str,
     made_at: Option<i64>,
 ) -> Result<Value> {
@@ -1260,7 +1278,7 @@ async fn uninstalled(
     {
         let skew = i64::try_from(cx.settings.skew).unwrap_or(i64::MAX);
         if made_at.saturating_add(skew) < installed_at {
-            return if once::mark_alone(store, mark).await? {
+            return if events::mark_delivery(store, mark, event).await? {
                 tracing::info!(
                     orgid,
                     "haravan uninstall older than the install, not acted on"
@@ -1282,27 +1300,24 @@ async fn uninstalled(
         }
         sessions.push(Write::Delete(session.key, Condition::Always));
     }
-    // A transaction holds at most 100 writes: the mark, the install, and as many sessions as
-    // fit; any left over (an org with dozens of open sessions) are removed after the commit,
-    // and would lapse within the session lifetime anyway.
-    let room = crate::store::MAX_TRANSACT_WRITES - 3;
+    // A transaction holds at most 100 writes: the mark, the install, its removal's event, the
+    // delivery's event and as many sessions as fit; any left over (an org with dozens of open
+    // sessions) are removed after the commit, and would lapse within the session lifetime anyway.
+    let room = crate::store::MAX_TRANSACT_WRITES - 4;
     let rest = sessions.split_off(sessions.len().min(room));
     let mut effect = vec![Write::Delete(install_key(orgid), Condition::Exists)];
     // The removal's lifecycle event, written exactly when the install is deleted.
     effect.extend(connection::removed_event(store, &install_key(orgid)).await?);
     effect.extend(sessions.iter().cloned());
-    let answer = match once::apply(store, mark, &effect).await? {
+    let answer = match events::apply_delivery(store, mark, &effect, event).await? {
         Applied::Done => {
             tracing::info!(orgid, "haravan install, tokens and sessions removed");
             json!({"ok": true, "handled": true})
         }
         Applied::Duplicate => return Ok(duplicate()),
         Applied::Refused(_) => {
-            let done = if sessions.is_empty() {
-                once::mark_alone(store, mark).await?
-            } else {
-                once::apply(store, mark, &sessions).await? == Applied::Done
-            };
+            let done =
+                events::apply_delivery(store, mark, &sessions, event).await? == Applied::Done;
             if !done {
                 return Ok(duplicate());
             }

@@ -55,7 +55,7 @@ pub fn request_from_event(event: ApiGatewayV2httpRequest) -> Result<Request, Err
         Some(b) => Body::Text(b),
     };
     let mut req = Request::new(body);
-    *req.method_mut() = event.request_context.http.method;
+    *req.method_mut() = event.request_context.http.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = event.headers;
     if let Some(cookies) = event.cookies.filter(|c| !c.is_empty())

@@ -30,6 +30,8 @@ pub mod momo;
 pub mod oidc;
 pub mod once;
 pub mod proxy;
+#[cfg(feature = "publisher")]
+pub mod publisher;
 pub mod refresh;
 pub mod response;
 pub mod routes;

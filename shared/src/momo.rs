@@ -24,6 +24,7 @@ use crate::cache::Fetched;
 use crate::config::{ConfigError, Vars};
 use crate::context::{Deps, Platform};
 use crate::error::{Error, Reason, Result};
+use crate::events::{self, Event};
 use crate::once::{Lease, Patience};
 use crate::store::{Condition, Item, Key, Record, StoreError, Write, now};
 use crate::web;
@@ -1123,8 +1124,11 @@ async fn record(
         financial_transaction_id,
     }
     .to_attrs()?;
-    let created_at = tx.record::<Transaction>()?.created_at;
+    let stored = tx.record::<Transaction>()?;
+    let created_at = stored.created_at;
     let reference = tx.key.sk.as_str();
+    // The payment's event, in the same transaction: whichever recorder wins writes it, once.
+    let event = payment_event(reference, &stored, &set)?;
     let outcome = cx
         .store
         .transact(&[
@@ -1134,6 +1138,7 @@ async fn record(
                 condition: Condition::AttrEquals("status".into(), Status::Pending.value()),
             },
             Write::Delete(pending_key(created_at, reference), Condition::Always),
+            event.write()?,
         ])
         .await;
     match outcome {
@@ -1144,6 +1149,31 @@ async fn record(
         Err(StoreError::Cancelled(_)) => Ok(Confirmed::AlreadyRecorded),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The `payment.succeeded` or `payment.failed` event of a payment reaching its final status
+/// (`outcome`, the attributes recording it sets): the payment as the app knows it, never the
+/// payer. Its id is derived from the reference, so a payment has one outcome event whoever
+/// records it.
+fn payment_event(reference: &str, tx: &Transaction, outcome: &Map<String, Value>) -> Result<Event> {
+    let outcome = Outcome::from_attrs(outcome)?;
+    let name = match outcome.status {
+        Status::Successful => events::names::PAYMENT_SUCCEEDED,
+        _ => events::names::PAYMENT_FAILED,
+    };
+    let data = json!({
+        "reference_id": reference,
+        "status": outcome.status,
+        "amount": tx.amount,
+        "currency": tx.currency,
+        "external_id": tx.external_id,
+        "created_at": tx.created_at,
+        "completed_at": outcome.completed_at,
+        "reason": outcome.reason,
+        "financial_transaction_id": outcome.financial_transaction_id,
+        "submitted": outcome.submitted,
+    });
+    Ok(Event::derived(PLATFORM, name, reference, data, reference))
 }
 
 /// MoMo's status of a payment; `None` when MoMo answers that it has no such payment (404 with

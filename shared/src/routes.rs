@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError, Vars};
 use crate::connect::Core;
 use crate::context::{Deps, Platform};
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::haravan::{self, Haravan};
 use crate::momo::{self, Momo};
 use crate::saison::{self, Saison};
@@ -124,6 +125,11 @@ function!(
     WEBLINK_CONNECTIONS: Weblink = "weblink-connections", Json, crate::vending::weblink
 );
 function!(
+    /// `GET /v1/events/{platform}/{id}` (IAM-authorized): an event of the outbox, whole (what a reference
+    /// on the bus points to).
+    EVENTS_READ: Events = "events-read", Json, crate::events::read
+);
+function!(
     /// `POST /momo/requesttopay`.
     MOMO_REQUESTTOPAY: Momo = "momo-requesttopay", Json, momo::request_to_pay
 );
@@ -193,6 +199,8 @@ pub struct Platforms {
     pub weblink: Weblink,
     /// What needs no platform's settings (connect links, the connections listing).
     pub core: Core,
+    /// The outbox's reader (`/v1/events`).
+    pub events: Events,
 }
 
 crate::context::derefs_to_deps!(Platforms);
@@ -222,6 +230,7 @@ impl Platforms {
             momo: Momo::build(deps.clone(), vars)?,
             weblink: Weblink::build(deps.clone(), vars)?,
             core: Core::build(deps.clone(), vars)?,
+            events: Events::build(deps.clone(), vars)?,
             deps,
         })
     }
@@ -242,6 +251,8 @@ pub enum Served {
     Weblink(&'static Function<Weblink>),
     /// A function of no platform.
     Core(&'static Function<Core>),
+    /// A function of the outbox (`/v1/events`).
+    Events(&'static Function<Events>),
 }
 
 impl Served {
@@ -254,6 +265,7 @@ impl Served {
             Served::Momo(f) => f.name,
             Served::Weblink(f) => f.name,
             Served::Core(f) => f.name,
+            Served::Events(f) => f.name,
         }
     }
 
@@ -266,6 +278,7 @@ impl Served {
             Served::Momo(f) => f.format,
             Served::Weblink(f) => f.format,
             Served::Core(f) => f.format,
+            Served::Events(f) => f.format,
         }
     }
 
@@ -278,6 +291,7 @@ impl Served {
             Served::Momo(f) => (f.handler)(&all.momo, req),
             Served::Weblink(f) => (f.handler)(&all.weblink, req),
             Served::Core(f) => (f.handler)(&all.core, req),
+            Served::Events(f) => (f.handler)(&all.events, req),
         }
     }
 }
@@ -436,6 +450,11 @@ pub fn all() -> Vec<Route> {
             "/v1/proxy/weblink/{tenant}/{proxy+}",
             Weblink(&WEBLINK_PROXY),
         ),
+        route(
+            Method::GET,
+            "/v1/events/{platform}/{id}",
+            Events(&EVENTS_READ),
+        ),
     ]
 }
 
@@ -551,6 +570,11 @@ mod tests {
             Served::Core(f)
         }
     }
+    impl From<&'static Function<Events>> for Served {
+        fn from(f: &'static Function<Events>) -> Self {
+            Served::Events(f)
+        }
+    }
 
     /// A binary names its function by constant (`SESAMI_WEBHOOKS`); the integration tests hold
     /// every binary to the constant named for it, so each constant must carry its own name.
@@ -584,6 +608,7 @@ mod tests {
             SAISON_PROXY,
             MOMO_PROXY,
             WEBLINK_PROXY,
+            EVENTS_READ,
         );
         for (id, name) in all {
             assert_eq!(id, name.to_ascii_uppercase().replace('-', "_"));

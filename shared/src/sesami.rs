@@ -22,9 +22,10 @@ use crate::connection;
 use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Reason, Result};
+use crate::events::{self, Event};
 use crate::flow::{self, CookieSpec};
 use crate::once::{self, Applied};
-use crate::store::{Condition, Key, Record, Write, now};
+use crate::store::{Condition, Item, Key, Record, Write, now};
 use crate::web::{self, Params};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -512,6 +513,10 @@ pub async fn webhooks(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
     let creds = cx.secrets.credentials(PLATFORM).await?;
     verify(&creds.verifying_keys(), &hook.data, &hook.hmac)?;
     check_webhook_data(&hook, cx.settings.webhook_signed_event)?;
+    // The event names the app's rules match on (`webhook.<event>`).
+    if !events::is_topic(&hook.event) {
+        return Err(Error::BadRequest("`event` is not one event name".into()));
+    }
     if let Some(ts) = hook.data.get("timestamp") {
         let raw = match ts {
             Value::String(s) => s.clone(),
@@ -524,6 +529,9 @@ pub async fn webhooks(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
     // the mark is the signature over `data`, and signed data replayed under another event name
     // is a duplicate, not a new instruction. The mark and the effect commit together.
     let mark = once::delivery_mark(PLATFORM, &hook.hmac.to_ascii_lowercase());
+    // Every delivery that is not a duplicate becomes one `webhook.<event>` event, written with
+    // its mark and effect (see `events`).
+    let event = delivery_event(&hook, &mark);
     let store = cx.store.as_ref();
     let answer = match hook.event.as_str() {
         "uninstall_app" => {
@@ -533,7 +541,7 @@ pub async fn webhooks(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
             // The removal's lifecycle event, in the delivery's transaction: written exactly
             // when the install is deleted (no install: the delete is refused, and so is it).
             effect.extend(connection::removed_event(store, &key).await?);
-            match once::apply(store, &mark, &effect).await? {
+            match events::apply_delivery(store, &mark, &effect, &event).await? {
                 Applied::Done => {
                     tracing::info!(shop_id, "sesami install removed");
                     json!({"ok": true, "handled": true})
@@ -541,7 +549,7 @@ pub async fn webhooks(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
                 Applied::Duplicate => json!({"ok": true, "duplicate": true}),
                 // No install: the uninstall holds already. Sesami stops retrying on a 2xx.
                 Applied::Refused(_) => {
-                    if once::mark_alone(store, &mark).await? {
+                    if events::mark_delivery(store, &mark, &event).await? {
                         tracing::info!(shop_id, "sesami uninstall for a shop not installed");
                         json!({"ok": true, "handled": true, "already_done": true})
                     } else {
@@ -551,7 +559,7 @@ pub async fn webhooks(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
             }
         }
         other => {
-            if once::mark_alone(store, &mark).await? {
+            if events::mark_delivery(store, &mark, &event).await? {
                 tracing::info!(event = %web::printable(other), "sesami webhook acknowledged, not handled");
                 json!({"ok": true, "handled": false})
             } else {
@@ -606,6 +614,23 @@ fn check_webhook_data(hook: &Webhook, signed_event: bool) -> Result<()> {
             "`data.event` is missing: a webhook's signed data names its event".into(),
         )),
     }
+}
+
+/// The event of a verified Sesami delivery: `webhook.<event>` for the shop its signed data
+/// names (empty when it names none), the signed `data` as the payload.
+fn delivery_event(hook: &Webhook, mark: &Item) -> Event {
+    let shop = match hook.data.get("shopId") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    Event::delivery(
+        PLATFORM,
+        &hook.event,
+        &shop,
+        Value::Object(hook.data.clone()),
+        mark,
+    )
 }
 
 /// The shop an `uninstall_app` delivery names, checked before anything is written.

@@ -341,6 +341,9 @@ async fn spec(h: &Harness, route: &Route) -> Option<Spec> {
             | "/v1/connections/weblink/{tenant}"
             | "/v1/connections/weblink/{tenant}/token",
         ) => s(Input::None, &[], 404),
+        // An event that is not in the outbox (each path parameter a fresh uuid: no such
+        // platform, so no store read).
+        ("GET", "/v1/events/{platform}/{id}") => s(Input::None, &[], 404),
         // No state cookie.
         ("GET", "/saison/callback") => s(query(&[("code", "bad-input-code")]), &["code"], 400),
         // A zero amount.

@@ -109,6 +109,7 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
         scenario!(weblink_scenario),
         scenario!(proxy_scenario),
         scenario!(connections_scenario),
+        scenario!(events_read_scenario),
     ]
 }
 
@@ -453,6 +454,11 @@ const COVERED: &[&str] = &[
     "haravan-webhooks-alt-header",
     "haravan-logout",
     "haravan-logout-missing-sid",
+    "events-read",
+    "events-read-unknown",
+    "events-read-no-iam",
+    // A DynamoDB stream event, not an API Gateway one: `events_publisher_event` below.
+    "events-publisher",
 ];
 
 #[tokio::test]
@@ -1124,6 +1130,75 @@ pub(crate) async fn momo_scenario(b: &EventBench) {
         .await
         .unwrap();
     assert_eq!(run.checked, 0, "{run:?}");
+
+    // Each outcome wrote its event once, whoever recorded it (callback, reconciler), and the
+    // replayed callback none.
+    let events = crate::outbox::outbox(b.app.store.as_ref()).await;
+    let payments: Vec<&gatehouse::events::Event> =
+        events.iter().filter(|e| e.platform == "momo").collect();
+    assert_eq!(payments.len(), 2, "{payments:?}");
+    let ours = payments.iter().find(|e| e.tenant == REFERENCE).unwrap();
+    assert_eq!(ours.name, gatehouse::events::names::PAYMENT_SUCCEEDED);
+    assert_eq!(ours.data["amount"], "10.50");
+}
+
+#[tokio::test]
+async fn events_read_events() {
+    events_read_scenario(&EventBench::new().await).await;
+}
+
+/// The id of events/events-read.json (generate.py's `EVENT_ID`).
+const EVENT_ID: &str = "0190f1c2-7a3e-7b1d-8c2e-9f0a1b2c3d4e";
+
+/// `GET /v1/events/{platform}/{id}`: the whole event for an IAM caller, 404 for an unknown id, 403 for a
+/// request API Gateway's IAM authorizer did not pass.
+pub(crate) async fn events_read_scenario(b: &EventBench) {
+    let mut event = gatehouse::events::Event::new(
+        "haravan",
+        "webhook.orders/create",
+        ORG_INSTALLED,
+        json!({"topic": "orders/create", "payload": {"blob": "x".repeat(300 * 1024)}}),
+    );
+    event.id = EVENT_ID.into();
+    assert!(event.detail().1, "too large for the bus: a reference");
+    b.app
+        .store
+        .put(&event.to_item().unwrap(), Condition::Absent)
+        .await
+        .unwrap();
+    let (status, out) = b.run("events-read").await;
+    assert_eq!(status, 200, "{out}");
+    let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, event.to_json());
+    crate::event_schemas::assert_valid(&event);
+    let (status, out) = b.run("events-read-unknown").await;
+    assert_eq!(status, 404, "{out}");
+    let (status, out) = b.run("events-read-no-iam").await;
+    assert_eq!(status, 403, "{out}");
+}
+
+/// events/events-publisher.json, as Lambda gives it to the function: both records on the bus
+/// (moto's), nothing reported failed.
+#[tokio::test]
+async fn events_publisher_event() {
+    let text = std::fs::read_to_string(events_dir().join("events-publisher.json")).unwrap();
+    let stream: aws_lambda_events::event::dynamodb::Event = serde_json::from_str(&text).unwrap();
+    assert_eq!(stream.records.len(), 2);
+    let Some(bus) = crate::publisher::Bus::create().await else {
+        return;
+    };
+    let publisher =
+        gatehouse::publisher::Publisher::new(aws_sdk_eventbridge::Client::new(&bus.sdk), &bus.name);
+    let published = publisher.publish(&stream, None).await;
+    assert!(published.failures.is_empty(), "{:?}", published.failures);
+    assert_eq!(published.ids.len(), 2);
+    let delivered = bus.drain().await;
+    assert_eq!(delivered.len(), 2);
+    for message in delivered {
+        let name = message["detail-type"].as_str().unwrap();
+        let problems = crate::event_schemas::problems(name, &message["detail"]);
+        assert!(problems.is_empty(), "{name}: {problems:?}");
+    }
 }
 
 #[tokio::test]

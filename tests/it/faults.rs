@@ -604,6 +604,10 @@ async fn probes(h: &Harness, p: &Prepared) -> Vec<Probe> {
                     .body(r#"{"status":"SUCCESSFUL"}"#),
                 503,
             ),
+            "GET /v1/events/{platform}/{id}" => (
+                client.get(url(&format!("/v1/events/haravan/{}", uuid::Uuid::new_v4()))),
+                503,
+            ),
             // Guest tokens come from Administrate, not the store.
             "POST /weblink/guest-token" => (
                 client

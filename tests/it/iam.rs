@@ -394,6 +394,36 @@ fn authorizations(
             )),
         };
     }
+    if service == "AWSEvents" {
+        // PutEvents is authorized on each entry's bus (a name or an ARN; none: the default).
+        if operation != "PutEvents" {
+            return Err(format!(
+                "the EventBridge operation {operation} is not read by this test"
+            ));
+        }
+        let mut buses: Vec<String> = body["Entries"]
+            .as_array()
+            .ok_or("a PutEvents without Entries")?
+            .iter()
+            .map(|e| {
+                let bus = e["EventBusName"].as_str().unwrap_or("default");
+                if bus.starts_with("arn:") {
+                    bus.to_owned()
+                } else {
+                    format!("{EVENT_BUS_ARN_PREFIX}{bus}")
+                }
+            })
+            .collect();
+        buses.dedup();
+        return Ok(buses
+            .into_iter()
+            .map(|resource| Authorization {
+                action: "events:PutEvents".into(),
+                resource,
+                leading_keys: None,
+            })
+            .collect());
+    }
     if service == "secretsmanager" {
         let id = body["SecretId"]
             .as_str()
@@ -798,6 +828,8 @@ struct World {
 
 /// The partition of ARNs moto uses, for a table's ARN from its name.
 const TABLE_ARN_PREFIX: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/";
+/// The same for an event bus.
+const EVENT_BUS_ARN_PREFIX: &str = "arn:aws:events:us-east-1:123456789012:event-bus/";
 
 impl World {
     /// The secrets of the template with the events' values, and one user per function holding
@@ -882,6 +914,17 @@ impl World {
         for (id, (_, arn)) in secrets {
             stack.refs.insert(id.clone(), arn.clone());
         }
+        // The events' bus and dead-letter queue, named after the table.
+        let bus = format!("{table}-events");
+        stack.refs.insert("EventBus".into(), bus.clone());
+        stack.attributes.insert(
+            ("EventBus".into(), "Arn".into()),
+            format!("{EVENT_BUS_ARN_PREFIX}{bus}"),
+        );
+        stack.attributes.insert(
+            ("EventsDeadLetterQueue".into(), "Arn".into()),
+            format!("arn:aws:sqs:us-east-1:123456789012:{table}-dlq"),
+        );
         for (name, value) in [
             ("AWS::Region", "us-east-1"),
             ("AWS::AccountId", "123456789012"),
@@ -1175,6 +1218,99 @@ fn report_unexercised(world: &World, stack: &Stack, allowed: &HashMap<String, Ve
             lines.join("\n  ")
         );
     }
+}
+
+/// events-publisher under its template policy on the IAM-enforcing moto: the sample stream
+/// batch (events/events-publisher.json) goes to the stack's bus with the function's own
+/// credentials, moto refuses none of its calls, and each is allowed by the template policy as
+/// AWS evaluates it (`events:PutEvents` on that bus); a bus the policy does not name is not.
+/// (The stream's reads are Lambda's, under the role SAM gives a DynamoDB event.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publisher_puts_events_only_under_its_template_policy() {
+    let Some(moto) = iam_moto() else {
+        return;
+    };
+    let timeouts = aws_config::timeout::TimeoutConfig::builder().build();
+    let admin = sdk_config_for(&moto.endpoint, moto.admin.clone(), timeouts.clone()).await;
+    let table = format!("gatehouse-iam-{}", uuid::Uuid::new_v4().simple());
+    let stack = World::stack_of(&BTreeMap::new(), &table);
+    let function = template::functions()
+        .into_iter()
+        .find(|f| f.binary == "events-publisher")
+        .expect("the template deploys events-publisher");
+    let Ok(Resolved::Value(Value::String(bus))) =
+        stack.resolve(&function.environment["EVENT_BUS_NAME"])
+    else {
+        panic!("EVENT_BUS_NAME is the stack's bus");
+    };
+    aws_sdk_eventbridge::Client::new(&admin)
+        .create_event_bus()
+        .name(&bus)
+        .send()
+        .await
+        .unwrap();
+    let policies = policies_of(&function, &stack).unwrap();
+    let iam = Iam {
+        http: reqwest::Client::new(),
+        endpoint: moto.endpoint.clone(),
+        admin: moto.admin.clone(),
+    };
+    iam.assert_enforced().await;
+    let user = format!(
+        "gh-events-publisher-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let credentials = iam.user(&user, &moto_policy(&policies)).await;
+    let relay = Relay::start(&moto.endpoint);
+    relay.know(credentials.access_key_id(), "events-publisher");
+    let sdk = sdk_config_for(&relay.url, credentials, timeouts).await;
+    let text =
+        std::fs::read_to_string(gatehouse_local::events::dir().join("events-publisher.json"))
+            .unwrap();
+    let stream: aws_lambda_events::event::dynamodb::Event = serde_json::from_str(&text).unwrap();
+    let publisher =
+        gatehouse::publisher::Publisher::new(aws_sdk_eventbridge::Client::new(&sdk), &bus);
+    let published = publisher.publish(&stream, None).await;
+    assert!(published.failures.is_empty(), "{:?}", published.failures);
+    assert_eq!(published.ids.len(), stream.records.len());
+
+    let names = HashMap::new();
+    let judge = |calls: &[Call]| -> Vec<String> {
+        let mut problems = Vec::new();
+        for call in calls {
+            if let Some(why) = &call.refused {
+                problems.push(format!("moto refused {}: {why}", call.target));
+            }
+            for auth in authorizations(&call.target, &call.body, &|t| {
+                format!("{TABLE_ARN_PREFIX}{t}")
+            })
+            .unwrap()
+            {
+                problems.extend(refusal("events-publisher", &policies, &auth, &names));
+            }
+        }
+        problems
+    };
+    let calls = relay.calls();
+    assert!(!calls.is_empty());
+    assert!(
+        calls.iter().all(|c| c.target == "AWSEvents.PutEvents"),
+        "{calls:?}"
+    );
+    let problems = judge(&calls);
+    assert!(problems.is_empty(), "{problems:?}");
+
+    let elsewhere =
+        gatehouse::publisher::Publisher::new(aws_sdk_eventbridge::Client::new(&sdk), "another-bus");
+    let _ = elsewhere.publish(&stream, None).await;
+    let later = relay.calls();
+    let problems = judge(&later[calls.len()..]);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("events:PutEvents denied")),
+        "{problems:?}"
+    );
 }
 
 /// moto, enforcing IAM, refuses what a user's policy does not grant, and the relay records the
@@ -1631,6 +1767,19 @@ mod evaluation {
                     }
                     continue;
                 }
+                // The publisher's: the bus and the dead-letter queue, nothing of the table.
+                if s.actions
+                    .iter()
+                    .all(|a| a.starts_with("events:") || a.starts_with("sqs:"))
+                {
+                    assert_eq!(binary, "events-publisher", "{s:?}");
+                    let own = [
+                        &stack.attributes[&("EventBus".to_owned(), "Arn".to_owned())],
+                        &stack.attributes[&("EventsDeadLetterQueue".to_owned(), "Arn".to_owned())],
+                    ];
+                    assert!(s.resources.iter().all(|r| own.contains(&r)), "{s:?}");
+                    continue;
+                }
                 assert_eq!(&s.resources, &vec![table.clone()], "{binary}: {s:?}");
                 assert!(
                     !s.conditions.is_empty(),
@@ -1640,12 +1789,12 @@ mod evaluation {
                 for c in &s.conditions {
                     assert!(matches!(c.set, SetOperator::ForAll), "{binary}: {c:?}");
                     for v in &c.values {
-                        // The outbox (`outbox#<event id>`) is every platform's, written only:
-                        // an event is put in the transaction of the change it reports.
-                        if v == "outbox#*" && s.actions == ["dynamodb:PutItem"] {
-                            continue;
-                        }
-                        assert!(v.contains(&format!("#{platform}")), "{binary}: {v}");
+                        // events-read answers any platform's event: it reads the outbox only.
+                        let outbox_reader = binary == "events-read" && v == "outbox#*";
+                        assert!(
+                            v.contains(&format!("#{platform}")) || outbox_reader,
+                            "{binary}: {v}"
+                        );
                     }
                 }
             }

@@ -12,5 +12,6 @@
 pub mod events;
 pub mod faultproxy;
 pub mod load;
+pub mod outbox;
 pub mod server;
 pub mod sigv4;

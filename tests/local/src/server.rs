@@ -51,6 +51,8 @@ pub struct LocalServer {
     task: tokio::task::JoinHandle<()>,
     /// The MoMo reconciler's timer, when it runs.
     reconciler: Option<tokio::task::JoinHandle<()>>,
+    /// The events relay to `GATEHOUSE_LOCAL_EVENTS_URL`, when set (crate::outbox).
+    events_relay: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for LocalServer {
@@ -58,6 +60,9 @@ impl Drop for LocalServer {
         self.task.abort();
         if let Some(reconciler) = &self.reconciler {
             reconciler.abort();
+        }
+        if let Some(relay) = &self.events_relay {
+            relay.abort();
         }
     }
 }
@@ -183,6 +188,14 @@ where
     let router = Router::new()
         .route("/", axum::routing::get(index))
         .route("/_local/saison/connect", axum::routing::get(demo_connect))
+        .route(
+            "/_local/events",
+            axum::routing::get(crate::outbox::html_page),
+        )
+        .route(
+            "/_local/events.json",
+            axum::routing::get(crate::outbox::json_page),
+        )
         .nest_service("/_sim/sesami", sesami.router())
         .nest_service("/_sim/haravan", haravan.router())
         .nest_service("/_sim/saison", saison.router())
@@ -198,6 +211,11 @@ where
         }
     });
     let reconciler = reconcile_every(&app, vars.seconds("MOMO_LOCAL_RECONCILE_SECONDS", 30)?);
+    let events_relay = crate::outbox::relay_every(
+        &app,
+        vars.get("GATEHOUSE_LOCAL_EVENTS_URL").map(str::to_owned),
+        vars.seconds("GATEHOUSE_LOCAL_EVENTS_SECONDS", 1)?,
+    );
     Ok(LocalServer {
         addr,
         app,
@@ -208,6 +226,7 @@ where
         weblink,
         task,
         reconciler,
+        events_relay,
     })
 }
 
@@ -471,7 +490,8 @@ async fn index_page(app: &Platforms) -> gatehouse::Result<lambda_http::Response<
          (<code>jane@example.com</code> / <code>password</code>; PKCE S256), then <form method=\"post\" action=\"/weblink/refresh\" style=\"display:inline\">\
          <button>get a fresh access token</button></form>; a guest portal token: <code>curl -X POST {base}/weblink/guest-token \
          -H 'content-type: application/json' -d '{{\"portal\":\"demo.administrateweblink.com\"}}'</code></li>\
-         </ul><h2>Stored installs</h2>{installs_html}{payments_html}",
+         </ul><p>Every verified webhook and payment outcome is an event: <a href=\"/_local/events\">the outbox</a>.</p>\
+         <h2>Stored installs</h2>{installs_html}{payments_html}",
         post(
             "/_sim/sesami/webhooks/send?shopId=demo-shop&event=uninstall_app",
             "send a signed uninstall_app webhook",
