@@ -124,8 +124,41 @@ async fn a_signed_proxy_call_reaches_the_platform_as_the_tenant() {
         answer.json().unwrap()["shop"]["id"].to_string(),
         "1000111111"
     );
+    // The connection, without its tokens, and a valid token for the app's own calls.
+    let gatehouse = client(&h, DEFAULT_SECRET_ACCESS_KEY);
+    let client = &gatehouse;
+    let connection = client.connection(&org).await.unwrap();
+    assert_eq!(
+        (
+            connection.platform.as_str(),
+            connection.tenant.as_str(),
+            connection.status.as_str()
+        ),
+        ("haravan", "1000111111", "active")
+    );
+    let token = client.token(&org).await.unwrap();
+    assert!(token.expires_at > gatehouse::store::now());
+    let item = h
+        .server
+        .app
+        .store
+        .get(&gatehouse::haravan::install_key("1000111111"))
+        .await
+        .unwrap()
+        .unwrap();
+    let keys = h.server.app.secrets.app_keys().await.unwrap();
+    let stored = gatehouse::refresh::open(&keys, &item).unwrap();
+    assert_eq!(
+        gatehouse_client::ExposeSecret::expose_secret(&token.access_token),
+        secrecy::ExposeSecret::expose_secret(&stored.access_token)
+    );
+    let page = client.connections("haravan", None, None).await.unwrap();
+    assert!(
+        page.connections.iter().any(|c| c.tenant == "1000111111"),
+        "{page:?}"
+    );
     // An unknown org is Gatehouse's own refusal, typed.
-    match client(&h, DEFAULT_SECRET_ACCESS_KEY)
+    match client
         .proxy(
             &gatehouse_client::Tenant::haravan("999"),
             reqwest::Method::GET,
