@@ -271,6 +271,25 @@ pub async fn store_platform_link(
     Ok((format!("{base}?link={id}"), expires_at))
 }
 
+/// Starts a flow's one-time state: alone, or, started from a connect link, in the one
+/// transaction that consumes the link (a second use of it is 409 `already_used`).
+pub async fn begin_flow(
+    cx: &Deps,
+    platform: &str,
+    data: Map<String, Value>,
+    link: Option<&(Key, Link)>,
+) -> Result<String> {
+    match link {
+        None => crate::flow::begin(cx, platform, data).await,
+        Some((key, _)) => crate::flow::begin_consuming(cx, platform, data, key)
+            .await
+            .map_err(|e| match e.reason() {
+                Some(Reason::AlreadyUsed) => link_used(),
+                _ => e,
+            }),
+    }
+}
+
 /// The link `id` of `platform` (checked as an id), read to be consumed by the flow it starts
 /// ([`crate::flow::begin_consuming`]); a link used already, expired or unknown is 409
 /// `already_used`.

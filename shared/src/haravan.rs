@@ -420,15 +420,7 @@ async fn authorize_redirect(
         end_user: link.as_ref().map(|(_, l)| l.end_user.clone()),
         return_to: link.as_ref().map(|(_, l)| l.return_to.clone()),
     };
-    let state = match &link {
-        None => flow::begin(cx, PLATFORM, data.to_attrs()?).await?,
-        Some((key, _)) => flow::begin_consuming(cx, PLATFORM, data.to_attrs()?, key)
-            .await
-            .map_err(|e| match e.reason() {
-                Some(Reason::AlreadyUsed) => crate::connect::link_used(),
-                _ => e,
-            })?,
-    };
+    let state = crate::connect::begin_flow(cx, PLATFORM, data.to_attrs()?, link.as_ref()).await?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("response_mode", "form_post");
