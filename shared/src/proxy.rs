@@ -519,13 +519,6 @@ impl Inject for MomoAuth<'_> {
     }
 }
 
-fn unknown_tenant(platform: &str) -> Error {
-    Error::refused(
-        Reason::UnknownTenant,
-        format!("no {platform} connection is stored for this tenant"),
-    )
-}
-
 fn configured_base(base: &str, name: &str) -> Result<Url> {
     Url::parse(base).map_err(|_| Error::Internal(format!("{name} is not a URL")))
 }
@@ -682,7 +675,7 @@ pub async fn weblink(cx: &Weblink, req: &Request) -> Result<Response<Body>> {
         .store
         .get(&key)
         .await?
-        .ok_or_else(|| unknown_tenant("WebLink"))?
+        .ok_or_else(|| crate::vending::unknown("WebLink"))?
         .record()?;
     let auth = WeblinkAuth { cx, key, session };
     v1_answer(forward(cx, weblink::PLATFORM, req, url, &auth).await)
@@ -698,7 +691,7 @@ pub async fn sesami(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
         .store
         .get(&key)
         .await?
-        .ok_or_else(|| unknown_tenant("Sesami"))?
+        .ok_or_else(|| crate::vending::unknown("Sesami"))?
         .record()?;
     let keys = cx.secrets.app_keys().await?;
     let token = keys
@@ -737,23 +730,11 @@ pub async fn saison(cx: &Saison, req: &Request) -> Result<Response<Body>> {
             )
         })?;
     let end_user = web::check_id("parameter `end_user`", end_user)?;
-    let member = match ours.iter().find(|(n, _)| n == "member") {
-        Some((_, m)) => {
-            if !cx.settings.members.iter().any(|known| known == m) {
-                return Err(Error::refused(
-                    Reason::UnknownTenant,
-                    "parameter `member` names a member this app does not serve",
-                ));
-            }
-            m.as_str()
-        }
-        None => cx
-            .settings
-            .members
-            .first()
-            .map(String::as_str)
-            .ok_or_else(|| Error::Internal("SAISON_MEMBERS is empty".into()))?,
-    };
+    let member = cx.settings.served_member(
+        ours.iter()
+            .find(|(n, _)| n == "member")
+            .map(|(_, m)| m.as_str()),
+    )?;
     let base = configured_base(&cx.settings.api_base, "SAISON_API_BASE")?;
     let url = target_url(&base, path, Some(&forwarded))?;
     let auth = SaisonAuth {

@@ -81,6 +81,23 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The member a `/v1` request names (`?member=`), which must be one this app serves, or the
+    /// first of `SAISON_MEMBERS` when it names none.
+    pub fn served_member<'a>(&'a self, asked: Option<&'a str>) -> Result<&'a str> {
+        match asked {
+            Some(m) if self.members.iter().any(|known| known == m) => Ok(m),
+            Some(m) => Err(Error::refused(
+                Reason::UnknownTenant,
+                format!("`{}` is not a member this app serves", web::printable(m)),
+            )),
+            None => self
+                .members
+                .first()
+                .map(String::as_str)
+                .ok_or_else(|| Error::Internal("SAISON_MEMBERS is empty".into())),
+        }
+    }
+
     /// Reads the settings.
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let bad = |name: &str, problem: &str| ConfigError {

@@ -71,7 +71,7 @@ fn target<'a>(req: &'a Request, platform: &str) -> Result<(&'a str, Ask)> {
     Ok((web::check_id("the tenant", tenant)?, ask))
 }
 
-fn unknown(platform: &str) -> Error {
+pub(crate) fn unknown(platform: &str) -> Error {
     Error::refused(
         Reason::UnknownTenant,
         format!("no {platform} connection is stored for this tenant"),
@@ -224,18 +224,9 @@ pub async fn haravan(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
 fn saison_key(cx: &Saison, req: &Request, cardholder: &str) -> Result<Key> {
     let q = Params::from_query(req)?;
     let end_user = q.require_id("end_user")?;
-    let member = match q.get("member") {
-        Some(m) if cx.settings.members.iter().any(|known| known == m) => m.to_owned(),
-        Some(m) => {
-            return Err(Error::refused(
-                Reason::UnknownTenant,
-                format!("`{}` is not a member this app serves", web::printable(m)),
-            ));
-        }
-        None => cx.settings.members[0].clone(),
-    };
+    let member = cx.settings.served_member(q.get("member"))?;
     Ok(saison::connection_key(&saison::ConnectionId::new(
-        end_user, &member, cardholder,
+        end_user, member, cardholder,
     )))
 }
 
