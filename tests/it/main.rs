@@ -8,6 +8,7 @@
 
 mod bad_input;
 mod budget;
+mod certs;
 mod client;
 mod connect;
 mod event_schemas;
