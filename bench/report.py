@@ -146,7 +146,17 @@ for r in rows:
     )
     for value, what in [(init_r, "init"), (first_r, "first response"), (rss_r, "peak RSS")]:
         if value > RATIO:
-            misses.append(f"`{f}`: {what} {value:.2f}× the floor, over {RATIO:.2f}×")
+            miss = f"`{f}`: {what} {value:.2f}× the floor, over {RATIO:.2f}×"
+            # The profile of an RSS miss: which part of the resident set is larger.
+            split = ("cold_rss_file_mb_p50", "cold_rss_anon_mb_p50")
+            if what == "peak RSS" and all(k in r and k in fl for k in split):
+                dfile = r[split[0]] - fl[split[0]]
+                danon = r[split[1]] - fl[split[1]]
+                miss += (
+                    f" (file-backed pages, the binary's: {dfile:+.1f} MB; "
+                    f"anonymous, heap and stacks: {danon:+.1f} MB)"
+                )
+            misses.append(miss)
     if warm_d > WARM_MARGIN_MS:
         misses.append(f"`{f}`: warm p50 {warm_d:.3f} ms above the floor, over {WARM_MARGIN_MS:g} ms")
 

@@ -193,13 +193,20 @@ impl Platform for Haravan {
 
 impl Haravan {
     /// The authorize endpoint: the setting, else the metadata's, else the documented path.
-    async fn authorize_url(&self, http: &reqwest::Client) -> Result<String> {
+    ///
+    /// The platform client is built only for the discovery fetch: building it loads the CA
+    /// store, which a sign-in redirect to a configured or documented URL does not need.
+    async fn authorize_url(&self) -> Result<String> {
         let s = &self.settings;
         if let Some(url) = &s.authorize_url {
             return Ok(url.clone());
         }
         match &self.discovery {
-            Some(d) => Ok(d.metadata(http).await?.authorization_endpoint.clone()),
+            Some(d) => Ok(d
+                .metadata(self.http.client()?)
+                .await?
+                .authorization_endpoint
+                .clone()),
             None => Ok(format!("{}/connect/authorize", s.accounts_base)),
         }
     }
@@ -410,7 +417,7 @@ async fn authorize_redirect(
     let creds = cx.secrets.credentials(PLATFORM).await?;
     let keys = cx.secrets.app_keys().await?;
     let redirect_uri = cx.public_url(req, callback)?;
-    let mut url = url::Url::parse(&cx.authorize_url(cx.http.client()?).await?)
+    let mut url = url::Url::parse(&cx.authorize_url().await?)
         .map_err(|_| Error::Internal("bad authorize endpoint".into()))?;
     let nonce = crypto::random_token(24)?;
     let data = FlowState {

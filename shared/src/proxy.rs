@@ -535,11 +535,13 @@ async fn forward(
     let body = web::body(req, MAX_REQUEST_BODY)?.to_vec();
     let method = req.method().clone();
     let headers = forwarded_request_headers(req.headers());
-    let http = cx.http.client()?;
     let first = auth
         .auth(&method, &url, None)
         .await?
         .ok_or_else(|| Error::Internal("no credentials for a first attempt".into()))?;
+    // Only now: building the client loads the CA store, which a request refused for an unknown
+    // tenant has no use for.
+    let http = cx.http.client()?;
     let mut resp = send(http, platform, &method, &url, &headers, &body, &first).await?;
     let mut retried = false;
     if resp.status() == StatusCode::UNAUTHORIZED

@@ -569,6 +569,24 @@ fn location(out: &Value) -> String {
         .to_owned()
 }
 
+/// Answers that call no platform build no platform client, since building it loads the CA
+/// store (tests/it/certs.rs counts the loads): a Haravan sign-in redirect to the documented
+/// authorize URL, and a proxied call for a tenant that is not installed.
+#[tokio::test]
+async fn answers_that_call_no_platform_build_no_platform_client() {
+    let b = EventBench::new().await;
+    let (status, out) = b.run("haravan-login-start").await;
+    assert_eq!(status, 302, "{out}");
+    let (status, out) = b.run("haravan-proxy").await;
+    assert_eq!(status, 404, "{out}");
+    assert!(
+        out["body"].as_str().unwrap().contains("not_found")
+            || out["body"].as_str().unwrap().contains("unknown"),
+        "our refusal, not the platform's: {out}"
+    );
+    assert!(!b.app.deps.http.is_built());
+}
+
 #[tokio::test]
 async fn haravan_login_start_events() {
     haravan_login_start_scenario(&EventBench::new().await).await;

@@ -266,13 +266,18 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Peak resident set of a live process, in KiB (VmHWM).
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
+/// A `/proc/<pid>/status` field of a live process, in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Peak resident set of a live process, in KiB (VmHWM).
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM")
 }
 
 async fn wait_for(
@@ -467,6 +472,11 @@ struct Cold {
     first: f64,
     first_own: f64,
     rss: f64,
+    /// What the resident set is made of after the first response: pages of the binary and the
+    /// libraries it maps (file-backed), and heap and stacks (anonymous), in MiB. The profile of
+    /// a peak RSS above the floor's.
+    rss_file: f64,
+    rss_anon: f64,
     dynamodb: f64,
     secrets: f64,
     status: i64,
@@ -509,6 +519,8 @@ async fn cold_start(
         first: ms(t2 - t0),
         first_own: ms((t2 - t0).saturating_sub(proxy.counts.take_upstream())),
         rss: vm_hwm_kib(pid).unwrap_or(0) as f64 / 1024.0,
+        rss_file: status_kib(pid, "RssFile").unwrap_or(0) as f64 / 1024.0,
+        rss_anon: status_kib(pid, "RssAnon").unwrap_or(0) as f64 / 1024.0,
         dynamodb: ddb as f64,
         secrets: sm as f64,
         status,
@@ -603,6 +615,7 @@ fn figures(cold: &[Cold], warm: &mut Warm, n: usize) -> Value {
     let (mut init, mut first, mut first_own) =
         (col(|c| c.init), col(|c| c.first), col(|c| c.first_own));
     let (rss, mut ddb, mut sm) = (col(|c| c.rss), col(|c| c.dynamodb), col(|c| c.secrets));
+    let (mut rss_file, mut rss_anon) = (col(|c| c.rss_file), col(|c| c.rss_anon));
     let n = n.max(1) as f64;
     json!({
         "cold_spawns": cold.len(),
@@ -611,6 +624,8 @@ fn figures(cold: &[Cold], warm: &mut Warm, n: usize) -> Value {
         "first_response_own_ms_p50": median(&mut first_own),
         "cold_status": cold.first().map(|c| c.status),
         "cold_rss_mb_max": rss.iter().copied().fold(0.0, f64::max),
+        "cold_rss_file_mb_p50": median(&mut rss_file),
+        "cold_rss_anon_mb_p50": median(&mut rss_anon),
         "cold_dynamodb_calls": median(&mut ddb),
         "cold_secrets_calls": median(&mut sm),
         "warm_invocations": warm.lat.len(),
