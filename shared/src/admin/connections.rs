@@ -63,7 +63,10 @@ impl Pages {
     }
 
     /// The next page; `None` once the partition's end was read.
-    pub(crate) async fn next(&mut self, store: &dyn Store) -> Result<Option<Vec<Item>>, StoreError> {
+    pub(crate) async fn next(
+        &mut self,
+        store: &dyn Store,
+    ) -> Result<Option<Vec<Item>>, StoreError> {
         if self.done {
             return Ok(None);
         }

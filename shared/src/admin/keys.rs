@@ -298,6 +298,9 @@ async fn walk(
                 options.batch,
             );
             while let Some(page) = pages.next(store).await? {
+                if page.is_empty() {
+                    continue;
+                }
                 if options.max_batches.is_some_and(|max| report.batches >= max) {
                     progress(&format!(
                         "stopped after {} batch(es); run again to continue",
@@ -426,10 +429,6 @@ mod tests {
                 {"id": "b", "key": "kb"}, {"id": "a", "key": "ka"}]})
         );
         assert!(new_key_id().starts_with('k'));
-        assert!(
-            new_key_id()
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric())
-        );
+        assert!(new_key_id().bytes().all(|b| b.is_ascii_alphanumeric()));
     }
 }

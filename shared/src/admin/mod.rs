@@ -362,11 +362,7 @@ pub async fn execute(
         }
         Command::KeysRetire { key_id } => {
             let left = keys::retire(&deps.secrets, deps.store.as_ref(), &key_id).await?;
-            writeln!(
-                out,
-                "retired key `{key_id}`; keys now: {}",
-                left.join(", ")
-            )?;
+            writeln!(out, "retired key `{key_id}`; keys now: {}", left.join(", "))?;
         }
         Command::ReplayOutbox { platform, id } => {
             let bus = replay::Bus::from_vars(vars, &deps.config).await?;
@@ -517,7 +513,15 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 #[cfg(test)]
@@ -580,7 +584,10 @@ mod tests {
     fn times_print_and_parse_as_utc() {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
         assert_eq!(iso8601(1_795_893_362), "2026-11-28T19:16:02Z");
-        assert_eq!(parse_iso8601("2026-11-28T19:16:02.717Z"), Some(1_795_893_362));
+        assert_eq!(
+            parse_iso8601("2026-11-28T19:16:02.717Z"),
+            Some(1_795_893_362)
+        );
         assert_eq!(parse_iso8601("1970-01-01T00:00:00Z"), Some(0));
         for t in [0, 951_782_400, 1_795_893_362, 4_102_444_800] {
             assert_eq!(parse_iso8601(&iso8601(t)), Some(t));

@@ -194,10 +194,7 @@ pub async fn dead_letters(
         // one seen twice means the queue has gone round.
         let fresh: Vec<_> = messages
             .iter()
-            .filter(|m| {
-                m.message_id()
-                    .is_none_or(|id| seen.insert(id.to_owned()))
-            })
+            .filter(|m| m.message_id().is_none_or(|id| seen.insert(id.to_owned())))
             .collect();
         if fresh.is_empty() {
             break;
