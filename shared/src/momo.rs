@@ -141,7 +141,9 @@ fn subscription_key(creds: &crate::secrets::Credentials, product: &str) -> Resul
 
 /// The shared access token of a MoMo product (`collection`): one per product, read from the
 /// container cache on most requests.
-fn token_key(product: &str) -> Key {
+/// Where a product's access token is cached (sealed, expiring with the token); read by the
+/// operator's re-seal after a key rotation too.
+pub(crate) fn token_key(product: &str) -> Key {
     Key::single(&format!("token#{PLATFORM}"), product)
 }
 

@@ -129,7 +129,7 @@ async fn sesami_install(store: &dyn Store, keys: &KeyRing, shop: &str) {
 /// Every stored token opened, by item and attribute, and the key id each is sealed under.
 async fn tokens(store: &dyn Store, keys: &KeyRing) -> BTreeMap<String, (String, String)> {
     let mut out = BTreeMap::new();
-    for prefix in ["install#haravan#", "install#sesami#"] {
+    for prefix in ["install#haravan#", "install#sesami#", "token#momo#"] {
         for item in store.scan_prefix(prefix).await.unwrap() {
             let ctx = format!("{}/{}", item.key.pk, item.key.sk);
             for (name, value) in &item.attrs {
@@ -243,8 +243,23 @@ async fn rotation_end_to_end(setup: &Setup) {
     for n in 0..3 {
         sesami_install(store.as_ref(), &old, &format!("shop-{n}")).await;
     }
+    // MoMo's cached access token, sealed like the connections' tokens but not a connection.
+    let momo = Key::new("token#momo#collection", "collection");
+    let cached = json!({"token_sealed": old.seal("momo-token", "token#momo#collection/collection",
+                                                  "token_sealed").unwrap(),
+                        "expires_at": gatehouse::store::now() + 3600});
+    let Value::Object(cached) = cached else {
+        unreachable!()
+    };
+    store
+        .put(
+            &Item::new(momo, cached).expiring_at(gatehouse::store::now() + 3600),
+            Condition::Absent,
+        )
+        .await
+        .unwrap();
     let before = tokens(store.as_ref(), &old).await;
-    assert_eq!(before.len(), 7 * 2 + 3);
+    assert_eq!(before.len(), 7 * 2 + 3 + 1);
     let (signed_by, tag) = old.sign(b"a cookie's value");
     assert_eq!(signed_by, old_id);
 

@@ -17,7 +17,7 @@
 //!    still sealed under it.
 //!
 //! Tokens are found through [`crate::store::BY_PLATFORM`] (every connection carries its
-//! attributes), never by a Scan.
+//! attributes), never by a Scan, and MoMo's cached access tokens at their keys.
 
 use super::AdminError;
 use super::connections::{Pages, platforms};
@@ -346,9 +346,45 @@ async fn walk(
             }
         }
     }
+    // MoMo's cached access tokens are sealed too, one item per product: not connections, so
+    // not in the index, but few and at known keys.
+    for product in MOMO_PRODUCTS {
+        let key = crate::momo::token_key(product);
+        let Some(item) = store.get(&key).await? else {
+            continue;
+        };
+        report.seen += 1;
+        let outcome = if write && !older(&item, &current).is_empty() {
+            reseal_item(store, keys, &key).await
+        } else {
+            Ok(Resealed::Current)
+        };
+        match outcome {
+            Ok(Resealed::Done { raced }) => {
+                report.resealed += 1;
+                report.raced += usize::from(raced);
+            }
+            Ok(Resealed::Current | Resealed::Gone) if write => {}
+            Ok(_) => {
+                for id in older(&item, &current) {
+                    *report.remaining.entry(id.to_owned()).or_default() += 1;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(product, error = %e, "MoMo's cached token not re-sealed");
+                report.failed += 1;
+                for id in older(&item, &current) {
+                    *report.remaining.entry(id.to_owned()).or_default() += 1;
+                }
+            }
+        }
+    }
     report.complete = true;
     Ok(report)
 }
+
+/// MoMo's products, each with its cached access token ([`crate::momo::token_key`]).
+const MOMO_PRODUCTS: [&str; 3] = ["collection", "disbursement", "remittance"];
 
 /// Prints a reseal's summary.
 pub fn print_report(
