@@ -669,3 +669,49 @@ async fn the_built_binary_lists_without_tokens() {
         }
     );
 }
+
+/// Without a bus, a replay POSTs the event to `GATEHOUSE_LOCAL_EVENTS_URL` as the local relay
+/// does: the envelope a rule's target receives, with the event's own id.
+#[tokio::test]
+async fn replay_without_a_bus_posts_to_the_local_events_url() {
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |body: String| {
+            let sink = sink.clone();
+            async move {
+                sink.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut setup = embedded().await;
+    let event = Event::new("sesami", names::CONNECTION_UPDATED, "shop-1", json!({}));
+    setup
+        .deps
+        .store
+        .put(&event.to_item().unwrap(), Condition::Always)
+        .await
+        .unwrap();
+    assert!(matches!(
+        command(&setup, &format!("events replay sesami {}", event.id)).await,
+        Err(admin::AdminError::Usage(_))
+    ));
+    setup.vars.set(
+        "GATEHOUSE_LOCAL_EVENTS_URL",
+        format!("http://{addr}/events"),
+    );
+    command(&setup, &format!("events replay sesami {}", event.id))
+        .await
+        .unwrap();
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["detail"]["id"], event.id.as_str());
+    assert_eq!(got[0]["source"], "gatehouse.sesami");
+}

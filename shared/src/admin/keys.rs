@@ -133,9 +133,24 @@ pub async fn rotate(secrets: &Secrets, key_id: Option<&str>) -> Result<Rotated, 
         )));
     }
     let key = crate::crypto::random_token(KEY_BYTES)?;
-    ring.insert(0, (id, key));
+    ring.insert(0, (id.clone(), key.clone()));
     check_ring(&ring)?;
     secrets.write_json(APP, &write_ring(json, &ring)).await?;
+    // Neither store compares before it writes: a rotation by someone else at the same moment
+    // could have replaced this one's write, and containers may already seal under this key.
+    // So it is read back and, if another key won, this one is kept as a previous key.
+    for _ in 0..ATTEMPTS {
+        let json = secrets.raw_json(APP).await?;
+        let stored = read_ring(&json)?;
+        if stored.iter().any(|(known, _)| *known == id) {
+            ring = stored;
+            break;
+        }
+        ring = stored;
+        ring.insert(1.min(ring.len()), (id.clone(), key.clone()));
+        check_ring(&ring)?;
+        secrets.write_json(APP, &write_ring(json, &ring)).await?;
+    }
     let mut ids = ring.into_iter().map(|(id, _)| id);
     Ok(Rotated {
         current: ids.next().unwrap_or_default(),

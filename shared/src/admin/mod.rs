@@ -426,15 +426,11 @@ pub async fn run(
 ) -> Result<(), AdminError> {
     let command = parse(args)?;
     if command == Command::Help {
-        return execute_help(out);
+        writeln!(out, "{USAGE}")?;
+        return Ok(());
     }
     let deps = Arc::new(Deps::from_vars(vars).await?);
     execute(&deps, vars, command, out).await
-}
-
-fn execute_help(out: &mut (dyn Write + Send)) -> Result<(), AdminError> {
-    writeln!(out, "{USAGE}")?;
-    Ok(())
 }
 
 /// The binary's `main`: the process's arguments and environment, the output on stdout, a
