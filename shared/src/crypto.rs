@@ -172,6 +172,16 @@ impl KeyRing {
         Ok(Self { keys })
     }
 
+    /// The id of the current key: the one [`KeyRing::seal`] and [`KeyRing::sign`] use.
+    pub fn current_id(&self) -> &str {
+        &self.current().id
+    }
+
+    /// The ids of every key, the current one first.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.id.as_str())
+    }
+
     fn current(&self) -> &NamedKey {
         &self.keys[0]
     }
@@ -286,6 +296,16 @@ impl KeyRing {
         String::from_utf8(plain.to_vec())
             .map(SecretString::from)
             .map_err(|_| CryptoError::Decrypt)
+    }
+}
+
+/// The id of the key a sealed value (`v1.` or `v2.`) was sealed under, without opening it:
+/// what a re-seal after a key rotation looks for.
+pub fn sealed_key_id(sealed: &str) -> Option<&str> {
+    let mut parts = sealed.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("v1" | "v2"), Some(id), Some(_)) if !id.is_empty() => Some(id),
+        _ => None,
     }
 }
 

@@ -13,6 +13,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod budget;
 pub mod cache;
 pub mod config;

@@ -140,8 +140,9 @@ fn subscription_key(creds: &crate::secrets::Credentials, product: &str) -> Resul
 // Access tokens
 
 /// The shared access token of a MoMo product (`collection`): one per product, read from the
-/// container cache on most requests.
-fn token_key(product: &str) -> Key {
+/// container cache on most requests. Sealed with the app's keys, so the operator's re-seal
+/// after a key rotation reads it here too.
+pub(crate) fn token_key(product: &str) -> Key {
     Key::single(&format!("token#{PLATFORM}"), product)
 }
 

@@ -192,6 +192,18 @@ impl Publisher {
             return Ok(None);
         }
         let event = Event::from_attrs(&image).map_err(|e| Failure::Undecodable(e.to_string()))?;
+        let (entry, bytes) = self.entry(&event);
+        Ok(Some(Ready {
+            sequence: record.change.sequence_number.clone(),
+            entry,
+            bytes,
+            id: event.id,
+        }))
+    }
+
+    /// The bus entry of `event` and the bytes EventBridge counts for it: the one way an event
+    /// is put on the bus, by the stream's publisher and by an operator's replay alike.
+    fn entry(&self, event: &Event) -> (PutEventsRequestEntry, usize) {
         let (detail, referenced) = event.detail();
         if referenced {
             tracing::info!(
@@ -210,12 +222,30 @@ impl Publisher {
                 event.time,
             ))
             .build();
-        Ok(Some(Ready {
-            sequence: record.change.sequence_number.clone(),
-            entry,
-            bytes,
-            id: event.id,
-        }))
+        (entry, bytes)
+    }
+
+    /// Puts one event on the bus, as the stream's publisher would (same source, detail-type,
+    /// detail and id): an operator's replay of an event from the outbox. A consumer that
+    /// deduplicates on `detail.id` sees a replayed event it already had once.
+    pub async fn put(&self, event: &Event) -> Result<(), Failure> {
+        let (entry, _) = self.entry(event);
+        let answer = self
+            .client
+            .put_events()
+            .entries(entry)
+            .send()
+            .await
+            .map_err(|e| {
+                Failure::Call(aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string())
+            })?;
+        match answer.entries().first() {
+            Some(result) => match result.error_code() {
+                None => Ok(()),
+                Some(code) => Err(Failure::Refused(code.to_owned())),
+            },
+            None => Err(Failure::Refused("no answer for the entry".into())),
+        }
     }
 
     /// One `PutEvents`; `true` if anything in it failed (then everything from the first failed

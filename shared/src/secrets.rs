@@ -261,6 +261,9 @@ impl Secrets {
         if let Some(cell) = self.platforms.get(name) {
             cell.slot.forget(&());
         }
+        if name == APP {
+            self.app.slot.forget(&());
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@
     reason = "test support: a failed setup or assumption should stop the test loudly; each panic is documented"
 )]
 
+mod admin;
 mod bad_input;
 mod budget;
 mod certs;

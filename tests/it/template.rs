@@ -56,7 +56,7 @@ fn local_routes_are_exactly_the_templates() {
 }
 
 /// Binaries that operators run by hand, not functions behind routes.
-const OPERATOR_COMMANDS: &[&str] = &["momo-provision"];
+const OPERATOR_COMMANDS: &[&str] = &["gatehouse-admin"];
 
 /// Every binary the template deploys: behind routes, on a schedule (`momo-reconcile`) or on the
 /// table's stream (`events-publisher`).

@@ -161,7 +161,7 @@ where
         &format!("{public_base}/_sim/saison"),
     );
     // The MoMo simulator knows the app's products' subscription keys, and the development API
-    // user is provisioned in it already (momo-provision creates another when asked).
+    // user is provisioned in it already (`gatehouse-admin momo provision` creates another when asked).
     let momo_secret = app.secrets.raw_json("momo").await?;
     let sub_keys: Vec<(String, String)> = momo_secret
         .get("subscription_keys")
