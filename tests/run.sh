@@ -174,6 +174,11 @@ step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 run_tests() {
     local log=$TARGET_DIR/test-output.log
     local status=0
+    # The operator command's own test (tests/it/admin.rs) runs the built binary, which cargo
+    # test does not build (its package has no tests of its own).
+    cargo build --locked -p gatehouse-functions --bin gatehouse-admin || return 1
+    GATEHOUSE_ADMIN_BIN=$(cd "$TARGET_DIR" && pwd)/debug/gatehouse-admin
+    export GATEHOUSE_ADMIN_BIN
     cargo test --workspace --locked 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
     "$PY" - "$log" <<'EOF'
 import re, sys

@@ -615,24 +615,39 @@ async fn replay_from_the_outbox_and_from_the_dead_letter_queue() {
 }
 
 /// The binary as built (`cargo build -p gatehouse-functions --bin gatehouse-admin`): help,
-/// a usage error's exit status, and a listing on the embedded store. Skipped, saying so, when it
-/// is not built.
+/// a usage error's exit status, and a listing on the embedded store. The test command builds it
+/// and names it in `GATEHOUSE_ADMIN_BIN`, which must then exist; without that variable the
+/// workspace's debug build is used if there is one, else the test says it is skipped.
 #[tokio::test]
 async fn the_built_binary_lists_without_tokens() {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        std::path::PathBuf::from,
-    );
-    let binary = target.join("debug/gatehouse-admin");
-    if !binary.exists() {
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "{} is not built: the binary's own test is skipped",
-            binary.display()
-        );
-        return;
-    }
+    let binary = match std::env::var_os("GATEHOUSE_ADMIN_BIN").filter(|v| !v.is_empty()) {
+        Some(path) => {
+            let path = std::path::PathBuf::from(path);
+            assert!(
+                path.exists(),
+                "GATEHOUSE_ADMIN_BIN={} does not exist",
+                path.display()
+            );
+            path
+        }
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+                || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+                std::path::PathBuf::from,
+            );
+            let binary = target.join("debug/gatehouse-admin");
+            if !binary.exists() {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{} is not built: the binary's own test is skipped",
+                    binary.display()
+                );
+                return;
+            }
+            binary
+        }
+    };
     let setup = embedded().await;
     let keys = setup.deps.secrets.app_keys().await.unwrap();
     haravan_install(setup.deps.store.as_ref(), &keys, "4001", None).await;
