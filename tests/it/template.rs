@@ -58,8 +58,8 @@ fn local_routes_are_exactly_the_templates() {
 /// Binaries that operators run by hand, not functions behind routes.
 const OPERATOR_COMMANDS: &[&str] = &["momo-provision"];
 
-/// Every binary the template deploys: behind routes, on a schedule (`momo-reconcile`) or on the
-/// table's stream (`events-publisher`).
+/// Every binary the template deploys: behind routes, on a schedule (`momo-reconcile`,
+/// `connections-refresh`) or on the table's stream (`events-publisher`).
 fn template_binaries() -> BTreeSet<String> {
     read("template.yaml")
         .lines()
@@ -75,7 +75,11 @@ fn every_function_binary_is_deployed() {
     let scheduled: BTreeSet<String> = deployed.difference(&routed).cloned().collect();
     assert_eq!(
         scheduled,
-        BTreeSet::from(["momo-reconcile".to_owned(), "events-publisher".to_owned()]),
+        BTreeSet::from([
+            "momo-reconcile".to_owned(),
+            "connections-refresh".to_owned(),
+            "events-publisher".to_owned()
+        ]),
         "the functions without a route"
     );
     let built: BTreeSet<String> = read("functions/Cargo.toml")
