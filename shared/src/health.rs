@@ -117,7 +117,8 @@ pub fn documented_lifetime(platform: &str) -> Option<i64> {
         .map(|(_, lifetime)| *lifetime)
 }
 
-/// The schedule's context: the three platforms' refreshers over one [`Deps`].
+/// The schedule's context, as the Lambda function builds it: the three platforms' refreshers
+/// over one [`Deps`].
 pub struct Health {
     /// What every platform shares.
     pub deps: Arc<Deps>,
@@ -142,6 +143,46 @@ impl Platform for Health {
             weblink: Weblink::build(deps.clone(), vars)?,
             deps,
         })
+    }
+}
+
+/// What a run works with, borrowed: from a [`Health`] (the Lambda function) or from every
+/// platform's contexts ([`crate::routes::Platforms`]: the local server, the tests).
+#[derive(Clone, Copy)]
+pub struct Tending<'a> {
+    /// What every platform shares.
+    pub deps: &'a Deps,
+    /// The schedule's settings.
+    pub settings: &'a Settings,
+    /// Haravan's refresher.
+    pub haravan: &'a Haravan,
+    /// Saison's refresher.
+    pub saison: &'a Saison,
+    /// WebLink's context, for each session's refresher.
+    pub weblink: &'a Weblink,
+}
+
+impl<'a> From<&'a Health> for Tending<'a> {
+    fn from(h: &'a Health) -> Self {
+        Self {
+            deps: &h.deps,
+            settings: &h.settings,
+            haravan: &h.haravan,
+            saison: &h.saison,
+            weblink: &h.weblink,
+        }
+    }
+}
+
+impl<'a> From<&'a crate::routes::Platforms> for Tending<'a> {
+    fn from(p: &'a crate::routes::Platforms) -> Self {
+        Self {
+            deps: &p.deps,
+            settings: &p.health,
+            haravan: &p.haravan,
+            saison: &p.saison,
+            weblink: &p.weblink,
+        }
     }
 }
 
@@ -236,7 +277,7 @@ fn partitions(at: i64) -> Vec<(&'static str, String)> {
 /// One run: every connection of [`PLATFORMS`] kept from lapsing, until `until` (see the module's
 /// documentation). Fails only when the index cannot be read at all; a connection that cannot
 /// be helped is counted and logged, and the run goes on.
-pub async fn check(cx: &Health, until: Instant) -> Result<Checked> {
+pub async fn check(cx: Tending<'_>, until: Instant) -> Result<Checked> {
     // Boxed: the run nests every refresh's store and platform calls, deeper than a caller (the
     // runtime, a spawned task) can embed by value.
     let run: std::pin::Pin<Box<dyn std::future::Future<Output = Result<Checked>> + Send + '_>> =
@@ -245,7 +286,7 @@ pub async fn check(cx: &Health, until: Instant) -> Result<Checked> {
 }
 
 /// [`check`] as of `at` (unix seconds), which picks the first partition and judges idleness.
-pub async fn check_at(cx: &Health, at: i64, until: Instant) -> Result<Checked> {
+pub async fn check_at(cx: Tending<'_>, at: i64, until: Instant) -> Result<Checked> {
     let mut run = Checked::default();
     let order = partitions(at);
     let total = order.len();
@@ -261,6 +302,7 @@ pub async fn check_at(cx: &Health, at: i64, until: Instant) -> Result<Checked> {
                 break 'partitions;
             }
             let page = cx
+                .deps
                 .store
                 .query_index(&BY_PLATFORM, &partition, after.as_deref(), PAGE)
                 .await?;
@@ -314,8 +356,14 @@ pub async fn check_at(cx: &Health, at: i64, until: Instant) -> Result<Checked> {
 
 /// Does what the connection of the index entry `entry` needs, judged again on the item read by
 /// its key (the index lags the table).
-async fn tend(cx: &Health, platform: &str, entry: &Item, at: i64, run: &mut Checked) -> Result<()> {
-    let Some(item) = cx.store.get(&entry.key).await? else {
+async fn tend(
+    cx: Tending<'_>,
+    platform: &str,
+    entry: &Item,
+    at: i64,
+    run: &mut Checked,
+) -> Result<()> {
+    let Some(item) = cx.deps.store.get(&entry.key).await? else {
         return Ok(()); // removed meanwhile
     };
     match due(&cx.settings, platform, &item, at)? {
@@ -331,15 +379,15 @@ async fn tend(cx: &Health, platform: &str, entry: &Item, at: i64, run: &mut Chec
             let version = refresh::version_of(&item)?;
             let outcome = match platform {
                 haravan::PLATFORM => {
-                    refresh::fresh_item_replacing(cx, &item.key, &cx.haravan, &version).await
+                    refresh::fresh_item_replacing(cx.deps, &item.key, cx.haravan, &version).await
                 }
                 saison::PLATFORM => {
-                    refresh::fresh_item_replacing(cx, &item.key, &cx.saison, &version).await
+                    refresh::fresh_item_replacing(cx.deps, &item.key, cx.saison, &version).await
                 }
                 _ => {
                     let session: weblink::Session = item.record()?;
-                    let refresher = weblink::refresher(&cx.weblink, &session);
-                    refresh::fresh_item_replacing(cx, &item.key, &refresher, &version).await
+                    let refresher = weblink::refresher(cx.weblink, &session);
+                    refresh::fresh_item_replacing(cx.deps, &item.key, &refresher, &version).await
                 }
             };
             match outcome {
@@ -367,7 +415,7 @@ async fn tend(cx: &Health, platform: &str, entry: &Item, at: i64, run: &mut Chec
 /// Marks `item` `no_refresh_token` with its event, in one transaction, on condition that its
 /// tokens are still the ones read. `false`: they changed meanwhile (a re-install), nothing
 /// written.
-async fn mark_no_refresh_token(cx: &Health, item: &Item) -> Result<bool> {
+async fn mark_no_refresh_token(cx: Tending<'_>, item: &Item) -> Result<bool> {
     let version = refresh::version_of(item)?;
     let set = connection::no_refresh_token_attrs(now());
     let connection = connection::view_updated(item, &set)?;
@@ -379,7 +427,7 @@ async fn mark_no_refresh_token(cx: &Health, item: &Item) -> Result<bool> {
         },
         connection.event_write(names::CONNECTION_NO_REFRESH_TOKEN)?,
     ];
-    match cx.store.transact(&writes).await {
+    match cx.deps.store.transact(&writes).await {
         Ok(()) => Ok(true),
         Err(StoreError::Cancelled(_) | StoreError::ConditionFailed) => Ok(false),
         Err(e) => Err(Error::from(e)),
@@ -396,9 +444,12 @@ pub async fn run_schedule() -> std::result::Result<(), lambda_runtime::Error> {
         move |event: lambda_runtime::LambdaEvent<Value>| {
             let cx = cx.clone();
             let until = until(&cx, crate::budget::lambda_deadline(&event.context));
-            let run: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> = Box::pin(
-                async move { check(&cx, until).await.map_err(lambda_runtime::Error::from) },
-            );
+            let run: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+                Box::pin(async move {
+                    check(Tending::from(&*cx), until)
+                        .await
+                        .map_err(lambda_runtime::Error::from)
+                });
             run
         },
     ))

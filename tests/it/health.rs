@@ -1,0 +1,254 @@
+//! Connection health kept up by the schedule (`connections-refresh`, [`gatehouse::health`]):
+//! Haravan installs made through the simulator over real HTTP, on both stores. An idle
+//! connection is refreshed and its new tokens stored; one whose refresh token the simulator
+//! refuses becomes `needs_reauth` with exactly one event; one without a refresh token becomes
+//! `no_refresh_token` with exactly one event; a recently granted one is left as it is, with no
+//! platform call; and a second run changes nothing at all.
+
+use crate::haravan::{ADMIN, ADMIN_ORG, install};
+use crate::harness::{Backend, Browser, Harness};
+use gatehouse::config::Vars;
+use gatehouse::events::{Event, names};
+use gatehouse::haravan::install_key;
+use gatehouse::health::{self, Checked, Tending};
+use gatehouse::store::{Condition, Item, now};
+use gatehouse_simulators::haravan::SimUser;
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value, json};
+use std::time::{Duration, Instant};
+
+/// An admin of another org (role `["com_api.admin", "admin"]`) in the simulator.
+const ARRAY_ADMIN: &str = "200000022222";
+const ARRAY_ADMIN_ORG: &str = "1000222222";
+/// Admins of two more orgs, added to the simulator.
+const BARE_ADMIN: &str = "200000066666";
+const BARE_ORG: &str = "1000666666";
+const RECENT_ADMIN: &str = "200000077777";
+const RECENT_ORG: &str = "1000777777";
+
+const DAY: i64 = 86_400;
+
+fn admin(sub: &str, orgid: &str, orgname: &str) -> SimUser {
+    SimUser {
+        sub: sub.into(),
+        name: format!("Admin {orgname}"),
+        email: format!("admin@{orgname}.example"),
+        orgid: orgid.into(),
+        orgname: orgname.into(),
+        role: json!("admin"),
+    }
+}
+
+/// The outbox's events about `tenant`, by name.
+async fn events(h: &Harness, name: &str, tenant: &str) -> Vec<Event> {
+    h.items("outbox")
+        .await
+        .iter()
+        .map(|i| Event::from_attrs(&i.attrs).unwrap())
+        .filter(|e| e.name == name && e.tenant == tenant)
+        .collect()
+}
+
+async fn stored(h: &Harness, orgid: &str) -> Item {
+    h.server
+        .app
+        .store
+        .get(&install_key(orgid))
+        .await
+        .unwrap()
+        .expect("installed")
+}
+
+/// Makes the install of `orgid` look as if its tokens were granted `days` ago.
+async fn age(h: &Harness, orgid: &str, days: i64) {
+    let mut set = Map::new();
+    set.insert("granted_at".into(), json!(now() - days * DAY));
+    h.server
+        .app
+        .store
+        .update(&install_key(orgid), &set, Condition::Exists)
+        .await
+        .unwrap();
+}
+
+/// One run of the schedule over the server's app, with a minute to spare.
+async fn run(h: &Harness) -> Checked {
+    health::check(
+        Tending::from(&*h.server.app),
+        Instant::now() + Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+}
+
+async fn keeps_connections_healthy(h: Harness) {
+    let sim = h.server.haravan.clone();
+    sim.add_user(admin(BARE_ADMIN, BARE_ORG, "demo-bare"));
+    sim.add_user(admin(RECENT_ADMIN, RECENT_ORG, "demo-recent"));
+    for sub in [ADMIN, ARRAY_ADMIN, RECENT_ADMIN] {
+        assert_eq!(install(&h, &mut Browser::new(), sub).await.status, 200);
+    }
+    sim.withhold_refresh_tokens(true);
+    assert_eq!(
+        install(&h, &mut Browser::new(), BARE_ADMIN).await.status,
+        200
+    );
+    sim.withhold_refresh_tokens(false);
+
+    // Idle for longer than the week's horizon: ADMIN's org (refreshable) and ARRAY_ADMIN's
+    // (whose grant Haravan then revokes). RECENT's was granted just now; BARE's has no refresh
+    // token whatever its age.
+    age(&h, ADMIN_ORG, 8).await;
+    age(&h, ARRAY_ADMIN_ORG, 30).await;
+    age(&h, BARE_ORG, 30).await;
+    sim.revoke_refresh_tokens(ARRAY_ADMIN_ORG);
+    let keys = h.server.app.secrets.app_keys().await.unwrap();
+    let before = stored(&h, ADMIN_ORG).await;
+    let old = gatehouse::refresh::open(&keys, &before).unwrap();
+    let recent = stored(&h, RECENT_ORG).await;
+    let refreshes = sim.token_requests("refresh_token");
+    let outbox = h.items("outbox").await.len();
+
+    let first = run(&h).await;
+    assert_eq!(
+        first,
+        Checked {
+            seen: 4,
+            refreshed: 1,
+            needs_reauth: 1,
+            no_refresh_token: 1,
+            ..Checked::default()
+        }
+    );
+    assert_eq!(
+        sim.token_requests("refresh_token"),
+        refreshes + 2,
+        "the idle and the revoked connections only"
+    );
+
+    // The idle one: new tokens stored, the connection says when, one connection.updated.
+    let after = stored(&h, ADMIN_ORG).await;
+    let new = gatehouse::refresh::open(&keys, &after).unwrap();
+    assert_ne!(
+        new.access_token.expose_secret(),
+        old.access_token.expose_secret()
+    );
+    assert_ne!(after.attrs["token_version"], before.attrs["token_version"]);
+    let at = now();
+    for field in ["granted_at", "last_refresh_at", "checked_at"] {
+        let t = after.attrs[field].as_i64().unwrap_or_default();
+        assert!((at - 60..=at).contains(&t), "{field}: {:?}", after.attrs);
+    }
+    assert_eq!(after.attrs["status"], "active");
+    let updated = events(&h, names::CONNECTION_UPDATED, ADMIN_ORG).await;
+    assert_eq!(updated.len(), 1, "{updated:?}");
+    crate::event_schemas::assert_valid(&updated[0]);
+
+    // The refused one: needs_reauth, with exactly one event.
+    let refused = stored(&h, ARRAY_ADMIN_ORG).await;
+    assert_eq!(refused.attrs["needs_reauth"], json!(true));
+    assert_eq!(refused.attrs["status"], "needs_reauth");
+    assert!(
+        refused.attrs["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant")
+    );
+    let marked = events(&h, names::CONNECTION_NEEDS_REAUTH, ARRAY_ADMIN_ORG).await;
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    assert_eq!(marked[0].data["status"], "needs_reauth");
+    crate::event_schemas::assert_valid(&marked[0]);
+
+    // The one without a refresh token: no_refresh_token, with exactly one event, and so it is
+    // shown to the app's back end.
+    let bare = stored(&h, BARE_ORG).await;
+    assert_eq!(bare.attrs["status"], "no_refresh_token");
+    assert!(bare.attrs["checked_at"].as_i64().is_some());
+    let marked = events(&h, names::CONNECTION_NO_REFRESH_TOKEN, BARE_ORG).await;
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    crate::event_schemas::assert_valid(&marked[0]);
+    let page = Browser::new()
+        .get(&h.url(&format!("/v1/connections/haravan/{BARE_ORG}")))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let shown: Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(shown["status"], "no_refresh_token", "{shown}");
+    assert_eq!(shown, marked[0].data, "the event carries the connection");
+
+    // The recent one: not a byte changed.
+    assert_eq!(stored(&h, RECENT_ORG).await, recent);
+    assert_eq!(h.items("outbox").await.len(), outbox + 3);
+
+    // A second run: nothing to do, no platform call, nothing written.
+    let snapshot: Vec<Item> = {
+        let mut all = Vec::new();
+        for org in [ADMIN_ORG, ARRAY_ADMIN_ORG, BARE_ORG, RECENT_ORG] {
+            all.push(stored(&h, org).await);
+        }
+        all
+    };
+    let second = run(&h).await;
+    assert_eq!(
+        second,
+        Checked {
+            seen: 4,
+            ..Checked::default()
+        }
+    );
+    assert_eq!(sim.token_requests("refresh_token"), refreshes + 2);
+    for (org, item) in [ADMIN_ORG, ARRAY_ADMIN_ORG, BARE_ORG, RECENT_ORG]
+        .iter()
+        .zip(&snapshot)
+    {
+        assert_eq!(&stored(&h, org).await, item, "{org}");
+    }
+    assert_eq!(h.items("outbox").await.len(), outbox + 3);
+}
+
+#[tokio::test]
+async fn the_schedule_keeps_connections_healthy() {
+    keeps_connections_healthy(Harness::embedded().await).await;
+}
+
+#[tokio::test]
+async fn the_schedule_keeps_connections_healthy_on_dynamodb() {
+    let Some(h) = Harness::start(Backend::Dynamo, Vars::default()).await else {
+        return;
+    };
+    keeps_connections_healthy(h).await;
+}
+
+/// A run whose time is up reads nothing and says how much it left; the next run does it all.
+#[tokio::test]
+async fn a_run_out_of_time_leaves_the_rest_for_the_next() {
+    let h = Harness::embedded().await;
+    assert_eq!(install(&h, &mut Browser::new(), ADMIN).await.status, 200);
+    age(&h, ADMIN_ORG, 8).await;
+    let cut = health::check(Tending::from(&*h.server.app), Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        cut,
+        Checked {
+            partitions_left: 3 * gatehouse::connection::PLATFORM_SHARDS as usize,
+            ..Checked::default()
+        }
+    );
+    assert_eq!(run(&h).await.refreshed, 1);
+}
+
+/// The horizon is a setting: with a day's, a connection two days idle is refreshed; with the
+/// default week's, it is not.
+#[tokio::test]
+async fn the_horizon_is_gatehouse_refresh_idle_days() {
+    let mut vars = Vars::default();
+    vars.set("GATEHOUSE_REFRESH_IDLE_DAYS", "1");
+    let short = Harness::start(Backend::Embedded, vars).await.unwrap();
+    let long = Harness::embedded().await;
+    for h in [&short, &long] {
+        assert_eq!(install(h, &mut Browser::new(), ADMIN).await.status, 200);
+        age(h, ADMIN_ORG, 2).await;
+    }
+    assert_eq!(run(&short).await.refreshed, 1);
+    assert_eq!(run(&long).await.refreshed, 0);
+}
