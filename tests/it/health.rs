@@ -252,3 +252,129 @@ async fn the_horizon_is_gatehouse_refresh_idle_days() {
     assert_eq!(run(&short).await.refreshed, 1);
     assert_eq!(run(&long).await.refreshed, 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Under each function's own policy (tests/it/iam.rs runs this scenario on the IAM-enforcing moto)
+
+/// A connection of `platform` at `key`, as its install or sign-in stores it: `fields`, the
+/// common attributes (both indexes) and tokens sealed to the item, granted `days` ago.
+async fn seed_connection(
+    b: &crate::events::EventBench,
+    platform: &str,
+    key: gatehouse::store::Key,
+    fields: Value,
+    refresh_token: Option<&str>,
+    days: i64,
+) {
+    use gatehouse::store::Record;
+    let keys = b.app.secrets.app_keys().await.unwrap();
+    let Value::Object(mut attrs) = fields else {
+        panic!("fields are an object")
+    };
+    let mut common = gatehouse::connection::Common::new(platform, &key, None, None, now());
+    common.granted_at = Some(now() - days * DAY);
+    attrs.extend(common.to_attrs().unwrap());
+    let grant = gatehouse::refresh::Grant {
+        access_token: secrecy::SecretString::from(format!("events-access-{platform}")),
+        refresh_token: refresh_token.map(|t| secrecy::SecretString::from(t.to_owned())),
+        expires_in: 3600,
+        extra: Vec::new(),
+    };
+    gatehouse::refresh::seal(&keys, &key, &grant, &mut attrs).unwrap();
+    b.app
+        .store
+        .put(&Item::new(key, attrs), Condition::Absent)
+        .await
+        .unwrap();
+}
+
+/// `connections-refresh` over one connection of each platform it walks: a Haravan install
+/// without a refresh token (marked `no_refresh_token`), an idle Saison connection and an idle
+/// WebLink session whose refresh tokens the simulators refuse (marked `needs_reauth`, through
+/// the shared refresh's lease). Every mark is an in-place update with its event; a second run
+/// reads the index and does nothing.
+pub(crate) async fn connections_refresh_scenario(b: &crate::events::EventBench) {
+    seed_connection(
+        b,
+        "haravan",
+        install_key("1000999999"),
+        json!({"orgid": "1000999999", "scope": "openid org", "installed_at": now()}),
+        None,
+        1,
+    )
+    .await;
+    let saison = gatehouse::saison::connection_key(&gatehouse::saison::ConnectionId::new(
+        "events-user-9",
+        "demo",
+        "events-cardholder-9",
+    ));
+    seed_connection(
+        b,
+        "saison",
+        saison,
+        json!({"member": "demo", "cardholder": "events-cardholder-9", "end_user": "events-user-9"}),
+        Some("events-refresh-unknown-to-saison"),
+        30,
+    )
+    .await;
+    seed_connection(
+        b,
+        "weblink",
+        gatehouse::weblink::session_key("events-session-9"),
+        json!({"portal": "demo.administrateweblink.com", "sub": "events-sub-9",
+               "idp_domain": "demo.identity.getadministrate.com", "client_id": "demo-client"}),
+        Some("events-refresh-unknown-to-the-idp"),
+        30,
+    )
+    .await;
+    let app = b.function_app("connections-refresh");
+    let until = || Instant::now() + Duration::from_secs(60);
+    let first = health::check(Tending::from(&**app), until()).await.unwrap();
+    let mut errors = Vec::new();
+    for kind in ["conn#saison", "session#weblink"] {
+        for item in crate::harness::of_kind(b.app.store.as_ref(), kind).await {
+            errors.push(item.attrs.get("last_error").cloned());
+        }
+    }
+    assert_eq!(
+        first,
+        Checked {
+            seen: 3,
+            needs_reauth: 2,
+            no_refresh_token: 1,
+            ..Checked::default()
+        },
+        "{errors:?}"
+    );
+    let events = crate::outbox::outbox(b.app.store.as_ref()).await;
+    let mut names: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.platform.as_str(), e.name.as_str()))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            ("haravan", names::CONNECTION_NO_REFRESH_TOKEN),
+            ("saison", names::CONNECTION_NEEDS_REAUTH),
+            ("weblink", names::CONNECTION_NEEDS_REAUTH),
+        ]
+    );
+    for event in &events {
+        crate::event_schemas::assert_valid(event);
+    }
+    let second = health::check(Tending::from(&**app), until()).await.unwrap();
+    assert_eq!(
+        second,
+        Checked {
+            seen: 3,
+            ..Checked::default()
+        }
+    );
+    assert_eq!(crate::outbox::outbox(b.app.store.as_ref()).await.len(), 3);
+}
+
+#[tokio::test]
+async fn the_schedule_marks_each_platforms_connections() {
+    connections_refresh_scenario(&crate::events::EventBench::new().await).await;
+}
