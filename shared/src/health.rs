@@ -193,7 +193,8 @@ pub struct Checked {
     pub seen: usize,
     /// Refreshed: new tokens stored (by this run, or by a request that held the lease first).
     pub refreshed: usize,
-    /// Marked `needs_reauth`: the platform refused the refresh token.
+    /// Refused: the platform refused the refresh token, and the connection is now marked
+    /// `needs_reauth` (by this run, or by a request that met the refusal first).
     pub needs_reauth: usize,
     /// Marked `no_refresh_token`.
     pub no_refresh_token: usize,
@@ -312,7 +313,7 @@ pub async fn check_at(cx: Tending<'_>, at: i64, until: Instant) -> Result<Checke
                 .and_then(|i| i.str(BY_PLATFORM.sk).map(str::to_owned));
             for entry in page {
                 run.seen += 1;
-                match due(&cx.settings, platform, &entry, at) {
+                match due(cx.settings, platform, &entry, at) {
                     Ok(Due::Nothing) => continue,
                     Ok(_) => {}
                     Err(e) => {
@@ -366,7 +367,7 @@ async fn tend(
     let Some(item) = cx.deps.store.get(&entry.key).await? else {
         return Ok(()); // removed meanwhile
     };
-    match due(&cx.settings, platform, &item, at)? {
+    match due(cx.settings, platform, &item, at)? {
         Due::Nothing => Ok(()),
         Due::MarkNoRefreshToken => {
             if mark_no_refresh_token(cx, &item).await? {
