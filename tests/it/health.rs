@@ -378,3 +378,59 @@ pub(crate) async fn connections_refresh_scenario(b: &crate::events::EventBench) 
 async fn the_schedule_marks_each_platforms_connections() {
     connections_refresh_scenario(&crate::events::EventBench::new().await).await;
 }
+
+/// The schedule and requests that need a refresh at the same moment share the refresh lease:
+/// one refresh call in all, whoever makes it, and everyone gets its tokens.
+async fn never_races_a_request(h: Harness) {
+    let sim = h.server.haravan.clone();
+    // Born due (a minute left, under the refresh margin), so that a request refreshes too.
+    sim.set_access_token_lifetime(60);
+    assert_eq!(install(&h, &mut Browser::new(), ADMIN).await.status, 200);
+    sim.set_access_token_lifetime(86_400);
+    age(&h, ADMIN_ORG, 8).await;
+    sim.set_token_delay(Duration::from_millis(300));
+    let refreshes = sim.token_requests("refresh_token");
+    let updates = events(&h, names::CONNECTION_UPDATED, ADMIN_ORG).await.len();
+    let url = h.url(&format!("/v1/connections/haravan/{ADMIN_ORG}/token"));
+    let request = || {
+        let url = url.clone();
+        async move {
+            let page = Browser::new()
+                .post(&url, "application/json", b"{}".to_vec())
+                .await;
+            assert_eq!(page.status, 200, "{}", page.body);
+            let answer: Value = serde_json::from_str(&page.body).unwrap();
+            answer["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let (checked, a, b) = tokio::join!(run(&h), request(), request());
+    assert_eq!(checked.refreshed, 1, "{checked:?}");
+    assert_eq!(checked.failed, 0, "{checked:?}");
+    assert_eq!(
+        sim.token_requests("refresh_token"),
+        refreshes + 1,
+        "one refresh call for the schedule and both requests"
+    );
+    assert_eq!(a, b);
+    let keys = h.server.app.secrets.app_keys().await.unwrap();
+    let stored = gatehouse::refresh::open(&keys, &stored(&h, ADMIN_ORG).await).unwrap();
+    assert_eq!(stored.access_token.expose_secret(), a);
+    assert_eq!(
+        events(&h, names::CONNECTION_UPDATED, ADMIN_ORG).await.len(),
+        updates + 1,
+        "one event for the one refresh"
+    );
+}
+
+#[tokio::test]
+async fn the_schedule_never_races_a_request() {
+    never_races_a_request(Harness::embedded().await).await;
+}
+
+#[tokio::test]
+async fn the_schedule_never_races_a_request_on_dynamodb() {
+    let Some(h) = Harness::start(Backend::Dynamo, Vars::default()).await else {
+        return;
+    };
+    never_races_a_request(h).await;
+}
