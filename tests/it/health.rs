@@ -434,3 +434,65 @@ async fn the_schedule_never_races_a_request_on_dynamodb() {
     };
     never_races_a_request(h).await;
 }
+
+/// A WebLink session signed in through a connect link (the simulator's default portal, with
+/// offline access) is refreshed at its own IDP once idle, like an install.
+#[tokio::test]
+async fn an_idle_weblink_session_is_refreshed_at_its_idp() {
+    use crate::harness::{query_param, resolve};
+    let h = Harness::embedded().await;
+    let page = Browser::new()
+        .post(
+            &h.url("/v1/connect-links"),
+            "application/json",
+            json!({"platform": "weblink", "end_user": "learner-9", "return_to": h.url("/done")})
+                .to_string()
+                .into_bytes(),
+        )
+        .await;
+    assert_eq!(page.status, 201, "{}", page.body);
+    let link: Value = serde_json::from_str(&page.body).unwrap();
+    let mut b = Browser::new();
+    let start = b.get(link["url"].as_str().unwrap()).await;
+    assert_eq!(start.status, 302, "{}", start.body);
+    let authorize = start.location.unwrap();
+    let page = b.get(&authorize).await;
+    let (action, mut fields) =
+        gatehouse_simulators::haravan::HaravanSim::parse_form_post(&page.body);
+    fields.retain(|(k, _)| k != "email" && k != "password");
+    fields.push(("email".into(), "jane@example.com".into()));
+    fields.push(("password".into(), "password".into()));
+    let f: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let back = b.post_form(&resolve(&authorize, &action), &f).await;
+    let done = b.get(&back.location.unwrap()).await;
+    assert_eq!(done.status, 302, "{}", done.body);
+    let session_id = query_param(&done.location.unwrap(), "tenant").unwrap();
+    let key = gatehouse::weblink::session_key(&session_id);
+
+    let sim = h.server.weblink.clone();
+    let refreshes = sim.token_requests("refresh_token");
+    assert_eq!(run(&h).await.refreshed, 0, "just signed in");
+    let mut set = Map::new();
+    set.insert("granted_at".into(), json!(now() - 8 * DAY));
+    h.server
+        .app
+        .store
+        .update(&key, &set, Condition::Exists)
+        .await
+        .unwrap();
+    let first = run(&h).await;
+    assert_eq!(
+        (first.seen, first.refreshed, first.failed),
+        (1, 1, 0),
+        "{first:?}"
+    );
+    assert_eq!(sim.token_requests("refresh_token"), refreshes + 1);
+    let session = h.server.app.store.get(&key).await.unwrap().unwrap();
+    assert_eq!(session.attrs["status"], "active");
+    assert!(session.attrs["last_refresh_at"].as_i64().is_some());
+    assert_eq!(run(&h).await.refreshed, 0, "not idle any more");
+    assert_eq!(sim.token_requests("refresh_token"), refreshes + 1);
+}
