@@ -91,6 +91,23 @@ fn every_function_binary_is_deployed() {
     assert_eq!(built, deployed);
 }
 
+/// The scheduled binaries serve no route, so no `Function` constant names them: each runs its
+/// module's runner, shared with the local server and the tests, and nothing else.
+#[test]
+fn every_scheduled_binary_runs_its_modules_runner() {
+    for (binary, call) in [
+        ("momo-reconcile", "gatehouse::momo::run_reconciler()"),
+        ("connections-refresh", "gatehouse::health::run_schedule()"),
+    ] {
+        let source = read(&format!("functions/{binary}.rs"));
+        assert!(
+            source.contains(call),
+            "functions/{binary}.rs must call {call}"
+        );
+        assert!(!source.contains("gatehouse::lambda::run("), "{binary}");
+    }
+}
+
 /// The README's first command, `cargo run -p gatehouse-local`, needs a default binary now that
 /// the crate has several.
 #[test]
