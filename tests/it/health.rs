@@ -496,3 +496,42 @@ async fn an_idle_weblink_session_is_refreshed_at_its_idp() {
     assert_eq!(run(&h).await.refreshed, 0, "not idle any more");
     assert_eq!(sim.token_requests("refresh_token"), refreshes + 1);
 }
+
+/// A Saison connection made through a connect link is refreshed at Saison's token endpoint once
+/// idle, its new tokens stored; a second run does nothing.
+#[tokio::test]
+async fn an_idle_saison_connection_is_refreshed() {
+    let h = Harness::embedded().await;
+    let (page, _) = crate::saison::connect(&h, &mut Browser::new()).await;
+    assert_eq!(page.status, 302, "{}", page.body);
+    let key = h
+        .items("conn#saison")
+        .await
+        .first()
+        .expect("connected")
+        .key
+        .clone();
+    let before = h.server.app.store.get(&key).await.unwrap().unwrap();
+    let sim = h.server.saison.clone();
+    let refreshes = sim.token_requests("refresh_token");
+    let mut set = Map::new();
+    set.insert("granted_at".into(), json!(now() - 8 * DAY));
+    h.server
+        .app
+        .store
+        .update(&key, &set, Condition::Exists)
+        .await
+        .unwrap();
+    let first = run(&h).await;
+    assert_eq!(
+        (first.seen, first.refreshed, first.failed),
+        (1, 1, 0),
+        "{first:?}"
+    );
+    assert_eq!(sim.token_requests("refresh_token"), refreshes + 1);
+    let after = h.server.app.store.get(&key).await.unwrap().unwrap();
+    assert_ne!(after.attrs["token_version"], before.attrs["token_version"]);
+    let second = run(&h).await;
+    assert_eq!((second.seen, second.refreshed), (1, 0), "{second:?}");
+    assert_eq!(sim.token_requests("refresh_token"), refreshes + 1);
+}
