@@ -143,7 +143,7 @@ pub struct Connection {
     /// The app's own user it was made for, when it was started by a connect link.
     #[serde(default)]
     pub end_user: Option<String>,
-    /// `active`, `needs_reauth` or `revoked`.
+    /// `active`, `needs_reauth`, `no_refresh_token` or `revoked` (docs/health.md).
     pub status: String,
     /// The scopes granted.
     #[serde(default)]
@@ -163,6 +163,10 @@ pub struct Connection {
     /// What the last refresh failed with.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// When the refresh token's health was last learned (a refresh, its refusal or failure,
+    /// the schedule finding none), unix seconds.
+    #[serde(default)]
+    pub checked_at: Option<i64>,
 }
 
 /// A page of connections.
@@ -222,7 +226,8 @@ pub struct Event {
     /// The platform.
     pub platform: String,
     /// `connection.created`, `connection.updated`, `connection.needs_reauth`,
-    /// `connection.removed`, `payment.succeeded`, `payment.failed` or `webhook.<topic>`.
+    /// `connection.no_refresh_token`, `connection.removed`, `payment.succeeded`,
+    /// `payment.failed` or `webhook.<topic>`.
     pub name: String,
     /// The tenant it is about.
     pub tenant: String,

@@ -37,6 +37,10 @@ pub enum Status {
     Active,
     /// The platform refused the refresh token: the user or admin must authorize again.
     NeedsReauth,
+    /// The platform issued no refresh token (offline access was not granted): tokens can be had
+    /// until the access token expires, then only a new authorization (with offline access)
+    /// brings the connection back. Found by the health schedule ([`crate::health`]).
+    NoRefreshToken,
     /// Removed (an uninstall, a revocation): only ever seen in a `connection.removed` event.
     Revoked,
 }
@@ -47,6 +51,7 @@ impl Status {
         match self {
             Status::Active => "active",
             Status::NeedsReauth => "needs_reauth",
+            Status::NoRefreshToken => "no_refresh_token",
             Status::Revoked => "revoked",
         }
     }
@@ -78,6 +83,15 @@ pub struct Common {
     /// What the latest failed refresh said (a reason code and message, never a token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Unix seconds when the stored tokens were granted (an install, a sign-in, a refresh): how
+    /// long the refresh token has gone unused, which the health schedule judges lapse by
+    /// ([`crate::health`]). Absent from older items, which fall back to `last_refresh_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_at: Option<i64>,
+    /// Unix seconds of the latest time the refresh token's health was learned: a refresh (on
+    /// demand or scheduled), its refusal or failure, or the schedule finding none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<i64>,
     /// [`crate::store::BY_PLATFORM`]'s partition: `conns#<platform>#<shard>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ix_platform_pk: Option<String>,
@@ -115,6 +129,8 @@ impl Common {
             updated_at: Some(now),
             last_refresh_at: None,
             last_error: None,
+            granted_at: Some(now),
+            checked_at: None,
             ix_platform_pk: Some(platform_partition(platform, shard_of(key))),
             ix_platform_sk: Some(sk.clone()),
             ix_user_pk: end_user.map(|u| user_partition(platform, u)),
@@ -154,7 +170,7 @@ pub struct Connection {
     pub tenant: String,
     /// The app's user, when a connect link started it.
     pub end_user: Option<String>,
-    /// `active`, `needs_reauth` or `revoked`.
+    /// `active`, `needs_reauth`, `no_refresh_token` or `revoked`.
     pub status: Status,
     /// The scopes granted (or requested, where the platform answers none).
     pub scopes: Vec<String>,
@@ -168,6 +184,9 @@ pub struct Connection {
     pub last_refresh_at: Option<i64>,
     /// The latest refresh failure.
     pub last_error: Option<String>,
+    /// Unix seconds of the latest time the refresh token's health was learned (see
+    /// [`Common::checked_at`]).
+    pub checked_at: Option<i64>,
 }
 
 impl Connection {
@@ -310,6 +329,7 @@ pub fn view(item: &Item) -> Result<Connection, StoreError> {
         expires_at: facts.expires_at,
         last_refresh_at: common.last_refresh_at,
         last_error: common.last_error,
+        checked_at: common.checked_at,
     })
 }
 
@@ -356,6 +376,8 @@ pub fn refreshed_attrs(now: i64) -> Map<String, Value> {
     set.insert("status".into(), Status::Active.as_str().into());
     set.insert("updated_at".into(), now.into());
     set.insert("last_refresh_at".into(), now.into());
+    set.insert("granted_at".into(), now.into());
+    set.insert("checked_at".into(), now.into());
     set.insert("last_error".into(), Value::Null);
     set
 }
@@ -366,7 +388,23 @@ pub fn needs_reauth_attrs(now: i64, error: &str) -> Map<String, Value> {
     set.insert("needs_reauth".into(), true.into());
     set.insert("status".into(), Status::NeedsReauth.as_str().into());
     set.insert("updated_at".into(), now.into());
+    set.insert("checked_at".into(), now.into());
     set.insert("last_error".into(), error.into());
+    set
+}
+
+/// The attributes an in-place write sets when a connection turns out to hold no refresh token.
+pub fn no_refresh_token_attrs(now: i64) -> Map<String, Value> {
+    let mut set = Map::new();
+    set.insert("status".into(), Status::NoRefreshToken.as_str().into());
+    set.insert("updated_at".into(), now.into());
+    set.insert("checked_at".into(), now.into());
+    set.insert(
+        "last_error".into(),
+        "no_refresh_token: the platform issued no refresh token; authorize again with offline \
+         access before the access token expires"
+            .into(),
+    );
     set
 }
 

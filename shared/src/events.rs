@@ -66,6 +66,9 @@ pub mod names {
     pub const CONNECTION_UPDATED: &str = "connection.updated";
     /// The platform refused a connection's refresh token: someone must authorize again.
     pub const CONNECTION_NEEDS_REAUTH: &str = "connection.needs_reauth";
+    /// A connection turned out to hold no refresh token (offline access was not granted): it
+    /// works until its access token expires, then someone must authorize again.
+    pub const CONNECTION_NO_REFRESH_TOKEN: &str = "connection.no_refresh_token";
     /// A connection was removed (an uninstall, a revocation, a sign-out).
     pub const CONNECTION_REMOVED: &str = "connection.removed";
     /// A MoMo payment reached SUCCESSFUL.
@@ -76,10 +79,11 @@ pub mod names {
     pub const WEBHOOK_PREFIX: &str = "webhook.";
 
     /// Every name that is not a delivery's: each has its schema in `docs/events/<name>.json`.
-    pub const LIFECYCLE: [&str; 6] = [
+    pub const LIFECYCLE: [&str; 7] = [
         CONNECTION_CREATED,
         CONNECTION_UPDATED,
         CONNECTION_NEEDS_REAUTH,
+        CONNECTION_NO_REFRESH_TOKEN,
         CONNECTION_REMOVED,
         PAYMENT_SUCCEEDED,
         PAYMENT_FAILED,

@@ -26,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod flow;
 pub mod haravan;
+pub mod health;
 pub mod http;
 pub mod lambda;
 pub mod momo;

@@ -1265,9 +1265,14 @@ pub async fn callback(cx: &Momo, req: &Request) -> Result<Response<Body>> {
 /// run, so that a run ends well within its function's timeout.
 const RECONCILE_BUDGET: Duration = Duration::from_secs(60);
 
-/// What one reconciler run did.
+/// What one reconciler run did. `seen` and `left` are the backlog: the pending index's entries
+/// the run read (every shard's, young ones included) and those still pending after it (too
+/// young, still pending at MoMo, unconfirmed, or not reached before the budget ran out), so a
+/// gauge of `left` shows payments waiting on an outcome.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Reconciled {
+    /// Entries of the pending index read (payments pending when the run began).
+    pub seen: usize,
     /// Pending payments old enough that were confirmed with MoMo's status.
     pub checked: usize,
     /// Outcomes this run recorded.
@@ -1278,6 +1283,8 @@ pub struct Reconciled {
     pub failed: usize,
     /// Index entries removed because their payment had ended or was gone.
     pub stale: usize,
+    /// Entries still in the index after the run: the backlog the next run starts from.
+    pub left: usize,
 }
 
 /// Confirms every payment still PENDING [`Settings::reconcile_after`] after it was created,
@@ -1300,30 +1307,46 @@ pub async fn reconcile_at(cx: &Momo, at: i64) -> Result<Reconciled> {
     // Shard by shard, each in creation order. The first shard turns with the time of the run, so
     // that a backlog in one shard that outlasts the run's budget cannot starve the others.
     let first = u32::try_from(at.rem_euclid(i64::from(PENDING_SHARDS))).unwrap_or(0);
-    'shards: for n in 0..PENDING_SHARDS {
+    // Every entry is read and counted (the backlog), also once the run is out of time or past
+    // the young end of a shard: a shard's entries come in one query either way.
+    let mut out_of_time = false;
+    for n in 0..PENDING_SHARDS {
         let shard = (first + n) % PENDING_SHARDS;
+        let mut young = false;
         for item in cx.store.query(&pending_partition(shard)).await? {
+            run.seen += 1;
+            if young || out_of_time {
+                run.left += 1;
+                continue;
+            }
             // An entry that does not decode is left for a look by hand; the run goes on.
             let entry = match item.record::<PendingEntry>() {
                 Ok(entry) => entry,
                 Err(e) => {
                     run.failed += 1;
+                    run.left += 1;
                     tracing::warn!(error = %e, "momo reconcile: an index entry is unreadable");
                     continue;
                 }
             };
             if entry.created_at > cutoff {
-                continue 'shards; // in creation order: the rest of this shard are younger still
+                // In creation order: the rest of this shard are younger still.
+                young = true;
+                run.left += 1;
+                continue;
             }
             if started.elapsed() > RECONCILE_BUDGET {
                 tracing::warn!("momo reconcile: out of time; the rest waits for the next run");
-                break 'shards;
+                out_of_time = true;
+                run.left += 1;
+                continue;
             }
             let reference = entry.reference;
             let tx = match cx.store.get(&transaction_key(&reference)).await {
                 Ok(tx) => tx,
                 Err(e) => {
                     run.failed += 1;
+                    run.left += 1;
                     tracing::warn!(reference, error = %e, "momo reconcile: the payment is unreadable");
                     continue;
                 }
@@ -1332,6 +1355,7 @@ pub async fn reconcile_at(cx: &Momo, at: i64) -> Result<Reconciled> {
                 Some(Ok(record)) => record.status == Some(Status::Pending),
                 Some(Err(e)) => {
                     run.failed += 1;
+                    run.left += 1;
                     tracing::warn!(reference, error = %e, "momo reconcile: the payment is unreadable");
                     continue;
                 }
@@ -1348,9 +1372,13 @@ pub async fn reconcile_at(cx: &Momo, at: i64) -> Result<Reconciled> {
             match confirm(cx, &tx, at).await {
                 Ok((Confirmed::Recorded, _)) => run.recorded += 1,
                 Ok((Confirmed::AlreadyRecorded, _)) => {}
-                Ok((Confirmed::Pending | Confirmed::NotYetKnown, _)) => run.pending += 1,
+                Ok((Confirmed::Pending | Confirmed::NotYetKnown, _)) => {
+                    run.pending += 1;
+                    run.left += 1;
+                }
                 Err(e) => {
                     run.failed += 1;
+                    run.left += 1;
                     tracing::warn!(reference, error = %e, "momo reconcile: could not confirm");
                 }
             }
@@ -1358,11 +1386,13 @@ pub async fn reconcile_at(cx: &Momo, at: i64) -> Result<Reconciled> {
     }
     if run != Reconciled::default() {
         tracing::info!(
+            seen = run.seen,
             checked = run.checked,
             recorded = run.recorded,
             pending = run.pending,
             failed = run.failed,
             stale = run.stale,
+            left = run.left,
             "momo reconcile run"
         );
     }

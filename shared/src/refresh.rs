@@ -460,6 +460,7 @@ async fn refresh_under_lease(
             // that it never lands on newer tokens); the caller gets the failure either way.
             let mut set = Map::new();
             set.insert("last_error".into(), e.public_message().into());
+            set.insert("checked_at".into(), now().into());
             if let Err(store) = cx
                 .store
                 .update(

@@ -201,6 +201,9 @@ pub struct Platforms {
     pub core: Core,
     /// The outbox's reader (`/v1/events`).
     pub events: Events,
+    /// The connection health schedule's settings (the `connections-refresh` function, which
+    /// serves no route: [`crate::health`]).
+    pub health: crate::health::Settings,
 }
 
 crate::context::derefs_to_deps!(Platforms);
@@ -231,6 +234,7 @@ impl Platforms {
             weblink: Weblink::build(deps.clone(), vars)?,
             core: Core::build(deps.clone(), vars)?,
             events: Events::build(deps.clone(), vars)?,
+            health: crate::health::Settings::from_vars(vars)?,
             deps,
         })
     }

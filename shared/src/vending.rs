@@ -301,6 +301,7 @@ pub async fn momo(cx: &Momo, req: &Request) -> Result<Response<Body>> {
                 "expires_at": null,
                 "last_refresh_at": null,
                 "last_error": null,
+                "checked_at": null,
             }),
         )),
         Ask::Token => {

@@ -3,6 +3,7 @@
 //! the status and the store effect are asserted. The configuration is events/local.env's.
 
 use crate::harness::query_param;
+use crate::health::connections_refresh_scenario;
 use gatehouse::config::Vars;
 use gatehouse::haravan::{install_key, org_sessions_partition, sid_partition};
 use gatehouse::refresh::{Grant, seal};
@@ -110,11 +111,12 @@ pub(crate) fn scenarios() -> Vec<(&'static str, Scenario)> {
         scenario!(proxy_scenario),
         scenario!(connections_scenario),
         scenario!(events_read_scenario),
+        scenario!(connections_refresh_scenario),
     ]
 }
 
 impl EventBench {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         Self::with_apps(async |vars| {
             (
                 Arc::new(Platforms::from_vars(&vars).await.unwrap()),
@@ -261,7 +263,7 @@ impl EventBench {
 
     /// The app of `function` (a binary that serves no route, such as the MoMo reconciler),
     /// noted as having run.
-    fn function_app(&self, function: &str) -> &Arc<Platforms> {
+    pub(crate) fn function_app(&self, function: &str) -> &Arc<Platforms> {
         self.dispatched.lock().unwrap().insert(function.to_owned());
         self.functions.get(function).unwrap_or(&self.app)
     }

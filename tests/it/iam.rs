@@ -1751,6 +1751,59 @@ mod evaluation {
                 }
                 continue;
             }
+            if binary == "connections-refresh" {
+                // The health schedule: the connections, refresh leases and outboxes of the
+                // three platforms with refresh tokens and their secrets; Query only on those
+                // platforms' shards of `by_platform`; nothing of Sesami's or MoMo's.
+                let walked = ["haravan", "saison", "weblink"];
+                let secrets =
+                    ["HaravanSecret", "SaisonSecret", "AppSecret"].map(|id| &stack.refs[id]);
+                for s in policies.iter().flat_map(|p| &p.statements) {
+                    if s.actions.iter().all(|a| a.starts_with("secretsmanager:")) {
+                        assert!(
+                            s.resources.iter().all(|r| secrets.contains(&r)),
+                            "{binary}: {s:?}"
+                        );
+                        continue;
+                    }
+                    let resource = if s.actions == ["dynamodb:Query"] {
+                        format!("{table}/index/by_platform")
+                    } else {
+                        table.clone()
+                    };
+                    assert_eq!(s.resources, vec![resource], "{binary}: {s:?}");
+                    assert!(
+                        !s.conditions.is_empty(),
+                        "{binary}: unscoped {:?}",
+                        s.actions
+                    );
+                    for c in &s.conditions {
+                        assert!(matches!(c.set, SetOperator::ForAll), "{binary}: {c:?}");
+                        for v in &c.values {
+                            assert!(
+                                walked.iter().any(|p| v.contains(&format!("#{p}#"))),
+                                "{binary}: {v}"
+                            );
+                        }
+                    }
+                }
+                for pk in [
+                    "install#sesami#s",
+                    "tx#momo#r",
+                    "token#momo#collection",
+                    "outbox#sesami#e",
+                ] {
+                    for action in ["GetItem", "Query", "PutItem", "UpdateItem", "DeleteItem"] {
+                        let a = auth(&format!("dynamodb:{action}"), table, Some(pk));
+                        assert_ne!(
+                            decide(policies, &a),
+                            Decision::Allowed,
+                            "{binary}: {action} {pk}"
+                        );
+                    }
+                }
+                continue;
+            }
             let platform = binary.split('-').next().unwrap();
             let own_secret = stack
                 .refs

@@ -19,6 +19,7 @@ mod fault_proxy;
 mod faults;
 mod haravan;
 mod harness;
+mod health;
 mod iam;
 mod keys;
 mod load;

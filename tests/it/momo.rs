@@ -772,12 +772,14 @@ async fn lost_callback(h: Harness, recording: Arc<Recording>) {
         .await
         .unwrap();
     assert_eq!(run.checked, 0, "{run:?}");
+    assert_eq!((run.seen, run.left), (1, 1), "the backlog: {run:?}");
     assert_eq!(
         status_of(&h, &reference).await.unwrap().str("status"),
         Some("PENDING")
     );
     let run = momo::reconcile_at(&app.momo, later()).await.unwrap();
     assert_eq!((run.checked, run.recorded), (1, 1), "{run:?}");
+    assert_eq!((run.seen, run.left), (1, 0), "the backlog: {run:?}");
     assert_eq!(
         status_of(&h, &reference).await.unwrap().str("status"),
         Some("SUCCESSFUL")

@@ -58,8 +58,8 @@ fn local_routes_are_exactly_the_templates() {
 /// Binaries that operators run by hand, not functions behind routes.
 const OPERATOR_COMMANDS: &[&str] = &["gatehouse-admin"];
 
-/// Every binary the template deploys: behind routes, on a schedule (`momo-reconcile`) or on the
-/// table's stream (`events-publisher`).
+/// Every binary the template deploys: behind routes, on a schedule (`momo-reconcile`,
+/// `connections-refresh`) or on the table's stream (`events-publisher`).
 fn template_binaries() -> BTreeSet<String> {
     read("template.yaml")
         .lines()
@@ -75,7 +75,11 @@ fn every_function_binary_is_deployed() {
     let scheduled: BTreeSet<String> = deployed.difference(&routed).cloned().collect();
     assert_eq!(
         scheduled,
-        BTreeSet::from(["momo-reconcile".to_owned(), "events-publisher".to_owned()]),
+        BTreeSet::from([
+            "momo-reconcile".to_owned(),
+            "connections-refresh".to_owned(),
+            "events-publisher".to_owned()
+        ]),
         "the functions without a route"
     );
     let built: BTreeSet<String> = read("functions/Cargo.toml")
@@ -85,6 +89,23 @@ fn every_function_binary_is_deployed() {
         .filter(|n| n != "gatehouse-functions" && !OPERATOR_COMMANDS.contains(&n.as_str()))
         .collect();
     assert_eq!(built, deployed);
+}
+
+/// The scheduled binaries serve no route, so no `Function` constant names them: each runs its
+/// module's runner, shared with the local server and the tests, and nothing else.
+#[test]
+fn every_scheduled_binary_runs_its_modules_runner() {
+    for (binary, call) in [
+        ("momo-reconcile", "gatehouse::momo::run_reconciler()"),
+        ("connections-refresh", "gatehouse::health::run_schedule()"),
+    ] {
+        let source = read(&format!("functions/{binary}.rs"));
+        assert!(
+            source.contains(call),
+            "functions/{binary}.rs must call {call}"
+        );
+        assert!(!source.contains("gatehouse::lambda::run("), "{binary}");
+    }
 }
 
 /// The README's first command, `cargo run -p gatehouse-local`, needs a default binary now that
