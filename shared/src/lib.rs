@@ -37,6 +37,7 @@ pub mod proxy;
 pub mod publisher;
 pub mod refresh;
 pub mod response;
+pub mod rfc3339;
 pub mod routes;
 pub mod saison;
 pub mod secrets;

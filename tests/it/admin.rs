@@ -562,7 +562,7 @@ async fn replay_from_the_outbox_and_from_the_dead_letter_queue() {
         .queue_url()
         .unwrap()
         .to_owned();
-    let at = admin::iso8601(first.time);
+    let at = gatehouse::rfc3339::format(first.time);
     let range = json!({
         "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": 11},
         "DDBStreamBatchInfo": {"shardId": "shardId-0001", "batchSize": 2,

@@ -404,7 +404,9 @@ async fn never_races_a_request(h: Harness) {
         }
     };
     let (checked, a, b) = tokio::join!(run(&h), request(), request());
-    assert_eq!(checked.refreshed, 1, "{checked:?}");
+    // The run counts the refresh if it held the lease or waited on a request's; if a request
+    // was done before the run read the connection, the run found it fresh and left it alone.
+    assert!(checked.refreshed <= 1, "{checked:?}");
     assert_eq!(checked.failed, 0, "{checked:?}");
     assert_eq!(
         sim.token_requests("refresh_token"),

@@ -219,7 +219,7 @@ fn unchanged(item: &Item) -> Condition {
 }
 
 fn when(t: Option<i64>) -> String {
-    t.map_or_else(|| "-".to_owned(), super::iso8601)
+    t.map_or_else(|| "-".to_owned(), crate::rfc3339::format)
 }
 
 /// Prints connections as a table, or as JSON lines (one [`Connection::to_json`] a line).

@@ -115,7 +115,7 @@ fn check_ring(ring: &[(String, String)]) -> Result<(), AdminError> {
 
 /// A new key id: `k` and the UTC time to the second, so ids sort by age and say when.
 fn new_key_id() -> String {
-    let stamp = super::iso8601(crate::store::now());
+    let stamp = crate::rfc3339::format(crate::store::now());
     format!("k{}", stamp.replace(['-', ':', 'Z'], "").replace('T', "t"))
 }
 

@@ -460,66 +460,6 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-/// `unix` as `YYYY-MM-DDTHH:MM:SSZ` (UTC), for tables.
-pub fn iso8601(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// Unix seconds of an ISO 8601 UTC time as AWS writes it (`2026-12-01T18:16:02.717Z`, the
-/// fraction optional); `None` for anything else.
-pub fn parse_iso8601(text: &str) -> Option<i64> {
-    let text = text.strip_suffix('Z')?;
-    let (date, time) = text.split_once('T')?;
-    let mut date = date.split('-').map(str::parse::<i64>);
-    let (y, m, d) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
-    let time = time.split('.').next()?;
-    let mut time = time.split(':').map(str::parse::<i64>);
-    let (hh, mm, ss) = (time.next()?.ok()?, time.next()?.ok()?, time.next()?.ok()?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    Some(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,21 +514,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn times_print_and_parse_as_utc() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00Z");
-        assert_eq!(iso8601(1_795_893_362), "2026-11-28T19:16:02Z");
-        assert_eq!(
-            parse_iso8601("2026-11-28T19:16:02.717Z"),
-            Some(1_795_893_362)
-        );
-        assert_eq!(parse_iso8601("1970-01-01T00:00:00Z"), Some(0));
-        for t in [0, 951_782_400, 1_795_893_362, 4_102_444_800] {
-            assert_eq!(parse_iso8601(&iso8601(t)), Some(t));
-        }
-        assert_eq!(parse_iso8601("2026-13-01T00:00:00Z"), None);
-        assert_eq!(parse_iso8601("yesterday"), None);
     }
 }

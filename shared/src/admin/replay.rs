@@ -153,7 +153,7 @@ pub fn range_of(body: &str) -> Option<(i64, i64)> {
     let time = |name: &str| {
         info.get(name)
             .and_then(Value::as_str)
-            .and_then(super::parse_iso8601)
+            .and_then(crate::rfc3339::parse)
     };
     let first = time("approximateArrivalOfFirstRecord")?;
     let last = time("approximateArrivalOfLastRecord").unwrap_or(first);
@@ -250,8 +250,8 @@ pub async fn dead_letters(
             progress(&format!(
                 "message {id}: {} event(s) of {} to {} published; deleted",
                 events.len(),
-                super::iso8601(from + SLACK_SECONDS),
-                super::iso8601(to - SLACK_SECONDS)
+                crate::rfc3339::format(from + SLACK_SECONDS),
+                crate::rfc3339::format(to - SLACK_SECONDS)
             ));
         }
     }
