@@ -10,6 +10,7 @@ mod bad_input;
 mod budget;
 mod client;
 mod connect;
+mod console;
 mod event_schemas;
 mod events;
 mod exactly_once;

@@ -387,7 +387,7 @@ fn actions_html() -> String {
          <button id=\"sesami-install\">install</button></form> \
          (a signed launch from the simulated app store, consent, callback, token exchange)<br>\
          <form method=\"post\" action=\"{a}/sesami/webhook\"><label>shop <input name=\"shop\" value=\"demo-shop\"></label> \
-         <label>event <select name=\"event\"><option>booking_created</option><option>uninstall_app</option></select></label> \
+         <label>event <select name=\"event\"><option value=\"booking_created\">booking_created</option><option value=\"uninstall_app\">uninstall_app</option></select></label> \
          <button name=\"variant\" value=\"signed\" id=\"sesami-webhook\">send a signed webhook</button> \
          <button name=\"variant\" value=\"twice\" id=\"sesami-webhook-twice\">send it twice</button> \
          <button name=\"variant\" value=\"tampered\" id=\"sesami-webhook-tampered\">send it with a bad signature</button></form>\
@@ -396,7 +396,7 @@ fn actions_html() -> String {
          {open} (sign in as the admin of a shop not installed yet to install it; once installed, to get a session; \
          as staff to be refused)<br>\
          <form method=\"post\" action=\"{a}/haravan/webhook\"><label>org <input name=\"orgid\" value=\"1000111111\"></label> \
-         <label>topic <select name=\"topic\"><option>shop/update</option><option>app/uninstalled</option></select></label> \
+         <label>topic <select name=\"topic\"><option value=\"shop/update\">shop/update</option><option value=\"app/uninstalled\">app/uninstalled</option></select></label> \
          <button name=\"variant\" value=\"signed\" id=\"haravan-webhook\">send a signed webhook</button> \
          <button name=\"variant\" value=\"twice\" id=\"haravan-webhook-twice\">send it twice</button></form>\
          <br><span class=\"muted\">Sign a session out below, under Sessions.</span></fieldset>\
