@@ -194,11 +194,26 @@ impl Walk<'_> {
     }
 
     async fn click(&self, css: &str) {
-        self.find(css)
-            .await
+        let element = self.find(css).await;
+        self.click_away(&element, css).await;
+    }
+
+    /// Clicks `element` (a link or a form's button) and waits for the page it leads to: until
+    /// the element is gone with the page it was on, then until the new one has settled.
+    async fn click_away(&self, element: &fantoccini::elements::Element, what: &str) {
+        element
             .click()
             .await
-            .unwrap_or_else(|e| panic!("`{css}` cannot be clicked: {e}"));
+            .unwrap_or_else(|e| panic!("`{what}` cannot be clicked: {e}"));
+        let started = Instant::now();
+        while element.tag_name().await.is_ok() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "clicking `{what}` on {} led nowhere",
+                self.path().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.settle().await;
     }
 
@@ -256,7 +271,9 @@ impl Walk<'_> {
             self.click("#console-back a").await;
         }
         assert_eq!(self.path().await, "/", "{what}: back on the console");
-        self.flash().await
+        let flash = self.flash().await;
+        eprintln!("{what}: {flash}");
+        flash
     }
 
     async fn flash(&self) -> String {
@@ -313,8 +330,7 @@ impl Walk<'_> {
             .unwrap_or_else(|e| panic!("no row `{row_css}`: {e}"));
         for b in row.find_all(Locator::Css("button")).await.expect("buttons") {
             if b.text().await.unwrap_or_default() == label {
-                b.click().await.expect("clicked");
-                self.settle().await;
+                self.click_away(&b, label).await;
                 return;
             }
         }
@@ -461,6 +477,18 @@ async fn every_flow_starts_on_the_console_and_comes_back_to_it() {
         flash.contains("shop/update") && flash.contains("accepted (200)"),
         "{flash}"
     );
+    w.click("#haravan-webhook-twice").await;
+    let flash = w.back("a Haravan webhook twice").await;
+    // The same shop as just sent: Haravan's deliveries are told apart by what they say.
+    assert!(flash.ends_with(", then duplicate (200)."), "{flash}");
+    // Staff cannot install: the refusal is a page with the way back too.
+    w.click("#haravan-open").await;
+    w.haravan_sign_in("200000033333").await;
+    let flash = w.back("Haravan's refusal of staff").await;
+    assert!(
+        flash.contains("/haravan/install/login answered 4"),
+        "{flash}"
+    );
     w.assert_connections_match_the_store().await;
 
     // Saison connect: a connect link for demo-user, the simulated screen, and back.
@@ -597,6 +625,30 @@ async fn every_flow_starts_on_the_console_and_comes_back_to_it() {
         .await;
     let flash = w.back("Sesami's refresh").await;
     assert!(flash.contains("do not expire"), "{flash}");
+    w.assert_connections_match_the_store().await;
+    // A refresh the platform refuses: the connection needs re-authorization, and says why.
+    h.server.haravan.revoke_refresh_tokens("1000111111");
+    w.row_button("tr.connection[data-platform='haravan']", "force a refresh")
+        .await;
+    let flash = w.back("Haravan's refused refresh").await;
+    assert!(flash.contains("was not refreshed"), "{flash}");
+    let row = w.find("tr.connection[data-platform='haravan']").await;
+    assert_eq!(
+        row.attr("data-status").await.unwrap().as_deref(),
+        Some("needs_reauth")
+    );
+    let org = w
+        .stored(&gatehouse::haravan::install_key("1000111111"))
+        .await
+        .unwrap();
+    let last_error = gatehouse::connection::view(&org)
+        .unwrap()
+        .last_error
+        .unwrap();
+    assert!(
+        row.text().await.unwrap().contains(&last_error),
+        "its last error is shown: {last_error}"
+    );
     w.assert_connections_match_the_store().await;
 
     // Revoke one; an uninstall webhook removes another.

@@ -103,7 +103,7 @@ pub fn when(t: i64, now: i64) -> String {
     let span = |s: i64| match s {
         0..60 => format!("{s} s"),
         60..3600 => format!("{} min", s / 60),
-        3600..86_400 => format!("{} h", s / 3600),
+        3600..172_800 => format!("{} h", s / 3600),
         _ => format!("{} days", s / 86_400),
     };
     let relative = match ago {
