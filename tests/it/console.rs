@@ -685,6 +685,12 @@ async fn every_flow_starts_on_the_console_and_comes_back_to_it() {
     );
     w.assert_connections_match_the_store().await;
 
+    // An action's address typed or reloaded does nothing, and says so.
+    w.c.goto(&h.url("/_local/console/revoke")).await.unwrap();
+    w.settle().await;
+    let flash = w.back("an action's address").await;
+    assert!(flash.contains("nothing was done"), "{flash}");
+
     // The outbox page, and back.
     w.click("a[href='/_local/events']").await;
     let (content_type, text) = w.document().await;
@@ -694,4 +700,32 @@ async fn every_flow_starts_on_the_console_and_comes_back_to_it() {
     assert_eq!(w.path().await, "/");
 
     let _ = browser.client.clone().close().await;
+}
+
+/// Another site open in the developer's browser cannot press the console's buttons (the
+/// browser says where a form was posted from); the console's own forms can.
+#[tokio::test]
+async fn a_console_action_posted_from_another_site_is_refused() {
+    let h = Harness::embedded().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |site: &'static str| {
+        http.post(h.url("/_local/console/sesami/webhook"))
+            .header("sec-fetch-site", site)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("shop=demo-shop&event=booking_created&variant=signed")
+            .send()
+    };
+    let refused = post("cross-site").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let page = refused.text().await.unwrap();
+    assert!(page.contains("href=\"/\""), "a way back: {page}");
+    assert!(h.server.deliveries.latest().is_empty(), "nothing was sent");
+    let done = post("same-origin").await.unwrap();
+    assert_eq!(done.status(), 303);
+    let location = done.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/?flash="), "{location}");
+    assert_eq!(h.server.deliveries.latest().len(), 1);
 }

@@ -601,6 +601,20 @@ pub async fn action(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> AxumResponse {
+    // Another site open in the same browser must not press the console's buttons: browsers
+    // name where a form was posted from, and only the console's own pages (or no page) may.
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("none");
+    if !matches!(site, "same-origin" | "none") {
+        return to_axum(page_html(
+            StatusCode::FORBIDDEN,
+            "Gatehouse console (local)",
+            "<p>Refused: the console's actions are taken from the console only.</p>\
+             <p id=\"console-back\"><a href=\"/\">Back to the console</a></p>",
+        ));
+    }
     let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let field = |name: &str| form.get(name).map(String::as_str).unwrap_or("").trim();
     let resp = match action.as_str() {
@@ -625,6 +639,15 @@ pub async fn action(
         other => done(&format!("There is no console action `{other}`."), false),
     };
     to_axum(resp)
+}
+
+/// `GET /_local/console/<action>` (a reload, a typed address): actions are posted, so back to
+/// the console, saying so.
+pub async fn not_posted() -> AxumResponse {
+    to_axum(done(
+        "The console's actions are buttons: nothing was done.",
+        false,
+    ))
 }
 
 /// What an answer of a route says of a delivery, for a flash message.

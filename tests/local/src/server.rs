@@ -47,6 +47,8 @@ pub struct LocalServer {
     pub momo: MomoSim,
     /// The Administrate WebLink simulator.
     pub weblink: WeblinkSim,
+    /// The webhook deliveries received lately, with their verdicts (what the console lists).
+    pub deliveries: crate::deliveries::Deliveries,
     task: tokio::task::JoinHandle<()>,
     /// The MoMo reconciler's timer, when it runs.
     reconciler: Option<tokio::task::JoinHandle<()>>,
@@ -191,7 +193,7 @@ where
         .route("/", axum::routing::get(crate::console::page))
         .route(
             "/_local/console/{*action}",
-            axum::routing::post(crate::console::action),
+            axum::routing::post(crate::console::action).get(crate::console::not_posted),
         )
         .route("/_local/saison/connect", axum::routing::get(demo_connect))
         .route(
@@ -210,7 +212,7 @@ where
         .fallback(dispatch)
         .layer(axum::Extension(LocalIam::from_vars(&vars)?))
         .layer(axum::Extension(console))
-        .layer(axum::Extension(deliveries))
+        .layer(axum::Extension(deliveries.clone()))
         .with_state(app.clone());
     let task = tokio::spawn(async move {
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -232,6 +234,7 @@ where
         saison,
         momo,
         weblink,
+        deliveries,
         task,
         reconciler,
         events_relay,
