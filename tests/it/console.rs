@@ -685,6 +685,20 @@ async fn every_flow_starts_on_the_console_and_comes_back_to_it() {
     );
     w.assert_connections_match_the_store().await;
 
+    // Gatehouse's answers that are not pages, opened by a browser the console started a flow
+    // in: a page each, with the way back, the JSON's secrets never shown.
+    for (target, says) in [
+        ("/haravan/logout?sid=no-such-session", "signed out"),
+        ("/no/such/route", "no such route"),
+    ] {
+        w.c.goto(&h.url(target)).await.unwrap();
+        w.settle().await;
+        let (_, text) = w.document().await;
+        assert!(text.contains(says), "{target}: {text}");
+        let flash = w.back(target).await;
+        assert!(flash.starts_with("Back from GET"), "{flash}");
+    }
+
     // An action's address typed or reloaded does nothing, and says so.
     w.c.goto(&h.url("/_local/console/revoke")).await.unwrap();
     w.settle().await;

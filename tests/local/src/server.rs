@@ -272,13 +272,24 @@ async fn dispatch(
     axum::Extension(deliveries): axum::Extension<crate::deliveries::Deliveries>,
     req: axum::extract::Request,
 ) -> AxumResponse {
+    // A flow the console started shows its pages with a way back (crate::console::wrap), the
+    // refusals of this dispatcher too.
+    let from_console = crate::console::started_here(req.headers());
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let out = |answer: lambda_http::Response<Body>| {
+        if from_console {
+            to_axum(crate::console::wrap(&method, &path, answer))
+        } else {
+            to_axum(answer)
+        }
+    };
     // No IAM here: the app's back-end routes are for this machine only.
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     if req.uri().path().starts_with("/v1/") && !peer.is_some_and(|ip| ip.is_loopback()) {
-        return to_axum(routes::answer(
+        return out(routes::answer(
             Format::Json,
             Err(Error::Forbidden(
                 "the /v1/ routes are served to 127.0.0.1 only (no IAM locally)".into(),
@@ -289,10 +300,10 @@ async fn dispatch(
     let route: &Route = match routes::resolve(&all, req.method(), req.uri().path()) {
         Resolved::Route(route) => route,
         Resolved::WrongMethod => {
-            return to_axum(routes::answer(Format::Json, Err(Error::MethodNotAllowed)));
+            return out(routes::answer(Format::Json, Err(Error::MethodNotAllowed)));
         }
         Resolved::NotFound => {
-            return to_axum(routes::answer(
+            return out(routes::answer(
                 Format::Json,
                 Err(Error::NotFound("no such route".into())),
             ));
@@ -306,15 +317,12 @@ async fn dispatch(
         std::time::SystemTime::now(),
     );
     let (parts, body) = req.into_parts();
-    // A flow the console started shows its pages with a way back (crate::console::wrap).
-    let from_console = crate::console::started_here(&parts.headers);
-    let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
     let delivery_headers =
         crate::deliveries::is_delivery(route.function_name()).then(|| parts.headers.clone());
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
-            return to_axum(routes::answer(Format::Json, Err(Error::TooLarge(MAX_BODY))));
+            return out(routes::answer(Format::Json, Err(Error::TooLarge(MAX_BODY))));
         }
     };
     // API Gateway's IAM authorizer, locally: the signature checked, the caller named in the
@@ -330,7 +338,7 @@ async fn dispatch(
         ) {
             Ok(caller) => Some(caller),
             Err(why) => {
-                return to_axum(routes::answer(Format::Json, Err(Error::Forbidden(why))));
+                return out(routes::answer(Format::Json, Err(Error::Forbidden(why))));
             }
         }
     } else {
@@ -356,10 +364,7 @@ async fn dispatch(
     if let Some(headers) = delivery_headers {
         deliveries.record(route.function_name(), &path, &headers, &bytes, &answer);
     }
-    if from_console {
-        return to_axum(crate::console::wrap(&method, &path, answer));
-    }
-    to_axum(answer)
+    out(answer)
 }
 
 fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
