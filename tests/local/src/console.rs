@@ -516,7 +516,8 @@ async fn payments_html(app: &Platforms, now: i64) -> gatehouse::Result<String> {
         "<h2 id=\"payments\">MoMo payments</h2><p>No payments yet.</p>".to_owned()
     } else {
         format!(
-            "<h2 id=\"payments\">MoMo payments</h2><table><tr><th>reference</th><th>external id</th>\
+            "<h2 id=\"payments\">MoMo payments</h2><p class=\"muted\">As stored now: <a href=\"/#payments\">reload</a> \
+             to see the simulator's callback or the reconciler change a status.</p><table><tr><th>reference</th><th>external id</th>\
              <th>amount</th><th>payer</th><th>status</th><th>reason</th><th>requested</th><th>completed</th></tr>{rows}</table>"
         )
     })
