@@ -5,7 +5,8 @@
 # workspace with two moto servers (DynamoDB, Secrets Manager, IAM) on 127.0.0.1, one open and one
 # that enforces IAM. The Python tools live in a project-local .venv, installed on the first run;
 # the standards OpenID Provider the Haravan tests run against (tests/op, Node) in
-# tests/op/node_modules, likewise.
+# tests/op/node_modules, likewise; Chromium and chromedriver for the console's browser test, with
+# apt when missing.
 # Every step runs even if an earlier one failed; the script exits non-zero if any did.
 set -euo pipefail
 
@@ -65,6 +66,47 @@ if [ ! -f "$OP_DIR/node_modules/.package-lock.json" ] \
     header "installing the standards OP: npm ci --prefix $OP_DIR"
     npm ci --prefix "$OP_DIR" --no-audit --no-fund
 fi
+
+# --- the browser --------------------------------------------------------------------------------
+# The console's browser test (tests/it/console.rs) drives headless Chromium through chromedriver:
+# Debian's chromium and chromium-driver, installed with apt when missing (as root, or through
+# sudo -n when that works); otherwise the run stops here saying what to install. The test finds
+# them by GATEHOUSE_CHROMIUM and GATEHOUSE_CHROMEDRIVER, and GATEHOUSE_REQUIRE_BROWSER makes it
+# fail, not skip, without them.
+CHROMIUM=${GATEHOUSE_CHROMIUM:-/usr/bin/chromium}
+CHROMEDRIVER=${GATEHOUSE_CHROMEDRIVER:-/usr/bin/chromedriver}
+if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ]; then
+    browser_help="install Debian's chromium and chromium-driver (apt-get install -y --no-install-recommends chromium chromium-driver), or set GATEHOUSE_CHROMIUM and GATEHOUSE_CHROMEDRIVER"
+    if [ "$(id -u)" = 0 ]; then
+        as_root=()
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        as_root=(sudo -n)
+    else
+        echo "error: the console's browser test needs $CHROMIUM and $CHROMEDRIVER, and this user can install neither (not root, no passwordless sudo): $browser_help" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null; then
+        echo "error: the console's browser test needs $CHROMIUM and $CHROMEDRIVER, and there is no apt-get here: $browser_help" >&2
+        exit 1
+    fi
+    header "installing chromium and chromium-driver (apt)"
+    apt_install() {
+        "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends chromium chromium-driver
+    }
+    # A fresh machine's package lists may be missing or stale: update once, then try again.
+    if ! apt_install; then
+        "${as_root[@]}" apt-get update -q
+        apt_install
+    fi
+    if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ]; then
+        echo "error: after installing, $CHROMIUM or $CHROMEDRIVER is still missing: $browser_help" >&2
+        exit 1
+    fi
+fi
+export GATEHOUSE_CHROMIUM=$CHROMIUM
+export GATEHOUSE_CHROMEDRIVER=$CHROMEDRIVER
+export GATEHOUSE_REQUIRE_BROWSER=1
 
 # --- moto servers ------------------------------------------------------------------------------
 # Three: the one every DynamoDB and Secrets Manager test uses, which allows every call, and one that

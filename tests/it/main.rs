@@ -12,6 +12,7 @@ mod budget;
 mod certs;
 mod client;
 mod connect;
+mod console;
 mod event_schemas;
 mod events;
 mod exactly_once;

@@ -9,6 +9,8 @@
 )]
 #![warn(missing_docs)]
 
+pub mod console;
+pub mod deliveries;
 pub mod events;
 pub mod faultproxy;
 pub mod load;

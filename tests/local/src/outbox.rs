@@ -171,7 +171,8 @@ pub async fn html_page(
         )
     };
     let body = format!(
-        "<p>The outbox: every event, as the deployed publisher puts it on EventBridge. \
+        "<p><a href=\"/\">Back to the console</a></p>\
+         <p>The outbox: every event, as the deployed publisher puts it on EventBridge. \
          <a href=\"/_local/events.json\">As JSON</a>. With <code>GATEHOUSE_LOCAL_EVENTS_URL</code> \
          set, each is POSTed there once.</p>{table}"
     );

@@ -1,6 +1,6 @@
 //! The local server: every route of template.yaml on 127.0.0.1, on the embedded store and the
-//! local secrets file, with each platform's simulator mounted under `/_sim/<platform>/`, and an
-//! index page at `/`. The handlers are the very ones the Lambda binaries run.
+//! local secrets file, with each platform's simulator mounted under `/_sim/<platform>/`, and the
+//! console at `/` (crate::console). The handlers are the very ones the Lambda binaries run.
 //!
 //! The `/v1/*` routes are the app's back end's, IAM-authorized on API Gateway. Locally there is
 //! no IAM: they are served to loopback clients only (the server listens on 127.0.0.1 alone, and
@@ -21,7 +21,6 @@ use gatehouse_simulators::saison::SaisonSim;
 use gatehouse_simulators::sesami::SesamiSim;
 use gatehouse_simulators::weblink::WeblinkSim;
 use lambda_http::Body;
-use lambda_http::http::StatusCode;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +47,8 @@ pub struct LocalServer {
     pub momo: MomoSim,
     /// The Administrate WebLink simulator.
     pub weblink: WeblinkSim,
+    /// The webhook deliveries received lately, with their verdicts (what the console lists).
+    pub deliveries: crate::deliveries::Deliveries,
     task: tokio::task::JoinHandle<()>,
     /// The MoMo reconciler's timer, when it runs.
     reconciler: Option<tokio::task::JoinHandle<()>>,
@@ -107,7 +108,7 @@ where
     vars.set_default("HARAVAN_WEBHOOK_BASE", format!("{haravan_base}/webhook"));
     vars.set_default("HARAVAN_API_BASE", format!("{haravan_base}/api"));
     vars.set_default("SAISON_API_BASE", format!("{base}/_sim/saison"));
-    // Connect links may send the browser back to the local server itself (its index page).
+    // Connect links may send the browser back to the local server itself (its console).
     vars.set_default("GATEHOUSE_RETURN_TO_ORIGINS", &base);
     vars.set_default("MOMO_BASE_URL", format!("{base}/_sim/momo"));
     let weblink_base = format!("{base}/_sim/weblink");
@@ -185,8 +186,15 @@ where
     }
     let weblink = WeblinkSim::new(&format!("{public_base}/_sim/weblink"), &public_base);
 
+    let deliveries = crate::deliveries::Deliveries::default();
+    let console =
+        crate::console::Console::new(sesami.clone(), haravan.clone(), deliveries.clone(), &base);
     let router = Router::new()
-        .route("/", axum::routing::get(index))
+        .route("/", axum::routing::get(crate::console::page))
+        .route(
+            "/_local/console/{*action}",
+            axum::routing::post(crate::console::action).get(crate::console::not_posted),
+        )
         .route("/_local/saison/connect", axum::routing::get(demo_connect))
         .route(
             "/_local/events",
@@ -203,6 +211,8 @@ where
         .nest_service("/_sim/weblink", weblink.router())
         .fallback(dispatch)
         .layer(axum::Extension(LocalIam::from_vars(&vars)?))
+        .layer(axum::Extension(console))
+        .layer(axum::Extension(deliveries.clone()))
         .with_state(app.clone());
     let task = tokio::spawn(async move {
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -224,6 +234,7 @@ where
         saison,
         momo,
         weblink,
+        deliveries,
         task,
         reconciler,
         events_relay,
@@ -258,15 +269,27 @@ fn reconcile_every(
 async fn dispatch(
     axum::extract::State(app): axum::extract::State<Arc<Platforms>>,
     axum::Extension(iam): axum::Extension<LocalIam>,
+    axum::Extension(deliveries): axum::Extension<crate::deliveries::Deliveries>,
     req: axum::extract::Request,
 ) -> AxumResponse {
+    // A flow the console started shows its pages with a way back (crate::console::wrap), the
+    // refusals of this dispatcher too.
+    let from_console = crate::console::started_here(req.headers());
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let out = |answer: lambda_http::Response<Body>| {
+        if from_console {
+            to_axum(crate::console::wrap(&method, &path, answer))
+        } else {
+            to_axum(answer)
+        }
+    };
     // No IAM here: the app's back-end routes are for this machine only.
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     if req.uri().path().starts_with("/v1/") && !peer.is_some_and(|ip| ip.is_loopback()) {
-        return to_axum(routes::answer(
+        return out(routes::answer(
             Format::Json,
             Err(Error::Forbidden(
                 "the /v1/ routes are served to 127.0.0.1 only (no IAM locally)".into(),
@@ -277,10 +300,10 @@ async fn dispatch(
     let route: &Route = match routes::resolve(&all, req.method(), req.uri().path()) {
         Resolved::Route(route) => route,
         Resolved::WrongMethod => {
-            return to_axum(routes::answer(Format::Json, Err(Error::MethodNotAllowed)));
+            return out(routes::answer(Format::Json, Err(Error::MethodNotAllowed)));
         }
         Resolved::NotFound => {
-            return to_axum(routes::answer(
+            return out(routes::answer(
                 Format::Json,
                 Err(Error::NotFound("no such route".into())),
             ));
@@ -294,10 +317,12 @@ async fn dispatch(
         std::time::SystemTime::now(),
     );
     let (parts, body) = req.into_parts();
+    let delivery_headers =
+        crate::deliveries::is_delivery(route.function_name()).then(|| parts.headers.clone());
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
-            return to_axum(routes::answer(Format::Json, Err(Error::TooLarge(MAX_BODY))));
+            return out(routes::answer(Format::Json, Err(Error::TooLarge(MAX_BODY))));
         }
     };
     // API Gateway's IAM authorizer, locally: the signature checked, the caller named in the
@@ -313,7 +338,7 @@ async fn dispatch(
         ) {
             Ok(caller) => Some(caller),
             Err(why) => {
-                return to_axum(routes::answer(Format::Json, Err(Error::Forbidden(why))));
+                return out(routes::answer(Format::Json, Err(Error::Forbidden(why))));
             }
         }
     } else {
@@ -335,7 +360,11 @@ async fn dispatch(
             ..Default::default()
         });
     let result = gatehouse::budget::within(deadline, route.function.call(&app, &lreq)).await;
-    to_axum(routes::answer(route.format(), result))
+    let answer = routes::answer(route.format(), result);
+    if let Some(headers) = delivery_headers {
+        deliveries.record(route.function_name(), &path, &headers, &bytes, &answer);
+    }
+    out(answer)
 }
 
 fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
@@ -349,20 +378,8 @@ fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
     AxumResponse::from_parts(parts, AxumBody::from(bytes))
 }
 
-/// The end user the index page's Saison link connects for.
+/// The end user the console's Saison button connects for.
 const DEMO_END_USER: &str = "demo-user";
-
-/// Each platform's install kind, and which attribute names the tenant's display name. An
-/// install has a partition of its own (`install#sesami#<shop>`; a Saison connection's is its end
-/// user's, `conn#saison#<end user>`), so no one partition lists a platform's installs: this local
-/// console reads them with a scan of the kind's prefix ([`of_kind`]). That is acceptable here, a
-/// developer's page over a small local table, and nowhere else: no function scans, and no
-/// policy grants `dynamodb:Scan`.
-const INSTALLS: &[(&str, &str, &str)] = &[
-    ("Sesami", "install#sesami", "name"),
-    ("Haravan", "install#haravan", "orgname"),
-    ("Saison connect", "conn#saison", "cardholder"),
-];
 
 /// The live items of `kind`, in key order: partition key `kind` itself or `kind#…` (so
 /// `install#haravan` lists every org's install, not `install#haravanx`). A scan of the whole
@@ -395,115 +412,4 @@ async fn demo_connect(
     }
     .await;
     to_axum(routes::answer(Format::Html, result))
-}
-
-/// `/`: the flows to click through and what is stored, tokens redacted; within the request
-/// budget like every route, since it reads the store.
-async fn index(axum::extract::State(app): axum::extract::State<Arc<Platforms>>) -> AxumResponse {
-    let deadline = gatehouse::budget::deadline(
-        std::time::Instant::now(),
-        app.config.request_timeout,
-        None,
-        std::time::SystemTime::now(),
-    );
-    let result = gatehouse::budget::within(deadline, index_page(&app)).await;
-    to_axum(routes::answer(Format::Html, result))
-}
-
-async fn index_page(app: &Platforms) -> gatehouse::Result<lambda_http::Response<Body>> {
-    let mut rows = String::new();
-    for (platform, kind, name_attr) in INSTALLS {
-        let items = of_kind(app.store.as_ref(), kind).await?;
-        for item in items {
-            rows.push_str(&format!(
-                "<tr><td>{platform}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>encrypted</td></tr>",
-                web::escape(&item.key.sk),
-                web::escape(item.str(name_attr).unwrap_or("")),
-                item.attrs.get("installed_at").and_then(|v| v.as_i64()).unwrap_or(0),
-            ));
-        }
-    }
-    let installs_html = if rows.is_empty() {
-        "<p>No installs yet.</p>".to_owned()
-    } else {
-        format!(
-            "<table><tr><th>platform</th><th>tenant</th><th>name</th><th>installed at</th><th>tokens</th></tr>{rows}</table>"
-        )
-    };
-    let payments: String = match of_kind(app.store.as_ref(), "tx#momo").await {
-        Ok(items) => items
-            .iter()
-            .map(|tx| {
-                format!(
-                    "<tr><td><code>{}</code></td><td>{} {}</td><td>{}{}</td></tr>",
-                    web::escape(&tx.key.sk),
-                    web::escape(tx.str("amount").unwrap_or("")),
-                    web::escape(tx.str("currency").unwrap_or("")),
-                    web::escape(tx.str("status").unwrap_or("")),
-                    // MoMo's answer was lost: the reconciler confirms it.
-                    if tx.str("status") == Some("PENDING")
-                        && matches!(tx.str("submitted"), Some("sending" | "unknown"))
-                    {
-                        " (unconfirmed)"
-                    } else {
-                        ""
-                    },
-                )
-            })
-            .collect(),
-        Err(e) => return Err(e.into()),
-    };
-    let payments_html = if payments.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "<h2>MoMo payments</h2><table><tr><th>reference</th><th>amount</th><th>status</th></tr>{payments}</table>"
-        )
-    };
-    let base = web::escape(
-        app.config
-            .public_base_url
-            .as_ref()
-            .map(|u| u.as_str().trim_end_matches('/'))
-            .unwrap_or(""),
-    );
-    let post = |action: &str, label: &str| {
-        format!(
-            "<form method=\"post\" action=\"{}\" style=\"display:inline\"><button>{label}</button></form>",
-            web::escape(action)
-        )
-    };
-    let body = format!(
-        "<p>Every route of template.yaml runs here on the embedded store, against simulated platforms.</p>\
-         <h2>Flows</h2><ul>\
-         <li>Sesami: <a href=\"/_sim/sesami/launch?shopId=demo-shop\">install into <code>demo-shop</code></a> \
-         (a signed launch from the simulated app store, consent, callback, token exchange); then {}</li>\
-         <li>Haravan: <a href=\"/haravan/install/login\">open the app</a> (sign in as the admin of a new shop to \
-         install it, again to get a session; as staff to be refused); then {} or {}</li>\
-         <li>Saison connect: <a href=\"/_local/saison/connect\">connect a card for the app's user <code>demo-user</code></a> \
-         (what <code>POST /v1/connect-links</code> does for the app's back end: a one-time link; sign in with any ID and the password \
-         <code>password</code>; the cardholder is read from the profile with a MAC-signed request, and the browser comes back here)</li>\
-         <li>MTN MoMo: <code>curl -X POST {base}/momo/requesttopay -H 'content-type: application/json' -d \
-         '{{\"amount\":\"10\",\"currency\":\"EUR\",\"externalId\":\"order-1\",\"payer\":{{\"partyIdType\":\"MSISDN\",\"partyId\":\"46733123450\"}}}}'</code> \
-         (a payer number ending in 1 fails, 2 stays pending; the simulator calls back and the outcome is confirmed)</li>\
-         <li>Administrate WebLink: <a href=\"/weblink/login?portal=demo.administrateweblink.com\">sign in to the demo portal</a> \
-         (<code>jane@example.com</code> / <code>password</code>; PKCE S256), then <form method=\"post\" action=\"/weblink/refresh\" style=\"display:inline\">\
-         <button>get a fresh access token</button></form>; a guest portal token: <code>curl -X POST {base}/weblink/guest-token \
-         -H 'content-type: application/json' -d '{{\"portal\":\"demo.administrateweblink.com\"}}'</code></li>\
-         </ul><p>Every verified webhook and payment outcome is an event: <a href=\"/_local/events\">the outbox</a>.</p>\
-         <h2>Stored installs</h2>{installs_html}{payments_html}",
-        post(
-            "/_sim/sesami/webhooks/send?shopId=demo-shop&event=uninstall_app",
-            "send a signed uninstall_app webhook",
-        ),
-        post(
-            "/_sim/haravan/_logout?sub=200000011111",
-            "log the demo-one admin out (front-channel)",
-        ),
-        post(
-            "/_sim/haravan/_send_webhook?topic=app/uninstalled&orgid=1000111111",
-            "uninstall from demo-one (signed app/uninstalled)",
-        ),
-    );
-    Ok(web::html_page(StatusCode::OK, "Gatehouse (local)", &body))
 }
