@@ -78,27 +78,15 @@ impl Console {
 }
 
 /// Unix seconds now.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub use gatehouse::store::now;
 
 /// `t` (unix seconds) as a person reads it, relative to `now`: `2026-12-01 18:04 UTC (3 min
 /// ago)`.
 pub fn when(t: i64, now: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    // `YYYY-MM-DDTHH:MM:SSZ`, read to the minute.
+    let iso = gatehouse::rfc3339::format(t);
+    let (date, time) = iso.split_once('T').unwrap_or((&iso, ""));
+    let minute = time.get(..5).unwrap_or(time);
     let ago = now - t;
     let span = |s: i64| match s {
         0..60 => format!("{s} s"),
@@ -111,11 +99,7 @@ pub fn when(t: i64, now: i64) -> String {
         a if a > 0 => format!("{} ago", span(a)),
         a => format!("in {}", span(-a)),
     };
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC ({relative})",
-        secs / 3600,
-        secs % 3600 / 60
-    )
+    format!("{date} {minute} UTC ({relative})")
 }
 
 fn when_opt(t: Option<i64>, now: i64) -> String {
