@@ -26,6 +26,7 @@ pub mod flow;
 pub mod haravan;
 pub mod http;
 pub mod lambda;
+pub mod metrics;
 pub mod momo;
 pub mod oidc;
 pub mod once;
