@@ -87,6 +87,67 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// A call to a platform, measured: [`PlatformCall::send_to`] in place of `send` is how every
+/// call to a platform goes out, so that each is one
+/// [`PLATFORM_CALL_LATENCY`](crate::metrics::names::PLATFORM_CALL_LATENCY) value, and each that
+/// fails or is answered 4xx/5xx one
+/// [`PLATFORM_CALL_ERRORS`](crate::metrics::names::PLATFORM_CALL_ERRORS) by `Kind`.
+pub trait PlatformCall {
+    /// Sends the request to `platform`'s `operation` (a fixed name: `token`, `api`,
+    /// `proxy`, ...), measured.
+    fn send_to(
+        self,
+        platform: &str,
+        operation: &'static str,
+    ) -> impl std::future::Future<Output = Result<reqwest::Response, reqwest::Error>> + Send;
+}
+
+impl PlatformCall for reqwest::RequestBuilder {
+    async fn send_to(
+        self,
+        platform: &str,
+        operation: &'static str,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let started = std::time::Instant::now();
+        let result = self.send().await;
+        measured(platform, operation, started.elapsed(), &result);
+        result
+    }
+}
+
+/// The metrics of one call that took `took` and ended in `result`.
+fn measured(
+    platform: &str,
+    operation: &'static str,
+    took: Duration,
+    result: &Result<reqwest::Response, reqwest::Error>,
+) {
+    use crate::metrics::{Unit, count, names, value};
+    let dims = [("Operation", operation)];
+    value(
+        names::PLATFORM_CALL_LATENCY,
+        Unit::Milliseconds,
+        took.as_secs_f64() * 1000.0,
+        platform,
+        &dims,
+        &[],
+    );
+    let kind = match result {
+        Ok(resp) if resp.status().is_server_error() => "5xx",
+        Ok(resp) if resp.status().is_client_error() => "4xx",
+        Ok(_) => return,
+        Err(e) if e.is_timeout() => "timeout",
+        Err(e) if e.is_connect() => "connect",
+        Err(_) => "failed",
+    };
+    count(
+        names::PLATFORM_CALL_ERRORS,
+        platform,
+        &[("Operation", operation), ("Kind", kind)],
+        &[],
+    );
+}
+
 /// A short, secret-free description of a failed call, for logs and error pages.
 pub fn describe(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {

@@ -189,6 +189,21 @@ pub fn cold_start(platform: &str) {
     }
 }
 
+/// One webhook delivery (or MoMo callback) of `platform`: acted on (`Ok(false)`), a duplicate
+/// (`Ok(true)`), or refused, by the answer's reason code.
+pub fn webhook(platform: &str, outcome: Result<bool, &crate::error::Error>) {
+    match outcome {
+        Ok(false) => count(names::WEBHOOK_ACCEPTED, platform, &[], &[]),
+        Ok(true) => count(names::WEBHOOK_DUPLICATE, platform, &[], &[]),
+        Err(e) => count(
+            names::WEBHOOK_REFUSED,
+            platform,
+            &[("Reason", e.code())],
+            &[],
+        ),
+    }
+}
+
 /// The status class of an HTTP status, as the `Status` dimension writes it.
 pub fn status_class(status: u16) -> &'static str {
     match status {
@@ -218,6 +233,11 @@ tokio::task_local! {
 /// Runs `fut` as function `name`: every metric it emits carries `Function=name`.
 pub fn in_function<F: Future>(name: &'static str, fut: F) -> impl Future<Output = F::Output> {
     FUNCTION.scope(name, fut)
+}
+
+/// Runs `f` as function `name` (see [`in_function`]), for what is emitted outside its future.
+pub fn as_function<R>(name: &'static str, f: impl FnOnce() -> R) -> R {
+    FUNCTION.sync_scope(name, f)
 }
 
 /// The `Function` dimension's value now (see the module's documentation).

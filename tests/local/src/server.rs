@@ -335,7 +335,7 @@ async fn dispatch(
             ..Default::default()
         });
     let result = gatehouse::budget::within(deadline, route.function.call(&app, &lreq)).await;
-    to_axum(routes::answer(route.format(), result))
+    to_axum(route.answer(result))
 }
 
 fn to_axum(resp: lambda_http::Response<Body>) -> AxumResponse {
