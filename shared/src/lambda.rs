@@ -162,11 +162,11 @@ where
         crate::budget::lambda_deadline(&event.context),
         std::time::SystemTime::now(),
     );
-    let route = event
-        .payload
-        .route_key
-        .clone()
-        .unwrap_or_else(|| function.name.to_owned());
+    let route = crate::routes::key_of(
+        function.name,
+        &event.payload.request_context.http.method,
+        event.payload.raw_path.as_deref().unwrap_or("/"),
+    );
     let result = match request_from_event(event.payload) {
         Ok(req) => {
             let handled = crate::metrics::in_function(function.name, (function.handler)(cx, &req));

@@ -641,3 +641,88 @@ async fn the_v1_routes_count_their_answers() {
         1.0
     );
 }
+
+/// Through the Lambda adapter, as a deployed function answers: the route is the template's key
+/// of the route the request matched (not the path, whatever the event's `routeKey` says), the
+/// function the one invoked.
+#[tokio::test]
+async fn the_lambda_adapter_counts_its_answer_by_the_events_route() {
+    let h = Harness::embedded().await;
+    let capture = metrics::capture();
+    let event = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../events/momo-callback-unknown.json"),
+    )
+    .unwrap();
+    let event: lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest =
+        serde_json::from_str(&event).unwrap();
+    let route_key = "PUT /momo/callback/{referenceId}";
+    let mut context = lambda_http::lambda_runtime::Context::default();
+    context.deadline = (gatehouse::store::now() as u64 + 30) * 1000;
+    let out = gatehouse::lambda::invoke(
+        &h.server.app.momo,
+        &gatehouse::routes::MOMO_CALLBACK,
+        lambda_http::lambda_runtime::LambdaEvent::new(event, context),
+    )
+    .await;
+    let status = u16::try_from(out.status_code).unwrap();
+    assert_eq!(status, 404);
+    let lines = taken(&capture);
+    let responses = of(&lines, names::RESPONSES, &[("Route", route_key)]);
+    assert_eq!(responses.len(), 1, "{lines:?}");
+    assert_eq!(responses[0].dim("Function"), Some("momo-callback"));
+    assert_eq!(responses[0].dim("Status"), Some("4xx"));
+    assert_eq!(responses[0].dim("Reason"), Some("unknown_tenant"));
+    let refused = of(
+        &lines,
+        names::WEBHOOK_REFUSED,
+        &[("Function", "momo-callback")],
+    );
+    assert_eq!(refused.len(), 1, "{lines:?}");
+}
+
+/// The publisher: the events accepted, per platform; the records left for the retry, by reason.
+#[tokio::test]
+async fn the_publisher_counts_what_it_published_and_what_it_left() {
+    use crate::publisher::{Bus, batch, publisher_at, record_of};
+    let Some(bus) = Bus::create().await else {
+        return;
+    };
+    let capture = metrics::capture();
+    let upstream = gatehouse_local::faultproxy::endpoint_from_env().unwrap();
+    let publisher = publisher_at(&bus.sdk, &upstream, &bus.name);
+    let events = [
+        gatehouse::events::Event::new("sesami", "webhook.uninstall_app", "s1", json!({})),
+        gatehouse::events::Event::new("sesami", "webhook.uninstall_app", "s2", json!({})),
+        gatehouse::events::Event::new("haravan", "webhook.orders/create", "1", json!({})),
+    ];
+    let records: Vec<_> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| record_of(e, i as u64 + 1))
+        .collect();
+    let published = publisher.publish(&batch(&records), None).await;
+    assert!(published.failures.is_empty(), "{:?}", published.failures);
+    let lines = taken(&capture);
+    assert_eq!(
+        sum(&lines, names::EVENTS_PUBLISHED, &[("Platform", "sesami")]),
+        2.0
+    );
+    assert_eq!(
+        sum(&lines, names::EVENTS_PUBLISHED, &[("Platform", "haravan")]),
+        1.0
+    );
+    assert!(of(&lines, names::EVENTS_FAILED, &[]).is_empty());
+
+    let gone = publisher_at(&bus.sdk, "http://127.0.0.1:9", &bus.name);
+    let published = gone.publish(&batch(&records), None).await;
+    assert_eq!(published.failures.len(), 3);
+    let lines = taken(&capture);
+    assert_eq!(
+        sum(&lines, names::EVENTS_FAILED, &[("Reason", "call")]),
+        3.0,
+        "{lines:?}"
+    );
+    assert!(of(&lines, names::EVENTS_PUBLISHED, &[]).is_empty());
+    let _ = bus.drain().await;
+}
