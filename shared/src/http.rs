@@ -164,16 +164,19 @@ pub fn describe(e: &reqwest::Error) -> &'static str {
 /// GETs `url` and reads its JSON answer as `T`, for a platform's published documents (signing
 /// keys, sign-in metadata). `what` names the document in the messages ("the platform's signing
 /// keys"): a failed call, a non-2xx answer and an unreadable body are each a 502 that says so.
+/// The call is `operation` of the running function's platform in the metrics.
 pub async fn get_json<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     url: &str,
+    operation: &'static str,
     what: &str,
 ) -> crate::error::Result<T> {
     use crate::error::Error;
-    let resp =
-        http.get(url).send().await.map_err(|e| {
-            Error::Upstream(format!("{what} could not be fetched ({})", describe(&e)))
-        })?;
+    let resp = http
+        .get(url)
+        .send_to(crate::metrics::current_platform(), operation)
+        .await
+        .map_err(|e| Error::Upstream(format!("{what} could not be fetched ({})", describe(&e))))?;
     if !resp.status().is_success() {
         return Err(Error::Upstream(format!(
             "{what} answered {}",

@@ -240,6 +240,12 @@ pub fn as_function<R>(name: &'static str, f: impl FnOnce() -> R) -> R {
     FUNCTION.sync_scope(name, f)
 }
 
+/// The platform of the function running now (see [`platform_of`]), for code shared by platforms
+/// that does not know which one it serves (the OIDC documents).
+pub fn current_platform() -> &'static str {
+    platform_of(&function())
+}
+
 /// The `Function` dimension's value now (see the module's documentation).
 fn function() -> String {
     if let Ok(name) = FUNCTION.try_with(|f| *f) {

@@ -406,6 +406,19 @@ async fn haravan_installs_refreshes_and_webhooks() {
         .is_empty()
     );
 
+    // The sign-in's OIDC documents are Haravan's calls too.
+    for operation in ["metadata", "jwks"] {
+        assert!(
+            !of(
+                &lines,
+                names::PLATFORM_CALL_LATENCY,
+                &[("Platform", "haravan"), ("Operation", operation)]
+            )
+            .is_empty(),
+            "{operation}: {lines:?}"
+        );
+    }
+
     // Due (120 s left, under the margin): one refresh, stored.
     gatehouse::haravan::access_token(&h.server.app.haravan, ADMIN_ORG)
         .await
