@@ -40,8 +40,11 @@ pub const NAMESPACE: &str = "Gatehouse";
 /// The most dimensions one dimension set may hold (EMF's limit).
 pub const MAX_DIMENSIONS: usize = 30;
 
-/// The longest metric or dimension name (EMF's and CloudWatch's limit).
+/// The longest metric name (CloudWatch's limit).
 pub const MAX_NAME_CHARS: usize = 255;
+
+/// The longest dimension name (EMF's schema's limit).
+pub const MAX_DIMENSION_KEY_CHARS: usize = 250;
 
 /// The longest dimension value CloudWatch accepts.
 pub const MAX_DIMENSION_VALUE_CHARS: usize = 1024;
@@ -296,6 +299,7 @@ pub fn document(
     props: &[(&'static str, &str)],
 ) -> Option<String> {
     let valid_name = |n: &str| (1..=MAX_NAME_CHARS).contains(&n.chars().count());
+    let valid_key = |k: &str| (1..=MAX_DIMENSION_KEY_CHARS).contains(&k.chars().count());
     let Some(number) = Number::from_f64(v) else {
         tracing::warn!(
             metric = name,
@@ -311,7 +315,7 @@ pub fn document(
             values.push(dimension_value(v));
         }
     }
-    if !valid_name(name) || keys.len() > MAX_DIMENSIONS || !keys.iter().all(|k| valid_name(k)) {
+    if !valid_name(name) || keys.len() > MAX_DIMENSIONS || !keys.iter().all(|k| valid_key(k)) {
         tracing::warn!(
             metric = name,
             "a metric outside EMF's limits (name or dimensions) is dropped"

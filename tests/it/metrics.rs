@@ -6,7 +6,9 @@
 //! local server's tasks run too, so another test's lines never reach them.
 
 use crate::harness::{Browser, Harness};
-use gatehouse::metrics::{self, ALLOWED_UNITS, MAX_DIMENSIONS, MAX_NAME_CHARS, names};
+use gatehouse::metrics::{
+    self, ALLOWED_UNITS, MAX_DIMENSION_KEY_CHARS, MAX_DIMENSIONS, MAX_NAME_CHARS, names,
+};
 use secrecy::ExposeSecret as _;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -65,13 +67,14 @@ fn validated(line: &str) -> Line {
             .and_then(Value::as_str)
             .unwrap_or_else(|| panic!("`Namespace` is not a string: {line}"));
         assert!(
-            (1..=MAX_NAME_CHARS).contains(&namespace.len()) && !namespace.starts_with("AWS/"),
+            (1..=1024).contains(&namespace.chars().count()) && !namespace.starts_with("AWS/"),
             "{line}"
         );
         let sets = directive
             .get("Dimensions")
             .and_then(Value::as_array)
             .unwrap_or_else(|| panic!("`Dimensions` is not an array: {line}"));
+        assert!(!sets.is_empty(), "no dimension set: {line}");
         for set in sets {
             let set = set
                 .as_array()
@@ -85,7 +88,7 @@ fn validated(line: &str) -> Line {
                     .as_str()
                     .unwrap_or_else(|| panic!("a dimension key is not a string: {line}"));
                 assert!(
-                    (1..=MAX_NAME_CHARS).contains(&key.chars().count()),
+                    (1..=MAX_DIMENSION_KEY_CHARS).contains(&key.chars().count()),
                     "{line}"
                 );
                 let value = root.get(key).and_then(Value::as_str).unwrap_or_else(|| {
@@ -102,6 +105,7 @@ fn validated(line: &str) -> Line {
             .and_then(Value::as_array)
             .unwrap_or_else(|| panic!("`Metrics` is not an array: {line}"));
         assert!((1..=100).contains(&metrics.len()), "{line}");
+        let mut names_here = std::collections::BTreeSet::new();
         for metric in metrics {
             let name = metric["Name"]
                 .as_str()
@@ -109,6 +113,17 @@ fn validated(line: &str) -> Line {
             assert!(
                 (1..=MAX_NAME_CHARS).contains(&name.chars().count()),
                 "{line}"
+            );
+            assert!(
+                names_here.insert(name),
+                "metric `{name}` defined twice: {line}"
+            );
+            assert!(
+                !sets
+                    .iter()
+                    .flat_map(|s| s.as_array().unwrap())
+                    .any(|k| k == name),
+                "`{name}` is both a metric and a dimension: {line}"
             );
             if let Some(unit) = metric.get("Unit") {
                 let unit = unit.as_str().unwrap_or_default();
