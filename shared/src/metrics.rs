@@ -179,7 +179,15 @@ pub fn value(
     dims: &[(&'static str, &str)],
     props: &[(&'static str, &str)],
 ) {
-    if let Some(line) = document(now_ms(), &function(), name, unit, v, platform, dims, props) {
+    let datum = Datum {
+        name,
+        unit,
+        value: v,
+        platform,
+        dims,
+        props,
+    };
+    if let Some(line) = document(now_ms(), &function(), &datum) {
         emit(line);
     }
 }
@@ -283,21 +291,36 @@ fn dimension_value(v: &str) -> String {
     v.chars().take(MAX_DIMENSION_VALUE_CHARS).collect()
 }
 
+/// One metric value and what it is of: the arguments of [`value`].
+#[derive(Debug, Clone, Copy)]
+pub struct Datum<'a> {
+    /// The metric's name, one of [`names`].
+    pub name: &'static str,
+    /// Its unit.
+    pub unit: Unit,
+    /// The value.
+    pub value: f64,
+    /// The `Platform` dimension.
+    pub platform: &'a str,
+    /// The metric's own dimensions.
+    pub dims: &'a [(&'static str, &'a str)],
+    /// Its properties.
+    pub props: &'a [(&'static str, &'a str)],
+}
+
 /// The EMF line of one metric value, or `None` when it cannot be one (a value that is not
 /// finite, a name outside EMF's limits, too many dimensions: a bug of the caller, logged).
 /// Dimensions named twice keep the first; a property named like a dimension or the metric is
 /// left out, so that it cannot change what the metric says.
-#[allow(clippy::too_many_arguments)]
-pub fn document(
-    timestamp_ms: i64,
-    function: &str,
-    name: &'static str,
-    unit: Unit,
-    v: f64,
-    platform: &str,
-    dims: &[(&'static str, &str)],
-    props: &[(&'static str, &str)],
-) -> Option<String> {
+pub fn document(timestamp_ms: i64, function: &str, datum: &Datum<'_>) -> Option<String> {
+    let Datum {
+        name,
+        unit,
+        value: v,
+        platform,
+        dims,
+        props,
+    } = *datum;
     let valid_name = |n: &str| (1..=MAX_NAME_CHARS).contains(&n.chars().count());
     let valid_key = |k: &str| (1..=MAX_DIMENSION_KEY_CHARS).contains(&k.chars().count());
     let Some(number) = Number::from_f64(v) else {
@@ -429,17 +452,15 @@ mod tests {
 
     #[test]
     fn a_count_is_one_emf_document_with_its_dimensions_and_properties() {
-        let line = document(
-            1_700_000_000_123,
-            "sesami-webhooks",
-            names::WEBHOOK_REFUSED,
-            Unit::Count,
-            1.0,
-            "sesami",
-            &[("Reason", "signature_invalid")],
-            &[("tenant", "shop-1")],
-        )
-        .unwrap();
+        let datum = Datum {
+            name: names::WEBHOOK_REFUSED,
+            unit: Unit::Count,
+            value: 1.0,
+            platform: "sesami",
+            dims: &[("Reason", "signature_invalid")],
+            props: &[("tenant", "shop-1")],
+        };
+        let line = document(1_700_000_000_123, "sesami-webhooks", &datum).unwrap();
         let root = parse(&line);
         let aws = &root["_aws"];
         assert_eq!(aws["Timestamp"], 1_700_000_000_123_i64);
@@ -464,22 +485,20 @@ mod tests {
 
     #[test]
     fn a_property_cannot_shadow_a_dimension_or_the_value() {
-        let line = document(
-            0,
-            "f",
-            names::RESPONSES,
-            Unit::Count,
-            1.0,
-            "core",
-            &[("Status", "2xx"), ("Status", "5xx")],
-            &[
+        let datum = Datum {
+            name: names::RESPONSES,
+            unit: Unit::Count,
+            value: 1.0,
+            platform: "core",
+            dims: &[("Status", "2xx"), ("Status", "5xx")],
+            props: &[
                 ("Platform", "x"),
                 ("Responses", "9"),
                 ("_aws", "{}"),
                 ("id", "1"),
             ],
-        )
-        .unwrap();
+        };
+        let line = document(0, "f", &datum).unwrap();
         let root = parse(&line);
         assert_eq!(root["Platform"], "core");
         assert_eq!(root["Status"], "2xx");
@@ -491,16 +510,15 @@ mod tests {
     #[test]
     fn what_emf_cannot_say_is_dropped_and_values_are_bounded() {
         let doc = |v: f64, dims: &[(&'static str, &str)]| {
-            document(
-                0,
-                "f",
-                names::MOMO_PENDING_BACKLOG,
-                Unit::Count,
-                v,
-                "momo",
+            let datum = Datum {
+                name: names::MOMO_PENDING_BACKLOG,
+                unit: Unit::Count,
+                value: v,
+                platform: "momo",
                 dims,
-                &[],
-            )
+                props: &[],
+            };
+            document(0, "f", &datum)
         };
         assert!(doc(f64::NAN, &[]).is_none());
         assert!(doc(f64::INFINITY, &[]).is_none());
