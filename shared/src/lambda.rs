@@ -162,11 +162,14 @@ where
         crate::budget::lambda_deadline(&event.context),
         std::time::SystemTime::now(),
     );
-    let route = crate::routes::key_of(
-        function.name,
-        &event.payload.request_context.http.method,
-        event.payload.raw_path.as_deref().unwrap_or("/"),
-    );
+    // API Gateway's route key is the template's (`PUT /momo/callback/{referenceId}`), never the
+    // path. (Not looked up in `routes::all()`, which would link every platform into this binary.)
+    let route = event
+        .payload
+        .route_key
+        .clone()
+        .filter(|k| !k.is_empty() && k != "$default")
+        .unwrap_or_else(|| function.name.to_owned());
     let result = match request_from_event(event.payload) {
         Ok(req) => {
             let handled = crate::metrics::in_function(function.name, (function.handler)(cx, &req));

@@ -540,21 +540,6 @@ pub fn answer(format: Format, result: Result<Response<Body>>) -> Response<Body> 
     }
 }
 
-/// The key of `function`'s route for `method` and `path` (`PUT /momo/callback/{referenceId}`),
-/// as the `Route` dimension of [`crate::metrics::names::RESPONSES`] writes it: the pattern, never
-/// the path, whose ids would make a metric per request. The function's name when none of its
-/// routes matches (an event API Gateway did not route).
-pub fn key_of(function: &str, method: &Method, path: &str) -> String {
-    all()
-        .iter()
-        .find(|r| {
-            r.function_name() == function
-                && (r.method == *method || r.method == any_method())
-                && matches(r.path, path)
-        })
-        .map_or_else(|| function.to_owned(), Route::key)
-}
-
 /// [`answer`] for a request of route `route` (its key, `GET /sesami/install`) served by
 /// `function`, counted in [`crate::metrics::names::RESPONSES`] by route, status class and, for
 /// a refusal, its reason code: the one place every routed answer passes, timeouts included.
