@@ -26,6 +26,7 @@ use crate::crypto;
 use crate::error::{Error, Reason, Result};
 use crate::events::{self, Event};
 use crate::flow::{self, CookieSpec};
+use crate::http::PlatformCall as _;
 use crate::oidc::{self, Discovery, Expect, Jwks};
 use crate::once::{self, Applied};
 use crate::refresh::{self, Grant, RefreshError, Refresher, SealedTokens};
@@ -650,6 +651,7 @@ async fn token_call(
         .map_err(RefreshError::Failed)?;
     refresh::token_request(
         cx.http.client()?.post(&url).form(&body),
+        PLATFORM,
         "Haravan's token endpoint",
     )
     .await
@@ -812,6 +814,12 @@ async fn install_checked(cx: &Haravan, req: &Request, cb: Callback) -> Result<Re
         Ok(((install, subscribed), writes))
     })
     .await?;
+    crate::metrics::count(
+        crate::metrics::names::INSTALLS,
+        PLATFORM,
+        &[],
+        &[("tenant", &who.orgid)],
+    );
     tracing::info!(orgid = %who.orgid, subscribed, "haravan install stored");
 
     let note = (!subscribed).then_some(
@@ -833,7 +841,12 @@ async fn subscribe_webhooks(cx: &Haravan, access_token: &str) -> bool {
             return false;
         }
     };
-    match http.post(&url).bearer_auth(access_token).send().await {
+    match http
+        .post(&url)
+        .bearer_auth(access_token)
+        .send_to(PLATFORM, "webhook_subscription")
+        .await
+    {
         Ok(resp) if resp.status().is_success() => true,
         Ok(resp) => {
             tracing::warn!(
@@ -895,7 +908,7 @@ async fn app_page(
                 Ok(http) => http
                     .get(&url)
                     .bearer_auth(token.expose_secret())
-                    .send()
+                    .send_to(PLATFORM, "api")
                     .await
                     .ok(),
                 Err(e) => {
@@ -947,7 +960,9 @@ pub async fn webhooks(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
     if req.method() == Method::GET {
         challenge(cx, req).await
     } else {
-        delivery(cx, req).await
+        let answer = delivery(cx, req).await;
+        crate::metrics::webhook(PLATFORM, answer.as_ref().map(|a| *a == duplicate()));
+        Ok(web::json(StatusCode::OK, &answer?))
     }
 }
 
@@ -989,7 +1004,8 @@ fn signature_header(req: &Request) -> Result<Option<&str>> {
     Ok(found)
 }
 
-async fn delivery(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
+/// A delivery's answer ([`duplicate`] when it was seen before).
+async fn delivery(cx: &Haravan, req: &Request) -> Result<Value> {
     let body = web::body(req, MAX_BODY)?;
     let signature = signature_header(req)?.ok_or_else(|| {
         Error::refused(
@@ -1095,7 +1111,7 @@ async fn delivery(cx: &Haravan, req: &Request) -> Result<Response<Body>> {
             }
         }
     };
-    Ok(web::json(StatusCode::OK, &answer))
+    Ok(answer)
 }
 
 fn duplicate() -> Value {
@@ -1247,6 +1263,12 @@ async fn uninstalled(
     effect.extend(sessions.iter().cloned());
     let answer = match events::apply_delivery(store, mark, &effect, event).await? {
         Applied::Done => {
+            crate::metrics::count(
+                crate::metrics::names::REMOVALS,
+                PLATFORM,
+                &[],
+                &[("tenant", orgid)],
+            );
             tracing::info!(orgid, "haravan install, tokens and sessions removed");
             json!({"ok": true, "handled": true})
         }

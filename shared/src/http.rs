@@ -87,6 +87,67 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
+/// A call to a platform, measured: [`PlatformCall::send_to`] in place of `send` is how every
+/// call to a platform goes out, so that each is one
+/// [`PLATFORM_CALL_LATENCY`](crate::metrics::names::PLATFORM_CALL_LATENCY) value, and each that
+/// fails or is answered 4xx/5xx one
+/// [`PLATFORM_CALL_ERRORS`](crate::metrics::names::PLATFORM_CALL_ERRORS) by `Kind`.
+pub trait PlatformCall {
+    /// Sends the request to `platform`'s `operation` (a fixed name: `token`, `api`,
+    /// `proxy`, ...), measured.
+    fn send_to(
+        self,
+        platform: &str,
+        operation: &'static str,
+    ) -> impl std::future::Future<Output = Result<reqwest::Response, reqwest::Error>> + Send;
+}
+
+impl PlatformCall for reqwest::RequestBuilder {
+    async fn send_to(
+        self,
+        platform: &str,
+        operation: &'static str,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let started = std::time::Instant::now();
+        let result = self.send().await;
+        measured(platform, operation, started.elapsed(), &result);
+        result
+    }
+}
+
+/// The metrics of one call that took `took` and ended in `result`.
+fn measured(
+    platform: &str,
+    operation: &'static str,
+    took: Duration,
+    result: &Result<reqwest::Response, reqwest::Error>,
+) {
+    use crate::metrics::{Unit, count, names, value};
+    let dims = [("Operation", operation)];
+    value(
+        names::PLATFORM_CALL_LATENCY,
+        Unit::Milliseconds,
+        took.as_secs_f64() * 1000.0,
+        platform,
+        &dims,
+        &[],
+    );
+    let kind = match result {
+        Ok(resp) if resp.status().is_server_error() => "5xx",
+        Ok(resp) if resp.status().is_client_error() => "4xx",
+        Ok(_) => return,
+        Err(e) if e.is_timeout() => "timeout",
+        Err(e) if e.is_connect() => "connect",
+        Err(_) => "failed",
+    };
+    count(
+        names::PLATFORM_CALL_ERRORS,
+        platform,
+        &[("Operation", operation), ("Kind", kind)],
+        &[],
+    );
+}
+
 /// A short, secret-free description of a failed call, for logs and error pages.
 pub fn describe(e: &reqwest::Error) -> &'static str {
     if e.is_timeout() {
@@ -103,16 +164,19 @@ pub fn describe(e: &reqwest::Error) -> &'static str {
 /// GETs `url` and reads its JSON answer as `T`, for a platform's published documents (signing
 /// keys, sign-in metadata). `what` names the document in the messages ("the platform's signing
 /// keys"): a failed call, a non-2xx answer and an unreadable body are each a 502 that says so.
+/// The call is `operation` of the running function's platform in the metrics.
 pub async fn get_json<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     url: &str,
+    operation: &'static str,
     what: &str,
 ) -> crate::error::Result<T> {
     use crate::error::Error;
-    let resp =
-        http.get(url).send().await.map_err(|e| {
-            Error::Upstream(format!("{what} could not be fetched ({})", describe(&e)))
-        })?;
+    let resp = http
+        .get(url)
+        .send_to(crate::metrics::current_platform(), operation)
+        .await
+        .map_err(|e| Error::Upstream(format!("{what} could not be fetched ({})", describe(&e))))?;
     if !resp.status().is_success() {
         return Err(Error::Upstream(format!(
             "{what} answered {}",

@@ -126,6 +126,9 @@ pub fn response_into_event(resp: Response<Body>) -> ApiGatewayV2httpResponse {
 /// reports it.
 pub async fn run<P: Platform>(function: &'static Function<P>) -> Result<(), lambda_runtime::Error> {
     crate::telemetry::init();
+    crate::metrics::as_function(function.name, || {
+        crate::metrics::cold_start(crate::metrics::platform_of(function.name));
+    });
     let cx = Arc::new(crate::context::from_env::<P>().await?);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| {
@@ -159,11 +162,27 @@ where
         crate::budget::lambda_deadline(&event.context),
         std::time::SystemTime::now(),
     );
+    // API Gateway's route key is the template's (`PUT /momo/callback/{referenceId}`), never the
+    // path. (Not looked up in `routes::all()`, which would link every platform into this binary.)
+    let route = event
+        .payload
+        .route_key
+        .clone()
+        .filter(|k| !k.is_empty() && k != "$default")
+        .unwrap_or_else(|| function.name.to_owned());
     let result = match request_from_event(event.payload) {
-        Ok(req) => crate::budget::within(deadline, (function.handler)(cx, &req)).await,
+        Ok(req) => {
+            let handled = crate::metrics::in_function(function.name, (function.handler)(cx, &req));
+            crate::budget::within(deadline, handled).await
+        }
         Err(e) => Err(e),
     };
-    response_into_event(crate::routes::answer(function.format, result))
+    response_into_event(crate::routes::answer_route(
+        &route,
+        function.name,
+        function.format,
+        result,
+    ))
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub mod haravan;
 pub mod health;
 pub mod http;
 pub mod lambda;
+pub mod metrics;
 pub mod momo;
 pub mod oidc;
 pub mod once;

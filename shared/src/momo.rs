@@ -25,6 +25,7 @@ use crate::config::{ConfigError, Vars};
 use crate::context::{Deps, Platform};
 use crate::error::{Error, Reason, Result};
 use crate::events::{self, Event};
+use crate::http::PlatformCall as _;
 use crate::once::{Lease, Patience};
 use crate::store::{Condition, Item, Key, Record, StoreError, Write, now};
 use crate::web;
@@ -308,7 +309,7 @@ async fn fetch_token(cx: &Momo, product: &str) -> Result<(SecretString, i64)> {
             subscription_key(&creds, product)?,
         )
         .header("Content-Length", "0")
-        .send()
+        .send_to(PLATFORM, "token")
         .await
         .map_err(|e| {
             Error::Upstream(format!(
@@ -971,7 +972,7 @@ enum Sent {
 }
 
 async fn send_request_to_pay(call: reqwest::RequestBuilder) -> Sent {
-    let resp = match call.send().await {
+    let resp = match call.send_to(PLATFORM, "request_to_pay").await {
         Ok(resp) => resp,
         // No connection was made: not a byte of the request left.
         Err(e) if e.is_connect() || e.is_builder() => {
@@ -1196,7 +1197,7 @@ async fn fetch_status(cx: &Momo, reference: &str) -> Result<Option<StatusReply>>
             "Ocp-Apim-Subscription-Key",
             subscription_key(&creds, "collection")?,
         )
-        .send()
+        .send_to(PLATFORM, "status")
         .await
         .map_err(|e| Error::Upstream(format!("MoMo's status {}", crate::http::describe(&e))))?;
     let status = resp.status().as_u16();
@@ -1223,6 +1224,18 @@ async fn fetch_status(cx: &Momo, reference: &str) -> Result<Option<StatusReply>>
 
 /// `PUT|POST /momo/callback/{referenceId}`: the outcome, confirmed by MoMo's status reply.
 pub async fn callback(cx: &Momo, req: &Request) -> Result<Response<Body>> {
+    let answer = confirm_callback(cx, req).await;
+    crate::metrics::webhook(PLATFORM, answer.as_ref().map(|(seen, _)| *seen));
+    let (_, status) = answer?;
+    Ok(web::json(
+        StatusCode::OK,
+        &json!({"ok": true, "status": status}),
+    ))
+}
+
+/// A callback's payment status, and whether it was recorded already (a duplicate: the callback
+/// changes nothing).
+async fn confirm_callback(cx: &Momo, req: &Request) -> Result<(bool, Status)> {
     let reference = req
         .uri()
         .path()
@@ -1245,17 +1258,11 @@ pub async fn callback(cx: &Momo, req: &Request) -> Result<Response<Body>> {
         .status
         .unwrap_or(Status::Pending);
     if current != Status::Pending {
-        return Ok(web::json(
-            StatusCode::OK,
-            &json!({"ok": true, "status": current}),
-        ));
+        return Ok((true, current));
     }
     tracing::info!(reference, hint = ?hint.get("status"), "momo callback; confirming with MoMo");
     let (_, status) = confirm(cx, &tx, now()).await?;
-    Ok(web::json(
-        StatusCode::OK,
-        &json!({"ok": true, "status": status}),
-    ))
+    Ok((false, status))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1264,6 +1271,9 @@ pub async fn callback(cx: &Momo, req: &Request) -> Result<Response<Body>> {
 /// How long one reconciler run keeps starting status checks; what is left waits for the next
 /// run, so that a run ends well within its function's timeout.
 const RECONCILE_BUDGET: Duration = Duration::from_secs(60);
+
+/// The reconciler's function (template.yaml, functions/momo-reconcile.rs), as its metrics name it.
+pub const RECONCILER: &str = "momo-reconcile";
 
 /// What one reconciler run did. `seen` and `left` are the backlog: the pending index's entries
 /// the run read (every shard's, young ones included) and those still pending after it (too
@@ -1384,6 +1394,16 @@ pub async fn reconcile_at(cx: &Momo, at: i64) -> Result<Reconciled> {
             }
         }
     }
+    // What is still unresolved of what was old enough to confirm: every run says it, 0 included,
+    // so that the gauge has a point per run.
+    crate::metrics::value(
+        crate::metrics::names::MOMO_PENDING_BACKLOG,
+        crate::metrics::Unit::Count,
+        (run.pending + run.failed) as f64,
+        PLATFORM,
+        &[],
+        &[],
+    );
     if run != Reconciled::default() {
         tracing::info!(
             seen = run.seen,
@@ -1404,12 +1424,15 @@ pub async fn reconcile_at(cx: &Momo, at: i64) -> Result<Reconciled> {
 /// fails, and the next scheduled run tries again.
 pub async fn run_reconciler() -> Result<(), lambda_runtime::Error> {
     crate::telemetry::init();
+    crate::metrics::as_function(RECONCILER, || crate::metrics::cold_start(PLATFORM));
     let cx = std::sync::Arc::new(crate::context::from_env::<Momo>().await?);
     lambda_runtime::run(lambda_runtime::service_fn(
         move |_: lambda_runtime::LambdaEvent<Value>| {
             let cx = cx.clone();
             let run: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
-                Box::pin(async move { reconcile(&cx).await.map_err(lambda_runtime::Error::from) });
+                Box::pin(crate::metrics::in_function(RECONCILER, async move {
+                    reconcile(&cx).await.map_err(lambda_runtime::Error::from)
+                }));
             run
         },
     ))
@@ -1453,7 +1476,7 @@ pub async fn provision(
             .client()?
             .get(format!("{base}/v1_0/apiuser/{user}"))
             .header("Ocp-Apim-Subscription-Key", subscription_key)
-            .send()
+            .send_to(PLATFORM, "provisioning")
             .await
             .map_err(|e| Error::Upstream(format!("MoMo {}", crate::http::describe(&e))))?;
         if has_key && resp.status().is_success() {
@@ -1468,7 +1491,7 @@ pub async fn provision(
         .header("X-Reference-Id", &user)
         .header("Ocp-Apim-Subscription-Key", subscription_key)
         .json(&json!({ "providerCallbackHost": callback_host }))
-        .send()
+        .send_to(PLATFORM, "provisioning")
         .await
         .map_err(|e| Error::Upstream(format!("MoMo {}", crate::http::describe(&e))))?;
     if created.status().as_u16() != 201 {
@@ -1488,7 +1511,7 @@ pub async fn provision(
         .post(format!("{base}/v1_0/apiuser/{user}/apikey"))
         .header("Ocp-Apim-Subscription-Key", subscription_key)
         .header("Content-Length", "0")
-        .send()
+        .send_to(PLATFORM, "provisioning")
         .await
         .map_err(|e| Error::Upstream(format!("MoMo {}", crate::http::describe(&e))))?;
     if key_resp.status().as_u16() != 201 {
@@ -1506,7 +1529,7 @@ pub async fn provision(
         .client()?
         .get(format!("{base}/v1_0/apiuser/{user}"))
         .header("Ocp-Apim-Subscription-Key", subscription_key)
-        .send()
+        .send_to(PLATFORM, "provisioning")
         .await
         .map_err(|e| Error::Upstream(format!("MoMo {}", crate::http::describe(&e))))?;
     let details: Value = if check.status().is_success() {

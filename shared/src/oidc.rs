@@ -86,7 +86,7 @@ impl Jwks {
             KeySource::Url(url) => url.clone(),
             KeySource::Discovered(d) => d.metadata(http).await?.jwks_uri.clone(),
         };
-        crate::http::get_json(http, &url, "the platform's signing keys").await
+        crate::http::get_json(http, &url, "jwks", "the platform's signing keys").await
     }
 
     /// The key set: cached, or fetched by this caller or one it waits for. A failure a
@@ -225,8 +225,13 @@ impl Discovery {
     }
 
     async fn fetch(&self, http: &reqwest::Client) -> Result<Metadata> {
-        let m: Metadata =
-            crate::http::get_json(http, &self.url, "the platform's sign-in metadata").await?;
+        let m: Metadata = crate::http::get_json(
+            http,
+            &self.url,
+            "metadata",
+            "the platform's sign-in metadata",
+        )
+        .await?;
         // Discovery 4.3: the metadata must be the issuer's we trust; otherwise a wrong base URL
         // (or a host answering for another) would choose our endpoints and keys.
         if !self.issuers.iter().any(|i| i == &m.issuer) {

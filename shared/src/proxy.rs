@@ -39,6 +39,7 @@
 use crate::context::Deps;
 use crate::error::{Error, Reason, Result};
 use crate::haravan::{self, Haravan};
+use crate::http::PlatformCall as _;
 use crate::momo::{self, Momo};
 use crate::refresh::{self, Refresher};
 use crate::saison::{self, ConnectionId, MacKey, Saison};
@@ -578,7 +579,7 @@ async fn send(
         request = request.body(body.to_vec());
     }
     request
-        .send()
+        .send_to(platform, "proxy")
         .await
         .map_err(|e| Error::Upstream(format!("the {platform} API {}", crate::http::describe(&e))))
 }

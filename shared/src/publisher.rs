@@ -32,6 +32,9 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 
+/// The function's name, as its metrics name it (template.yaml, functions/events-publisher.rs).
+pub const FUNCTION: &str = "events-publisher";
+
 /// EventBridge's most entries in one `PutEvents`.
 pub const MAX_BATCH_ENTRIES: usize = 10;
 
@@ -49,6 +52,7 @@ pub struct Publisher {
 /// One record, ready to send: its sequence number (what a failure reports) and its entry.
 struct Ready {
     sequence: Option<String>,
+    platform: String,
     entry: PutEventsRequestEntry,
     bytes: usize,
     id: String,
@@ -77,6 +81,8 @@ pub struct Published {
     pub skipped: usize,
     /// The records that failed, by sequence number, and why.
     pub failures: Vec<(String, Failure)>,
+    /// How many of [`Published::ids`] each platform's are.
+    pub by_platform: std::collections::BTreeMap<String, usize>,
 }
 
 impl Published {
@@ -167,6 +173,7 @@ impl Publisher {
         for sequence in rest {
             out.fail(sequence, Failure::NotSent);
         }
+        out.count();
         if !out.failures.is_empty() {
             tracing::warn!(
                 published = out.ids.len(),
@@ -195,6 +202,7 @@ impl Publisher {
         let (entry, bytes) = self.entry(&event);
         Ok(Some(Ready {
             sequence: record.change.sequence_number.clone(),
+            platform: event.platform.clone(),
             entry,
             bytes,
             id: event.id,
@@ -274,6 +282,7 @@ impl Publisher {
         for (n, r) in chunk.into_iter().enumerate() {
             let code = match results.get(n) {
                 Some(result) if result.error_code().is_none() && !failed => {
+                    *out.by_platform.entry(r.platform).or_default() += 1;
                     out.ids.push(r.id);
                     continue;
                 }
@@ -293,7 +302,50 @@ impl Publisher {
     }
 }
 
+impl Failure {
+    /// The `Reason` dimension of [`crate::metrics::names::EVENTS_FAILED`].
+    pub fn code(&self) -> &'static str {
+        match self {
+            Failure::Undecodable(_) => "undecodable",
+            Failure::Refused(_) => "refused",
+            Failure::Call(_) => "call",
+            Failure::NotSent => "not_sent",
+        }
+    }
+}
+
 impl Published {
+    /// The invocation's metrics: the events published, per platform, and the records left for
+    /// the retry, per reason (under platform `core`: a record that failed may not say its
+    /// platform).
+    fn count(&self) {
+        use crate::metrics::{Unit, names, value};
+        for (platform, n) in &self.by_platform {
+            value(
+                names::EVENTS_PUBLISHED,
+                Unit::Count,
+                *n as f64,
+                platform,
+                &[],
+                &[],
+            );
+        }
+        let mut failed: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        for (_, why) in &self.failures {
+            *failed.entry(why.code()).or_default() += 1;
+        }
+        for (reason, n) in failed {
+            value(
+                names::EVENTS_FAILED,
+                Unit::Count,
+                n as f64,
+                "core",
+                &[("Reason", reason)],
+                &[],
+            );
+        }
+    }
+
     fn fail(&mut self, sequence: Option<String>, why: Failure) {
         match sequence {
             Some(sequence) => self.failures.push((sequence, why)),
@@ -310,6 +362,7 @@ impl Published {
 /// item failures. A configuration error stops the container at init.
 pub async fn run() -> Result<(), lambda_runtime::Error> {
     crate::telemetry::init();
+    crate::metrics::as_function(FUNCTION, || crate::metrics::cold_start("core"));
     let publisher = std::sync::Arc::new(Publisher::from_vars(&Vars::from_env()).await?);
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<StreamEvent>| {
@@ -320,7 +373,11 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
                         let left = d.duration_since(std::time::SystemTime::now()).ok()?;
                         Some(Instant::now() + left)
                     });
-                    let published = publisher.publish(&event.payload, deadline).await;
+                    let published = crate::metrics::in_function(
+                        FUNCTION,
+                        publisher.publish(&event.payload, deadline),
+                    )
+                    .await;
                     Ok::<_, lambda_runtime::Error>(published.response())
                 });
             run

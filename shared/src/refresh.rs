@@ -176,6 +176,9 @@ pub enum RefreshError {
     InvalidGrant,
     /// Anything else (network, platform error): nothing is marked, the caller may retry.
     Failed(Error),
+    /// The token endpoint did not answer in time (the HTTP client's timeout): a failure like
+    /// [`RefreshError::Failed`], told apart for the metrics (`Reason=timeout`).
+    TimedOut(Error),
 }
 
 impl From<Error> for RefreshError {
@@ -195,24 +198,41 @@ impl RefreshError {
                 Reason::PlatformRefused,
                 format!("{platform} refused the authorization code; start again"),
             ),
-            RefreshError::Failed(e) => e,
+            RefreshError::Failed(e) | RefreshError::TimedOut(e) => e,
+        }
+    }
+
+    /// The `Reason` dimension of [`crate::metrics::names::REFRESH_FAILED`].
+    pub fn code(&self) -> &'static str {
+        match self {
+            RefreshError::InvalidGrant => "invalid_grant",
+            RefreshError::Failed(_) => "upstream",
+            RefreshError::TimedOut(_) => "timeout",
         }
     }
 }
 
 /// Sends a request to an OAuth token endpoint and reads its answer, the same way for every
 /// platform: the reply on success; `invalid_grant` as such; any other 4xx as a refusal (400),
-/// and anything else — 5xx, garbage, no answer — as the platform's failure (502). `who` names the
-/// endpoint in messages (e.g. "Haravan's token endpoint"); no secret is ever part of one.
+/// and anything else — 5xx, garbage, no answer — as the platform's failure (502), one that timed
+/// out as [`RefreshError::TimedOut`]. `who` names the endpoint in messages (e.g. "Haravan's
+/// token endpoint"); no secret is ever part of one. The call is `platform`'s `token` operation
+/// in the metrics.
 pub async fn token_request<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,
+    platform: &str,
     who: &str,
 ) -> std::result::Result<T, RefreshError> {
+    use crate::http::PlatformCall as _;
     let failed = |message: String| RefreshError::Failed(Error::Upstream(message));
-    let resp = request
-        .send()
-        .await
-        .map_err(|e| failed(format!("{who} {}", crate::http::describe(&e))))?;
+    let resp = request.send_to(platform, "token").await.map_err(|e| {
+        let message = format!("{who} {}", crate::http::describe(&e));
+        if e.is_timeout() {
+            RefreshError::TimedOut(Error::Upstream(message))
+        } else {
+            failed(message)
+        }
+    })?;
     let status = resp.status();
     if status.is_success() {
         return resp
@@ -372,6 +392,7 @@ async fn fresh_item_or_replacing(
             }
             None => {
                 if !patience.wait().await {
+                    refresh_failed(key, "lease_wait");
                     return Err(Error::Unavailable(
                         "the platform's token refresh is taking too long; try again".into(),
                     ));
@@ -408,7 +429,16 @@ async fn refresh_under_lease(
         return Ok(None);
     };
     let version = sealed.version();
-    match refresher.refresh(&refresh_token).await {
+    // A refresh cut short (the request's deadline drops this future mid-call) is a timeout.
+    let mut pending = Pending::new(key);
+    let outcome = refresher.refresh(&refresh_token).await;
+    match &outcome {
+        Ok(_) => pending.settle(None),
+        // Counted only once the authorization is marked dead: a sibling's rotation is not one.
+        Err(RefreshError::InvalidGrant) => pending.settled = true,
+        Err(e) => pending.settle(Some(e.code())),
+    }
+    match outcome {
         Ok(grant) => {
             // Only what the grant changes is written, in place: another writer's attributes
             // (a `shop/update`'s shop details) and the item's expiry (a WebLink session's) stay.
@@ -449,13 +479,14 @@ async fn refresh_under_lease(
                 lifecycle_event(&item, &set, crate::events::names::CONNECTION_NEEDS_REAUTH)?;
             match versioned_write(cx, key, &set, version, event).await? {
                 true => {
+                    refresh_failed(key, "invalid_grant");
                     tracing::warn!(pk = %key.pk, tenant = %key.sk, "refresh token refused; re-authorization needed");
                     Err(reauth_error())
                 }
                 false => Ok(None),
             }
         }
-        Err(RefreshError::Failed(e)) => {
+        Err(RefreshError::Failed(e) | RefreshError::TimedOut(e)) => {
             // Noted on the connection for the app to see (best effort, on the version read so
             // that it never lands on newer tokens); the caller gets the failure either way.
             let mut set = Map::new();
@@ -473,6 +504,61 @@ async fn refresh_under_lease(
                 tracing::debug!(error = %store, "the refresh failure was not noted");
             }
             Err(e)
+        }
+    }
+}
+
+/// The platform of a refreshable item's key (`install#haravan`, `conn#saison#…`: its second
+/// part).
+fn platform_of(key: &Key) -> &str {
+    key.pk.split('#').nth(1).unwrap_or("unknown")
+}
+
+/// A refresh of the tenant at `key` failed for `reason` (a
+/// [`crate::metrics::names::REFRESH_FAILED`] reason code).
+fn refresh_failed(key: &Key, reason: &'static str) {
+    crate::metrics::count(
+        crate::metrics::names::REFRESH_FAILED,
+        platform_of(key),
+        &[("Reason", reason)],
+        &[("tenant", &key.sk)],
+    );
+}
+
+/// A refresh call under way: its outcome is counted when it is settled, and as a `timeout` if it
+/// never is (its future was dropped at the request's deadline).
+struct Pending<'k> {
+    key: &'k Key,
+    settled: bool,
+}
+
+impl<'k> Pending<'k> {
+    fn new(key: &'k Key) -> Self {
+        Self {
+            key,
+            settled: false,
+        }
+    }
+
+    /// The call ended: succeeded (`None`) or failed for a reason code.
+    fn settle(&mut self, failed: Option<&'static str>) {
+        self.settled = true;
+        match failed {
+            None => crate::metrics::count(
+                crate::metrics::names::REFRESH_SUCCEEDED,
+                platform_of(self.key),
+                &[],
+                &[("tenant", &self.key.sk)],
+            ),
+            Some(reason) => refresh_failed(self.key, reason),
+        }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            refresh_failed(self.key, "timeout");
         }
     }
 }

@@ -286,8 +286,16 @@ impl Served {
         }
     }
 
-    /// Runs the function's handler with its platform's context from `all`.
+    /// Runs the function's handler with its platform's context from `all`, as the function
+    /// (the metrics it emits name it: [`crate::metrics::in_function`]).
     pub fn call<'a>(&self, all: &'a Platforms, req: &'a Request) -> HandlerFuture<'a> {
+        Box::pin(crate::metrics::in_function(
+            self.name(),
+            self.handler(all, req),
+        ))
+    }
+
+    fn handler<'a>(&self, all: &'a Platforms, req: &'a Request) -> HandlerFuture<'a> {
         match self {
             Served::Sesami(f) => (f.handler)(&all.sesami, req),
             Served::Haravan(f) => (f.handler)(&all.haravan, req),
@@ -319,6 +327,17 @@ impl Route {
     /// How its errors are shown.
     pub fn format(&self) -> Format {
         self.function.format()
+    }
+
+    /// The route's key as API Gateway writes it (`GET /sesami/install`): the `Route` dimension
+    /// of its [`crate::metrics::names::RESPONSES`].
+    pub fn key(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    /// The answer to a request of this route ([`answer_route`]).
+    pub fn answer(&self, result: Result<Response<Body>>) -> Response<Body> {
+        answer_route(&self.key(), self.function_name(), self.format(), result)
     }
 }
 
@@ -523,6 +542,31 @@ pub fn answer(format: Format, result: Result<Response<Body>>) -> Response<Body> 
             e.into_response(format)
         }
     }
+}
+
+/// [`answer`] for a request of route `route` (its key, `GET /sesami/install`) served by
+/// `function`, counted in [`crate::metrics::names::RESPONSES`] by route, status class and, for
+/// a refusal, its reason code: the one place every routed answer passes, timeouts included.
+pub fn answer_route(
+    route: &str,
+    function: &'static str,
+    format: Format,
+    result: Result<Response<Body>>,
+) -> Response<Body> {
+    let reason = result.as_ref().err().map(Error::code);
+    let resp = answer(format, result);
+    let class = crate::metrics::status_class(resp.status().as_u16());
+    let mut dims = vec![("Route", route), ("Status", class)];
+    dims.extend(reason.map(|r| ("Reason", r)));
+    crate::metrics::as_function(function, || {
+        crate::metrics::count(
+            crate::metrics::names::RESPONSES,
+            crate::metrics::platform_of(function),
+            &dims,
+            &[],
+        );
+    });
+    resp
 }
 
 fn log(e: &Error) {

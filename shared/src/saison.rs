@@ -29,6 +29,7 @@ use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Reason, Result};
 use crate::flow::{self, CookieSpec};
+use crate::http::PlatformCall as _;
 use crate::refresh::{self, Grant, RefreshError, Refresher, SealedTokens};
 use crate::store::{Condition, Key, Record, Write, now};
 use crate::web::{self, Params};
@@ -550,6 +551,12 @@ async fn store_connection(
         Ok((id, writes))
     })
     .await?;
+    crate::metrics::count(
+        crate::metrics::names::INSTALLS,
+        PLATFORM,
+        &[],
+        &[("tenant", &id.cardholder), ("member", member)],
+    );
     tracing::info!(
         member,
         cardholder = id.cardholder,
@@ -617,7 +624,7 @@ async fn token_call(
             "application/x-www-form-urlencoded; charset=UTF-8",
         )
         .body(encoded);
-    refresh::token_request(request, "Saison's token endpoint").await
+    refresh::token_request(request, PLATFORM, "Saison's token endpoint").await
 }
 
 /// Saison refreshes its tokens with `grant_type=refresh_token`.
@@ -699,7 +706,7 @@ async fn signed_request(
     let resp = request
         .header("X-API-VERSION", API_VERSION)
         .header("Authorization", header)
-        .send()
+        .send_to(PLATFORM, "api")
         .await
         .map_err(|e| Error::Upstream(format!("the Saison API {}", crate::http::describe(&e))))?;
     let status = resp.status();

@@ -24,6 +24,7 @@ use crate::crypto;
 use crate::error::{Error, Reason, Result};
 use crate::events::{self, Event};
 use crate::flow::{self, CookieSpec};
+use crate::http::PlatformCall as _;
 use crate::once::{self, Applied};
 use crate::store::{Condition, Item, Key, Record, Write, now};
 use crate::web::{self, Params};
@@ -412,6 +413,12 @@ pub async fn callback(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
         Ok((reply, writes))
     })
     .await?;
+    crate::metrics::count(
+        crate::metrics::names::INSTALLS,
+        PLATFORM,
+        &[],
+        &[("tenant", shop_id)],
+    );
     tracing::info!(shop_id, "sesami install stored");
 
     let mut resp = match &cx.settings.after_install_url {
@@ -452,7 +459,7 @@ async fn exchange(cx: &Sesami, shop_id: &str, code: &str) -> Result<TokenReply> 
         .client()?
         .post(&url)
         .json(&body)
-        .send()
+        .send_to(PLATFORM, "token")
         .await
         .map_err(|e| {
             tracing::warn!(
@@ -504,6 +511,18 @@ struct Webhook {
 
 /// `POST /sesami/webhooks`: verifies the hmac over `data`, handles `uninstall_app`.
 pub async fn webhooks(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
+    let answer = delivery(cx, req).await;
+    crate::metrics::webhook(
+        PLATFORM,
+        answer
+            .as_ref()
+            .map(|a| a.get("duplicate") == Some(&Value::Bool(true))),
+    );
+    Ok(web::json(StatusCode::OK, &answer?))
+}
+
+/// A delivery's answer (`"duplicate": true` when it was seen before).
+async fn delivery(cx: &Sesami, req: &Request) -> Result<Value> {
     web::require_content_type(req, "application/json")?;
     let body = web::body(req, MAX_WEBHOOK_BYTES)?;
     let hook: Webhook = web::json_body(
@@ -543,6 +562,12 @@ pub async fn webhooks(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
             effect.extend(connection::removed_event(store, &key).await?);
             match events::apply_delivery(store, &mark, &effect, &event).await? {
                 Applied::Done => {
+                    crate::metrics::count(
+                        crate::metrics::names::REMOVALS,
+                        PLATFORM,
+                        &[],
+                        &[("tenant", &shop_id)],
+                    );
                     tracing::info!(shop_id, "sesami install removed");
                     json!({"ok": true, "handled": true})
                 }
@@ -567,7 +592,7 @@ pub async fn webhooks(cx: &Sesami, req: &Request) -> Result<Response<Body>> {
             }
         }
     };
-    Ok(web::json(StatusCode::OK, &answer))
+    Ok(answer)
 }
 
 /// The parameters Sesami puts into the browser URLs it signs: the install launch

@@ -39,6 +39,7 @@ use crate::context::{Deps, Platform};
 use crate::crypto;
 use crate::error::{Error, Reason, Result};
 use crate::flow::{self, CookieSpec};
+use crate::http::PlatformCall as _;
 use crate::oidc::{self, Discovery, Expect, Jwks};
 use crate::refresh::{self, Grant, RefreshError, Refresher, SealedTokens};
 use crate::store::{Condition, Key, Record, Write, now};
@@ -631,12 +632,18 @@ pub async fn portal_config(cx: &Weblink, portal: &str) -> Result<PortalConfig> {
         let mut url = url::Url::parse(&w.settings.host_lookup_url)
             .map_err(|_| Error::Internal("bad host lookup URL".into()))?;
         url.query_pairs_mut().append_pair("host", portal);
-        let resp = cx.http.client()?.get(url).send().await.map_err(|e| {
-            Error::Upstream(format!(
-                "Administrate's host lookup {}",
-                crate::http::describe(&e)
-            ))
-        })?;
+        let resp = cx
+            .http
+            .client()?
+            .get(url)
+            .send_to(PLATFORM, "host_lookup")
+            .await
+            .map_err(|e| {
+                Error::Upstream(format!(
+                    "Administrate's host lookup {}",
+                    crate::http::describe(&e)
+                ))
+            })?;
         if resp.status().as_u16() == 404 {
             return Err(Error::refused(
                 Reason::UnknownTenant,
@@ -748,7 +755,7 @@ async fn fetch_guest_token(cx: &Weblink, portal: &str) -> Result<GuestOutcome> {
         .client()?
         .post(&cx.settings.guest_url)
         .json(&json!({ "domain": portal }))
-        .send()
+        .send_to(PLATFORM, "guest_token")
         .await
         .map_err(|e| {
             Error::Upstream(format!(
@@ -885,7 +892,12 @@ async fn token_call(
         }
         Encoding::Form => request.form(fields),
     };
-    refresh::token_request(request, "Administrate's sign-in service for the portal").await
+    refresh::token_request(
+        request,
+        PLATFORM,
+        "Administrate's sign-in service for the portal",
+    )
+    .await
 }
 
 /// A session's random id is its partition: sessions are only ever read by id.
@@ -1049,7 +1061,7 @@ async fn signed_in(cx: &Weblink, req: &Request) -> Result<(Response<Body>, Strin
             Reason::PlatformRefused,
             "the portal's sign-in service refused the code; sign in again",
         ),
-        RefreshError::Failed(e) => e,
+        RefreshError::Failed(e) | RefreshError::TimedOut(e) => e,
     })?;
     let id_token = reply.id_token.as_deref().ok_or_else(|| {
         Error::Upstream("Administrate's sign-in service for the portal returned no id_token".into())
@@ -1118,6 +1130,12 @@ async fn signed_in(cx: &Weblink, req: &Request) -> Result<(Response<Body>, Strin
         &[state.consume(), Write::Put(item, Condition::Absent), event],
     )
     .await?;
+    crate::metrics::count(
+        crate::metrics::names::INSTALLS,
+        PLATFORM,
+        &[],
+        &[("tenant", &portal)],
+    );
     tracing::info!(portal, "weblink session started");
 
     let who = if name.is_empty() {

@@ -25,6 +25,7 @@ mod iam;
 mod keys;
 mod load;
 mod local_events;
+mod metrics;
 mod momo;
 mod op;
 mod outbox;

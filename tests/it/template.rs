@@ -523,3 +523,121 @@ fn back_end_routes_are_iam_authorized() {
         }
     }
 }
+
+/// Every alarm on a Gatehouse metric watches one the code emits (`gatehouse::metrics::names`),
+/// on a dimension set every line of it declares (the total, or one dimension alone); the alarms
+/// cover what docs/operations.md says they do; each notifies `AlarmTopicArn` only when it is
+/// set; the dashboard names only metrics the code emits; tracing is the `Tracing` parameter's.
+#[test]
+fn alarms_and_the_dashboard_watch_metrics_the_code_emits() {
+    use gatehouse::metrics::{NAMESPACE, names};
+    let t = template();
+    let resources = t["Resources"].as_object().unwrap();
+    let mut watched = BTreeSet::new();
+    for (name, resource) in resources {
+        if resource["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        let p = &resource["Properties"];
+        let metric = p["MetricName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: one metric, by name"));
+        let namespace = p["Namespace"].as_str().unwrap();
+        if namespace == NAMESPACE {
+            assert!(
+                names::ALL.contains(&metric),
+                "{name} watches {metric}, which the code does not emit"
+            );
+            let dims = p["Dimensions"].as_array().map_or(0, Vec::len);
+            assert!(dims <= 1, "{name}: a set the lines do not declare");
+        }
+        watched.insert(format!("{namespace}/{metric}"));
+        for actions in ["AlarmActions", "OKActions"] {
+            assert_eq!(
+                p[actions],
+                serde_json::json!({"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}],
+                                   {"Ref": "AWS::NoValue"}]}),
+                "{name}: {actions}"
+            );
+        }
+        assert_eq!(p["TreatMissingData"], "notBreaching", "{name}");
+    }
+    for metric in [
+        "Gatehouse/RefreshFailed",
+        "Gatehouse/WebhookRefused",
+        "Gatehouse/Responses",
+        "Gatehouse/MomoPendingBacklog",
+        "AWS/ApiGateway/5xx",
+        "AWS/SQS/ApproximateNumberOfMessagesVisible",
+    ] {
+        assert!(watched.contains(metric), "no alarm on {metric}");
+    }
+    assert_eq!(
+        t["Conditions"]["HasAlarmTopic"],
+        serde_json::json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]})
+    );
+    assert_eq!(t["Parameters"]["AlarmTopicArn"]["Default"], "");
+
+    let dashboards: Vec<&Value> = resources
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Dashboard")
+        .collect();
+    assert_eq!(dashboards.len(), 1, "one dashboard for the stack");
+    let body = dashboards[0]["Properties"]["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .expect("the dashboard's body is one !Sub string");
+    // Its JSON, once CloudFormation has substituted `${...}`.
+    let mut substituted = String::new();
+    let mut rest = body;
+    while let Some(at) = rest.find("${") {
+        substituted.push_str(&rest[..at]);
+        let end = rest[at..].find('}').expect("a closed ${...}") + at;
+        substituted.push('X');
+        rest = &rest[end + 1..];
+    }
+    substituted.push_str(rest);
+    let json: Value = serde_json::from_str(&substituted).expect("the dashboard body is JSON");
+    let mut shown = BTreeSet::new();
+    for widget in json["widgets"].as_array().unwrap() {
+        for row in widget["properties"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for item in row.as_array().unwrap() {
+                if let Some(expression) = item["expression"].as_str() {
+                    for part in expression.split("MetricName=\"").skip(1) {
+                        let metric = part.split('"').next().unwrap();
+                        if expression.contains(&format!("{{{NAMESPACE},")) {
+                            shown.insert(metric.to_owned());
+                        }
+                    }
+                }
+            }
+            if row[0] == NAMESPACE {
+                shown.insert(row[1].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    for metric in &shown {
+        assert!(
+            names::ALL.contains(&metric.as_str()),
+            "the dashboard shows {metric}, which the code does not emit"
+        );
+    }
+    for metric in names::ALL {
+        assert!(
+            shown.contains(metric),
+            "the dashboard does not show {metric}"
+        );
+    }
+
+    assert_eq!(
+        t["Globals"]["Function"]["Tracing"],
+        serde_json::json!({"Ref": "Tracing"})
+    );
+    assert_eq!(
+        t["Parameters"]["Tracing"]["AllowedValues"],
+        serde_json::json!(["Active", "PassThrough"])
+    );
+}

@@ -360,7 +360,7 @@ async fn dispatch(
             ..Default::default()
         });
     let result = gatehouse::budget::within(deadline, route.function.call(&app, &lreq)).await;
-    let answer = routes::answer(route.format(), result);
+    let answer = route.answer(result);
     if let Some(headers) = delivery_headers {
         deliveries.record(route.function_name(), &path, &headers, &bytes, &answer);
     }
