@@ -594,6 +594,17 @@ async fn every_flow_starts_on_the_console_and_comes_back_to_it() {
     );
     w.assert_connections_match_the_store().await;
 
+    // The schedules, run from the console: nothing is idle yet, so the refresh touches nothing.
+    w.click("#schedules-refresh").await;
+    let flash = w.back("the scheduled refresh").await;
+    assert!(
+        flash.starts_with("Scheduled refresh: ") && flash.contains(" 0 refreshed"),
+        "{flash}"
+    );
+    w.click("#schedules-reconcile").await;
+    let flash = w.back("the MoMo reconciler").await;
+    assert!(flash.starts_with("MoMo reconciler: "), "{flash}");
+
     // Force a refresh of each connection.
     w.row_button("tr.connection[data-platform='haravan']", "force a refresh")
         .await;

@@ -394,7 +394,20 @@ fn actions_html() -> String {
          (a payer number ending in 1 fails, 2 stays pending; the simulator calls back, then the outcome is confirmed)</fieldset>\
          <fieldset><legend>Administrate WebLink</legend>{weblink_login} (<code>jane@example.com</code> / <code>password</code>) \
          {weblink_refresh} (for this browser's session)</fieldset>\
+         <fieldset><legend>Schedules</legend>{health_run} (what the hourly <code>connections-refresh</code> does: \
+         refresh connections idle longer than <code>GATEHOUSE_REFRESH_IDLE_DAYS</code>, record their health) \
+         {reconcile_run} (what <code>momo-reconcile</code> does every 5 minutes; here it also runs on a timer)</fieldset>\
          <p>Every verified webhook and payment outcome is an event: <a href=\"/_local/events\">the whole outbox</a>.</p>",
+        health_run = button_id(
+            "schedules/refresh",
+            "run the scheduled refresh now",
+            "schedules-refresh"
+        ),
+        reconcile_run = button_id(
+            "schedules/reconcile",
+            "run the MoMo reconciler now",
+            "schedules-reconcile"
+        ),
         open = button_id("haravan/open", "open the app", "haravan-open"),
         saison = button_id(
             "saison/connect",
@@ -619,6 +632,8 @@ pub async fn action(
         "haravan/logout" => haravan_logout(&app, &console, field("sid")).await,
         "momo/pay" => momo_pay(&console, field("amount"), field("currency"), field("payer")).await,
         "weblink/refresh" => weblink_refresh(&console, &headers).await,
+        "schedules/refresh" => run_health(&app).await,
+        "schedules/reconcile" => run_reconciler(&app).await,
         "refresh" => force_refresh(&app, Key::new(field("pk"), field("sk"))).await,
         "revoke" => revoke(&app, Key::new(field("pk"), field("sk"))).await,
         other => done(&format!("There is no console action `{other}`."), false),
@@ -884,6 +899,39 @@ async fn stored_connection(app: &Platforms, key: &Key) -> Result<(Item, &'static
 }
 
 /// A refresh now, whether or not the access token is due: as a platform's 401 would force one.
+/// One run of the scheduled connection refresh, as `connections-refresh` makes it, with its
+/// counts as the message.
+async fn run_health(app: &Platforms) -> Response<Body> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    match gatehouse::health::check(gatehouse::health::Tending::from(app), until).await {
+        Ok(c) => done(
+            &format!(
+                "Scheduled refresh: {} connections seen, {} refreshed, {} now need \
+                 re-authorization, {} hold no refresh token, {} failed (tried again next run).",
+                c.seen, c.refreshed, c.needs_reauth, c.no_refresh_token, c.failed
+            ),
+            c.failed == 0,
+        ),
+        Err(e) => done(&format!("The scheduled refresh failed: {e}."), false),
+    }
+}
+
+/// One run of the MoMo reconciler, as `momo-reconcile` makes it, with its counts as the
+/// message.
+async fn run_reconciler(app: &Platforms) -> Response<Body> {
+    match gatehouse::momo::reconcile(&app.momo).await {
+        Ok(r) => done(
+            &format!(
+                "MoMo reconciler: {} pending payments seen, {} confirmed with MoMo, {} outcomes \
+                 recorded, {} still pending, {} checks failed; {} left for the next run.",
+                r.seen, r.checked, r.recorded, r.pending, r.failed, r.left
+            ),
+            r.failed == 0,
+        ),
+        Err(e) => done(&format!("The MoMo reconciler run failed: {e}."), false),
+    }
+}
+
 async fn force_refresh(app: &Platforms, key: Key) -> Response<Body> {
     let (item, platform) = match stored_connection(app, &key).await {
         Ok(found) => found,
