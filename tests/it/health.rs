@@ -61,12 +61,17 @@ async fn stored(h: &Harness, orgid: &str) -> Item {
 
 /// Makes the install of `orgid` look as if its tokens were granted `days` ago.
 async fn age(h: &Harness, orgid: &str, days: i64) {
+    age_key(h, &install_key(orgid), days).await;
+}
+
+/// Makes the tokens of the connection at `key` look granted `days` ago.
+async fn age_key(h: &Harness, key: &gatehouse::store::Key, days: i64) {
     let mut set = Map::new();
     set.insert("granted_at".into(), json!(now() - days * DAY));
     h.server
         .app
         .store
-        .update(&install_key(orgid), &set, Condition::Exists)
+        .update(key, &set, Condition::Exists)
         .await
         .unwrap();
 }
@@ -477,14 +482,7 @@ async fn an_idle_weblink_session_is_refreshed_at_its_idp() {
     let sim = h.server.weblink.clone();
     let refreshes = sim.token_requests("refresh_token");
     assert_eq!(run(&h).await.refreshed, 0, "just signed in");
-    let mut set = Map::new();
-    set.insert("granted_at".into(), json!(now() - 8 * DAY));
-    h.server
-        .app
-        .store
-        .update(&key, &set, Condition::Exists)
-        .await
-        .unwrap();
+    age_key(&h, &key, 8).await;
     let first = run(&h).await;
     assert_eq!(
         (first.seen, first.refreshed, first.failed),
@@ -516,14 +514,7 @@ async fn an_idle_saison_connection_is_refreshed() {
     let before = h.server.app.store.get(&key).await.unwrap().unwrap();
     let sim = h.server.saison.clone();
     let refreshes = sim.token_requests("refresh_token");
-    let mut set = Map::new();
-    set.insert("granted_at".into(), json!(now() - 8 * DAY));
-    h.server
-        .app
-        .store
-        .update(&key, &set, Condition::Exists)
-        .await
-        .unwrap();
+    age_key(&h, &key, 8).await;
     let first = run(&h).await;
     assert_eq!(
         (first.seen, first.refreshed, first.failed),
