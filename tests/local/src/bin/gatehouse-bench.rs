@@ -7,7 +7,11 @@
 //! per invocation, cold and warm. `bench/run` calls it once per function and writes the table.
 //!
 //! Usage: `gatehouse-bench --bootstrap PATH --event FILE --name NAME --moto URL [--cold N]
-//! [--warm N] [--reset FILE]`. The child inherits this process's environment (bench/run sets the
+//! [--warm N] [--reset FILE] [--floor PATH] [--split-transactions 1] [--before PATH]`. Each of
+//! the others is measured in turn with the function, cold and warm, and reported under its name:
+//! `floor` (replaying the function's own AWS calls), `floor_split` (the same, each transaction's
+//! writes made one call at a time: the cost of the writes before they were atomic) and `before`
+//! (an earlier build of the function). The child inherits this process's environment (bench/run sets the
 //! table, the secret ids and the platform URLs); `AWS_ENDPOINT_URL` and `AWS_LAMBDA_*` are set
 //! here.
 //!
@@ -304,6 +308,11 @@ struct Args {
     warm: usize,
     reset: Option<String>,
     floor: Option<String>,
+    /// Also a second floor whose script makes each transaction's writes as calls of their own:
+    /// the same writes as before they were made atomic, for a before/after in one run.
+    split: bool,
+    /// Also an earlier build of the same function (`--before PATH`), measured in turn with it.
+    before: Option<String>,
 }
 
 /// What `--reset` puts back before every invocation.
@@ -380,6 +389,8 @@ fn args() -> Args {
         warm: 1000,
         reset: None,
         floor: None,
+        split: false,
+        before: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -393,12 +404,14 @@ fn args() -> Args {
             "--warm" => a.warm = v.parse().expect("--warm N"),
             "--reset" => a.reset = Some(v),
             "--floor" => a.floor = Some(v),
+            "--split-transactions" => a.split = v == "1",
+            "--before" => a.before = Some(v),
             _ => panic!("unknown argument {k}"),
         }
     }
     assert!(
         !a.bootstrap.is_empty() && !a.event.is_empty() && !a.moto.is_empty(),
-        "usage: gatehouse-bench --bootstrap PATH --event FILE --name NAME --moto URL [--cold N] [--warm N] [--reset FILE] [--floor PATH]"
+        "usage: gatehouse-bench --bootstrap PATH --event FILE --name NAME --moto URL [--cold N] [--warm N] [--reset FILE] [--floor PATH] [--split-transactions 1] [--before PATH]"
     );
     a
 }
@@ -668,6 +681,43 @@ async fn record_script(
     Ok(json!({"cold": cold, "warm": warm}))
 }
 
+/// `script` with every `TransactWriteItems` replaced by its writes as calls of their own
+/// (`Put` a `PutItem`, `Update` an `UpdateItem`, `Delete` a `DeleteItem`, each with its own
+/// condition; a `ConditionCheck` has no call of its own and is dropped): what the same writes
+/// cost before they were one atomic transaction.
+fn split_transactions(script: &Value) -> Value {
+    let split = |calls: &Value| -> Value {
+        let mut out = Vec::new();
+        for call in calls.as_array().into_iter().flatten() {
+            let target = call["target"].as_str().unwrap_or_default();
+            if target != "DynamoDB_20120810.TransactWriteItems" {
+                out.push(call.clone());
+                continue;
+            }
+            for item in call["body"]["TransactItems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                for (kind, operation) in [
+                    ("Put", "PutItem"),
+                    ("Update", "UpdateItem"),
+                    ("Delete", "DeleteItem"),
+                ] {
+                    if let Some(body) = item.get(kind) {
+                        out.push(json!({
+                            "target": format!("DynamoDB_20120810.{operation}"),
+                            "body": body,
+                        }));
+                    }
+                }
+            }
+        }
+        Value::Array(out)
+    };
+    json!({"cold": split(&script["cold"]), "warm": split(&script["warm"])})
+}
+
 async fn run(a: &Args, event: &str, proxy: &Proxy, proxy_url: &str) -> Result<Value, String> {
     let reset = match &a.reset {
         Some(path) => Reset::load(path, &a.moto).await?,
@@ -677,20 +727,47 @@ async fn run(a: &Args, event: &str, proxy: &Proxy, proxy_url: &str) -> Result<Va
         bootstrap: a.bootstrap.clone(),
         env: Vec::new(),
     };
-    // The floor replays exactly the calls the function makes for this event.
-    let floor = match &a.floor {
-        Some(path) => {
-            let script = record_script(a, &function, event, proxy, proxy_url, &reset).await?;
-            Some(Target {
-                bootstrap: path.clone(),
-                env: vec![("FLOOR_SCRIPT".into(), script.to_string())],
-            })
+    // The floor replays exactly the calls the function makes for this event; the split floor,
+    // the same writes with each transaction's made one call at a time.
+    let mut floors: Vec<(&str, Target)> = Vec::new();
+    if let Some(path) = &a.floor {
+        let script = record_script(a, &function, event, proxy, proxy_url, &reset).await?;
+        if a.split {
+            floors.push((
+                "floor_split",
+                Target {
+                    bootstrap: path.clone(),
+                    env: vec![(
+                        "FLOOR_SCRIPT".into(),
+                        split_transactions(&script).to_string(),
+                    )],
+                },
+            ));
         }
-        None => None,
-    };
-    // Cold: a fresh process per spawn, the function's and the floor's alternately, so that
-    // both see the same machine.
-    let (mut cold, mut floor_cold) = (Vec::new(), Vec::new());
+        floors.insert(
+            0,
+            (
+                "floor",
+                Target {
+                    bootstrap: path.clone(),
+                    env: vec![("FLOOR_SCRIPT".into(), script.to_string())],
+                },
+            ),
+        );
+    }
+    if let Some(path) = &a.before {
+        floors.push((
+            "before",
+            Target {
+                bootstrap: path.clone(),
+                env: Vec::new(),
+            },
+        ));
+    }
+    // Cold: a fresh process per spawn, the function's and each floor's in turn, so that all see
+    // the same machine.
+    let mut cold = Vec::new();
+    let mut floor_cold: Vec<Vec<Cold>> = floors.iter().map(|_| Vec::new()).collect();
     for i in 0..a.cold {
         cold.push(
             cold_start(
@@ -704,8 +781,8 @@ async fn run(a: &Args, event: &str, proxy: &Proxy, proxy_url: &str) -> Result<Va
             )
             .await?,
         );
-        if let Some(floor) = &floor {
-            floor_cold.push(
+        for ((name, floor), out) in floors.iter().zip(floor_cold.iter_mut()) {
+            out.push(
                 cold_start(
                     a,
                     floor,
@@ -713,30 +790,30 @@ async fn run(a: &Args, event: &str, proxy: &Proxy, proxy_url: &str) -> Result<Va
                     proxy,
                     proxy_url,
                     &reset,
-                    &format!("floor-cold-{i}"),
+                    &format!("{name}-cold-{i}"),
                 )
                 .await?,
             );
         }
     }
-    // Warm: one process each, invoked alternately, one invocation at a time.
+    // Warm: one process each, invoked in turn, one invocation at a time.
     let mut warm = Warm::start(a, &function, event, proxy_url, &reset).await?;
-    let mut floor_warm = match &floor {
-        Some(floor) => Some(Warm::start(a, floor, event, proxy_url, &reset).await?),
-        None => None,
-    };
+    let mut floor_warm = Vec::new();
+    for (_, floor) in &floors {
+        floor_warm.push(Warm::start(a, floor, event, proxy_url, &reset).await?);
+    }
     for i in 0..a.warm {
         warm.invoke(event, proxy, &reset, format!("warm-{i}"))
             .await?;
-        if let Some(f) = floor_warm.as_mut() {
-            f.invoke(event, proxy, &reset, format!("floor-warm-{i}"))
+        for ((name, _), f) in floors.iter().zip(floor_warm.iter_mut()) {
+            f.invoke(event, proxy, &reset, format!("{name}-warm-{i}"))
                 .await?;
         }
     }
     let mut out = figures(&cold, &mut warm, a.warm);
-    if let Some(f) = floor_warm.as_mut() {
-        out["floor"] = figures(&floor_cold, f, a.warm);
-        if let Some(floor) = &floor {
+    for (((name, floor), c), w) in floors.iter().zip(&floor_cold).zip(floor_warm.iter_mut()) {
+        out[*name] = figures(c, w, a.warm);
+        if *name == "floor" {
             out["floor_bytes"] = json!(
                 std::fs::metadata(&floor.bootstrap)
                     .map(|m| m.len())
