@@ -211,6 +211,36 @@ step() {
 step fmt cargo fmt --all -- --check
 step cfn-lint "$VENV/bin/cfn-lint" template.yaml
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+# The functions as `sam build` resolves them (`cargo lambda build --release --bin <Binary>` at the
+# root, the default members) and as `-p gatehouse-functions` does: no SQLite in what is deployed.
+# Its dependencies only: a feature the tests turn on elsewhere in the workspace must not leak in.
+lean() {
+    local how deps
+    for how in "" "-p gatehouse-functions"; do
+        # shellcheck disable=SC2086
+        deps=$(cargo tree --locked $how -e normal,build --target all --prefix none -f '{p}') || return 1
+        if grep -E '^(rusqlite|libsqlite3-sys) ' <<<"$deps"; then
+            echo "the deployed functions (cargo tree $how) link SQLite" >&2
+            return 1
+        fi
+    done
+    echo "the deployed functions link no SQLite ($(wc -l <<<"$deps") dependency lines)"
+    # And such a build, with no table named, refuses to start and says which variable it needs,
+    # instead of looking for a store it does not have.
+    cargo build --locked -p gatehouse-functions --bin haravan-webhooks || return 1
+    local out status=0
+    out=$(env -i PATH="$PATH" AWS_LAMBDA_RUNTIME_API=127.0.0.1:9 AWS_LAMBDA_FUNCTION_NAME=haravan-webhooks \
+        AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128 AWS_LAMBDA_FUNCTION_VERSION=1 \
+        GATEHOUSE_DATA_DIR="$TARGET_DIR/lean-data" "$TARGET_DIR/debug/haravan-webhooks" 2>&1) || status=$?
+    if [ "$status" = 0 ] || ! grep -q '"configuration `TABLE_NAME`: is unset, and this build has no embedded store' <<<"$out" \
+        || [ -e "$TARGET_DIR/lean-data" ]; then
+        echo "a function built for deployment, without TABLE_NAME, must refuse to start (status $status):" >&2
+        echo "$out" >&2
+        return 1
+    fi
+    echo "without TABLE_NAME it refuses to start: $(grep -o 'configuration `TABLE_NAME`[^"]*' <<<"$out" | head -1)"
+}
+step lean lean
 # cargo test closes on the doc-test runs, which have no tests; the summed total is printed last
 # so that the run's closing line counts every test.
 run_tests() {
@@ -218,7 +248,7 @@ run_tests() {
     local status=0
     # The operator command's own test (tests/it/admin.rs) runs the built binary, which cargo
     # test does not build (its package has no tests of its own).
-    cargo build --locked -p gatehouse-functions --bin gatehouse-admin || return 1
+    cargo build --locked -p gatehouse-admin || return 1
     GATEHOUSE_ADMIN_BIN=$(cd "$TARGET_DIR" && pwd)/debug/gatehouse-admin
     export GATEHOUSE_ADMIN_BIN
     cargo test --workspace --locked 2>&1 | tee "$log" || status=${PIPESTATUS[0]}

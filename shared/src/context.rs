@@ -7,7 +7,7 @@
 
 use crate::config::{Config, ConfigError, Vars};
 use crate::secrets::{Secrets, Source};
-use crate::store::{DynamoStore, EmbeddedStore, Store};
+use crate::store::{DynamoStore, Store};
 use lambda_http::Request;
 use std::sync::Arc;
 use url::Url;
@@ -76,6 +76,32 @@ macro_rules! derefs_to_deps {
 }
 pub(crate) use derefs_to_deps;
 
+/// The local store in `GATEHOUSE_DATA_DIR`, for a process with no `TABLE_NAME`.
+#[cfg(feature = "embedded")]
+fn embedded_store(config: &Config) -> Result<Arc<dyn Store>, ConfigError> {
+    let store =
+        crate::store::EmbeddedStore::open(config.data_dir.join("store.sqlite3")).map_err(|e| {
+            ConfigError {
+                name: "GATEHOUSE_DATA_DIR".into(),
+                problem: e.to_string(),
+            }
+        })?;
+    Ok(Arc::new(store))
+}
+
+/// A build without the embedded store (every deployed function) needs a table: it refuses to
+/// start, and says so, rather than fall back to a store it does not have.
+#[cfg(not(feature = "embedded"))]
+fn embedded_store(_config: &Config) -> Result<Arc<dyn Store>, ConfigError> {
+    Err(ConfigError {
+        name: "TABLE_NAME".into(),
+        problem: "is unset, and this build has no embedded store: set it to the DynamoDB table, \
+                  or build with the `embedded` feature (`cargo lambda watch --features embedded`) \
+                  to run on a local SQLite file"
+            .into(),
+    })
+}
+
 impl Deps {
     /// The dependencies configured by the process environment.
     pub async fn from_env() -> Result<Self, ConfigError> {
@@ -98,14 +124,7 @@ impl Deps {
                 aws_sdk_dynamodb::Client::new(aws),
                 table.clone(),
             )),
-            _ => Arc::new(
-                EmbeddedStore::open(config.data_dir.join("store.sqlite3")).map_err(|e| {
-                    ConfigError {
-                        name: "GATEHOUSE_DATA_DIR".into(),
-                        problem: e.to_string(),
-                    }
-                })?,
-            ),
+            _ => embedded_store(&config)?,
         };
         Self::with_store(config, store, aws.as_ref())
     }

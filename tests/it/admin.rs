@@ -614,7 +614,7 @@ async fn replay_from_the_outbox_and_from_the_dead_letter_queue() {
     );
 }
 
-/// The binary as built (`cargo build -p gatehouse-functions --bin gatehouse-admin`): help,
+/// The binary as built (`cargo build -p gatehouse-admin`): help,
 /// a usage error's exit status, and a listing on the embedded store. The test command builds it
 /// and names it in `GATEHOUSE_ADMIN_BIN`, which must then exist; without that variable the
 /// workspace's debug build is used if there is one, else the test says it is skipped.

@@ -55,9 +55,6 @@ fn local_routes_are_exactly_the_templates() {
     assert_eq!(local, template);
 }
 
-/// Binaries that operators run by hand, not functions behind routes.
-const OPERATOR_COMMANDS: &[&str] = &["gatehouse-admin"];
-
 /// Every binary the template deploys: behind routes, on a schedule (`momo-reconcile`,
 /// `connections-refresh`) or on the table's stream (`events-publisher`).
 fn template_binaries() -> BTreeSet<String> {
@@ -86,7 +83,7 @@ fn every_function_binary_is_deployed() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("name = "))
         .map(|n| n.trim_matches('"').to_owned())
-        .filter(|n| n != "gatehouse-functions" && !OPERATOR_COMMANDS.contains(&n.as_str()))
+        .filter(|n| n != "gatehouse-functions")
         .collect();
     assert_eq!(built, deployed);
 }

@@ -31,10 +31,12 @@
 //!   reads one, only listings.
 
 mod dynamo;
+#[cfg(feature = "embedded")]
 mod embedded;
 mod record;
 
 pub use dynamo::{DynamoStore, create_table};
+#[cfg(feature = "embedded")]
 pub use embedded::EmbeddedStore;
 pub use record::Record;
 
