@@ -85,6 +85,8 @@ ddb.create_table(
 )
 ddb.update_time_to_live(TableName="gatehouse-bench",
                         TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+# The bus events-publisher puts on (EVENT_BUS_NAME in bench/run).
+boto3.client("events", endpoint_url=url).create_event_bus(Name="gatehouse-bench")
 sm = boto3.client("secretsmanager", endpoint_url=url)
 for name, value in json.load(open("events/secrets.json")).items():
     sm.create_secret(Name=f"gatehouse-bench/{name}", SecretString=json.dumps(value))

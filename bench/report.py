@@ -53,6 +53,12 @@ def fmt_size(s):
     return "not built" if s is None else f"{s[0] / MB:.2f} / {s[1] / MB:.2f}"
 
 
+def other(r, when, spec):
+    """Calls to any other AWS service (EventBridge's PutEvents, for the publisher), if any."""
+    n = r.get(f"{when}_other_calls", 0)
+    return f" (+ {n:{spec}} EventBridge)" if n else ""
+
+
 misses = []
 lines = [
     "<!-- bench:start -->",
@@ -87,8 +93,8 @@ for r in rows:
         f"| {r['init_ms_p50']:.1f} | {r['first_response_ms_p50']:.1f}, {r['first_response_own_ms_p50']:.1f} | {rss:.1f} "
         f"| {r['warm_ms_p50']:.3f} / {r['warm_ms_p99']:.3f} "
         f"| {r['warm_own_ms_p50']:.3f} / {r['warm_own_ms_p99']:.3f} "
-        f"| {r['cold_dynamodb_calls']:g} + {r['cold_secrets_calls']:g} "
-        f"| {r['warm_dynamodb_calls']:.2f} + {r['warm_secrets_calls']:.2f} |"
+        f"| {r['cold_dynamodb_calls']:g} + {r['cold_secrets_calls']:g}{other(r, 'cold', 'g')} "
+        f"| {r['warm_dynamodb_calls']:.2f} + {r['warm_secrets_calls']:.2f}{other(r, 'warm', '.2f')} |"
     )
     checks = [
         (r["init_ms_p50"], INIT_MS, "init p50", "ms"),
@@ -114,7 +120,8 @@ for r in rows:
 
 lines += [
     "",
-    "Against the floor: `gatehouse-floor` (bench/floor), a minimal Rust Lambda that replays the "
+    "Against the floor: `gatehouse-floor` (bench/floor; `gatehouse-floor-events` for "
+    "`events-publisher`, which also replays `PutEvents`), a minimal Rust Lambda that replays the "
     "function's own AWS calls for the same event (recorded through the counting proxy: same "
     "operations, keys, conditions and payloads) and does nothing else, spawned and invoked "
     "alternately with the function in the same run. The floor's figures are this machine's "

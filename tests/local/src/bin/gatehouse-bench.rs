@@ -88,6 +88,17 @@ async fn next(State(em): State<Arc<Emulator>>) -> Response {
     (headers, body).into_response()
 }
 
+/// An answer's status: API Gateway's `statusCode`; for a stream batch (`events-publisher`),
+/// whose answer is Lambda's partial batch response, 200 when `batchItemFailures` is empty and 207
+/// when some items failed.
+fn answer_status(answer: &Value) -> Option<i64> {
+    if let Some(code) = answer["statusCode"].as_i64() {
+        return Some(code);
+    }
+    let failures = answer["batchItemFailures"].as_array()?;
+    Some(if failures.is_empty() { 200 } else { 207 })
+}
+
 async fn response(
     State(em): State<Arc<Emulator>>,
     Path(_id): Path<String>,
@@ -96,7 +107,7 @@ async fn response(
     let now = Instant::now();
     let status = serde_json::from_slice::<Value>(&body)
         .ok()
-        .and_then(|v| v["statusCode"].as_i64())
+        .and_then(|v| answer_status(&v))
         .unwrap_or(0);
     let _ = em.seen.send(Seen::Response(now, status));
     StatusCode::ACCEPTED.into_response()
@@ -492,6 +503,8 @@ struct Cold {
     rss_anon: f64,
     dynamodb: f64,
     secrets: f64,
+    /// Any other AWS service (EventBridge's `PutEvents`, for the publisher).
+    other: f64,
     status: i64,
 }
 
@@ -526,7 +539,7 @@ async fn cold_start(
     };
     // Idle again (its next `next`): everything of the first invocation is done.
     wait_for(&mut seen, |s| matches!(s, Seen::Next(_))).await?;
-    let (ddb, sm, _) = proxy.counts.take();
+    let (ddb, sm, other) = proxy.counts.take();
     let cold = Cold {
         init: ms(t1 - t0),
         first: ms(t2 - t0),
@@ -536,6 +549,7 @@ async fn cold_start(
         rss_anon: status_kib(pid, "RssAnon").unwrap_or(0) as f64 / 1024.0,
         dynamodb: ddb as f64,
         secrets: sm as f64,
+        other: other as f64,
         status,
     };
     drop(child);
@@ -552,6 +566,7 @@ struct Warm {
     status: Option<i64>,
     dynamodb: usize,
     secrets: usize,
+    other: usize,
 }
 
 impl Warm {
@@ -577,6 +592,7 @@ impl Warm {
             status: None,
             dynamodb: 0,
             secrets: 0,
+            other: 0,
         })
     }
 
@@ -604,9 +620,10 @@ impl Warm {
             Seen::Response(t1, status) => {
                 wait_for(&mut self.seen, |s| matches!(s, Seen::Next(_))).await?;
                 let moto = proxy.counts.take_upstream();
-                let (ddb, sm, _) = proxy.counts.take();
+                let (ddb, sm, other) = proxy.counts.take();
                 self.dynamodb += ddb;
                 self.secrets += sm;
+                self.other += other;
                 self.lat.push(ms(t1 - t0));
                 self.own.push(ms((t1 - t0).saturating_sub(moto)));
                 self.status = Some(status);
@@ -629,6 +646,7 @@ fn figures(cold: &[Cold], warm: &mut Warm, n: usize) -> Value {
         (col(|c| c.init), col(|c| c.first), col(|c| c.first_own));
     let (rss, mut ddb, mut sm) = (col(|c| c.rss), col(|c| c.dynamodb), col(|c| c.secrets));
     let (mut rss_file, mut rss_anon) = (col(|c| c.rss_file), col(|c| c.rss_anon));
+    let mut other = col(|c| c.other);
     let n = n.max(1) as f64;
     json!({
         "cold_spawns": cold.len(),
@@ -641,6 +659,7 @@ fn figures(cold: &[Cold], warm: &mut Warm, n: usize) -> Value {
         "cold_rss_anon_mb_p50": median(&mut rss_anon),
         "cold_dynamodb_calls": median(&mut ddb),
         "cold_secrets_calls": median(&mut sm),
+        "cold_other_calls": median(&mut other),
         "warm_invocations": warm.lat.len(),
         "warm_status": warm.status,
         "warm_ms_p50": median(&mut warm.lat.clone()),
@@ -650,6 +669,7 @@ fn figures(cold: &[Cold], warm: &mut Warm, n: usize) -> Value {
         "warm_rss_mb": warm.rss(),
         "warm_dynamodb_calls": warm.dynamodb as f64 / n,
         "warm_secrets_calls": warm.secrets as f64 / n,
+        "warm_other_calls": warm.other as f64 / n,
     })
 }
 
