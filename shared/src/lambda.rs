@@ -129,7 +129,11 @@ pub async fn run<P: Platform>(function: &'static Function<P>) -> Result<(), lamb
     crate::metrics::as_function(function.name, || {
         crate::metrics::cold_start(crate::metrics::platform_of(function.name));
     });
-    let cx = Arc::new(crate::context::from_env::<P>().await?);
+    // Logged as well as returned: the runtime prints the returned error's `Debug` on stderr, and
+    // an operator searching the function's JSON logs finds this line.
+    let cx = Arc::new(crate::context::from_env::<P>().await.inspect_err(|e| {
+        tracing::error!(error = %e, "the function refused to start: its configuration is unusable");
+    })?);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| {
             let cx = cx.clone();
