@@ -8,6 +8,8 @@
 # tests/op/node_modules, likewise; Chromium and chromedriver for the console's browser test, with
 # apt when missing.
 # Every step runs even if an earlier one failed; the script exits non-zero if any did.
+# The tests run under a time limit, GATEHOUSE_TEST_LIMIT seconds (2700 unless set): past it,
+# tests/watchdog.py names the tests still running, prints their stacks and stops them.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -251,7 +253,9 @@ run_tests() {
     cargo build --locked -p gatehouse-admin || return 1
     GATEHOUSE_ADMIN_BIN=$(cd "$TARGET_DIR" && pwd)/debug/gatehouse-admin
     export GATEHOUSE_ADMIN_BIN
-    cargo test --workspace --locked 2>&1 | tee "$log" || status=${PIPESTATUS[0]}
+    # Under a time limit (tests/watchdog.py): a test that hangs fails the run, named, with its
+    # stack, instead of holding it until CI stops it from outside with nothing said.
+    "$PY" tests/watchdog.py "${GATEHOUSE_TEST_LIMIT:-2700}" "$log" -- cargo test --workspace --locked || status=$?
     "$PY" - "$log" <<'EOF'
 import re, sys
 passed = failed = 0
