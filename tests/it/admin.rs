@@ -652,21 +652,18 @@ async fn the_built_binary_lists_without_tokens() {
     let keys = setup.deps.secrets.app_keys().await.unwrap();
     haravan_install(setup.deps.store.as_ref(), &keys, "4001", None).await;
     let run = |args: &[&str]| {
-        std::process::Command::new(&binary)
-            .args(args)
-            .env_clear()
-            .env(
-                "GATEHOUSE_DATA_DIR",
-                setup.vars.get("GATEHOUSE_DATA_DIR").unwrap(),
-            )
-            .output()
-            .unwrap()
+        let mut command = std::process::Command::new(&binary);
+        command.args(args).env_clear().env(
+            "GATEHOUSE_DATA_DIR",
+            setup.vars.get("GATEHOUSE_DATA_DIR").unwrap(),
+        );
+        crate::support::output_within(command, std::time::Duration::from_secs(60))
     };
-    let help = run(&["--help"]);
+    let help = run(&["--help"]).await;
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("keys reseal"));
-    assert_eq!(run(&["keys", "spin"]).status.code(), Some(2));
-    let listed = run(&["connections", "list", "--json"]);
+    assert_eq!(run(&["keys", "spin"]).await.status.code(), Some(2));
+    let listed = run(&["connections", "list", "--json"]).await;
     assert!(listed.status.success(), "{listed:?}");
     let text = String::from_utf8(listed.stdout).unwrap();
     let row: Value = serde_json::from_str(text.trim()).unwrap();

@@ -112,10 +112,7 @@ async fn opens_in_child(mode: &str) -> Option<usize> {
         .env("SSL_CERT_FILE", &copy)
         .env_remove("SSL_CERT_DIR")
         .env(MODE, mode);
-    let out = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .expect("the child runs");
+    let out = crate::support::output_within(command, std::time::Duration::from_secs(120)).await;
     assert!(
         out.status.success(),
         "the child failed:\n{}\n{}",

@@ -114,6 +114,12 @@ impl Browser {
                     "--disable-gpu",
                     "--no-first-run",
                     "--disable-extensions",
+                    // A closed network (CI's) drops or refuses what Chromium fetches for itself
+                    // (updates, sync, Google's hosts), which can stall its start or a page.
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-quic",
                     format!("--user-data-dir={}", profile.path().join("profile").display()),
                 ],
             }),
@@ -132,6 +138,16 @@ impl Browser {
                 panic!("no browser session: {e}; chromedriver said:\n{log}");
             }
         };
+        // WebDriver's own default waits five minutes for a page; every page here is local and
+        // loads in milliseconds, so a page that takes 30 s is a failure, said as one.
+        client
+            .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+                Some(Duration::from_secs(30)),
+                Some(Duration::from_secs(30)),
+                None,
+            ))
+            .await
+            .expect("WebDriver timeouts");
         Browser {
             client,
             driver: child,

@@ -148,3 +148,19 @@ pub fn dynamo_client_at(
             .build(),
     )
 }
+
+/// Runs `command` to its end and returns its output, or fails the test if it has not ended
+/// within `limit` (the child is then killed): a child that hangs must fail its own test, named,
+/// rather than hold the whole run.
+pub async fn output_within(
+    command: std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    let mut command = tokio::process::Command::from(command);
+    let program = format!("{:?}", command.as_std().get_program());
+    command.kill_on_drop(true);
+    match tokio::time::timeout(limit, command.output()).await {
+        Ok(output) => output.unwrap_or_else(|e| panic!("{program} does not run: {e}")),
+        Err(_) => panic!("{program} did not end within {limit:?}"),
+    }
+}
