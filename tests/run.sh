@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of Gatehouse: ./tests/run.sh (from anywhere).
 #
-# Steps, in order: rustfmt check, cfn-lint of template.yaml, clippy, then every test of the
+# Steps, in order: rustfmt check, cfn-lint of template.yaml, SAM's transform of it (and cfn-lint
+# of what it expands to), clippy, the lean check of the deployed functions, then every test of the
 # workspace with two moto servers (DynamoDB, Secrets Manager, IAM) on 127.0.0.1, one open and one
 # that enforces IAM. The Python tools live in a project-local .venv, installed on the first run;
 # the standards OpenID Provider the Haravan tests run against (tests/op, Node) in
@@ -16,6 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 MOTO_VERSION=5.2.5
 CFN_LINT_VERSION=1.58.0
+SAM_TRANSLATOR_VERSION=1.115.0
 VENV=.venv
 PY=$VENV/bin/python
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -30,10 +32,10 @@ if ! "$PY" -c '' 2>/dev/null; then
     rm -rf "$VENV"
     python3 -m venv "$VENV"
 fi
-missing=$("$PY" - "$MOTO_VERSION" "$CFN_LINT_VERSION" <<'EOF'
+missing=$("$PY" - "$MOTO_VERSION" "$CFN_LINT_VERSION" "$SAM_TRANSLATOR_VERSION" <<'EOF'
 import sys
 from importlib import metadata, util
-want = {"moto": sys.argv[1], "cfn-lint": sys.argv[2]}
+want = {"moto": sys.argv[1], "cfn-lint": sys.argv[2], "aws-sam-translator": sys.argv[3]}
 out = []
 for name, version in want.items():
     try:
@@ -212,6 +214,13 @@ step() {
 
 step fmt cargo fmt --all -- --check
 step cfn-lint "$VENV/bin/cfn-lint" template.yaml
+# cfn-lint does not run SAM's transform, which is where a deploy can still be refused: run it
+# (tests/sam_transform.py, with its checks of what it generates), then lint what it expands to.
+sam_transform() {
+    local out=$TARGET_DIR/template.transformed.json
+    "$PY" tests/sam_transform.py template.yaml "$out" && "$VENV/bin/cfn-lint" "$out"
+}
+step sam-transform sam_transform
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 # The functions as `sam build` resolves them (`cargo lambda build --release --bin <Binary>` at the
 # root, the default members) and as `-p gatehouse-functions` does: no SQLite in what is deployed.
