@@ -105,6 +105,18 @@ def main():
         )
         reader = threading.Thread(target=tee, args=(child.stdout, log, lines), daemon=True)
         reader.start()
+
+        # The command runs in a session of its own (so that its whole group can be stopped):
+        # an interrupt or a TERM sent to the test command must stop it too.
+        def stop(signum, _frame):
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            sys.exit(128 + signum)
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
         try:
             status = child.wait(timeout=limit)
             reader.join()
