@@ -1320,10 +1320,7 @@ fn judge(case: &Case, answer: &Answer, over_http: bool, secrets: &[String]) -> V
 async fn every_route_refuses_bad_input_and_changes_nothing() {
     let h = Harness::embedded().await;
     let secrets = h.secret_values();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = crate::support::http_without_redirects();
     let mut failures = Vec::new();
     let mut count = 0;
     for route in routes::all() {

@@ -172,10 +172,7 @@ async fn a_browser_route_out_of_time_answers_a_503_page() {
     let (h, slow) = on_slow_store(vars).await;
     slow.slow_down(Duration::from_secs(30));
     let query = h.server.sesami.signed_query(&[("shopId", "budget-shop")]);
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = crate::support::http_without_redirects();
     let started = Instant::now();
     let resp = client
         .get(h.url(&format!("/sesami/install?{query}")))

@@ -89,7 +89,7 @@ async fn unsigned_or_wrongly_signed_calls_are_refused_and_store_nothing() {
         .await
         .unwrap();
     let other = json!({"platform": "saison", "end_user": "mallory", "return_to": h.url("/done")});
-    let mut request = reqwest::Client::new()
+    let mut request = crate::support::http()
         .post(&url)
         .header("content-type", "application/json")
         .body(other.to_string());

@@ -81,7 +81,7 @@ impl Browser {
             .spawn()
             .unwrap_or_else(|e| panic!("{} does not start: {e}", driver.display()));
         let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let http = crate::support::http();
         let started = Instant::now();
         loop {
             if http
@@ -748,10 +748,7 @@ async fn every_flow_starts_on_the_console_and_comes_back_to_it() {
 #[tokio::test]
 async fn a_console_action_posted_from_another_site_is_refused() {
     let h = Harness::embedded().await;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let http = crate::support::http_without_redirects();
     let post = |site: &'static str| {
         http.post(h.url("/_local/console/sesami/webhook"))
             .header("sec-fetch-site", site)

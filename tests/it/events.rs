@@ -1074,7 +1074,7 @@ pub(crate) async fn momo_scenario(b: &EventBench) {
             .unwrap();
     let m = &secrets["momo"];
     let sub = m["subscription_keys"]["collection"].as_str().unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let token: Value = http
         .post(format!("{}/collection/token/", b.momo_base))
         .header(

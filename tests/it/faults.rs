@@ -80,10 +80,7 @@ impl Platform {
             upstream: Mutex::new(String::new()),
             mode: Mutex::new(Misbehaviour::Fails500),
             token_requests: AtomicUsize::new(0),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            http: crate::support::http_without_redirects(),
         });
         let router = axum::Router::new()
             .fallback(platform_handler)
@@ -369,7 +366,7 @@ async fn weblink_token_endpoint_failures() {
 async fn momo_token_endpoint_failures() {
     let (h, platform) = misbehaving("MOMO_BASE_URL", "", "momo", "/collection/token/").await;
     each_misbehaviour(&h, &platform, "MoMo", async |h, _| {
-        let resp = reqwest::Client::new()
+        let resp = crate::support::http()
             .post(h.url("/momo/requesttopay"))
             .header("content-type", "application/json")
             .body(
@@ -477,10 +474,7 @@ async fn prepare(h: &Harness) -> Prepared {
 
 /// A request for every route of the table (a route without one fails the test), and the index.
 async fn probes(h: &Harness, p: &Prepared) -> Vec<Probe> {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = crate::support::http_without_redirects();
     let haravan = h.server.app.secrets.credentials("haravan").await.unwrap();
     let haravan_secret = secrecy::ExposeSecret::expose_secret(&haravan.client_secret).to_owned();
     let verify_token = haravan.extra["webhook_verify_token"]

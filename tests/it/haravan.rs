@@ -464,7 +464,7 @@ async fn at_hash_is_checked_against_the_access_token() {
         access_token: Some(access),
         skew: 60,
     };
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     assert!(
         gatehouse::oidc::verify_id_token(&http, &jwks, &token, &expect("the-real-access-token"))
             .await
@@ -653,7 +653,7 @@ async fn webhook_deliveries_are_verified_and_deduped() {
         .client_secret
         .expose_secret()
         .to_owned();
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     let post = |body: Vec<u8>, headers: Vec<(&'static str, String)>| {
         let mut req = client
             .post(&url)
@@ -853,7 +853,7 @@ async fn concurrent_refresh(h: Harness) {
         "every caller got the same token"
     );
     assert_ne!(tokens[0], old, "and it is the new one");
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .get(format!("{}/api/com/shop.json", sim.issuer()))
         .bearer_auth(&tokens[0])
         .send()
@@ -1270,7 +1270,7 @@ type Refusal<'a> = (&'a str, Vec<u8>, Vec<(&'a str, String)>, &'a str);
 
 /// A signed POST to the webhook URL with `headers`, and the app's status and body.
 async fn post_signed(h: &Harness, body: &[u8], headers: &[(&str, String)]) -> (u16, String) {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::support::http()
         .post(h.url("/haravan/webhooks"))
         .body(body.to_vec());
     for (k, v) in headers {

@@ -271,12 +271,7 @@ impl Browser {
     pub fn new() -> Self {
         Self {
             cookies: HashMap::new(),
-            client: Some(
-                reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .build()
-                    .expect("client"),
-            ),
+            client: Some(crate::support::http_without_redirects()),
         }
     }
 

@@ -676,7 +676,7 @@ impl Relay {
     fn start(upstream: &str) -> Relay {
         let state = Arc::new(RelayState {
             upstream: upstream.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            http: crate::support::http(),
             calls: Mutex::new(Vec::new()),
             principals: Mutex::new(HashMap::new()),
         });
@@ -873,7 +873,7 @@ impl World {
             secrets.insert(id.clone(), (name, arn));
         }
         let iam = Iam {
-            http: reqwest::Client::new(),
+            http: crate::support::http(),
             endpoint: moto.endpoint.clone(),
             admin: moto.admin.clone(),
         };
@@ -1251,7 +1251,7 @@ async fn the_publisher_puts_events_only_under_its_template_policy() {
         .unwrap();
     let policies = policies_of(&function, &stack).unwrap();
     let iam = Iam {
-        http: reqwest::Client::new(),
+        http: crate::support::http(),
         endpoint: moto.endpoint.clone(),
         admin: moto.admin.clone(),
     };
@@ -1329,7 +1329,7 @@ async fn a_call_moto_refuses_is_recorded_by_function_and_action() {
         .await
         .unwrap();
     let iam = Iam {
-        http: reqwest::Client::new(),
+        http: crate::support::http(),
         endpoint: moto.endpoint.clone(),
         admin: moto.admin.clone(),
     };

@@ -280,10 +280,7 @@ fn bare(
 async fn every_route_counts_its_refusals_by_reason() {
     let h = Harness::embedded().await;
     let capture = metrics::capture();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = crate::support::http_without_redirects();
     let mut refused = 0;
     for route in gatehouse::routes::all() {
         let (status, body, lines) = request(&capture, bare(&h, &client, &route)).await;
@@ -331,7 +328,7 @@ async fn sesami_installs_webhooks_and_removals() {
         );
     }
 
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     let webhook = |event: &str, shop: &str| {
         let mut data = BTreeMap::new();
         data.insert("shopId".to_owned(), Value::from(shop));
@@ -477,7 +474,7 @@ async fn haravan_installs_refreshes_and_webhooks() {
         .to_owned();
     let body = serde_json::to_vec(&sim.webhook_body("shop/update", ADMIN_ORG)).unwrap();
     let sig = gatehouse_simulators::haravan::webhook_signature(&secret, &body);
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     let post = |sig: &str| {
         client
             .post(h.url("/haravan/webhooks"))
@@ -511,7 +508,7 @@ async fn haravan_installs_refreshes_and_webhooks() {
 async fn momo_callbacks_and_the_reconcilers_backlog() {
     let h = Harness::embedded().await;
     let capture = metrics::capture();
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     let pay = |msisdn: &str, external: &str| {
         client
             .post(h.url("/momo/requesttopay"))
@@ -604,7 +601,7 @@ async fn the_v1_routes_count_their_answers() {
     let (page, _) = crate::sesami::install(&h, &mut b, "shop-v").await;
     assert_eq!(page.status, 200);
     taken(&capture);
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     for (method, path, route, class) in [
         (
             "GET",

@@ -26,7 +26,7 @@ fn payment(msisdn: &str, external_id: &str) -> Value {
 }
 
 async fn request_to_pay(h: &Harness, body: &Value, idempotency: Option<&str>) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = crate::support::http()
         .post(h.url("/momo/requesttopay"))
         .header("content-type", "application/json")
         .body(body.to_string());
@@ -180,7 +180,7 @@ async fn bad_requests_and_callbacks_are_refused_and_change_nothing() {
     let (_, body) = request_to_pay(&h, &payment("46733123452", "order-5"), None).await;
     let reference = body["referenceId"].as_str().unwrap().to_owned();
     settled(&h, &reference, 1).await;
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     let put = |path: String, body: &'static str| {
         let req = client
             .put(h.url(&path))
@@ -705,7 +705,7 @@ async fn the_same_key_with_another_body_is_refused() {
     // The same request, its keys in another order and spaced out.
     let respelled = r#"{ "payeeNote": "Thanks", "payer": {"partyId": "46733123450", "partyIdType": "MSISDN"},
              "externalId": "order-422", "currency": "EUR", "amount": "10.50", "payerMessage": "Order 42" }"#;
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(h.url("/momo/requesttopay"))
         .header("content-type", "application/json")
         .header("Idempotency-Key", "key-422")

@@ -85,15 +85,29 @@ impl Op {
                 return None;
             }
         };
-        let mut line = String::new();
+        // Its first line, read on a thread of its own so that an OP that never says it listens
+        // fails this test in 30 s instead of blocking it for good. The rest of its output goes
+        // to the test's stderr: a closed pipe would end it.
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
-        stdout.read_line(&mut line).expect("the OP's first line");
-        // The rest of its output goes to the test's stderr: a closed pipe would end it.
+        let (first, said) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = stdout.read_line(&mut line);
+            if first.send(read.map(|_| line)).is_err() {
+                return;
+            }
             for line in stdout.lines().map_while(Result::ok) {
                 eprintln!("op: {line}");
             }
         });
+        let line = match said.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(read) => read.expect("the OP's first line"),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the OP said nothing within 30 s of starting");
+            }
+        };
         let announced = line
             .trim()
             .strip_prefix("listening ")
@@ -102,7 +116,7 @@ impl Op {
         Some(Op {
             child,
             origin: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            http: crate::support::http(),
         })
     }
 
@@ -525,7 +539,7 @@ async fn weblink_refresh_status(h: &Harness, b: &Browser) -> (u16, Value) {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("; ");
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(h.url("/weblink/refresh"))
         .header("cookie", cookie)
         .send()

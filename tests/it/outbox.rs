@@ -325,7 +325,7 @@ async fn an_uninstall_with_many_sessions_still_fits_its_event() {
 async fn one_payment_event_whoever_records_it(h: crate::harness::Harness) {
     let sim = h.server.momo.clone();
     sim.set_drop_callbacks(true);
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let mut references = Vec::new();
     for (msisdn, status) in [("46733123450", "SUCCESSFUL"), ("46733123451", "FAILED")] {
         let answer: Value = http

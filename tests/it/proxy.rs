@@ -191,7 +191,7 @@ impl Case {
         body: Option<&str>,
         extra: &[(&str, &str)],
     ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-        let mut req = reqwest::Client::new().request(method, url);
+        let mut req = crate::support::http().request(method, url);
         if let Some(body) = body {
             req = req
                 .header("content-type", "application/json")

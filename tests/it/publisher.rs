@@ -242,7 +242,7 @@ impl EntrySpoiler {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let spoiled = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(AtomicU64::new(0));
-        let http = reqwest::Client::new();
+        let http = crate::support::http();
         let counter = spoiled.clone();
         let router = axum::Router::new().fallback(move |request: axum::extract::Request| {
             let (http, upstream, seen, counter) = (

@@ -337,7 +337,7 @@ async fn the_simulator_refuses_bad_signatures() {
     ))
     .unwrap();
     let (uri, host, port) = saison::mac_target(&url).unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     let send = |header: String| {
         let req = client
             .get(url.clone())

@@ -164,3 +164,21 @@ pub async fn output_within(
         Err(_) => panic!("{program} did not end within {limit:?}"),
     }
 }
+
+/// An HTTP client for the tests' own calls, with a timeout on each: reqwest's default has none,
+/// so a server that accepts and never answers would hold its test, and the run, for good.
+pub fn http() -> reqwest::Client {
+    builder().build().expect("the tests' HTTP client")
+}
+
+/// [`http`], following no redirect: the tests that look at a redirect itself.
+pub fn http_without_redirects() -> reqwest::Client {
+    builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("the tests' HTTP client")
+}
+
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().timeout(std::time::Duration::from_secs(60))
+}

@@ -72,7 +72,7 @@ fn cookie_header(b: &Browser) -> String {
 }
 
 async fn refresh_at(url: String, cookie: String) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(url)
         .header("cookie", cookie)
         .send()
@@ -272,7 +272,7 @@ async fn id_tokens_from_the_wrong_issuer_audience_or_key_are_refused() {
         access_token: None,
         skew: 60,
     };
-    let http = reqwest::Client::new();
+    let http = crate::support::http();
     let good = sim.sign_id_token(&claims);
     assert!(
         gatehouse::oidc::verify_id_token(&http, &jwks, &good, &expect)
@@ -420,7 +420,7 @@ async fn configured_endpoints_override_the_metadata() {
 }
 
 async fn guest(h: &Harness, body: &str) -> (u16, Option<String>, Value) {
-    let resp = reqwest::Client::new()
+    let resp = crate::support::http()
         .post(h.url("/weblink/guest-token"))
         .header("content-type", "application/json")
         .body(body.to_owned())
@@ -728,7 +728,7 @@ async fn twenty_guest_tokens_for_one_portal_make_one_call() {
         .map(|_| {
             let url = url.clone();
             tokio::spawn(async move {
-                let resp = reqwest::Client::new()
+                let resp = crate::support::http()
                     .post(url)
                     .header("content-type", "application/json")
                     .body(json!({ "portal": PORTAL }).to_string())
