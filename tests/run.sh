@@ -3,8 +3,8 @@
 #
 # Steps, in order: rustfmt check, cfn-lint of template.yaml, SAM's transform of it (and cfn-lint
 # of what it expands to), clippy, the lean check of the deployed functions, then every test of the
-# workspace with two moto servers (DynamoDB, Secrets Manager, IAM) on 127.0.0.1, one open and one
-# that enforces IAM. The Python tools live in a project-local .venv, installed on the first run;
+# workspace with three moto servers (DynamoDB, Secrets Manager, IAM, EventBridge, SQS) on
+# 127.0.0.1: one open, one for the load test alone, and one that enforces IAM. The Python tools live in a project-local .venv, installed on the first run;
 # the standards OpenID Provider the Haravan tests run against (tests/op, Node) in
 # tests/op/node_modules, likewise; Chromium and chromedriver for the console's browser test, with
 # apt when missing.
