@@ -48,13 +48,16 @@ def expanded(template, tracing):
     return transform(doc, {"Tracing": tracing}, ManagedPolicies())
 
 
+def functions(out):
+    return {k: v for k, v in out["Resources"].items() if v["Type"] == "AWS::Lambda::Function"}
+
+
 def problems(out):
     found = []
     resources = out["Resources"]
-    functions = {k: v for k, v in resources.items() if v["Type"] == "AWS::Lambda::Function"}
-    if not functions:
+    if not functions(out):
         found.append("the transform generated no function")
-    for name, function in functions.items():
+    for name, function in functions(out).items():
         role = function["Properties"].get("Role", {})
         role_name = role.get("Fn::GetAtt", [None])[0] if isinstance(role, dict) else None
         arns = resources.get(role_name, {}).get("Properties", {}).get("ManagedPolicyArns", [])
@@ -96,9 +99,8 @@ def main():
         if tracing == "Active":
             with open(target, "w") as f:
                 json.dump(out, f, indent=1)
-            count = sum(1 for v in out["Resources"].values() if v["Type"] == "AWS::Lambda::Function")
             print(f"the SAM transform expands {source}: {len(out['Resources'])} resources, "
-                  f"{count} functions, written to {target}")
+                  f"{len(functions(out))} functions, written to {target}")
     return 1 if failed else 0
 
 

@@ -17,19 +17,30 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 RESULT = re.compile(r"^test (\S+) \.\.\. (ok|FAILED|ignored)")
 SLOW = re.compile(r"^test (\S+) has been running for over \d+ seconds")
 
 
-def tee(stream, log, lines):
+def tee(stream, log, finished, slow):
+    """Copies the output to stdout and the log, noting the tests that ended and the slow ones."""
     for raw in iter(stream.readline, b""):
         sys.stdout.buffer.write(raw)
         sys.stdout.buffer.flush()
         log.write(raw)
         log.flush()
-        lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+        line = raw.decode("utf-8", "replace")
+        if m := RESULT.match(line):
+            finished.add(m.group(1))
+        elif m := SLOW.match(line):
+            slow.append(m.group(1))
+
+
+def kill_group(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def descendants(root):
@@ -98,21 +109,18 @@ def stacks(pid):
 def main():
     limit, log_path = float(sys.argv[1]), sys.argv[2]
     command = sys.argv[sys.argv.index("--") + 1:]
-    lines = []
+    finished, slow = set(), []
     with open(log_path, "wb") as log:
         child = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )
-        reader = threading.Thread(target=tee, args=(child.stdout, log, lines), daemon=True)
+        reader = threading.Thread(target=tee, args=(child.stdout, log, finished, slow), daemon=True)
         reader.start()
 
         # The command runs in a session of its own (so that its whole group can be stopped):
         # an interrupt or a TERM sent to the test command must stop it too.
         def stop(signum, _frame):
-            try:
-                os.killpg(child.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_group(child.pid)
             sys.exit(128 + signum)
 
         signal.signal(signal.SIGINT, stop)
@@ -123,8 +131,6 @@ def main():
             return status
         except subprocess.TimeoutExpired:
             pass
-        finished = {m.group(1) for m in map(RESULT.match, lines) if m}
-        slow = [m.group(1) for m in map(SLOW.match, lines) if m]
         report = [f"\nwatchdog: the tests ran past their limit of {limit:.0f} s and are stopped."]
         report.append("still running: " + (", ".join(t for t in slow if t not in finished)
                                            or "(none over 60 s named by libtest)"))
@@ -136,10 +142,7 @@ def main():
         sys.stdout.write(text)
         sys.stdout.flush()
         log.write(text.encode())
-        try:
-            os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(child.pid)
         child.wait()
         return 124
 
